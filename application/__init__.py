@@ -1,0 +1,1 @@
+"""Use cases of dmledger: ingest webhooks, manage accounts, read the ledger."""

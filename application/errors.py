@@ -1,0 +1,39 @@
+"""Errors the use cases raise; the interfaces map each to an HTTP status or a CLI message."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """Base of every error a caller of the application can act on; `detail` says what went wrong."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class MalformedWebhook(ApplicationError):
+    """The body is not JSON, or not an Instagram webhook."""
+
+
+class InvalidSignature(ApplicationError):
+    """`X-Hub-Signature-256` is missing or does not match the account's app secret."""
+
+
+class StorageUnavailable(ApplicationError):
+    """The event store could not commit; nothing was stored and the caller may retry."""
+
+
+class AccountAlreadyRegistered(ApplicationError):
+    """An account with this Instagram id is already registered."""
+
+
+class AccountNotFound(ApplicationError):
+    """No account with this id is registered."""
+
+
+class InvalidInput(ApplicationError):
+    """A command's input is invalid; `field` names the culprit."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field

@@ -1,0 +1,133 @@
+"""Ingesting a webhook: verify it, and record each messaging item on its conversation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from application.errors import InvalidSignature
+from application.instagram_webhook import RoutedItem, read_webhook, record_item, route_items
+from application.ledger_writer import Changes, Command
+from application.ports import SecretBox
+from domain.account import Account
+from domain.conversation import Conversation
+from domain.identity import account_id, conversation_id
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_PREFIX = "sha256="
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What became of one webhook body."""
+
+    recorded: int
+    """New events stored."""
+    duplicates: int
+    """Items already stored before (Meta redelivers)."""
+    skipped_accounts: tuple[str, ...]
+    """Instagram account ids the body addressed that dmledger does not serve."""
+    unroutable: int
+    """Items that named no sender or recipient, so belong to no conversation."""
+    test_events: int
+    """Dashboard test events (`entry[].changes[]`), answered without side effects."""
+
+
+class WebhookIngest:
+    """Turns signed webhook bodies into commands for the ledger writer."""
+
+    def __init__(self, secrets: SecretBox) -> None:
+        self._secrets = secrets
+        # Decrypted app secrets by ciphertext: decrypting on every webhook would be slow.
+        self._app_secrets: dict[str, bytes] = {}
+
+    def command(self, body: bytes, signature: str | None) -> Command[IngestReport]:
+        """The command that verifies `body` against `signature` and records its items."""
+        given = _signature_digest(signature)
+
+        def ingest(changes: Changes) -> IngestReport:
+            return self._ingest(changes, body, given)
+
+        return ingest
+
+    def _ingest(self, changes: Changes, body: bytes, given: str) -> IngestReport:
+        webhook = read_webhook(body)
+        routed, unroutable = route_items(webhook)
+        by_account: dict[str, list[RoutedItem]] = defaultdict(list)
+        for item in routed:
+            by_account[item.ig_account_id].append(item)
+
+        # Verify against every served account the body addresses before changing anything.
+        served: dict[str, list[RoutedItem]] = {}
+        skipped: list[str] = []
+        for ig_account_id, items in by_account.items():
+            account = changes.get(account_id(ig_account_id), Account, fresh=True)
+            if account is None or not account.serves_webhooks:
+                skipped.append(ig_account_id)
+                log.warning(
+                    "skipping %d messaging items for Instagram account %s, which is not served",
+                    len(items),
+                    ig_account_id,
+                )
+                continue
+            if not hmac.compare_digest(self._digest(account, body), given):
+                raise InvalidSignature(
+                    "X-Hub-Signature-256 does not match the app secret of Instagram account "
+                    f"{ig_account_id}"
+                )
+            served[ig_account_id] = items
+        if unroutable:
+            log.warning(
+                "skipping %d messaging items that name no sender or recipient", len(unroutable)
+            )
+
+        recorded = duplicates = 0
+        for ig_account_id, items in served.items():
+            for item in items:
+                conversation = self._conversation(changes, ig_account_id, item.participant_id)
+                before = len(conversation.pending_events)
+                if record_item(conversation, item):
+                    recorded += len(conversation.pending_events) - before
+                else:
+                    duplicates += 1
+        return IngestReport(
+            recorded=recorded,
+            duplicates=duplicates,
+            skipped_accounts=tuple(skipped),
+            unroutable=len(unroutable),
+            test_events=sum(len(entry.changes) for entry in webhook.entry),
+        )
+
+    def _conversation(
+        self, changes: Changes, ig_account_id: str, participant_id: str
+    ) -> Conversation:
+        found = changes.get(conversation_id(ig_account_id, participant_id), Conversation)
+        if found is not None:
+            return found
+        conversation = Conversation(ig_account_id=ig_account_id, participant_id=participant_id)
+        changes.add(conversation)
+        return conversation
+
+    def _digest(self, account: Account, body: bytes) -> str:
+        secret = self._app_secrets.get(account.app_secret)
+        if secret is None:
+            secret = self._secrets.decrypt(account.app_secret).encode()
+            self._app_secrets[account.app_secret] = secret
+        return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _signature_digest(signature: str | None) -> str:
+    if not signature:
+        raise InvalidSignature("the X-Hub-Signature-256 header is missing")
+    if not signature.startswith(SIGNATURE_PREFIX):
+        raise InvalidSignature("X-Hub-Signature-256 must look like 'sha256=<hex digest>'")
+    return signature.removeprefix(SIGNATURE_PREFIX).strip().lower()
+
+
+def sign(body: bytes, app_secret: str) -> str:
+    """The `X-Hub-Signature-256` header Meta would send for `body`."""
+    return SIGNATURE_PREFIX + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()

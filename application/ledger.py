@@ -1,0 +1,73 @@
+"""The ledger: dmledger's eventsourcing application, one event log for accounts and conversations.
+
+Accounts and their conversations share one application (one events table, one
+notification log), so an account's whole history can be read in the order it was
+recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Notification
+
+from domain.account import Account
+from domain.conversation import Conversation
+from domain.identity import account_id
+
+
+class Ledger(Application[UUID]):
+    """Stores every event of every account and conversation."""
+
+    # The name becomes table names and is stored: never change it.
+    name = "dmledger"
+
+    def find(self, aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate with this id as stored now, or None."""
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
+
+    def account(self, ig_account_id: str) -> Account | None:
+        """The registered account with this Instagram id, or None."""
+        found = self.find(account_id(ig_account_id))
+        return found if isinstance(found, Account) else None
+
+    def accounts(self) -> list[Account]:
+        """Every registered account, in the order they were registered."""
+        accounts: list[Account] = []
+        for notification in self._notifications(topics=[Account.Registered.TOPIC]):
+            found = self.find(notification.originator_id)
+            if isinstance(found, Account):
+                accounts.append(found)
+        return accounts
+
+    def conversation_ids(self, ig_account_id: str) -> list[UUID]:
+        """Ids of the account's conversations, in the order they started."""
+        ids: list[UUID] = []
+        for notification in self._notifications(topics=[Conversation.Started.TOPIC]):
+            started = self.mapper.to_domain_event(notification)
+            if getattr(started, "ig_account_id", None) == ig_account_id:
+                ids.append(notification.originator_id)
+        return ids
+
+    def account_history(self, ig_account_id: str) -> Iterator[tuple[int, Aggregate.Event]]:
+        """Every event of the account and its conversations, in log order, with its position."""
+        own_ids = {account_id(ig_account_id), *self.conversation_ids(ig_account_id)}
+        for notification in self._notifications():
+            if notification.originator_id in own_ids:
+                yield notification.id, self.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def _notifications(self, topics: list[str] | None = None) -> Iterator[Notification]:
+        start = 1
+        while True:
+            page = self.recorder.select_notifications(start=start, limit=500, topics=topics or ())
+            yield from page
+            if len(page) < 500:
+                return
+            start = page[-1].id + 1

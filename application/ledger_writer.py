@@ -1,0 +1,240 @@
+"""Writes to the ledger through one thread that commits many commands per transaction.
+
+Every change to the ledger is a *command*: a function that reads and changes aggregates
+through a `Changes` and returns a result. The writer runs the commands that are waiting,
+commits all their events in one transaction (group commit), and only then answers each
+caller. A caller is never answered before its events are durable.
+
+Aggregates stay in memory between commands, so a busy conversation is not replayed from
+the store for each message. Another process may have written to a cached aggregate: the
+store then refuses our events (a version conflict), the batch's aggregates are evicted
+and the batch runs again on fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError
+
+from application.errors import ApplicationError, StorageUnavailable
+from application.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+
+_STOP = object()
+
+
+class AggregateCache:
+    """The most recently used aggregates, as committed."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[UUID, Aggregate] = OrderedDict()
+
+    def get(self, aggregate_id: UUID) -> Aggregate | None:
+        aggregate = self._items.get(aggregate_id)
+        if aggregate is not None:
+            self._items.move_to_end(aggregate_id)
+        return aggregate
+
+    def put(self, aggregate: Aggregate) -> None:
+        self._items[aggregate.id] = aggregate
+        self._items.move_to_end(aggregate.id)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+    def evict(self, aggregate_ids: Iterable[UUID]) -> None:
+        for aggregate_id in aggregate_ids:
+            self._items.pop(aggregate_id, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class Changes:
+    """The aggregates that one batch of commands reads and changes; committed together."""
+
+    def __init__(self, ledger: Ledger, cache: AggregateCache, *, fresh: bool) -> None:
+        self._ledger = ledger
+        self._cache = cache
+        self._fresh_all = fresh
+        self.touched: dict[UUID, Aggregate] = {}
+
+    def get(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
+        """The aggregate with this id, or None if it does not exist.
+
+        `fresh=True` catches up with events other processes stored since it was cached
+        (used for accounts, whose credentials may be rotated elsewhere); otherwise a
+        stale aggregate shows up as a conflict at commit and the batch is retried.
+        """
+        aggregate = self.touched.get(aggregate_id)
+        if aggregate is None:
+            aggregate = self._cache.get(aggregate_id)
+            if aggregate is not None and (fresh or self._fresh_all):
+                for stored in self._ledger.events.get(aggregate_id, gt=aggregate.version):
+                    stored.mutate(aggregate)  # type: ignore[attr-defined]
+            if aggregate is None:
+                try:
+                    aggregate = cast(Aggregate, self._ledger.repository.get(aggregate_id))
+                except AggregateNotFoundError:
+                    return None
+            self.touched[aggregate_id] = aggregate
+        if not isinstance(aggregate, kind):
+            return None
+        return aggregate
+
+    def add(self, aggregate: Aggregate) -> None:
+        """Include a new aggregate in this batch."""
+        self.touched[aggregate.id] = aggregate
+
+
+Command = Callable[[Changes], T]
+
+
+class LedgerWriter:
+    """Runs commands against the ledger and commits them in groups, from one thread."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        max_batch: int = 256,
+        cache_size: int = 20_000,
+        conflict_retries: int = 5,
+        max_waiting: int = 10_000,
+    ) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.conflict_retries = conflict_retries
+        self.cache = AggregateCache(cache_size)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_waiting)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- running commands ------------------------------------------------------------
+
+    def submit(self, command: Command[T]) -> Future[T]:
+        """Queue a command; the future resolves after its events are committed."""
+        if self._thread is None:
+            msg = "the ledger writer is not running"
+            raise RuntimeError(msg)
+        future: Future[T] = Future()
+        try:
+            self._queue.put_nowait((command, future))
+        except queue.Full:
+            raise StorageUnavailable("too many webhooks are waiting to be stored") from None
+        return future
+
+    async def run(self, command: Command[T]) -> T:
+        """Run a command from async code without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(command))
+
+    def run_now(self, command: Command[T]) -> T:
+        """Run one command in the calling thread (for the CLI, when no writer thread runs)."""
+        future: Future[T] = Future()
+        with self._lock:
+            self._commit([(command, future)])
+        return future.result()
+
+    # -- the writer thread -----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)
+            with self._lock:
+                self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Command[Any], Future[Any]]]) -> None:
+        pending = [
+            (command, future) for command, future in batch if future.set_running_or_notify_cancel()
+        ]
+        conflicts = 0
+        while pending:
+            changes = Changes(self.ledger, self.cache, fresh=conflicts > 0)
+            results: list[tuple[Future[Any], Any]] = []
+            rejected: list[tuple[Future[Any], BaseException]] = []
+            crashed: int | None = None
+            for index, (command, future) in enumerate(pending):
+                try:
+                    results.append((future, command(changes)))
+                except ApplicationError as error:
+                    # Commands raise these before they change anything.
+                    rejected.append((future, error))
+                except Exception as error:
+                    log.exception("command failed; running the rest of its batch again")
+                    future.set_exception(error)
+                    crashed = index
+                    break
+            if crashed is not None:
+                # The crashed command may have half-changed aggregates: start again without it.
+                self.cache.evict(changes.touched)
+                del pending[crashed]
+                continue
+            for future, error in rejected:
+                future.set_exception(error)
+            try:
+                self.ledger.save(*changes.touched.values())
+            except RecordConflictError:
+                self.cache.evict(changes.touched)
+                conflicts += 1
+                if conflicts <= self.conflict_retries:
+                    pending = [(c, f) for c, f in pending if not f.done()]
+                    continue
+                failure: BaseException = StorageUnavailable(
+                    "the conversation kept changing under us; try again"
+                )
+            except Exception as error:
+                self.cache.evict(changes.touched)
+                log.warning("could not commit %d commands: %s", len(results), error)
+                failure = StorageUnavailable("the event store is unavailable; try again")
+            else:
+                for aggregate in changes.touched.values():
+                    self.cache.put(aggregate)
+                for future, result in results:
+                    future.set_result(result)
+                return
+            for future, _ in results:
+                future.set_exception(failure)
+            return

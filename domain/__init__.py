@@ -1,0 +1,1 @@
+"""The dmledger domain: accounts and their Instagram conversations, as event-sourced aggregates."""

@@ -1,0 +1,335 @@
+"""The `Conversation` aggregate: one Instagram DM thread between an account and a participant.
+
+Every thing that can happen in a thread is its own event. Command methods check for
+redelivery (Meta retries for up to 36 hours and does not promise order) and return
+whether something new was recorded; the private `@event` methods only assign state,
+so replaying the log never raises.
+
+Fields that Meta sends as structured objects (attachments, `reply_to`, referrals) are
+kept verbatim as Meta sent them, so an auditor sees exactly what arrived, including
+fields Meta adds after this code was written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.identity import conversation_id
+
+JSONObject = dict[str, Any]
+
+
+class Conversation(Aggregate):
+    """The thread between one Instagram account and one participant (an IGSID)."""
+
+    TOPIC = "dmledger:Conversation"
+
+    class Event(Aggregate.Event):
+        """Base of every conversation event."""
+
+        TOPIC = "dmledger:Conversation.Event"
+
+    class Created(Event, Aggregate.Created):
+        """Base of the conversation's creation event."""
+
+        TOPIC = "dmledger:Conversation.Created"
+
+    @staticmethod
+    def create_id(ig_account_id: str, participant_id: str, **_: Any) -> UUID:
+        """Conversations are identified by the account and the participant."""
+        return conversation_id(ig_account_id, participant_id)
+
+    @event("Started", topic="dmledger:Conversation.Started")
+    def __init__(self, ig_account_id: str, participant_id: str) -> None:
+        self.ig_account_id = ig_account_id
+        self.participant_id = participant_id
+        # What has been recorded, by what identifies it (see the `_key_*` functions).
+        # A dict rather than a set: it keeps insertion order and transcodes as JSON.
+        self.recorded: dict[str, None] = {}
+
+    def has_recorded(self, key: str) -> bool:
+        """Whether the thing identified by `key` is already in this conversation."""
+        return key in self.recorded
+
+    # -- what the participant sends ---------------------------------------------------
+
+    def receive_message(
+        self,
+        *,
+        mid: str,
+        sent_at: int,
+        text: str | None = None,
+        attachments: list[JSONObject] | None = None,
+        reply_to: JSONObject | None = None,
+        quick_reply: JSONObject | None = None,
+        referral: JSONObject | None = None,
+        unsupported: bool = False,
+        standby: bool = False,
+        extra: JSONObject | None = None,
+    ) -> bool:
+        """Record a message the participant sent; `sent_at` is Meta's timestamp in ms."""
+        key = f"message:{mid}"
+        if key in self.recorded:
+            return False
+        self._message_received(
+            key=key,
+            mid=mid,
+            sent_at=sent_at,
+            text=text,
+            attachments=attachments or [],
+            reply_to=reply_to,
+            quick_reply=quick_reply,
+            referral=referral,
+            unsupported=unsupported,
+            standby=standby,
+            extra=extra or {},
+        )
+        return True
+
+    @event("MessageReceived", topic="dmledger:Conversation.MessageReceived")
+    def _message_received(
+        self,
+        key: str,
+        mid: str,
+        sent_at: int,
+        text: str | None,
+        attachments: list[JSONObject],
+        reply_to: JSONObject | None,
+        quick_reply: JSONObject | None,
+        referral: JSONObject | None,
+        unsupported: bool,
+        standby: bool,
+        extra: JSONObject,
+    ) -> None:
+        self.recorded[key] = None
+
+    def record_echo(
+        self,
+        *,
+        mid: str,
+        sent_at: int,
+        text: str | None = None,
+        attachments: list[JSONObject] | None = None,
+        reply_to: JSONObject | None = None,
+        app_id: str | None = None,
+        standby: bool = False,
+        extra: JSONObject | None = None,
+    ) -> bool:
+        """Record Meta's echo of a message the business account sent."""
+        key = f"message:{mid}"
+        if key in self.recorded:
+            return False
+        self._message_echoed(
+            key=key,
+            mid=mid,
+            sent_at=sent_at,
+            text=text,
+            attachments=attachments or [],
+            reply_to=reply_to,
+            app_id=app_id,
+            standby=standby,
+            extra=extra or {},
+        )
+        return True
+
+    @event("MessageEchoed", topic="dmledger:Conversation.MessageEchoed")
+    def _message_echoed(
+        self,
+        key: str,
+        mid: str,
+        sent_at: int,
+        text: str | None,
+        attachments: list[JSONObject],
+        reply_to: JSONObject | None,
+        app_id: str | None,
+        standby: bool,
+        extra: JSONObject,
+    ) -> None:
+        self.recorded[key] = None
+
+    def unsend(self, *, mid: str, unsent_at: int, standby: bool = False) -> bool:
+        """Record that the participant unsent (deleted) a message."""
+        key = f"unsent:{mid}"
+        if key in self.recorded:
+            return False
+        self._message_unsent(key=key, mid=mid, unsent_at=unsent_at, standby=standby)
+        return True
+
+    @event("MessageUnsent", topic="dmledger:Conversation.MessageUnsent")
+    def _message_unsent(self, key: str, mid: str, unsent_at: int, standby: bool) -> None:
+        self.recorded[key] = None
+
+    def edit_message(
+        self, *, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool = False
+    ) -> bool:
+        """Record that the participant edited a message (Meta's `num_edit` is `edit_count`)."""
+        key = f"edit:{mid}:{edit_count}"
+        if key in self.recorded:
+            return False
+        self._message_edited(
+            key=key, mid=mid, text=text, edit_count=edit_count, edited_at=edited_at, standby=standby
+        )
+        return True
+
+    @event("MessageEdited", topic="dmledger:Conversation.MessageEdited")
+    def _message_edited(
+        self, key: str, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool
+    ) -> None:
+        self.recorded[key] = None
+
+    def add_reaction(
+        self,
+        *,
+        mid: str,
+        sender_id: str,
+        reaction: str | None,
+        emoji: str | None,
+        reacted_at: int,
+        standby: bool = False,
+    ) -> bool:
+        """Record a reaction to a message."""
+        key = f"react:{mid}:{sender_id}:{reaction}:{emoji}:{reacted_at}"
+        if key in self.recorded:
+            return False
+        self._reaction_added(
+            key=key,
+            mid=mid,
+            sender_id=sender_id,
+            reaction=reaction,
+            emoji=emoji,
+            reacted_at=reacted_at,
+            standby=standby,
+        )
+        return True
+
+    @event("ReactionAdded", topic="dmledger:Conversation.ReactionAdded")
+    def _reaction_added(
+        self,
+        key: str,
+        mid: str,
+        sender_id: str,
+        reaction: str | None,
+        emoji: str | None,
+        reacted_at: int,
+        standby: bool,
+    ) -> None:
+        self.recorded[key] = None
+
+    def remove_reaction(
+        self,
+        *,
+        mid: str,
+        sender_id: str,
+        reaction: str | None,
+        emoji: str | None,
+        removed_at: int,
+        standby: bool = False,
+    ) -> bool:
+        """Record that a reaction to a message was taken back."""
+        key = f"unreact:{mid}:{sender_id}:{reaction}:{emoji}:{removed_at}"
+        if key in self.recorded:
+            return False
+        self._reaction_removed(
+            key=key,
+            mid=mid,
+            sender_id=sender_id,
+            reaction=reaction,
+            emoji=emoji,
+            removed_at=removed_at,
+            standby=standby,
+        )
+        return True
+
+    @event("ReactionRemoved", topic="dmledger:Conversation.ReactionRemoved")
+    def _reaction_removed(
+        self,
+        key: str,
+        mid: str,
+        sender_id: str,
+        reaction: str | None,
+        emoji: str | None,
+        removed_at: int,
+        standby: bool,
+    ) -> None:
+        self.recorded[key] = None
+
+    def mark_seen(self, *, mid: str | None, seen_at: int, standby: bool = False) -> bool:
+        """Record that the participant read the thread up to the message `mid`."""
+        key = f"seen:{mid}:{seen_at}"
+        if key in self.recorded:
+            return False
+        self._messages_seen(key=key, mid=mid, seen_at=seen_at, standby=standby)
+        return True
+
+    @event("MessagesSeen", topic="dmledger:Conversation.MessagesSeen")
+    def _messages_seen(self, key: str, mid: str | None, seen_at: int, standby: bool) -> None:
+        self.recorded[key] = None
+
+    def receive_postback(
+        self,
+        *,
+        mid: str | None,
+        title: str | None,
+        payload: str | None,
+        sent_at: int,
+        standby: bool = False,
+    ) -> bool:
+        """Record a tap on an icebreaker or a button (a postback)."""
+        key = f"postback:{mid}" if mid else f"postback:{payload}:{sent_at}"
+        if key in self.recorded:
+            return False
+        self._postback_received(
+            key=key, mid=mid, title=title, payload=payload, sent_at=sent_at, standby=standby
+        )
+        return True
+
+    @event("PostbackReceived", topic="dmledger:Conversation.PostbackReceived")
+    def _postback_received(
+        self,
+        key: str,
+        mid: str | None,
+        title: str | None,
+        payload: str | None,
+        sent_at: int,
+        standby: bool,
+    ) -> None:
+        self.recorded[key] = None
+
+    def receive_referral(
+        self, *, referral: JSONObject, sent_at: int, standby: bool = False
+    ) -> bool:
+        """Record that the participant arrived through an ad or an ig.me link."""
+        key = f"referral:{referral.get('ref')}:{referral.get('source')}:{sent_at}"
+        if key in self.recorded:
+            return False
+        self._referral_received(key=key, referral=referral, sent_at=sent_at, standby=standby)
+        return True
+
+    @event("ReferralReceived", topic="dmledger:Conversation.ReferralReceived")
+    def _referral_received(
+        self, key: str, referral: JSONObject, sent_at: int, standby: bool
+    ) -> None:
+        self.recorded[key] = None
+
+    def record_unrecognised(
+        self, *, item: JSONObject, fingerprint: str, sent_at: int | None, standby: bool = False
+    ) -> bool:
+        """Keep a messaging item of a kind this code does not know, verbatim.
+
+        `fingerprint` identifies the item (a digest of its canonical form), so a
+        redelivered unknown item is stored once too.
+        """
+        key = f"unrecognised:{fingerprint}"
+        if key in self.recorded:
+            return False
+        self._unrecognised_item_received(key=key, item=item, sent_at=sent_at, standby=standby)
+        return True
+
+    @event("UnrecognisedItemReceived", topic="dmledger:Conversation.UnrecognisedItemReceived")
+    def _unrecognised_item_received(
+        self, key: str, item: JSONObject, sent_at: int | None, standby: bool
+    ) -> None:
+        self.recorded[key] = None

@@ -1,0 +1,1 @@
+"""Adapters: settings, persistence, encryption; they implement the application's ports."""

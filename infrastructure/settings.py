@@ -1,0 +1,90 @@
+"""dmledger's settings, read once from `DMLEDGER_*` environment variables at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+PREFIX = "DMLEDGER_"
+DEFAULT_DATABASE_URL = "sqlite:///./var/dmledger.sqlite3"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value dmledger cannot use; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable about one dmledger process."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """`postgresql://user:password@host:port/db`, `sqlite:///path`, or `memory://` (tests)."""
+    secret_keys: tuple[str, ...] = ()
+    """Fernet keys for credentials, newest first (`DMLEDGER_SECRET_KEY`, comma-separated)."""
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    webhook_max_body_bytes: int = 1024 * 1024
+    data_dir: str = "./var"
+    """Where development state lives (the SQLite default, a generated development key)."""
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate the settings; raise `SettingsError` naming the bad variable."""
+
+        def get(name: str) -> str | None:
+            value = environ.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        values: dict[str, object] = {}
+        if (url := get("DATABASE_URL")) is not None:
+            if not url.startswith(("postgresql://", "postgres://", "sqlite://", "memory://")):
+                raise SettingsError(
+                    f"{PREFIX}DATABASE_URL must start with postgresql://, sqlite:/// or "
+                    f"memory://, got {url.split('://')[0]!r}"
+                )
+            values["database_url"] = url
+        if (keys := get("SECRET_KEY")) is not None:
+            values["secret_keys"] = tuple(k.strip() for k in keys.split(",") if k.strip())
+        if (env := get("ENV")) is not None:
+            if env not in ("development", "production"):
+                raise SettingsError(
+                    f"{PREFIX}ENV must be 'development' or 'production', got {env!r}"
+                )
+            values["environment"] = env
+        if (host := get("HOST")) is not None:
+            values["host"] = host
+        if (port := get("PORT")) is not None:
+            values["port"] = _whole_number("PORT", port, 1, 65535)
+        if (level := get("LOG_LEVEL")) is not None:
+            if level.lower() not in LOG_LEVELS:
+                raise SettingsError(
+                    f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+                )
+            values["log_level"] = level.lower()
+        if (limit := get("WEBHOOK_MAX_BODY_BYTES")) is not None:
+            values["webhook_max_body_bytes"] = _whole_number(
+                "WEBHOOK_MAX_BODY_BYTES", limit, 1024, 64 * 1024 * 1024
+            )
+        if (data_dir := get("DATA_DIR")) is not None:
+            values["data_dir"] = data_dir
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _whole_number(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise SettingsError(
+            f"{PREFIX}{name} must be a whole number from {low} to {high}, got {value!r}"
+        )
+    return number

@@ -1,0 +1,237 @@
+"""The `dmledger` command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from application.errors import ApplicationError
+from infrastructure.secret_box import FernetSecretBox, SecretKeyError
+from infrastructure.settings import Settings, SettingsError
+from interfaces.composition import Services, build, settings_from_environment
+
+SECRET_OPTIONS = ("app_secret", "access_token", "verify_token")
+
+
+class CliError(Exception):
+    """A message for the operator; the command exits with status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `dmledger` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_environment()
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
+        result: int = args.run(settings, args)
+    except (SettingsError, SecretKeyError, CliError, ApplicationError) as error:
+        print(f"dmledger: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmledger", description="Event-sourced conversation service for Instagram DMs."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="address to listen on (default: DMLEDGER_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: DMLEDGER_PORT or 8000)")
+    serve.set_defaults(run=_serve)
+
+    accounts = commands.add_parser("accounts", help="manage Instagram accounts").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    add = accounts.add_parser(
+        "add",
+        help="register an Instagram professional account",
+        description=(
+            "Register an account. Each secret may be given as VALUE, as 'env:NAME' to read "
+            "the environment variable NAME, or as '-' to read it from a line of standard "
+            "input (in the order app secret, access token, verify token), so secrets stay "
+            "out of shell history. A secret not given is asked for when on a terminal."
+        ),
+    )
+    add.add_argument("--ig-id", required=True, help="the Instagram professional account id")
+    add.add_argument("--username", required=True, help="the account's Instagram username")
+    add.add_argument("--app-secret", help="the Meta app secret that signs webhooks")
+    add.add_argument("--access-token", help="the Instagram access token for the Send API")
+    add.add_argument("--verify-token", help="the webhook verify token set in Meta's dashboard")
+    add.set_defaults(run=_accounts_add)
+    listing = accounts.add_parser("list", help="list the registered accounts")
+    listing.add_argument("--format", choices=("table", "jsonl"), default="table")
+    listing.set_defaults(run=_accounts_list)
+
+    events = commands.add_parser("events", help="print an account's stored events in log order")
+    events.add_argument("--account", required=True, help="the Instagram account id")
+    events.add_argument("--format", choices=("table", "jsonl"), default="table")
+    events.set_defaults(run=_events)
+
+    secrets = commands.add_parser("secrets", help="secret keys").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    new_key = secrets.add_parser("new-key", help="print a new random DMLEDGER_SECRET_KEY")
+    new_key.set_defaults(run=lambda _settings, _args: _print(FernetSecretBox.new_key()))
+    return parser
+
+
+def _print(text: str) -> int:
+    print(text)
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.http.app import create_app
+
+    services = build(settings, announce=lambda text: print(text, file=sys.stderr))
+    try:
+        uvicorn.run(
+            create_app(services),
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level,
+        )
+    finally:
+        services.close()
+    return 0
+
+
+def _services(settings: Settings) -> Services:
+    return build(settings, announce=lambda text: print(text, file=sys.stderr))
+
+
+def _accounts_add(settings: Settings, args: argparse.Namespace) -> int:
+    secrets = _read_secrets(args)
+    services = _services(settings)
+    try:
+        command = services.accounts.register(
+            ig_account_id=args.ig_id, username=args.username, by="cli", **secrets
+        )
+        summary = services.writer.run_now(command)
+    finally:
+        services.close()
+    print(f"registered Instagram account {summary.ig_account_id} (@{summary.username})")
+    return 0
+
+
+def _read_secrets(args: argparse.Namespace) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name in SECRET_OPTIONS:
+        given: str | None = getattr(args, name)
+        label = "--" + name.replace("_", "-")
+        if given == "-":
+            line = sys.stdin.readline()
+            if not line:
+                raise CliError(f"{label} is '-' but standard input has no line left for it")
+            values[name] = line.rstrip("\r\n")
+        elif given is not None and given.startswith("env:"):
+            variable = given.removeprefix("env:")
+            if not os.environ.get(variable):
+                raise CliError(
+                    f"{label} names the environment variable {variable}, which is not set"
+                )
+            values[name] = os.environ[variable]
+        elif given is not None:
+            values[name] = given
+        elif sys.stdin.isatty():
+            values[name] = getpass.getpass(f"{name.replace('_', ' ')}: ")
+        else:
+            raise CliError(f"{label} is required")
+    return values
+
+
+def _accounts_list(settings: Settings, args: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        accounts = services.accounts.list()
+    finally:
+        services.close()
+    if args.format == "jsonl":
+        for account in accounts:
+            sys.stdout.write(msgspec.json.encode(account).decode() + "\n")
+        return 0
+    rows = [
+        (a.ig_account_id, "@" + a.username, a.status, a.registered_at.isoformat(timespec="seconds"))
+        for a in accounts
+    ]
+    _table(("INSTAGRAM ID", "USERNAME", "STATUS", "REGISTERED"), rows)
+    return 0
+
+
+def _events(settings: Settings, args: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        if services.ledger.account(args.account) is None:
+            raise CliError(f"Instagram account {args.account} is not registered")
+        rows = []
+        for position, event in services.ledger.account_history(args.account):
+            record = _event_record(position, event)
+            if args.format == "jsonl":
+                sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+            else:
+                rows.append(
+                    (
+                        str(position),
+                        record["type"],
+                        str(record["aggregate_id"])[:8],
+                        str(record["version"]),
+                        record["timestamp"],
+                        _summary(record["data"]),
+                    )
+                )
+    finally:
+        services.close()
+    if args.format == "table":
+        _table(("POSITION", "TYPE", "AGGREGATE", "VERSION", "RECORDED AT", "DATA"), rows)
+    return 0
+
+
+def _event_record(position: int, event: Any) -> dict[str, Any]:
+    state = dict(vars(event))
+    aggregate_id = state.pop("originator_id")
+    version = state.pop("originator_version")
+    timestamp = state.pop("timestamp")
+    state.pop("originator_topic", None)
+    return {
+        "position": position,
+        "type": type(event).TOPIC.split(":", 1)[-1],
+        "aggregate_id": str(aggregate_id),
+        "version": version,
+        "timestamp": timestamp.isoformat(),
+        "data": state,
+    }
+
+
+def _summary(data: dict[str, Any]) -> str:
+    # Credentials are ciphertext, but a table is no place for them.
+    shown = {
+        k: v
+        for k, v in data.items()
+        if k not in SECRET_OPTIONS and k != "key" and v not in (None, [], {}, False)
+    }
+    text = msgspec.json.encode(shown).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

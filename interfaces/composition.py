@@ -1,0 +1,76 @@
+"""The composition root: builds every service of a dmledger process from its `Settings`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from application.accounts import Accounts
+from application.ingest import WebhookIngest
+from application.ledger import Ledger
+from application.ledger_writer import LedgerWriter
+from infrastructure.persistence import persistence_env
+from infrastructure.secret_box import FernetSecretBox
+from infrastructure.settings import Settings, SettingsError
+
+DEVELOPMENT_KEY_FILE = "development-secret.key"
+
+
+@dataclass
+class Services:
+    """Everything a dmledger process runs, wired together."""
+
+    settings: Settings
+    ledger: Ledger
+    writer: LedgerWriter
+    ingest: WebhookIngest
+    accounts: Accounts
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.ledger.close()
+
+
+def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
+    """Wire the services for `settings`; `announce` tells the operator about generated keys."""
+    secrets = FernetSecretBox(secret_keys(settings, announce=announce))
+    ledger = Ledger(env=persistence_env(settings.database_url))
+    writer = LedgerWriter(ledger)
+    return Services(
+        settings=settings,
+        ledger=ledger,
+        writer=writer,
+        ingest=WebhookIngest(secrets),
+        accounts=Accounts(ledger, secrets),
+    )
+
+
+def settings_from_environment() -> Settings:
+    """The settings of this process, from its environment variables."""
+    return Settings.from_environ(os.environ)
+
+
+def secret_keys(settings: Settings, *, announce: Callable[[str], None]) -> list[str]:
+    """The configured keys; in development, a generated key kept under the data directory."""
+    if settings.secret_keys:
+        return list(settings.secret_keys)
+    if settings.is_production:
+        raise SettingsError(
+            "DMLEDGER_SECRET_KEY must be set in production: it encrypts the stored credentials "
+            "(make one with `dmledger secrets new-key`)"
+        )
+    key_file = Path(settings.data_dir) / DEVELOPMENT_KEY_FILE
+    if key_file.exists():
+        return [key_file.read_text().strip()]
+    key = FernetSecretBox.new_key()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    announce(
+        "No DMLEDGER_SECRET_KEY is set, so dmledger generated a development key and keeps it in "
+        f"{key_file}:\n  DMLEDGER_SECRET_KEY={key}\n"
+        "Set DMLEDGER_SECRET_KEY (and DMLEDGER_ENV=production) before real use."
+    )
+    return [key]

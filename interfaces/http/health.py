@@ -1,0 +1,34 @@
+"""Liveness and readiness probes."""
+
+# Litestar reads handler annotations at run time: no `from __future__ import annotations`.
+
+import asyncio
+from typing import Any
+
+from litestar import get
+from litestar.di import NamedDependency
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+
+from application.ledger import Ledger
+from interfaces.http.problems import problem
+
+
+@get("/healthz", tags=["health"], sync_to_thread=False)
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["health"], sync_to_thread=False)
+async def readyz(ledger: NamedDependency[Ledger]) -> Any:
+    """The event store answers."""
+    try:
+        await asyncio.to_thread(ledger.recorder.max_notification_id)
+    except Exception as error:
+        return problem(
+            HTTP_503_SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            f"the event store does not answer: {type(error).__name__}",
+            "not-ready",
+        )
+    return {"status": "ready"}

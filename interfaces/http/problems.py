@@ -1,0 +1,95 @@
+"""One mapping from errors to RFC 9457 problem+json responses, for every route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from application.errors import (
+    AccountAlreadyRegistered,
+    AccountNotFound,
+    ApplicationError,
+    InvalidInput,
+    InvalidSignature,
+    MalformedWebhook,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: dict[type[ApplicationError], tuple[int, str]] = {
+    MalformedWebhook: (HTTP_400_BAD_REQUEST, "malformed-webhook"),
+    InvalidSignature: (HTTP_401_UNAUTHORIZED, "invalid-signature"),
+    AccountNotFound: (HTTP_404_NOT_FOUND, "not-found"),
+    AccountAlreadyRegistered: (HTTP_409_CONFLICT, "conflict"),
+    InvalidInput: (HTTP_422_UNPROCESSABLE_ENTITY, "invalid-input"),
+    StorageUnavailable: (HTTP_503_SERVICE_UNAVAILABLE, "storage-unavailable"),
+}
+
+
+def problem(
+    status: int, title: str, detail: str, kind: str, **extra: Any
+) -> Response[dict[str, Any]]:
+    """A problem+json response."""
+    body = {"type": f"https://dmledger.dev/problems/{kind}", "title": title, "status": status}
+    body["detail"] = detail
+    body.update(extra)
+    headers = {"Retry-After": "5"} if status == HTTP_503_SERVICE_UNAVAILABLE else None
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _application_error(_: Request[Any, Any, Any], error: ApplicationError) -> Response[Any]:
+    status, kind = HTTP_500_INTERNAL_SERVER_ERROR, "internal-error"
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            status, kind = _STATUS[cls]
+            break
+    extra = {"field": error.field} if isinstance(error, InvalidInput) else {}
+    return problem(status, _title(status), error.detail, kind, **extra)
+
+
+def _http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    extra: dict[str, Any] = {}
+    if isinstance(error, ValidationException) and error.extra:
+        extra["errors"] = error.extra
+    kind = "invalid-input" if isinstance(error, ValidationException) else "http-error"
+    return problem(error.status_code, _title(error.status_code), str(error.detail), kind, **extra)
+
+
+def _unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("unexpected error", exc_info=error)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        _title(HTTP_500_INTERNAL_SERVER_ERROR),
+        "dmledger failed to handle this request; the error is in its log",
+        "internal-error",
+    )
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    return HTTPStatus(status).phrase
+
+
+exception_handlers: dict[Any, Any] = {
+    ApplicationError: _application_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+__all__ = ["PROBLEM_JSON", "MediaType", "exception_handlers", "problem"]
