@@ -13,13 +13,13 @@ from application.ledger import Ledger
 from interfaces.http.problems import problem
 
 
-@get("/healthz", tags=["health"], sync_to_thread=False)
+@get("/healthz", tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["health"], sync_to_thread=False)
+@get("/readyz", tags=["health"])
 async def readyz(ledger: NamedDependency[Ledger]) -> Any:
     """The event store answers."""
     try:

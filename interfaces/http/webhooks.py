@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_403_FORBIDDEN
 
 from application.accounts import Accounts
@@ -24,16 +24,15 @@ class WebhookController(Controller):
 
     @get(
         media_type=MediaType.TEXT,
-        sync_to_thread=False,
         summary="Confirm the webhook subscription",
         responses={},
     )
     async def confirm_subscription(
         self,
         accounts: NamedDependency[Accounts],
-        mode: Annotated[str | None, Parameter(query="hub.mode")] = None,
-        verify_token: Annotated[str | None, Parameter(query="hub.verify_token")] = None,
-        challenge: Annotated[str | None, Parameter(query="hub.challenge")] = None,
+        mode: Annotated[str | None, QueryParameter(name="hub.mode")] = None,
+        verify_token: Annotated[str | None, QueryParameter(name="hub.verify_token")] = None,
+        challenge: Annotated[str | None, QueryParameter(name="hub.challenge")] = None,
     ) -> Response[Any]:
         """Answer Meta's `hub.challenge` when `hub.verify_token` is an active account's token."""
         if mode == "subscribe" and verify_token and challenge is not None:

@@ -1,0 +1,161 @@
+"""Shared fixtures: backends (memory, SQLite, PostgreSQL), services, an HTTP client, Meta bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from application.ingest import sign
+from infrastructure.secret_box import FernetSecretBox
+from infrastructure.settings import Settings
+from interfaces.composition import Services, build
+from interfaces.http.app import create_app
+
+FIXTURES = Path(__file__).parent / "fixtures" / "meta"
+ACCOUNT = "17841400000000001"
+PARTICIPANT = "5500000000000001"
+APP_SECRET = "meta-app-secret-for-tests"
+ACCESS_TOKEN = "IGAA-access-token-for-tests"
+VERIFY_TOKEN = "verify-token-for-tests"
+TEST_KEY = FernetSecretBox.new_key()
+POSTGRES_URL = os.environ.get(
+    "DMLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/dmledger_test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def meta_body(kind: str) -> bytes:
+    """A fixture body, compacted as Meta sends it."""
+    return json.dumps(
+        json.loads((FIXTURES / f"{kind}.json").read_text()), ensure_ascii=False
+    ).encode()
+
+
+def meta_json(kind: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{kind}.json").read_text())  # type: ignore[no-any-return]
+
+
+def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    return {"content-type": "application/json", "x-hub-signature-256": sign(body, secret)}
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(_admin_url(POSTGRES_URL), connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _admin_url(url: str) -> str:
+    return url.split("?")[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test database's URL; unreachable PostgreSQL skips, except under CI where it fails."""
+    if not postgres_available():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL} (CI=true: never skip)")
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A PostgreSQL URL with a schema of its own for one test, dropped afterwards."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(_admin_url(postgres_server), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{postgres_server}?schema={schema}"
+    with psycopg.connect(_admin_url(postgres_server), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that uses it runs once per backend."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.sqlite3"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(database_url: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "secret_keys": (TEST_KEY,),
+            "data_dir": str(tmp_path / "var"),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_services(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Services]]:
+    """Builds services (like a process would) and closes them after the test."""
+    built: list[Services] = []
+
+    def make(database_url: str, **overrides: Any) -> Services:
+        services = build(make_settings(database_url, **overrides), announce=lambda _: None)
+        built.append(services)
+        return services
+
+    yield make
+    for services in built:
+        services.close()
+
+
+def register_account(services: Services, ig_account_id: str = ACCOUNT, **overrides: str) -> None:
+    values = {
+        "username": "shop",
+        "app_secret": APP_SECRET,
+        "access_token": ACCESS_TOKEN,
+        "verify_token": VERIFY_TOKEN,
+    }
+    values.update(overrides)
+    services.writer.run_now(
+        services.accounts.register(ig_account_id=ig_account_id, by="test", **values)
+    )
+
+
+@pytest.fixture
+def services(database_url: str, make_services: Callable[..., Services]) -> Services:
+    """Services on each backend, with the fixtures' account registered."""
+    built = make_services(database_url)
+    register_account(built)
+    return built
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(services)) as test_client:
+        yield test_client
+
+
+def stored_events(services: Services) -> list[tuple[str, dict[str, Any]]]:
+    """Every stored event as (type, data), in log order."""
+    recorder = services.ledger.recorder
+    events = []
+    for notification in recorder.select_notifications(start=1, limit=100_000):
+        event = services.ledger.mapper.to_domain_event(notification)
+        events.append((type(event).TOPIC.split(":", 1)[1], dict(vars(event))))
+    return events
+
+
+def event_types(services: Services) -> list[str]:
+    return [kind for kind, _ in stored_events(services)]

@@ -1,0 +1,326 @@
+"""Meta's webhook deliveries through the HTTP app, on every backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from interfaces.composition import Services
+from tests.conftest import (
+    ACCOUNT,
+    APP_SECRET,
+    PARTICIPANT,
+    VERIFY_TOKEN,
+    event_types,
+    meta_body,
+    meta_json,
+    signed_headers,
+    stored_events,
+)
+
+Client = AsyncTestClient[Any]
+
+# Each fixture body, and the conversation event it must become.
+KINDS = [
+    ("text", "Conversation.MessageReceived"),
+    ("quick_reply", "Conversation.MessageReceived"),
+    ("inline_reply", "Conversation.MessageReceived"),
+    ("story_reply", "Conversation.MessageReceived"),
+    ("image", "Conversation.MessageReceived"),
+    ("video", "Conversation.MessageReceived"),
+    ("audio", "Conversation.MessageReceived"),
+    ("file", "Conversation.MessageReceived"),
+    ("share", "Conversation.MessageReceived"),
+    ("story_mention", "Conversation.MessageReceived"),
+    ("reel", "Conversation.MessageReceived"),
+    ("ig_reel", "Conversation.MessageReceived"),
+    ("ig_post", "Conversation.MessageReceived"),
+    ("ephemeral", "Conversation.MessageReceived"),
+    ("multiple_attachments", "Conversation.MessageReceived"),
+    ("unknown_attachment", "Conversation.MessageReceived"),
+    ("referral_ad", "Conversation.MessageReceived"),
+    ("unsupported", "Conversation.MessageReceived"),
+    ("standby", "Conversation.MessageReceived"),
+    ("echo", "Conversation.MessageEchoed"),
+    ("unsend", "Conversation.MessageUnsent"),
+    ("edit", "Conversation.MessageEdited"),
+    ("reaction", "Conversation.ReactionAdded"),
+    ("unreaction", "Conversation.ReactionRemoved"),
+    ("read", "Conversation.MessagesSeen"),
+    ("postback_icebreaker", "Conversation.PostbackReceived"),
+    ("postback_button", "Conversation.PostbackReceived"),
+    ("referral_igme", "Conversation.ReferralReceived"),
+    ("unknown_item", "Conversation.UnrecognisedItemReceived"),
+]
+
+
+async def post(client: Client, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    return await client.post(
+        "/webhooks/instagram", content=body, headers=headers or signed_headers(body)
+    )
+
+
+@pytest.mark.parametrize(("kind", "event_type"), KINDS)
+async def test_each_messaging_kind_is_stored_as_its_event_before_200(
+    client: Client, services: Services, kind: str, event_type: str
+) -> None:
+    body = meta_body(kind)
+
+    response = await post(client, body)
+
+    assert response.status_code == 200, response.text
+    assert response.text == "EVENT_RECEIVED"
+    assert event_types(services)[1:] == ["Conversation.Started", event_type]
+
+
+async def test_message_event_keeps_what_meta_sent(client: Client, services: Services) -> None:
+    body = meta_body("story_reply")
+    item = meta_json("story_reply")["entry"][0]["messaging"][0]
+
+    await post(client, body)
+
+    kind, data = stored_events(services)[-1]
+    assert kind == "Conversation.MessageReceived"
+    assert data["mid"] == item["message"]["mid"]
+    assert data["text"] == item["message"].get("text")
+    assert data["reply_to"] == item["message"]["reply_to"]
+    assert data["sent_at"] == item["timestamp"]
+    assert data["standby"] is False
+
+
+async def test_attachments_are_kept_with_their_urls(client: Client, services: Services) -> None:
+    body = meta_body("multiple_attachments")
+    attachments = meta_json("multiple_attachments")["entry"][0]["messaging"][0]["message"][
+        "attachments"
+    ]
+
+    await post(client, body)
+
+    _, data = stored_events(services)[-1]
+    assert data["attachments"] == attachments
+    assert all(a["payload"]["url"].startswith("https://") for a in data["attachments"])
+
+
+async def test_echo_belongs_to_the_conversation_with_its_recipient(
+    client: Client, services: Services
+) -> None:
+    await post(client, meta_body("text"))
+    await post(client, meta_body("echo"))
+
+    events = stored_events(services)
+    conversations = {data["originator_id"] for _, data in events[1:]}
+    assert len(conversations) == 1
+    started = events[1][1]
+    assert (started["ig_account_id"], started["participant_id"]) == (ACCOUNT, PARTICIPANT)
+
+
+async def test_standby_items_are_marked_as_standby(client: Client, services: Services) -> None:
+    await post(client, meta_body("standby"))
+
+    _, data = stored_events(services)[-1]
+    assert data["standby"] is True
+
+
+async def test_unknown_item_is_kept_verbatim(client: Client, services: Services) -> None:
+    item = meta_json("unknown_item")["entry"][0]["messaging"][0]
+
+    await post(client, meta_body("unknown_item"))
+
+    _, data = stored_events(services)[-1]
+    assert data["item"] == item
+
+
+async def test_redelivered_message_is_stored_once(client: Client, services: Services) -> None:
+    body = meta_body("text")
+
+    first = await post(client, body)
+    again = await post(client, body)
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert event_types(services).count("Conversation.MessageReceived") == 1
+
+
+async def test_redelivered_reaction_and_read_are_stored_once(
+    client: Client, services: Services
+) -> None:
+    for kind in ("reaction", "read", "reaction", "read", "unreaction", "unreaction"):
+        assert (await post(client, meta_body(kind))).status_code == 200
+
+    types = event_types(services)
+    assert types.count("Conversation.ReactionAdded") == 1
+    assert types.count("Conversation.MessagesSeen") == 1
+    assert types.count("Conversation.ReactionRemoved") == 1
+
+
+async def test_unsend_of_a_stored_message_is_recorded(client: Client, services: Services) -> None:
+    await post(client, meta_body("text"))
+    await post(client, meta_body("unsend"))
+
+    assert event_types(services)[-2:] == [
+        "Conversation.MessageReceived",
+        "Conversation.MessageUnsent",
+    ]
+
+
+async def test_batched_body_stores_every_item_of_every_entry(
+    client: Client, services: Services
+) -> None:
+    response = await post(client, meta_body("batched"))
+
+    assert response.status_code == 200
+    assert sorted(event_types(services)[1:]) == sorted(
+        [
+            "Conversation.Started",
+            "Conversation.MessageReceived",
+            "Conversation.ReactionAdded",
+            "Conversation.Started",
+            "Conversation.MessageReceived",
+        ]
+    )
+
+
+async def test_bad_signature_is_401_and_stores_nothing(client: Client, services: Services) -> None:
+    body = meta_body("text")
+
+    response = await post(client, body, signed_headers(body, secret="not-the-app-secret"))
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "X-Hub-Signature-256" in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_signature_of_other_bytes_is_401(client: Client, services: Services) -> None:
+    # Meta signs the raw bytes; re-serialised JSON with the same meaning must not verify.
+    body = meta_body("text")
+    pretty = json.dumps(json.loads(body), indent=2).encode()
+
+    response = await post(client, pretty, signed_headers(body))
+
+    assert response.status_code == 401
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_missing_signature_is_401(client: Client, services: Services) -> None:
+    response = await post(client, meta_body("text"), {"content-type": "application/json"})
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "the X-Hub-Signature-256 header is missing"
+
+
+async def test_malformed_json_is_400_problem(client: Client) -> None:
+    body = b'{"object": "instagram", "entry": ['
+
+    response = await post(client, body)
+
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["status"] == 400
+    assert "not valid JSON" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"object": "page", "entry": []}', "object 'page'"),
+        (b'{"entry": []}', "object"),
+        (b'{"object": "instagram", "entry": {}}', "entry"),
+        (b"[1, 2]", "Expected `object`"),
+    ],
+)
+async def test_body_that_is_not_an_instagram_webhook_is_400(
+    client: Client, services: Services, body: bytes, detail: str
+) -> None:
+    response = await post(client, body)
+
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_entries_for_an_account_we_do_not_serve_are_skipped(
+    client: Client, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = meta_body("text").replace(ACCOUNT.encode(), b"17841499999999999")
+
+    response = await post(client, body)
+
+    assert response.status_code == 200
+    assert event_types(services) == ["Account.Registered"]
+    assert "17841499999999999" in caplog.text
+
+
+async def test_dashboard_test_event_is_200_without_side_effects(
+    client: Client, services: Services
+) -> None:
+    response = await post(client, meta_body("changes_test"))
+
+    assert response.status_code == 200
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_body_over_the_limit_is_413(client: Client, services: Services) -> None:
+    body = b'{"object": "instagram", "entry": [], "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    response = await post(client, body)
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_subscription_is_confirmed_with_an_accounts_verify_token(client: Client) -> None:
+    response = await client.get(
+        "/webhooks/instagram",
+        params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "42"},
+    )
+
+    assert response.status_code == 200
+    assert response.text == "42"
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "42"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "42"},
+        {},
+    ],
+)
+async def test_subscription_is_refused_otherwise(client: Client, params: dict[str, str]) -> None:
+    response = await client.get("/webhooks/instagram", params=params)
+
+    assert response.status_code == 403
+    assert "42" not in response.text
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_unknown_route_is_a_404_problem(client: Client) -> None:
+    response = await client.get("/nowhere")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+async def test_secrets_never_appear_in_responses_or_logs(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    body = meta_body("text")
+    responses = [
+        await post(client, body),
+        await post(client, body, signed_headers(body, "wrong")),
+        await client.get("/webhooks/instagram", params={"hub.mode": "subscribe"}),
+    ]
+
+    seen = caplog.text + "".join(r.text for r in responses)
+    assert APP_SECRET not in seen
+    assert VERIFY_TOKEN not in seen
