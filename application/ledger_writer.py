@@ -25,7 +25,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import PersistenceError, RecordConflictError
 
 from application.errors import ApplicationError, StorageUnavailable
 from application.ledger import Ledger
@@ -124,6 +124,8 @@ class LedgerWriter:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_waiting)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.transactions = 0
+        """Transactions committed so far (each may hold many commands)."""
 
     # -- running commands ------------------------------------------------------------
 
@@ -187,34 +189,17 @@ class LedgerWriter:
                 return
 
     def _commit(self, batch: list[tuple[Command[Any], Future[Any]]]) -> None:
-        pending = [
-            (command, future) for command, future in batch if future.set_running_or_notify_cancel()
-        ]
+        pending = [(c, f) for c, f in batch if f.set_running_or_notify_cancel()]
         conflicts = 0
         while pending:
             changes = Changes(self.ledger, self.cache, fresh=conflicts > 0)
-            results: list[tuple[Future[Any], Any]] = []
-            rejected: list[tuple[Future[Any], BaseException]] = []
-            crashed: int | None = None
-            for index, (command, future) in enumerate(pending):
-                try:
-                    results.append((future, command(changes)))
-                except ApplicationError as error:
-                    # Commands raise these before they change anything.
-                    rejected.append((future, error))
-                except Exception as error:
-                    log.exception("command failed; running the rest of its batch again")
-                    future.set_exception(error)
-                    crashed = index
-                    break
-            if crashed is not None:
-                # The crashed command may have half-changed aggregates: start again without it.
-                self.cache.evict(changes.touched)
-                del pending[crashed]
-                continue
-            for future, error in rejected:
-                future.set_exception(error)
             try:
+                results = self._run_commands(changes, pending)
+                if results is None:
+                    # A command crashed and was dropped: run the others again on fresh state.
+                    self.cache.evict(changes.touched)
+                    pending = [(c, f) for c, f in pending if not f.done()]
+                    continue
                 self.ledger.save(*changes.touched.values())
             except RecordConflictError:
                 self.cache.evict(changes.touched)
@@ -222,19 +207,45 @@ class LedgerWriter:
                 if conflicts <= self.conflict_retries:
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
-                failure: BaseException = StorageUnavailable(
-                    "the conversation kept changing under us; try again"
-                )
+                self._fail(pending, "the conversation kept changing under us; try again")
+                return
             except Exception as error:
                 self.cache.evict(changes.touched)
-                log.warning("could not commit %d commands: %s", len(results), error)
-                failure = StorageUnavailable("the event store is unavailable; try again")
-            else:
-                for aggregate in changes.touched.values():
-                    self.cache.put(aggregate)
-                for future, result in results:
-                    future.set_result(result)
+                log.warning("could not store %d commands: %r", len(pending), error)
+                self._fail(pending, "the event store is unavailable; try again")
                 return
-            for future, _ in results:
-                future.set_exception(failure)
+            self.transactions += 1
+            for aggregate in changes.touched.values():
+                self.cache.put(aggregate)
+            for future, result in results:
+                future.set_result(result)
             return
+
+    @staticmethod
+    def _run_commands(
+        changes: Changes, pending: list[tuple[Command[Any], Future[Any]]]
+    ) -> list[tuple[Future[Any], Any]] | None:
+        """Run each command; None if one crashed (its future then holds the error)."""
+        results: list[tuple[Future[Any], Any]] = []
+        rejected: list[tuple[Future[Any], ApplicationError]] = []
+        for command, future in pending:
+            try:
+                results.append((future, command(changes)))
+            except ApplicationError as error:
+                # Commands raise these before they change anything.
+                rejected.append((future, error))
+            except PersistenceError:
+                raise
+            except Exception as error:
+                log.exception("a command failed; its batch runs again without it")
+                future.set_exception(error)
+                return None
+        for future, error in rejected:
+            future.set_exception(error)
+        return results
+
+    @staticmethod
+    def _fail(pending: list[tuple[Command[Any], Future[Any]]], detail: str) -> None:
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(StorageUnavailable(detail))

@@ -38,8 +38,13 @@ def persistence_env(database_url: str) -> dict[str, str]:
         "POSTGRES_PORT": str(parts.port or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", "5"),
+        # Also how long to wait for a pooled connection: with the retries of
+        # infrastructure.postgres_recorder, an outage is reported within seconds.
+        "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", "2"),
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.postgres_recorder:LedgerPostgresRecorder",
         "POSTGRES_LOCK_TIMEOUT": "10",
+        # Check a pooled connection before use, so a database restart costs no request.
+        "POSTGRES_PRE_PING": "y",
         "POSTGRES_POOL_SIZE": query.get("pool_size", "5"),
         "POSTGRES_MAX_OVERFLOW": "10",
         # Off on purpose: in eventsourcing 9.5.6 its insert path takes no table lock.

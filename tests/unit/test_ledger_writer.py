@@ -1,0 +1,159 @@
+"""The ledger writer: group commit, isolation of failing commands, conflicts between processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from application.errors import InvalidInput, StorageUnavailable
+from application.ledger import Ledger
+from application.ledger_writer import Changes, LedgerWriter
+from domain.conversation import Conversation
+from domain.identity import conversation_id
+from infrastructure.persistence import persistence_env
+
+ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
+CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
+
+
+def receive(mid: str) -> Callable[[Changes], bool]:
+    def command(changes: Changes) -> bool:
+        conversation = changes.get(CONVERSATION, Conversation)
+        if conversation is None:
+            conversation = Conversation(ig_account_id=ACCOUNT, participant_id=PARTICIPANT)
+            changes.add(conversation)
+        return conversation.receive_message(mid=mid, sent_at=1, text=mid)
+
+    return command
+
+
+def mids(ledger: Ledger) -> list[str]:
+    return [
+        e.mid  # type: ignore[attr-defined]
+        for e in ledger.events.get(CONVERSATION)
+        if type(e).__name__ == "MessageReceived"
+    ]
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return persistence_env(f"sqlite:///{tmp_path}/ledger.sqlite3")
+
+
+@pytest.fixture
+def ledger(sqlite_env: dict[str, str]) -> Iterator[Ledger]:
+    ledger = Ledger(env=sqlite_env)
+    yield ledger
+    ledger.close()
+
+
+def test_waiting_commands_are_committed_together(ledger: Ledger) -> None:
+    # given a writer held up by a slow first command
+    writer = LedgerWriter(ledger)
+    release = threading.Event()
+
+    def slow(changes: Changes) -> bool:
+        release.wait(5)
+        return receive("m0")(changes)
+
+    writer.start()
+    try:
+        futures = [writer.submit(slow)]
+        futures += [writer.submit(receive(f"m{i}")) for i in range(1, 101)]
+
+        # when it goes on
+        release.set()
+        results = [f.result(timeout=10) for f in futures]
+    finally:
+        writer.stop()
+
+    # then every command is stored, in far fewer transactions than commands
+    assert results == [True] * 101
+    assert len(mids(ledger)) == 101
+    assert writer.transactions <= 3
+
+
+def test_a_rejected_command_does_not_affect_the_others(ledger: Ledger) -> None:
+    writer = LedgerWriter(ledger)
+
+    def reject(_: Changes) -> None:
+        raise InvalidInput("text", "no")
+
+    writer.start()
+    try:
+        ok, rejected = writer.submit(receive("m1")), writer.submit(reject)
+        assert ok.result(timeout=5) is True
+        with pytest.raises(InvalidInput):
+            rejected.result(timeout=5)
+    finally:
+        writer.stop()
+    assert mids(ledger) == ["m1"]
+
+
+def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger) -> None:
+    writer = LedgerWriter(ledger)
+    release = threading.Event()
+
+    def first(changes: Changes) -> bool:
+        release.wait(5)
+        return receive("m1")(changes)
+
+    def crash(changes: Changes) -> None:
+        receive("half-done")(changes)
+        raise RuntimeError("bug")
+
+    writer.start()
+    try:
+        futures = [writer.submit(first), writer.submit(crash), writer.submit(receive("m2"))]
+        release.set()
+        assert futures[0].result(timeout=5) is True
+        with pytest.raises(RuntimeError):
+            futures[1].result(timeout=5)
+        assert futures[2].result(timeout=5) is True
+    finally:
+        writer.stop()
+    assert mids(ledger) == ["m1", "m2"]
+
+
+def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_retried(
+    sqlite_env: dict[str, str],
+) -> None:
+    # given two processes' writers on one store, both with the conversation cached
+    ledger_a, ledger_b = Ledger(env=sqlite_env), Ledger(env=sqlite_env)
+    a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
+    try:
+        a.run_now(receive("m1"))
+        b.run_now(receive("m1"))  # a duplicate for b; b now caches the conversation too
+
+        # when b stores m2, then a (with a stale copy) receives m2 and m3
+        assert b.run_now(receive("m2")) is True
+        assert a.run_now(receive("m2")) is False
+        assert a.run_now(receive("m3")) is True
+
+        # then each message is stored once
+        assert mids(ledger_a) == ["m1", "m2", "m3"]
+    finally:
+        ledger_a.close()
+        ledger_b.close()
+
+
+def test_a_failed_commit_is_storage_unavailable_and_forgets_the_uncommitted_state(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = LedgerWriter(ledger)
+    writer.run_now(receive("m1"))
+
+    def broken_save(*_: object, **__: object) -> None:
+        raise OSError("disk on fire")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger, "save", broken_save)
+        with pytest.raises(StorageUnavailable):
+            writer.run_now(receive("m2"))
+
+    # m2 was never stored, so it must be accepted when it comes again
+    assert writer.run_now(receive("m2")) is True
+    assert mids(ledger) == ["m1", "m2"]

@@ -1,0 +1,94 @@
+"""Settings from the environment, and the event store chosen by the database URL."""
+
+from __future__ import annotations
+
+import pytest
+
+from infrastructure.persistence import persistence_env
+from infrastructure.secret_box import FernetSecretBox, SecretDecryptionError, SecretKeyError
+from infrastructure.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
+
+
+def test_defaults_serve_sqlite_under_var_on_loopback() -> None:
+    settings = Settings.from_environ({})
+
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert (settings.host, settings.port, settings.environment) == (
+        "127.0.0.1",
+        8000,
+        "development",
+    )
+
+
+def test_values_are_read_from_prefixed_variables() -> None:
+    settings = Settings.from_environ(
+        {
+            "DMLEDGER_DATABASE_URL": "postgresql://u:p@127.0.0.1:5433/db",
+            "DMLEDGER_SECRET_KEY": "k1, k2",
+            "DMLEDGER_ENV": "production",
+            "DMLEDGER_PORT": "9000",
+            "DMLEDGER_LOG_LEVEL": "DEBUG",
+            "DMLEDGER_WEBHOOK_MAX_BODY_BYTES": "2048",
+        }
+    )
+
+    assert settings.secret_keys == ("k1", "k2")
+    assert settings.is_production
+    assert (settings.port, settings.log_level, settings.webhook_max_body_bytes) == (
+        9000,
+        "debug",
+        2048,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DMLEDGER_PORT", "eighty"),
+        ("DMLEDGER_PORT", "70000"),
+        ("DMLEDGER_ENV", "staging"),
+        ("DMLEDGER_LOG_LEVEL", "loud"),
+        ("DMLEDGER_DATABASE_URL", "mysql://x/y"),
+        ("DMLEDGER_WEBHOOK_MAX_BODY_BYTES", "-1"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_environ({variable: value})
+
+
+def test_postgres_url_becomes_the_postgres_module_env() -> None:
+    env = persistence_env("postgresql://me:p%40ss@127.0.0.1:5433/ledger?schema=s1")
+
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("me", "p@ss")
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("127.0.0.1", "5433")
+    assert (env["POSTGRES_DBNAME"], env["POSTGRES_SCHEMA"]) == ("ledger", "s1")
+    assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
+
+
+def test_sqlite_urls_follow_sqlalchemy_paths(tmp_path: object) -> None:
+    assert persistence_env("sqlite:///:memory:")["SQLITE_DBNAME"] == ":memory:"
+    assert persistence_env(f"sqlite:///{tmp_path}/x.db")["SQLITE_DBNAME"] == f"{tmp_path}/x.db"
+    with pytest.raises(SettingsError):
+        persistence_env("sqlite://")
+
+
+def test_secret_box_decrypts_under_older_keys_and_encrypts_under_the_newest() -> None:
+    old, new = FernetSecretBox.new_key(), FernetSecretBox.new_key()
+    sealed_before = FernetSecretBox([old]).encrypt("token")
+
+    rotated = FernetSecretBox([new, old])
+
+    assert rotated.decrypt(sealed_before) == "token"
+    assert FernetSecretBox([new]).decrypt(rotated.encrypt("token")) == "token"
+    with pytest.raises(SecretDecryptionError):
+        FernetSecretBox([new]).decrypt(sealed_before)
+
+
+def test_a_key_that_is_not_fernet_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SecretKeyError) as raised:
+        FernetSecretBox(["not-a-key-at-all"])
+
+    assert "not-a-key-at-all" not in str(raised.value)
+    assert "secret key #1" in str(raised.value)
