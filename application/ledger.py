@@ -8,14 +8,16 @@ recorded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Notification
 
+from domain import account as account_events
+from domain import conversation as conversation_events
 from domain.account import Account
-from domain.conversation import Conversation
 from domain.identity import account_id
 
 
@@ -41,8 +43,8 @@ class Ledger(Application[UUID]):
     def accounts(self) -> list[Account]:
         """Every registered account, in the order they were registered."""
         accounts: list[Account] = []
-        for notification in self._notifications(topics=[Account.Registered.TOPIC]):
-            found = self.find(notification.originator_id)
+        for notification in self._notifications(topics=[account_events.REGISTERED]):
+            found = self.find(cast(UUID, notification.originator_id))
             if isinstance(found, Account):
                 accounts.append(found)
         return accounts
@@ -50,10 +52,10 @@ class Ledger(Application[UUID]):
     def conversation_ids(self, ig_account_id: str) -> list[UUID]:
         """Ids of the account's conversations, in the order they started."""
         ids: list[UUID] = []
-        for notification in self._notifications(topics=[Conversation.Started.TOPIC]):
+        for notification in self._notifications(topics=[conversation_events.STARTED]):
             started = self.mapper.to_domain_event(notification)
             if getattr(started, "ig_account_id", None) == ig_account_id:
-                ids.append(notification.originator_id)
+                ids.append(cast(UUID, notification.originator_id))
         return ids
 
     def account_history(self, ig_account_id: str) -> Iterator[tuple[int, Aggregate.Event]]:

@@ -231,17 +231,17 @@ class LedgerWriter:
         for command, future in pending:
             try:
                 results.append((future, command(changes)))
-            except ApplicationError as error:
+            except ApplicationError as refusal:
                 # Commands raise these before they change anything.
-                rejected.append((future, error))
+                rejected.append((future, refusal))
             except PersistenceError:
                 raise
-            except Exception as error:
+            except Exception as crash:
                 log.exception("a command failed; its batch runs again without it")
-                future.set_exception(error)
+                future.set_exception(crash)
                 return None
-        for future, error in rejected:
-            future.set_exception(error)
+        for future, reason in rejected:
+            future.set_exception(reason)
         return results
 
     @staticmethod

@@ -10,6 +10,9 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.identity import account_id
 
+REGISTERED = "dmledger:Account.Registered"
+"""The stored topic of the event that registers an account."""
+
 
 class AccountStatus(StrEnum):
     """Whether an account's webhooks are stored and acted on."""
@@ -43,7 +46,7 @@ class Account(Aggregate):
         """Accounts are identified by their Instagram account id."""
         return account_id(ig_account_id)
 
-    @event("Registered", topic="dmledger:Account.Registered")
+    @event("Registered", topic=REGISTERED)
     def __init__(
         self,
         ig_account_id: str,

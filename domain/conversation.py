@@ -21,6 +21,9 @@ from domain.identity import conversation_id
 
 JSONObject = dict[str, Any]
 
+STARTED = "dmledger:Conversation.Started"
+"""The stored topic of the event that starts a conversation."""
+
 
 class Conversation(Aggregate):
     """The thread between one Instagram account and one participant (an IGSID)."""
@@ -42,7 +45,7 @@ class Conversation(Aggregate):
         """Conversations are identified by the account and the participant."""
         return conversation_id(ig_account_id, participant_id)
 
-    @event("Started", topic="dmledger:Conversation.Started")
+    @event("Started", topic=STARTED)
     def __init__(self, ig_account_id: str, participant_id: str) -> None:
         self.ig_account_id = ig_account_id
         self.participant_id = participant_id

@@ -34,26 +34,24 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        result: Sequence[int] | None = _base.insert_events.__wrapped__(  # type: ignore[attr-defined]
+        result: Sequence[int] | None = _base.insert_events.__wrapped__(
             self, stored_events, **kwargs
         )
         return result
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
-        result: Sequence[StoredEvent] = _base.select_events.__wrapped__(  # type: ignore[attr-defined]
-            self, *args, **kwargs
-        )
+        result: Sequence[StoredEvent] = _base.select_events.__wrapped__(self, *args, **kwargs)
         return result
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_notifications(self, *args: Any, **kwargs: Any) -> Sequence[Notification]:
-        result: Sequence[Notification] = _base.select_notifications.__wrapped__(  # type: ignore[attr-defined]
+        result: Sequence[Notification] = _base.select_notifications.__wrapped__(
             self, *args, **kwargs
         )
         return result
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def max_notification_id(self) -> int | None:
-        result: int | None = _base.max_notification_id.__wrapped__(self)  # type: ignore[attr-defined]
+        result: int | None = _base.max_notification_id.__wrapped__(self)
         return result

@@ -1,0 +1,164 @@
+"""The `dmledger` command line, as an operator uses it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from interfaces.cli import main
+from tests.conftest import ACCOUNT, APP_SECRET, TEST_KEY, meta_body, signed_headers
+
+ADD = ["accounts", "add", "--ig-id", ACCOUNT, "--username", "@shop"]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "DMLEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.sqlite3",
+        "DMLEDGER_SECRET_KEY": TEST_KEY,
+        "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def test_account_secrets_come_from_stdin_or_env_and_are_never_printed(
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("app-secret-from-stdin\ntoken-from-stdin\n"))
+    monkeypatch.setenv("MY_VERIFY_TOKEN", "verify-from-env")
+
+    status = main(
+        [*ADD, "--app-secret", "-", "--access-token", "-", "--verify-token", "env:MY_VERIFY_TOKEN"]
+    )
+    assert status == 0
+    assert main(["accounts", "list"]) == 0
+    assert main(["events", "--account", ACCOUNT, "--format", "jsonl"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"registered Instagram account {ACCOUNT} (@shop)" in out
+    assert "@shop" in out.splitlines()[2]
+    for secret in ("app-secret-from-stdin", "token-from-stdin", "verify-from-env"):
+        assert secret not in out
+    registered = json.loads(out.splitlines()[-1])
+    assert registered["type"] == "Account.Registered"
+    assert registered["data"]["app_secret"].startswith("gAAAA")  # Fernet ciphertext
+
+
+def test_registering_an_account_twice_is_refused(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = ["--app-secret", "a", "--access-token", "b", "--verify-token", "c"]
+    assert main([*ADD, *secrets]) == 0
+
+    assert main([*ADD, *secrets]) == 2
+    assert "already registered" in capsys.readouterr().err
+
+
+def test_a_missing_secret_off_a_terminal_is_an_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+    assert main([*ADD, "--app-secret", "a", "--access-token", "b"]) == 2
+    assert "--verify-token is required" in capsys.readouterr().err
+
+
+def test_a_bad_setting_is_reported_by_its_variable_name(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DMLEDGER_PORT", "http")
+
+    assert main(["accounts", "list"]) == 2
+    assert "DMLEDGER_PORT must be a whole number" in capsys.readouterr().err
+
+
+def test_production_refuses_to_start_without_a_secret_key(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DMLEDGER_SECRET_KEY")
+    monkeypatch.setenv("DMLEDGER_ENV", "production")
+
+    assert main(["serve"]) == 2
+    assert "DMLEDGER_SECRET_KEY must be set in production" in capsys.readouterr().err
+
+
+def test_development_generates_a_key_once_and_keeps_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DMLEDGER_SECRET_KEY")
+    secrets = ["--app-secret", "a", "--access-token", "b", "--verify-token", "c"]
+
+    assert main([*ADD, *secrets]) == 0
+    first = capsys.readouterr().err
+    assert main(["accounts", "list"]) == 0
+    second = capsys.readouterr().err
+
+    assert "generated a development key" in first
+    assert "generated" not in second
+    assert (Path(env["DMLEDGER_DATA_DIR"]) / "development-secret.key").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(env: dict[str, str]) -> Iterator[str]:
+    """`dmledger serve` as a separate process, as the README runs it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("dmledger serve did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_readme_journey_register_serve_post_a_signed_webhook_and_see_its_events(
+    env: dict[str, str], served: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given an account registered from the CLI while the service runs
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    body = meta_body("text")
+
+    # when Meta posts a signed webhook
+    response = httpx.post(
+        served + "/webhooks/instagram", content=body, headers=signed_headers(body)
+    )
+
+    # then it is acknowledged and the CLI shows the stored message
+    assert (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+    assert main(["events", "--account", ACCOUNT]) == 0
+    assert "Conversation.MessageReceived" in capsys.readouterr().out
