@@ -15,6 +15,7 @@ import msgspec
 from application.errors import ApplicationError
 from infrastructure.secret_box import FernetSecretBox, SecretKeyError
 from infrastructure.settings import Settings, SettingsError
+from interfaces.access_log import RedactVerifyToken
 from interfaces.composition import Services, build, settings_from_environment
 
 SECRET_OPTIONS = ("app_secret", "access_token", "verify_token")
@@ -99,12 +100,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     services = build(settings, announce=lambda text: print(text, file=sys.stderr))
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(services),
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=settings.log_level,
         )
+        # uvicorn has configured its loggers by now; the filter must come after that.
+        logging.getLogger("uvicorn.access").addFilter(RedactVerifyToken())
+        uvicorn.Server(config).run()
     finally:
         services.close()
     return 0

@@ -118,35 +118,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(env: dict[str, str]) -> Iterator[str]:
-    """`dmledger serve` as a separate process, as the README runs it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Served:
+    """`dmledger serve` as a separate process, as the README runs it; `output` after stop."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = ""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
             except httpx.TransportError:
                 time.sleep(0.1)
-        else:
-            pytest.fail("dmledger serve did not start")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+        self.stop()
+        pytest.fail(f"dmledger serve did not start:\n{self.output}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        output, _ = self._process.communicate(timeout=10)
+        self.output = output.decode()
+
+
+@pytest.fixture
+def served(env: dict[str, str]) -> Iterator[Served]:
+    server = Served(env)
+    yield server
+    server.stop()
 
 
 def test_readme_journey_register_serve_post_a_signed_webhook_and_see_its_events(
-    env: dict[str, str], served: str, capsys: pytest.CaptureFixture[str]
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # given an account registered from the CLI while the service runs
     secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
@@ -155,10 +165,22 @@ def test_readme_journey_register_serve_post_a_signed_webhook_and_see_its_events(
 
     # when Meta posts a signed webhook
     response = httpx.post(
-        served + "/webhooks/instagram", content=body, headers=signed_headers(body)
+        served.url + "/webhooks/instagram", content=body, headers=signed_headers(body)
     )
 
     # then it is acknowledged and the CLI shows the stored message
     assert (response.status_code, response.text) == (200, "EVENT_RECEIVED")
     assert main(["events", "--account", ACCOUNT]) == 0
     assert "Conversation.MessageReceived" in capsys.readouterr().out
+
+
+def test_the_verify_token_stays_out_of_the_access_log(env: dict[str, str], served: Served) -> None:
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v-s3cret"]
+    assert main([*ADD, *secrets]) == 0
+    params = {"hub.mode": "subscribe", "hub.verify_token": "v-s3cret", "hub.challenge": "7"}
+
+    assert httpx.get(served.url + "/webhooks/instagram", params=params).text == "7"
+    served.stop()
+
+    assert "hub.mode=subscribe" in served.output
+    assert "v-s3cret" not in served.output
