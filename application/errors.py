@@ -37,3 +37,15 @@ class InvalidInput(ApplicationError):
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class Unauthenticated(ApplicationError):
+    """No API key, or one that is unknown, malformed or revoked."""
+
+
+class NotFound(ApplicationError):
+    """The resource does not exist, or the caller may not know that it does."""
+
+
+class Forbidden(ApplicationError):
+    """The caller's key may read this resource but not change it."""

@@ -7,13 +7,13 @@ recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, Recording
 
 from domain import account as account_events
 from domain import conversation as conversation_events
@@ -26,6 +26,18 @@ class Ledger(Application[UUID]):
 
     # The name becomes table names and is stored: never change it.
     name = "dmledger"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit of this process (to wake the projection runners)."""
+        self._commit_listeners.append(listener)
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        for listener in self._commit_listeners:
+            listener()
 
     def find(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id as stored now, or None."""
@@ -42,12 +54,15 @@ class Ledger(Application[UUID]):
 
     def accounts(self) -> list[Account]:
         """Every registered account, in the order they were registered."""
-        accounts: list[Account] = []
-        for notification in self._notifications(topics=[account_events.REGISTERED]):
-            found = self.find(cast(UUID, notification.originator_id))
-            if isinstance(found, Account):
-                accounts.append(found)
-        return accounts
+        return [a for a in self.aggregates(account_events.REGISTERED) if isinstance(a, Account)]
+
+    def aggregates(self, created_topic: str) -> list[Aggregate]:
+        """Every aggregate created by an event of this topic, in the order they were created."""
+        found = (
+            self.find(cast(UUID, n.originator_id))
+            for n in self._notifications(topics=[created_topic])
+        )
+        return [aggregate for aggregate in found if aggregate is not None]
 
     def conversation_ids(self, ig_account_id: str) -> list[UUID]:
         """Ids of the account's conversations, in the order they started."""

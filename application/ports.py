@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
 
@@ -14,4 +16,16 @@ class SecretBox(Protocol):
 
     def decrypt(self, ciphertext: str) -> str:
         """Return the plaintext of a ciphertext made under any configured key."""
+        ...
+
+
+class KeyUsage(Protocol):
+    """When each API key was last used: telemetry, kept outside the event log."""
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        """Note that the key was used at `at`."""
+        ...
+
+    def last_used(self, key_ids: Iterable[str]) -> dict[str, datetime]:
+        """The last use of each key that has been used."""
         ...

@@ -12,6 +12,7 @@ fields Meta adds after this code was written.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +22,30 @@ from domain.identity import conversation_id
 
 JSONObject = dict[str, Any]
 
+# The stored topic of each conversation event: part of the stored schema, never to change.
 STARTED = "dmledger:Conversation.Started"
-"""The stored topic of the event that starts a conversation."""
+MESSAGE_RECEIVED = "dmledger:Conversation.MessageReceived"
+MESSAGE_ECHOED = "dmledger:Conversation.MessageEchoed"
+MESSAGE_UNSENT = "dmledger:Conversation.MessageUnsent"
+MESSAGE_EDITED = "dmledger:Conversation.MessageEdited"
+REACTION_ADDED = "dmledger:Conversation.ReactionAdded"
+REACTION_REMOVED = "dmledger:Conversation.ReactionRemoved"
+MESSAGES_SEEN = "dmledger:Conversation.MessagesSeen"
+POSTBACK_RECEIVED = "dmledger:Conversation.PostbackReceived"
+REFERRAL_RECEIVED = "dmledger:Conversation.ReferralReceived"
+UNRECOGNISED_ITEM_RECEIVED = "dmledger:Conversation.UnrecognisedItemReceived"
+ARCHIVED = "dmledger:Conversation.Archived"
+REOPENED = "dmledger:Conversation.Reopened"
+BLOCKED = "dmledger:Conversation.Blocked"
+MARKED_READ = "dmledger:Conversation.MarkedRead"
+
+
+class Status(StrEnum):
+    """Where the business has filed a conversation."""
+
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    BLOCKED = "blocked"
 
 
 class Conversation(Aggregate):
@@ -52,6 +75,7 @@ class Conversation(Aggregate):
         # What has been recorded, by what identifies it (see the `_key_*` functions).
         # A dict rather than a set: it keeps insertion order and transcodes as JSON.
         self.recorded: dict[str, None] = {}
+        self.status = Status.ACTIVE
 
     def has_recorded(self, key: str) -> bool:
         """Whether the thing identified by `key` is already in this conversation."""
@@ -92,7 +116,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageReceived", topic="dmledger:Conversation.MessageReceived")
+    @event("MessageReceived", topic=MESSAGE_RECEIVED)
     def _message_received(
         self,
         key: str,
@@ -138,7 +162,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageEchoed", topic="dmledger:Conversation.MessageEchoed")
+    @event("MessageEchoed", topic=MESSAGE_ECHOED)
     def _message_echoed(
         self,
         key: str,
@@ -161,7 +185,7 @@ class Conversation(Aggregate):
         self._message_unsent(key=key, mid=mid, unsent_at=unsent_at, standby=standby)
         return True
 
-    @event("MessageUnsent", topic="dmledger:Conversation.MessageUnsent")
+    @event("MessageUnsent", topic=MESSAGE_UNSENT)
     def _message_unsent(self, key: str, mid: str, unsent_at: int, standby: bool) -> None:
         self.recorded[key] = None
 
@@ -177,7 +201,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageEdited", topic="dmledger:Conversation.MessageEdited")
+    @event("MessageEdited", topic=MESSAGE_EDITED)
     def _message_edited(
         self, key: str, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool
     ) -> None:
@@ -208,7 +232,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReactionAdded", topic="dmledger:Conversation.ReactionAdded")
+    @event("ReactionAdded", topic=REACTION_ADDED)
     def _reaction_added(
         self,
         key: str,
@@ -246,7 +270,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReactionRemoved", topic="dmledger:Conversation.ReactionRemoved")
+    @event("ReactionRemoved", topic=REACTION_REMOVED)
     def _reaction_removed(
         self,
         key: str,
@@ -267,7 +291,7 @@ class Conversation(Aggregate):
         self._messages_seen(key=key, mid=mid, seen_at=seen_at, standby=standby)
         return True
 
-    @event("MessagesSeen", topic="dmledger:Conversation.MessagesSeen")
+    @event("MessagesSeen", topic=MESSAGES_SEEN)
     def _messages_seen(self, key: str, mid: str | None, seen_at: int, standby: bool) -> None:
         self.recorded[key] = None
 
@@ -289,7 +313,7 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("PostbackReceived", topic="dmledger:Conversation.PostbackReceived")
+    @event("PostbackReceived", topic=POSTBACK_RECEIVED)
     def _postback_received(
         self,
         key: str,
@@ -311,7 +335,7 @@ class Conversation(Aggregate):
         self._referral_received(key=key, referral=referral, sent_at=sent_at, standby=standby)
         return True
 
-    @event("ReferralReceived", topic="dmledger:Conversation.ReferralReceived")
+    @event("ReferralReceived", topic=REFERRAL_RECEIVED)
     def _referral_received(
         self, key: str, referral: JSONObject, sent_at: int, standby: bool
     ) -> None:
@@ -331,8 +355,51 @@ class Conversation(Aggregate):
         self._unrecognised_item_received(key=key, item=item, sent_at=sent_at, standby=standby)
         return True
 
-    @event("UnrecognisedItemReceived", topic="dmledger:Conversation.UnrecognisedItemReceived")
+    @event("UnrecognisedItemReceived", topic=UNRECOGNISED_ITEM_RECEIVED)
     def _unrecognised_item_received(
         self, key: str, item: JSONObject, sent_at: int | None, standby: bool
     ) -> None:
         self.recorded[key] = None
+
+    # -- what the business does with the conversation ---------------------------------
+
+    def archive(self, *, by: str) -> bool:
+        """File the conversation away; a new message does not reopen it by itself."""
+        if self.status == Status.ARCHIVED:
+            return False
+        self._archived(by=by)
+        return True
+
+    @event("Archived", topic=ARCHIVED)
+    def _archived(self, by: str) -> None:
+        self.status = Status.ARCHIVED
+
+    def reopen(self, *, by: str) -> bool:
+        """Make an archived or blocked conversation active again."""
+        if self.status == Status.ACTIVE:
+            return False
+        self._reopened(by=by)
+        return True
+
+    @event("Reopened", topic=REOPENED)
+    def _reopened(self, by: str) -> None:
+        self.status = Status.ACTIVE
+
+    def block(self, *, by: str) -> bool:
+        """Block the participant: their messages are still stored, never answered."""
+        if self.status == Status.BLOCKED:
+            return False
+        self._blocked(by=by)
+        return True
+
+    @event("Blocked", topic=BLOCKED)
+    def _blocked(self, by: str) -> None:
+        self.status = Status.BLOCKED
+
+    def mark_read(self, *, by: str) -> None:
+        """Record that the business has read everything received so far."""
+        self._marked_read(by=by)
+
+    @event("MarkedRead", topic=MARKED_READ)
+    def _marked_read(self, by: str) -> None:
+        pass

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from application.accounts import Accounts
+from application.api_keys import ApiKeys
+from application.conversations import Conversations
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings, SettingsError
+from infrastructure.view_database import create_view_engine
+from projections.registry import ReadModels
 
 DEVELOPMENT_KEY_FILE = "development-secret.key"
 
@@ -27,23 +32,33 @@ class Services:
     writer: LedgerWriter
     ingest: WebhookIngest
     accounts: Accounts
+    api_keys: ApiKeys
+    conversations: Conversations
+    read_models: ReadModels
 
     def close(self) -> None:
+        self.read_models.stop()
         self.writer.stop()
         self.ledger.close()
+        self.read_models.conversation_list.engine.dispose()
 
 
 def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
     """Wire the services for `settings`; `announce` tells the operator about generated keys."""
     secrets = FernetSecretBox(secret_keys(settings, announce=announce))
     ledger = Ledger(env=persistence_env(settings.database_url))
-    writer = LedgerWriter(ledger)
+    views = create_view_engine(settings.database_url)
+    key_usage = SqlKeyUsage(views)
+    key_usage.create_tables()
     return Services(
         settings=settings,
         ledger=ledger,
-        writer=writer,
+        writer=LedgerWriter(ledger),
         ingest=WebhookIngest(secrets),
         accounts=Accounts(ledger, secrets),
+        api_keys=ApiKeys(ledger, key_usage),
+        conversations=Conversations(),
+        read_models=ReadModels.build(ledger, views),
     )
 
 

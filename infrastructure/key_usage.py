@@ -1,0 +1,45 @@
+"""When each API key was last used, in a small table beside the read models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, select
+
+from projections.schema import upsert, writing
+
+_metadata = MetaData()
+key_usage = Table(
+    "api_key_usage",
+    _metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("last_used_at", BigInteger, nullable=False),
+)
+
+
+class SqlKeyUsage:
+    """`KeyUsage` in SQL; milliseconds since the epoch."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_tables(self) -> None:
+        _metadata.create_all(self.engine)
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        with writing(self.engine) as conn:
+            upsert(
+                conn,
+                key_usage,
+                [{"key_id": key_id, "last_used_at": int(at.timestamp() * 1000)}],
+                keys=["key_id"],
+            )
+
+    def last_used(self, key_ids: Iterable[str]) -> dict[str, datetime]:
+        wanted = list(key_ids)
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(key_usage).where(key_usage.c.key_id.in_(wanted))).all()
+        return {row.key_id: datetime.fromtimestamp(row.last_used_at / 1000, UTC) for row in rows}

@@ -1,0 +1,130 @@
+"""How events change the conversation list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from domain import conversation as topics
+from projections.conversation_list.view import ConversationListView, conversations
+from projections.previews import preview_of
+from projections.projection import LedgerProjection, on
+from projections.view import Batch, Row
+
+
+def _ms(event: Any) -> int:
+    return int(event.timestamp.timestamp() * 1000)
+
+
+class ConversationList(LedgerProjection[ConversationListView]):
+    """Keeps `conversation_list` in step with the conversations' events."""
+
+    name = "conversation_list"
+
+    def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
+        ids = {
+            (str(event.originator_id),) for event, _ in items if type(event).TOPIC in self._handlers
+        }
+        batch.preload(conversations, ids)
+
+    def _row(self, batch: Batch, event: Any, position: int) -> Row | None:
+        row = batch.get(conversations, (str(event.originator_id),))
+        if row is not None:
+            row["updated_at"] = _ms(event)
+            row["updated_position"] = position
+            batch.changed(conversations, row)
+        return row
+
+    @on(topics.STARTED)
+    def started(self, batch: Batch, event: Any, position: int) -> None:
+        batch.put(
+            conversations,
+            {
+                "conversation_id": str(event.originator_id),
+                "ig_account_id": event.ig_account_id,
+                "participant_id": event.participant_id,
+                "participant_username": None,
+                "status": "active",
+                "last_message_preview": None,
+                "last_message_direction": None,
+                "last_message_at": None,
+                "last_inbound_at": None,
+                "unread_count": 0,
+                "automation_paused": False,
+                "started_at": _ms(event),
+                "updated_at": _ms(event),
+                "updated_position": position,
+            },
+        )
+
+    def _message(self, row: Row, preview: str, direction: str, sent_at: int) -> None:
+        # Meta does not promise order: the latest by Meta's time is the last message.
+        if row["last_message_at"] is None or sent_at >= row["last_message_at"]:
+            row["last_message_preview"] = preview
+            row["last_message_direction"] = direction
+            row["last_message_at"] = sent_at
+
+    def _inbound(self, row: Row, sent_at: int) -> None:
+        if row["last_inbound_at"] is None or sent_at > row["last_inbound_at"]:
+            row["last_inbound_at"] = sent_at
+
+    @on(topics.MESSAGE_RECEIVED)
+    def message_received(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is None:
+            return
+        self._message(
+            row, preview_of(event.text, event.attachments, event), "inbound", event.sent_at
+        )
+        self._inbound(row, event.sent_at)
+        row["unread_count"] += 1
+
+    @on(topics.POSTBACK_RECEIVED)
+    def postback_received(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is None:
+            return
+        self._message(row, event.title or event.payload or "[postback]", "inbound", event.sent_at)
+        self._inbound(row, event.sent_at)
+        row["unread_count"] += 1
+
+    @on(topics.MESSAGE_ECHOED)
+    def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is None:
+            return
+        self._message(
+            row, preview_of(event.text, event.attachments, event), "outbound", event.sent_at
+        )
+        row["unread_count"] = 0
+
+    @on(topics.REFERRAL_RECEIVED)
+    def referral_received(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            self._inbound(row, event.sent_at)
+
+    @on(topics.MESSAGE_UNSENT)
+    @on(topics.MESSAGE_EDITED)
+    @on(topics.REACTION_ADDED)
+    @on(topics.REACTION_REMOVED)
+    @on(topics.MESSAGES_SEEN)
+    @on(topics.UNRECOGNISED_ITEM_RECEIVED)
+    def touched(self, batch: Batch, event: Any, position: int) -> None:
+        self._row(batch, event, position)
+
+    @on(topics.ARCHIVED)
+    def archived(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["status"] = "archived"
+
+    @on(topics.REOPENED)
+    def reopened(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["status"] = "active"
+
+    @on(topics.BLOCKED)
+    def blocked(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["status"] = "blocked"
+
+    @on(topics.MARKED_READ)
+    def marked_read(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["unread_count"] = 0

@@ -1,0 +1,1 @@
+"""Every message of every conversation, in the order things happened."""

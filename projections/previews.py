@@ -1,0 +1,27 @@
+"""What a message looks like in one line, and what kind of message it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREVIEW_LENGTH = 200
+
+
+def kind_of(attachments: list[dict[str, Any]], event: Any) -> str:
+    """text, story_reply, unsupported, or the type of the first attachment."""
+    if getattr(event, "unsupported", False):
+        return "unsupported"
+    reply_to = getattr(event, "reply_to", None)
+    if isinstance(reply_to, dict) and "story" in reply_to:
+        return "story_reply"
+    if attachments:
+        kind = attachments[0].get("type")
+        return kind if isinstance(kind, str) and kind else "attachment"
+    return "text"
+
+
+def preview_of(text: str | None, attachments: list[dict[str, Any]], event: Any) -> str:
+    """The message's text, or its kind in brackets."""
+    if text:
+        return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
+    return f"[{kind_of(attachments, event)}]"

@@ -1,0 +1,72 @@
+"""Every read model, built over one engine, with a runner each."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from application.ledger import Ledger
+from projections.conversation_list.projection import ConversationList
+from projections.conversation_list.view import ConversationListView
+from projections.message_history.projection import MessageHistory
+from projections.message_history.view import MessageHistoryView
+from projections.projection import LedgerProjection
+from projections.runner import ProjectionRunner
+
+
+@dataclass
+class ReadModels:
+    """The read models of one process and the runners that keep them up to date."""
+
+    ledger: Ledger
+    conversation_list: ConversationListView
+    message_history: MessageHistoryView
+    runners: dict[str, ProjectionRunner]
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, ledger: Ledger, engine: Engine) -> ReadModels:
+        conversation_list = ConversationListView(engine)
+        message_history = MessageHistoryView(engine)
+        projections: list[LedgerProjection[Any]] = [
+            ConversationList(conversation_list),
+            MessageHistory(message_history),
+        ]
+        for projection in projections:
+            projection.view.create_tables()
+        runners = {p.name: ProjectionRunner(ledger, p) for p in projections}
+        return cls(ledger, conversation_list, message_history, runners)
+
+    def start(self) -> None:
+        """Run every projection in a thread of this process."""
+        if self._threads:
+            return
+        self._stop.clear()
+        for runner in self.runners.values():
+            thread = threading.Thread(
+                target=runner.run, args=(self._stop,), name=f"projection-{runner.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for runner in self.runners.values():
+            runner.wakeup.notify()
+        for thread in self._threads:
+            thread.join(10)
+        self._threads.clear()
+
+    def catch_up(self) -> None:
+        """Apply the whole log to every read model, here and now (tests, the CLI)."""
+        for runner in self.runners.values():
+            runner.catch_up()
+
+    def wait_for(self, name: str, timeout: float = 5.0) -> None:
+        """Wait until read model `name` has applied everything committed so far."""
+        head = self.ledger.recorder.max_notification_id()
+        self.runners[name].view.wait(self.ledger.name, head, timeout=timeout)

@@ -1,0 +1,215 @@
+"""Runs a projection: follows the ledger's notification log and applies it in batches.
+
+eventsourcing's own `ProjectionRunner` applies one event per transaction and builds its
+own application instance; here one transaction carries a batch of events (rows and
+tracking together), which is what makes a rebuild fast, and the runner shares the
+process's ledger. New events wake the runner at once: through the ledger's commit hook
+in this process, and through PostgreSQL's LISTEN/NOTIFY from other processes. On
+PostgreSQL an advisory lock lets only one runner per projection work at a time; others
+wait as standbys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Notification, Tracking
+from psycopg import sql
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from application.ledger import Ledger
+from projections.projection import LedgerProjection
+from projections.view import Batch, SqlView
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called with (position reached, head of the log) after each batch."""
+
+
+class Wakeup:
+    """Something new may be in the log: wakes a waiting runner."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+        self._event.clear()
+
+
+class ProjectionRunner:
+    """Keeps one projection's view up to date with the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        projection: LedgerProjection[Any],
+        *,
+        batch_size: int = 1000,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.ledger = ledger
+        self.projection = projection
+        self.view: SqlView = projection.view
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.wakeup = Wakeup()
+        ledger.on_commit(self.wakeup.notify)
+        self._unknown_topics: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    def position(self) -> int:
+        """The last notification the view has applied."""
+        return self.view.max_tracking_id(self.ledger.name) or 0
+
+    def catch_up(self, *, progress: Progress | None = None) -> int:
+        """Apply everything in the log after the view's position; the number of notifications."""
+        applied = 0
+        position = self.position()
+        head = self.ledger.recorder.max_notification_id() or 0 if progress else 0
+        while True:
+            notifications = self.ledger.recorder.select_notifications(
+                start=position + 1, limit=self.batch_size
+            )
+            if not notifications:
+                return applied
+            self._apply(notifications)
+            position = notifications[-1].id
+            applied += len(notifications)
+            if progress is not None:
+                progress(position, max(head, position))
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow the log until `stop` is set; survives database outages."""
+        while not stop.is_set():
+            try:
+                with self._only_runner(stop) as holding:
+                    while holding and not stop.is_set():
+                        self.catch_up()
+                        self.wakeup.wait(self.poll_seconds)
+            except DBAPIError as error:
+                log.warning("projection %s paused: %s", self.name, error.orig or error)
+                stop.wait(1.0)
+            except Exception:
+                log.exception("projection %s failed; retrying", self.name)
+                stop.wait(1.0)
+
+    # -- applying ------------------------------------------------------------------------
+
+    def _apply(self, notifications: Sequence[Notification]) -> None:
+        items = [(e, n.id) for n in notifications if (e := self._decode(n)) is not None]
+        tracking = Tracking(self.ledger.name, notifications[-1].id)
+        try:
+            self.view.apply(tracking, lambda batch: self._project(batch, items))
+        except DBAPIError:
+            raise
+        except Exception:
+            # A handler failed on some event: apply them one by one, to skip only that one.
+            log.exception("projection %s failed on a batch; applying it event by event", self.name)
+            for item in items:
+                one = Tracking(self.ledger.name, item[1])
+                try:
+                    self.view.apply(one, partial(self._project, items=[item]))
+                except DBAPIError:
+                    raise
+                except Exception:
+                    log.exception(
+                        "projection %s skips notification %d (%s): its handler failed",
+                        self.name,
+                        item[1],
+                        type(item[0]).TOPIC,
+                    )
+                    self.view.insert_tracking(one)
+            self.view.insert_tracking(tracking)
+
+    def _project(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
+        self.projection.preload(batch, items)
+        self.projection.project(batch, items)
+
+    def _decode(self, notification: Notification) -> Any:
+        try:
+            return self.ledger.mapper.to_domain_event(notification)
+        except Exception as error:
+            if notification.topic not in self._unknown_topics:
+                self._unknown_topics.add(notification.topic)
+                log.warning(
+                    "projection %s skips events of unknown type %s (first at notification %d): %s",
+                    self.name,
+                    notification.topic,
+                    notification.id,
+                    error,
+                )
+            return None
+
+    # -- one runner per projection -------------------------------------------------------
+
+    def _only_runner(self, stop: threading.Event) -> _AdvisoryLock:
+        return _AdvisoryLock(self, stop)
+
+
+class _AdvisoryLock:
+    """On PostgreSQL, holds an advisory lock for the projection while the runner works,
+    and listens for the ledger's NOTIFY so commits of other processes wake the runner."""
+
+    def __init__(self, runner: ProjectionRunner, stop: threading.Event) -> None:
+        self._runner = runner
+        self._stop = stop
+        self._released = threading.Event()
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> bool:
+        engine = self._runner.view.engine
+        if engine.dialect.name != "postgresql":
+            return True
+        digest = hashlib.sha256(f"dmledger-projection:{self._runner.name}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn = engine.connect()
+        while not self._stop.is_set():
+            held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            self._conn.commit()
+            if held:
+                log.info("projection %s: this runner is the active one", self._runner.name)
+                threading.Thread(
+                    target=self._listen, name=f"listen-{self._runner.name}", daemon=True
+                ).start()
+                return True
+            self._stop.wait(1.0)
+        return False
+
+    def _listen(self) -> None:
+        channel = self._runner.ledger.name.lower() + "_events"
+        url = self._runner.view.engine.url
+        try:
+            with psycopg.connect(
+                host=url.host,
+                port=url.port,
+                user=url.username,
+                password=url.password,
+                dbname=url.database,
+                autocommit=True,
+            ) as conn:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                while not (self._stop.is_set() or self._released.is_set()):
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        self._runner.wakeup.notify()
+        except psycopg.Error as error:
+            log.warning("projection %s: LISTEN failed (%s); polling", self._runner.name, error)
+
+    def __exit__(self, *_: object) -> None:
+        self._released.set()
+        if self._conn is not None:
+            self._conn.close()

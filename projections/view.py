@@ -1,0 +1,169 @@
+"""A read model kept in SQL tables, with its tracking position written in the same transaction.
+
+A `SqlView` is an eventsourcing `TrackingRecorder`: the runner hands it a batch of events,
+the projection changes rows in memory through a `Batch`, and the view writes the changed
+rows and the new tracking position in one transaction. A crash between batches loses
+both or neither, so a restarted runner carries on exactly where the view stands.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
+from sqlalchemy import Connection, Engine, Table, delete, select, tuple_
+
+from projections.schema import metadata, tracking, upsert, writing
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+class Batch:
+    """The rows one batch of events reads and changes, written back when the batch ends."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._rows: dict[tuple[str, Key], Row | None] = {}
+        self._tables: dict[str, Table] = {}
+        self._dirty: set[tuple[str, Key]] = set()
+
+    def preload(self, table: Table, keys: Iterable[Key]) -> None:
+        """Read the rows with these primary keys in one query (absent ones are remembered)."""
+        wanted = [k for k in set(keys) if (table.name, k) not in self._rows]
+        if not wanted:
+            return
+        self._tables[table.name] = table
+        primary = list(table.primary_key.columns)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for k in chunk:
+                self._rows[(table.name, k)] = None
+            if len(primary) == 1:
+                condition = primary[0].in_([k[0] for k in chunk])
+            else:
+                condition = tuple_(*primary).in_(chunk)
+            for found in self.conn.execute(select(table).where(condition)).mappings():
+                key = tuple(found[c.name] for c in primary)
+                self._rows[(table.name, key)] = dict(found)
+
+    def get(self, table: Table, key: Key) -> Row | None:
+        """The row with this primary key as it stands in this batch, or None."""
+        if (table.name, key) not in self._rows:
+            self.preload(table, [key])
+        return self._rows[(table.name, key)]
+
+    def put(self, table: Table, row: Row) -> Row:
+        """Insert or replace a row; it is written when the batch ends."""
+        key = tuple(row[c.name] for c in table.primary_key.columns)
+        self._tables[table.name] = table
+        self._rows[(table.name, key)] = row
+        self._dirty.add((table.name, key))
+        return row
+
+    def changed(self, table: Table, row: Row) -> None:
+        """Mark a row got from `get` as changed."""
+        self.put(table, row)
+
+    def write(self) -> None:
+        by_table: dict[str, list[Row]] = {}
+        for name, key in self._dirty:
+            row = self._rows[(name, key)]
+            if row is not None:
+                by_table.setdefault(name, []).append(row)
+        for name, rows in by_table.items():
+            table = self._tables[name]
+            upsert(self.conn, table, rows, keys=[c.name for c in table.primary_key.columns])
+        self._dirty.clear()
+
+
+class SqlView(TrackingRecorder):
+    """A read model in SQL tables; its own tracking row says how far it has followed the log."""
+
+    name: str = ""
+    """The projection's name: its tracking row, and what `projections rebuild` takes."""
+    tables: Sequence[Table] = ()
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._advanced = threading.Condition()
+
+    def create_tables(self) -> None:
+        metadata.create_all(self.engine, tables=[tracking, *self.tables])
+
+    def drop(self) -> None:
+        """Forget everything: the rows and the tracking position (for a rebuild)."""
+        with writing(self.engine) as conn:
+            for table in reversed(self.tables):
+                conn.execute(delete(table))
+            conn.execute(delete(tracking).where(tracking.c.projection == self.name))
+
+    def apply(
+        self,
+        tracking_record: Tracking,
+        change: Callable[[Batch], None],
+    ) -> None:
+        """Run `change` on a batch, then write its rows and the tracking, in one transaction."""
+        with writing(self.engine) as conn:
+            batch = Batch(conn)
+            change(batch)
+            batch.write()
+            self._insert_tracking(conn, tracking_record)
+        with self._advanced:
+            self._advanced.notify_all()
+
+    # -- TrackingRecorder ---------------------------------------------------------------
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        with writing(self.engine) as conn:
+            self._insert_tracking(conn, tracking)
+
+    def _insert_tracking(self, conn: Connection, record: Tracking) -> None:
+        upsert(
+            conn,
+            tracking,
+            [
+                {
+                    "projection": self.name,
+                    "application_name": record.application_name,
+                    "notification_id": record.notification_id,
+                }
+            ],
+            keys=["projection"],
+        )
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(tracking.c.notification_id).where(
+                    tracking.c.projection == self.name,
+                    tracking.c.application_name == application_name,
+                )
+            ).scalar()
+        return int(found) if found is not None else None
+
+    def wait(
+        self,
+        application_name: str,
+        notification_id: int | None,
+        timeout: float = 1.0,
+        interrupt: threading.Event | None = None,
+    ) -> None:
+        """Block until the view has followed the log to `notification_id`.
+
+        Woken at once by a runner in this process; polls for one in another process.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.has_tracking_id(application_name, notification_id):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                msg = f"{self.name} has not reached notification {notification_id} in {timeout}s"
+                raise TimeoutError(msg)
+            if interrupt is not None and interrupt.is_set():
+                raise WaitInterruptedError
+            with self._advanced:
+                self._advanced.wait(min(remaining, 0.05))
