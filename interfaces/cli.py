@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", help="address to listen on (default: DMLEDGER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: DMLEDGER_PORT or 8000)")
+    serve.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="do not run the projection runners here (separate `dmledger project` processes do)",
+    )
     serve.set_defaults(run=_serve)
 
     accounts = commands.add_parser("accounts", help="manage Instagram accounts").add_subparsers(
@@ -80,6 +85,40 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--format", choices=("table", "jsonl"), default="table")
     events.set_defaults(run=_events)
 
+    keys = commands.add_parser("keys", help="REST API keys").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    create = keys.add_parser(
+        "create",
+        help="issue an API key (printed once; only its hash is stored)",
+        description="Issue a key. --admin: every account; --account ID: that account's CRM; "
+        "--auditor: read-only, for --account ID or, without it, every account.",
+    )
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'crm-prod'")
+    create.add_argument("--account", help="the Instagram account id the key is for")
+    role = create.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="an admin key, for every account")
+    role.add_argument("--auditor", action="store_true", help="a read-only auditor key")
+    create.set_defaults(run=_keys_create)
+    key_list = keys.add_parser("list", help="list API keys (never their secrets)")
+    key_list.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    revoke.set_defaults(run=_keys_revoke)
+
+    project = commands.add_parser("project", help="run the projection runners until stopped")
+    project.set_defaults(run=_project)
+    projections = commands.add_parser("projections", help="read models").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    status = projections.add_parser("status", help="each projection's position and lag")
+    status.set_defaults(run=_projections_status)
+    rebuild = projections.add_parser(
+        "rebuild", help="drop a read model and rebuild it from the log"
+    )
+    rebuild.add_argument("name", help="the projection, as `projections status` names it")
+    rebuild.set_defaults(run=_projections_rebuild)
+
     secrets = commands.add_parser("secrets", help="secret keys").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -101,7 +140,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     services = build(settings, announce=lambda text: print(text, file=sys.stderr))
     try:
         config = uvicorn.Config(
-            create_app(services),
+            create_app(services, run_projections=not args.no_projections),
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=settings.log_level,
@@ -235,6 +274,124 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    role = "admin" if args.admin else "auditor" if args.auditor else "account"
+    services = _services(settings)
+    try:
+        command = services.api_keys.issue(
+            name=args.name, role=role, ig_account_id=args.account, by="cli"
+        )
+        issued = services.writer.run_now(command)
+    finally:
+        services.close()
+    scope = issued.key.ig_account_id or "every account"
+    print(f"issued {issued.key.role} key {issued.key.key_id} ({issued.key.name}) for {scope}")
+    print("the key, shown this once (only its hash is stored):", file=sys.stderr)
+    print(issued.token)
+    return 0
+
+
+def _keys_list(settings: Settings, _: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        keys = services.api_keys.list()
+    finally:
+        services.close()
+    rows = [
+        (
+            k.key_id,
+            k.name,
+            k.role,
+            k.ig_account_id or "*",
+            k.created_at.isoformat(timespec="seconds"),
+            k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never",
+            "revoked" if k.revoked else "active",
+        )
+        for k in keys
+    ]
+    _table(("KEY ID", "NAME", "ROLE", "ACCOUNT", "CREATED", "LAST USED", "STATE"), rows)
+    return 0
+
+
+def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        key = services.writer.run_now(services.api_keys.revoke(args.key_id, by="cli"))
+    finally:
+        services.close()
+    print(f"revoked key {key.key_id} ({key.name})")
+    return 0
+
+
+def _project(settings: Settings, _: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    services = _services(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"running projections: {', '.join(services.read_models.runners)}", file=sys.stderr)
+    try:
+        services.read_models.start()
+        stop.wait()
+    finally:
+        services.close()
+    return 0
+
+
+def _projections_status(settings: Settings, _: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        head = services.ledger.recorder.max_notification_id() or 0
+        rows = []
+        for name, runner in services.read_models.runners.items():
+            position = runner.position()
+            rows.append((name, str(position), str(head), str(head - position)))
+    finally:
+        services.close()
+    _table(("PROJECTION", "POSITION", "HEAD", "LAG"), rows)
+    return 0
+
+
+def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        runner = services.read_models.runners.get(args.name)
+        if runner is None:
+            names = ", ".join(services.read_models.runners)
+            raise CliError(f"there is no projection {args.name!r}; there are: {names}")
+        bar = ProgressBar(f"rebuilding {args.name}")
+        runner.view.drop()
+        applied = runner.catch_up(progress=bar.update)
+        bar.done()
+    finally:
+        services.close()
+    print(f"rebuilt {args.name} from {applied} events")
+    return 0
+
+
+class ProgressBar:
+    """A progress bar on a terminal's standard error; nothing when it is not a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = sys.stderr.isatty()
+
+    def update(self, position: int, head: int) -> None:
+        if not self.shown or head <= 0:
+            return
+        width = 30
+        filled = int(width * position / head)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {position}/{head}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,9 @@ class _AdvisoryLock:
         engine = self._runner.view.engine
         if engine.dialect.name != "postgresql":
             return True
-        digest = hashlib.sha256(f"dmledger-projection:{self._runner.name}".encode()).digest()
+        schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None, "")
+        lock_name = f"dmledger-projection:{schema}:{self._runner.name}"
+        digest = hashlib.sha256(lock_name.encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn = engine.connect()
         while not self._stop.is_set():
@@ -212,4 +214,6 @@ class _AdvisoryLock:
     def __exit__(self, *_: object) -> None:
         self._released.set()
         if self._conn is not None:
+            # The lock belongs to the session: a pooled connection would keep holding it.
+            self._conn.invalidate()
             self._conn.close()

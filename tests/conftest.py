@@ -159,3 +159,34 @@ def stored_events(services: Services) -> list[tuple[str, dict[str, Any]]]:
 
 def event_types(services: Services) -> list[str]:
     return [kind for kind, _ in stored_events(services)]
+
+
+def issue_key(
+    services: Services, role: str = "admin", ig_account_id: str | None = None, name: str = "test"
+) -> str:
+    """A new API key's token."""
+    command = services.api_keys.issue(name=name, role=role, ig_account_id=ig_account_id, by="test")
+    return services.writer.run_now(command).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Retry an async or sync check until it stops raising AssertionError."""
+    import asyncio
+    import inspect
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -21,10 +22,13 @@ from application.errors import (
     AccountAlreadyRegistered,
     AccountNotFound,
     ApplicationError,
+    Forbidden,
     InvalidInput,
     InvalidSignature,
     MalformedWebhook,
+    NotFound,
     StorageUnavailable,
+    Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,9 @@ _STATUS: dict[type[ApplicationError], tuple[int, str]] = {
     MalformedWebhook: (HTTP_400_BAD_REQUEST, "malformed-webhook"),
     InvalidSignature: (HTTP_401_UNAUTHORIZED, "invalid-signature"),
     AccountNotFound: (HTTP_404_NOT_FOUND, "not-found"),
+    NotFound: (HTTP_404_NOT_FOUND, "not-found"),
+    Unauthenticated: (HTTP_401_UNAUTHORIZED, "unauthenticated"),
+    Forbidden: (HTTP_403_FORBIDDEN, "forbidden"),
     AccountAlreadyRegistered: (HTTP_409_CONFLICT, "conflict"),
     InvalidInput: (HTTP_422_UNPROCESSABLE_ENTITY, "invalid-input"),
     StorageUnavailable: (HTTP_503_SERVICE_UNAVAILABLE, "storage-unavailable"),
@@ -49,6 +56,8 @@ def problem(
     body["detail"] = detail
     body.update(extra)
     headers = {"Retry-After": "5"} if status == HTTP_503_SERVICE_UNAVAILABLE else None
+    if kind == "unauthenticated":
+        headers = {"WWW-Authenticate": 'Bearer realm="dmledger"'}
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -63,11 +72,26 @@ def _application_error(_: Request[Any, Any, Any], error: ApplicationError) -> Re
 
 
 def _http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
-    extra: dict[str, Any] = {}
-    if isinstance(error, ValidationException) and error.extra:
-        extra["errors"] = error.extra
-    kind = "invalid-input" if isinstance(error, ValidationException) else "http-error"
-    return problem(error.status_code, _title(error.status_code), str(error.detail), kind, **extra)
+    if isinstance(error, ValidationException):
+        return _invalid_parameters(error)
+    return problem(error.status_code, _title(error.status_code), str(error.detail), "http-error")
+
+
+def _invalid_parameters(error: ValidationException) -> Response[Any]:
+    """Litestar's validation errors, as a 422 that names the field at fault."""
+    errors = error.extra if isinstance(error.extra, list) else []
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    field = first.get("key") or None
+    message = first.get("message") or str(error.detail)
+    detail = f"{field}: {message}" if field else message
+    return problem(
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        _title(HTTP_422_UNPROCESSABLE_ENTITY),
+        detail,
+        "invalid-input",
+        field=field,
+        errors=errors,
+    )
 
 
 def _unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:

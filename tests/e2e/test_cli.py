@@ -184,3 +184,82 @@ def test_the_verify_token_stays_out_of_the_access_log(env: dict[str, str], serve
 
     assert "hub.mode=subscribe" in served.output
     assert "v-s3cret" not in served.output
+
+
+def test_keys_are_shown_once_listed_without_secrets_and_revocable(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = ["--app-secret", "a", "--access-token", "b", "--verify-token", "c"]
+    assert main([*ADD, *secrets]) == 0
+    assert main(["keys", "create", "--name", "bootstrap", "--admin"]) == 0
+    assert main(["keys", "create", "--name", "crm", "--account", ACCOUNT]) == 0
+    created = capsys.readouterr().out.splitlines()
+    tokens = [line for line in created if line.startswith("dml_")]
+    assert len(tokens) == 2
+    crm_key_id = tokens[1].split("_")[1]
+
+    assert main(["keys", "revoke", crm_key_id]) == 0
+    assert main(["keys", "list"]) == 0
+    listing = capsys.readouterr().out
+
+    assert "bootstrap" in listing
+    assert "admin" in listing
+    assert "revoked" in listing
+    assert all(token.split("_", 2)[2] not in listing for token in tokens)
+
+
+def test_an_account_key_for_an_unknown_account_is_refused(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--name", "crm", "--account", "1234"]) == 2
+    assert "not registered" in capsys.readouterr().err
+
+
+def test_projections_status_and_rebuild(
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    body = meta_body("text")
+    assert (
+        httpx.post(
+            served.url + "/webhooks/instagram", content=body, headers=signed_headers(body)
+        ).status_code
+        == 200
+    )
+    served.stop()
+    capsys.readouterr()
+
+    assert main(["projections", "rebuild", "message_history"]) == 0
+    assert "rebuilt message_history from 3 events" in capsys.readouterr().out
+    assert main(["projections", "status"]) == 0
+    status = capsys.readouterr().out.splitlines()
+
+    assert status[0].split() == ["PROJECTION", "POSITION", "HEAD", "LAG"]
+    assert ["message_history", "3", "3", "0"] in [line.split() for line in status]
+    assert main(["projections", "rebuild", "nonsense"]) == 2
+
+
+def test_a_crm_reads_a_message_through_the_served_api(
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    assert main(["keys", "create", "--name", "crm", "--account", ACCOUNT]) == 0
+    token = capsys.readouterr().out.splitlines()[-1]
+    body = meta_body("text")
+    httpx.post(served.url + "/webhooks/instagram", content=body, headers=signed_headers(body))
+    base = f"{served.url}/api/v1/accounts/{ACCOUNT}/conversations"
+
+    deadline = time.monotonic() + 1.0
+    while True:
+        listing = httpx.get(base, headers={"authorization": f"Bearer {token}"}).json()
+        if listing["conversations"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+
+    [conversation] = listing["conversations"]
+    messages = httpx.get(
+        f"{base}/{conversation['id']}/messages", headers={"authorization": f"Bearer {token}"}
+    ).json()["messages"]
+    assert messages[0]["text"] == "Hi! Do you ship to München? 📦"

@@ -1,0 +1,171 @@
+"""`/api/v1/accounts/{account_id}/conversations`: the CRM's view of an account's threads."""
+
+# Litestar reads handler annotations at run time: no `from __future__ import annotations`.
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from litestar import Controller, get, patch
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from application.api_keys import Principal
+from application.conversations import Conversations
+from application.errors import InvalidInput, NotFound
+from application.ledger_writer import LedgerWriter
+from interfaces.http import cursors
+from interfaces.http.auth import provide_readable_account, provide_writable_account
+from interfaces.http.openapi import problems
+from interfaces.http.wire import (
+    ChangeConversation,
+    Conversation,
+    ConversationPage,
+    Message,
+    MessagePage,
+)
+from projections.registry import ReadModels
+
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="At most this many items.")]
+Cursor = Annotated[
+    str | None, QueryParameter(description="`next_cursor` or `prev_cursor` of a previous page.")
+]
+
+
+class ConversationController(Controller):
+    """An account's conversations and their messages."""
+
+    path = "/api/v1/accounts/{account_id:str}/conversations"
+    tags = ["conversations"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    dependencies = {  # noqa: RUF012
+        "account": Provide(provide_readable_account),
+        "writable_account": Provide(provide_writable_account),
+    }
+
+    @get(responses=problems(401, 404, 422))
+    async def list_conversations(
+        self,
+        account: NamedDependency[str],
+        read_models: NamedDependency[ReadModels],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        status: Annotated[
+            Literal["active", "archived", "blocked"] | None,
+            QueryParameter(description="Only conversations with this status."),
+        ] = None,
+        updated_since: Annotated[
+            datetime | None,
+            QueryParameter(description="Only conversations changed at or after this time."),
+        ] = None,
+        unread: Annotated[
+            bool | None, QueryParameter(description="Only those with (true) or without unread.")
+        ] = None,
+    ) -> ConversationPage:
+        """List the account's conversations, most recently changed first."""
+        before = cursors.decode(cursor, fields=("p",))["p"] if cursor else None
+        if updated_since is not None and updated_since.tzinfo is None:
+            raise InvalidInput("updated_since", "updated_since needs a time zone (RFC 3339)")
+        rows = await asyncio.to_thread(
+            read_models.conversation_list.page,
+            account,
+            limit=limit + 1,
+            before_position=before,
+            status=status,
+            updated_since_ms=int(updated_since.timestamp() * 1000) if updated_since else None,
+            unread=unread,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = cursors.encode({"p": rows[-1]["updated_position"]}) if more else None
+        return ConversationPage([Conversation.of(r) for r in rows], next_cursor)
+
+    @get("/{conversation_id:uuid}", responses=problems(401, 404, 422))
+    async def get_conversation(
+        self,
+        account: NamedDependency[str],
+        conversation_id: FromPath[UUID],
+        read_models: NamedDependency[ReadModels],
+    ) -> Conversation:
+        """Show one conversation."""
+        return await self._conversation(read_models, account, conversation_id)
+
+    @patch("/{conversation_id:uuid}", responses=problems(401, 403, 404, 422, 503))
+    async def change_conversation(
+        self,
+        writable_account: NamedDependency[str],
+        principal: NamedDependency[Principal],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ChangeConversation],
+        conversations: NamedDependency[Conversations],
+        writer: NamedDependency[LedgerWriter],
+        read_models: NamedDependency[ReadModels],
+    ) -> Conversation:
+        """Archive, reopen or block a conversation, or mark it read; each is an event on it.
+
+        Answers with the conversation as the conversation list shows it once the change
+        is in it.
+        """
+        command = conversations.change(
+            writable_account,
+            conversation_id,
+            status=data.status,
+            read=bool(data.read),
+            by=f"api-key:{principal.key_id}",
+        )
+        await writer.run(command)
+        await asyncio.to_thread(read_models.wait_for, "conversation_list")
+        return await self._conversation(read_models, writable_account, conversation_id)
+
+    @get("/{conversation_id:uuid}/messages", responses=problems(401, 404, 422))
+    async def list_messages(
+        self,
+        account: NamedDependency[str],
+        conversation_id: FromPath[UUID],
+        read_models: NamedDependency[ReadModels],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        order: Annotated[
+            Literal["oldest_first", "newest_first"],
+            QueryParameter(description="Order of the first page (a cursor keeps its own)."),
+        ] = "oldest_first",
+    ) -> MessagePage:
+        """List a conversation's messages in the order they were sent, in pages."""
+        await self._conversation(read_models, account, conversation_id)
+        newest_first = order == "newest_first"
+        after = before = None
+        if cursor:
+            place = cursors.decode(cursor, fields=("t", "p"))
+            newest_first = bool(place.get("desc"))
+            if newest_first:
+                before = (place["t"], place["p"])
+            else:
+                after = (place["t"], place["p"])
+        rows = await asyncio.to_thread(
+            read_models.message_history.page,
+            str(conversation_id),
+            limit=limit + 1,
+            after=after,
+            before=before,
+            newest_first=newest_first,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+
+        def place_of(row: dict[str, int], desc: bool) -> str:
+            return cursors.encode({"t": row["sent_at"], "p": row["position"], "desc": desc})
+
+        next_cursor = place_of(rows[-1], newest_first) if more else None
+        prev_cursor = place_of(rows[0], not newest_first) if rows and cursor else None
+        return MessagePage([Message.of(r) for r in rows], next_cursor, prev_cursor)
+
+    @staticmethod
+    async def _conversation(
+        read_models: ReadModels, account: str, conversation_id: UUID
+    ) -> Conversation:
+        row = await asyncio.to_thread(
+            read_models.conversation_list.get, account, str(conversation_id)
+        )
+        if row is None:
+            raise NotFound(f"there is no conversation {conversation_id} in this account")
+        return Conversation.of(row)

@@ -1,0 +1,201 @@
+"""Projections on a real PostgreSQL: restarts, rebuilds, failover, NOTIFY, long histories."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from domain.identity import conversation_id
+from interfaces.composition import Services
+from projections.conversation_list.view import conversations
+from projections.message_history.view import messages
+from projections.registry import ReadModels
+from tests.conftest import ACCOUNT, PARTICIPANT, meta_json, register_account
+
+pytestmark = pytest.mark.postgres
+
+MakeServices = Callable[..., Services]
+
+
+def deliver(
+    services: Services, mid: str, *, participant: str = PARTICIPANT, sent_at: int = 1
+) -> None:
+    body = meta_json("text")
+    item = body["entry"][0]["messaging"][0]
+    item["sender"]["id"] = participant
+    item["timestamp"] = sent_at
+    item["message"] = {"mid": mid, "text": f"text of {mid}"}
+    services.writer.run_now(services.ingest.command(json.dumps(body).encode(), _sign(body)))
+
+
+def _sign(body: dict[str, Any]) -> str:
+    from application.ingest import sign
+    from tests.conftest import APP_SECRET
+
+    return sign(json.dumps(body).encode(), APP_SECRET)
+
+
+def fill(services: Services, count: int, participants: int = 7) -> None:
+    for i in range(count):
+        deliver(services, f"m-{i}", participant=f"55{i % participants:014d}", sent_at=10_000 + i)
+
+
+def snapshot(read_models: ReadModels) -> dict[str, list[dict[str, Any]]]:
+    engine = read_models.conversation_list.engine
+    with engine.connect() as conn:
+        return {
+            table.name: [
+                dict(r)
+                for r in conn.execute(select(table).order_by(*table.primary_key.columns)).mappings()
+            ]
+            for table in (conversations, messages)
+        }
+
+
+def test_a_runner_killed_mid_batch_resumes_to_the_same_view_as_one_uninterrupted_run(
+    postgres_url: str, make_services: MakeServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given 300 stored messages
+    services = make_services(postgres_url)
+    register_account(services)
+    fill(services, 300)
+    runner = services.read_models.runners["message_history"]
+    runner.batch_size = 64
+
+    # when the runner dies in the middle of its third batch
+    calls = {"n": 0}
+    real = runner.projection.project
+
+    def dying(batch: Any, items: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # not caught anywhere: like a killed process
+        real(batch, items)
+
+    monkeypatch.setattr(runner.projection, "project", dying)
+    with pytest.raises(KeyboardInterrupt):
+        runner.catch_up()
+    assert runner.position() == 128
+    monkeypatch.undo()
+
+    # and a new process's runner takes over
+    restarted = make_services(postgres_url)
+    restarted.read_models.catch_up()
+    resumed = snapshot(restarted.read_models)
+
+    # then the view is exactly what one uninterrupted run makes
+    restarted.read_models.runners["message_history"].view.drop()
+    restarted.read_models.runners["conversation_list"].view.drop()
+    restarted.read_models.catch_up()
+    assert snapshot(restarted.read_models) == resumed
+    assert len(resumed["message_history"]) == 300
+
+
+def test_rebuild_reproduces_the_live_view(postgres_url: str, make_services: MakeServices) -> None:
+    # given runners following live while messages arrive, with reads and status changes
+    services = make_services(postgres_url)
+    register_account(services)
+    services.read_models.start()
+    fill(services, 120)
+    conversation = conversation_id(ACCOUNT, "55" + "0" * 14)
+    services.writer.run_now(
+        services.conversations.change(
+            ACCOUNT, conversation, status="archived", read=True, by="test"
+        )
+    )
+    services.read_models.wait_for("conversation_list")
+    services.read_models.wait_for("message_history")
+    services.read_models.stop()
+    live = snapshot(services.read_models)
+
+    # when every projection is dropped and rebuilt from the log
+    for runner in services.read_models.runners.values():
+        runner.view.drop()
+        runner.catch_up()
+
+    # then the rows are identical
+    assert snapshot(services.read_models) == live
+    assert any(r["status"] == "archived" for r in live["conversation_list"])
+
+
+def test_only_one_runner_per_projection_is_active_and_a_standby_takes_over(
+    postgres_url: str, make_services: MakeServices
+) -> None:
+    # given two processes running the projections
+    first, second = make_services(postgres_url), make_services(postgres_url)
+    register_account(first)
+    first.read_models.start()
+    time.sleep(0.3)
+    second.read_models.start()
+    deliver(first, "before")
+    first.read_models.wait_for("message_history")
+
+    # when the active one stops
+    first.read_models.stop()
+    deliver(first, "after")
+
+    # then the standby carries on
+    second.read_models.wait_for("message_history", timeout=10)
+    assert len(snapshot(second.read_models)["message_history"]) == 2
+
+
+def test_events_from_another_process_arrive_through_notify_not_polling(
+    postgres_url: str, make_services: MakeServices
+) -> None:
+    # given a projection process that would poll only every 30 s
+    writer_process, projector = make_services(postgres_url), make_services(postgres_url)
+    register_account(writer_process)
+    for runner in projector.read_models.runners.values():
+        runner.poll_seconds = 30
+    projector.read_models.start()
+    time.sleep(0.5)  # let it take the lock and LISTEN
+
+    # when another process commits a message
+    started = time.monotonic()
+    deliver(writer_process, "m-notify")
+    projector.read_models.wait_for("message_history", timeout=10)
+
+    # then it is projected long before the next poll
+    assert time.monotonic() - started < 5
+
+
+def test_a_thousand_message_conversation_pages_without_gaps_or_duplicates(
+    postgres_url: str, make_services: MakeServices
+) -> None:
+    services = make_services(postgres_url)
+    register_account(services)
+    for i in range(1000):
+        deliver(services, f"m-{i:04d}", sent_at=1_000_000 + (i * 7919) % 1000)
+    services.read_models.catch_up()
+    view = services.read_models.message_history
+    conversation = str(conversation_id(ACCOUNT, PARTICIPANT))
+
+    seen: list[str] = []
+    after = None
+    while page := view.page(conversation, limit=37, after=after):
+        seen += [m["mid"] for m in page]
+        after = (page[-1]["sent_at"], page[-1]["position"])
+
+    assert len(seen) == len(set(seen)) == 1000
+    expected = sorted((1_000_000 + (i * 7919) % 1000, f"m-{i:04d}") for i in range(1000))
+    assert seen == [mid for _, mid in expected]
+
+
+def test_stopping_runners_is_prompt(postgres_url: str, make_services: MakeServices) -> None:
+    services = make_services(postgres_url)
+    services.read_models.start()
+    time.sleep(0.2)
+    done = threading.Event()
+
+    def stop() -> None:
+        services.read_models.stop()
+        done.set()
+
+    threading.Thread(target=stop).start()
+    assert done.wait(5)

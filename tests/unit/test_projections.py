@@ -1,0 +1,172 @@
+"""Projections fed events directly: what the conversation list and message history show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from domain.conversation import Conversation
+from infrastructure.view_database import create_view_engine
+from projections.conversation_list.projection import ConversationList
+from projections.conversation_list.view import ConversationListView
+from projections.message_history.projection import MessageHistory
+from projections.message_history.view import MessageHistoryView
+
+ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
+
+
+@pytest.fixture
+def projections(tmp_path: Path) -> Iterator[tuple[ConversationList, MessageHistory]]:
+    engine = create_view_engine(f"sqlite:///{tmp_path}/views.sqlite3")
+    listing, history = (
+        ConversationList(ConversationListView(engine)),
+        MessageHistory(MessageHistoryView(engine)),
+    )
+    for projection in (listing, history):
+        projection.view.create_tables()
+    yield listing, history
+    engine.dispose()
+
+
+def feed(
+    projections: tuple[ConversationList, MessageHistory], conversation: Conversation, start: int = 1
+) -> int:
+    """Apply the conversation's new events to both projections, one event per transaction."""
+    position = start
+    for event in conversation.collect_events():
+        for projection in projections:
+            projection.process_event(event, Tracking("dmledger", position))
+        position += 1
+    return position
+
+
+def row(
+    projections: tuple[ConversationList, MessageHistory], conversation: Conversation
+) -> dict[str, Any]:
+    found = projections[0].view.get(ACCOUNT, str(conversation.id))
+    assert found is not None
+    return found
+
+
+def history(
+    projections: tuple[ConversationList, MessageHistory], conversation: Conversation
+) -> list[dict[str, Any]]:
+    return projections[1].view.page(str(conversation.id), limit=100)
+
+
+def new_conversation() -> Conversation:
+    return Conversation(ig_account_id=ACCOUNT, participant_id=PARTICIPANT)
+
+
+def test_unread_counts_inbound_messages_until_the_business_reads_or_replies(
+    projections: Any,
+) -> None:
+    conversation = new_conversation()
+    conversation.receive_message(mid="m1", sent_at=1000, text="hi")
+    conversation.receive_message(mid="m2", sent_at=2000, text="hello?")
+    position = feed(projections, conversation)
+    assert row(projections, conversation)["unread_count"] == 2
+
+    conversation.record_echo(mid="e1", sent_at=3000, text="Hi! How can we help?")
+    position = feed(projections, conversation, position)
+    assert row(projections, conversation)["unread_count"] == 0
+
+    conversation.receive_message(mid="m3", sent_at=4000, text="price?")
+    conversation.mark_read(by="crm")
+    feed(projections, conversation, position)
+    assert row(projections, conversation)["unread_count"] == 0
+
+
+def test_last_message_is_the_latest_by_metas_time_even_when_it_arrived_first(
+    projections: Any,
+) -> None:
+    conversation = new_conversation()
+    conversation.receive_message(mid="later", sent_at=5000, text="second")
+    conversation.receive_message(mid="earlier", sent_at=4000, text="first")
+    feed(projections, conversation)
+
+    listed = row(projections, conversation)
+    assert (listed["last_message_preview"], listed["last_message_at"]) == ("second", 5000)
+    assert [m["mid"] for m in history(projections, conversation)] == ["earlier", "later"]
+
+
+def test_attachment_messages_are_previewed_by_kind(projections: Any) -> None:
+    conversation = new_conversation()
+    conversation.receive_message(
+        mid="m1", sent_at=1, attachments=[{"type": "image", "payload": {"url": "u"}}]
+    )
+    feed(projections, conversation)
+
+    assert row(projections, conversation)["last_message_preview"] == "[image]"
+    assert history(projections, conversation)[0]["kind"] == "image"
+
+
+def test_story_replies_and_unsupported_messages_have_their_kind(projections: Any) -> None:
+    conversation = new_conversation()
+    conversation.receive_message(
+        mid="s", sent_at=1, text="nice", reply_to={"story": {"id": "1", "url": "u"}}
+    )
+    conversation.receive_message(mid="u", sent_at=2, unsupported=True)
+    feed(projections, conversation)
+
+    assert [m["kind"] for m in history(projections, conversation)] == ["story_reply", "unsupported"]
+
+
+def test_an_edit_before_its_message_is_kept_and_shown_once_the_message_comes(
+    projections: Any,
+) -> None:
+    conversation = new_conversation()
+    conversation.edit_message(mid="m1", text="fixed text", edit_count=2, edited_at=3)
+    conversation.edit_message(mid="m1", text="older edit", edit_count=1, edited_at=2)
+    position = feed(projections, conversation)
+    assert history(projections, conversation) == []
+
+    conversation.receive_message(mid="m1", sent_at=1, text="typo text")
+    feed(projections, conversation, position)
+
+    [message] = history(projections, conversation)
+    assert (message["text"], message["edit_count"]) == ("fixed text", 2)
+
+
+def test_a_reaction_replaces_the_senders_earlier_one_and_unreact_removes_it(
+    projections: Any,
+) -> None:
+    conversation = new_conversation()
+    conversation.record_echo(mid="e1", sent_at=1, text="our offer")
+    base = {"mid": "e1", "sender_id": PARTICIPANT}
+    conversation.add_reaction(**base, reaction="love", emoji="❤️", reacted_at=2)
+    conversation.add_reaction(**base, reaction="laugh", emoji="😂", reacted_at=3)
+    position = feed(projections, conversation)
+    assert [r["emoji"] for r in history(projections, conversation)[0]["reactions"]] == ["😂"]
+
+    conversation.remove_reaction(**base, reaction="laugh", emoji=None, removed_at=4)
+    feed(projections, conversation, position)
+    assert history(projections, conversation)[0]["reactions"] == []
+
+
+def test_status_changes_show_in_the_list(projections: Any) -> None:
+    conversation = new_conversation()
+    conversation.archive(by="crm")
+    position = feed(projections, conversation)
+    assert row(projections, conversation)["status"] == "archived"
+
+    conversation.block(by="crm")
+    position = feed(projections, conversation, position)
+    assert row(projections, conversation)["status"] == "blocked"
+
+    conversation.reopen(by="crm")
+    feed(projections, conversation, position)
+    assert row(projections, conversation)["status"] == "active"
+
+
+def test_the_tracking_position_moves_with_the_rows(projections: Any) -> None:
+    conversation = new_conversation()
+    conversation.receive_message(mid="m1", sent_at=1, text="hi")
+    feed(projections, conversation)
+
+    assert projections[0].view.max_tracking_id("dmledger") == 2
+    assert projections[1].view.max_tracking_id("dmledger") == 2
