@@ -287,8 +287,12 @@ def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         services.close()
     scope = issued.key.ig_account_id or "every account"
-    print(f"issued {issued.key.role} key {issued.key.key_id} ({issued.key.name}) for {scope}")
-    print("the key, shown this once (only its hash is stored):", file=sys.stderr)
+    # Only the key goes to standard output, so that KEY=$(dmledger keys create ...) works.
+    print(
+        f"issued {issued.key.role} key {issued.key.key_id} ({issued.key.name}) for {scope}; "
+        "it is shown this once (only its hash is stored):",
+        file=sys.stderr,
+    )
     print(issued.token)
     return 0
 
