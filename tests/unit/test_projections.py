@@ -170,3 +170,36 @@ def test_the_tracking_position_moves_with_the_rows(projections: Any) -> None:
 
     assert projections[0].view.max_tracking_id("dmledger") == 2
     assert projections[1].view.max_tracking_id("dmledger") == 2
+
+
+def test_a_runner_skips_an_event_type_it_does_not_know_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from uuid import uuid4
+
+    from eventsourcing.persistence import StoredEvent
+
+    from application.ledger import Ledger
+    from infrastructure.persistence import persistence_env
+    from projections.registry import ReadModels
+
+    # given a log with an event written by a newer dmledger, between two known ones
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    ledger = Ledger(env=persistence_env(url))
+    read_models = ReadModels.build(ledger, create_view_engine(url))
+    first, second = new_conversation(), Conversation(ig_account_id=ACCOUNT, participant_id="2")
+    first.receive_message(mid="m1", sent_at=1, text="before")
+    ledger.save(first)
+    future = StoredEvent(uuid4(), 1, "dmledger:Conversation.SomethingNew", b"{}")
+    ledger.recorder.insert_events([future])
+    second.receive_message(mid="m2", sent_at=2, text="after")
+    ledger.save(second)
+
+    # when the runners follow it
+    read_models.catch_up()
+
+    # then the unknown event is skipped, logged, and the rest is projected
+    assert "dmledger:Conversation.SomethingNew" in caplog.text
+    assert read_models.conversation_list.get(ACCOUNT, str(second.id)) is not None
+    assert read_models.runners["conversation_list"].position() == 5
+    ledger.close()
