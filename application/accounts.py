@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import hmac
 import re
-from datetime import datetime
+from datetime import UTC, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from application.errors import AccountAlreadyRegistered, InvalidInput
+from application.errors import AccountAlreadyRegistered, InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import SecretBox
-from domain.account import Account
+from application.rules import WEEKDAYS, check_template
+from domain.account import CREDENTIALS, Account, AccountError
 from domain.identity import account_id
 
 _IG_ID = re.compile(r"^[0-9]{1,32}$")
+
+
+class Credential(msgspec.Struct, frozen=True):
+    """Whether a credential is set, and when it was last rotated: never its value."""
+
+    set: bool
+    rotated_at: datetime | None
 
 
 class AccountSummary(msgspec.Struct, frozen=True):
@@ -23,23 +33,74 @@ class AccountSummary(msgspec.Struct, frozen=True):
 
     ig_account_id: str
     username: str
+    display_name: str | None
     status: str
     registered_at: datetime
-    has_app_secret: bool
-    has_access_token: bool
-    has_verify_token: bool
+    settings: dict[str, Any]
+    credentials: dict[str, Credential]
 
     @classmethod
     def of(cls, account: Account) -> AccountSummary:
         return cls(
             ig_account_id=account.ig_account_id,
             username=account.username,
+            display_name=account.display_name,
             status=str(account.status),
             registered_at=account.created_on,
-            has_app_secret=bool(account.app_secret),
-            has_access_token=bool(account.access_token),
-            has_verify_token=bool(account.verify_token),
+            settings=dict(account.settings),
+            credentials={
+                name: Credential(
+                    set=bool(getattr(account, name)),
+                    rotated_at=_time(account.rotated_at.get(name)),
+                )
+                for name in CREDENTIALS
+            },
         )
+
+
+class SettingsChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Settings to change; those left out stay as they are."""
+
+    auto_reply: bool | msgspec.UnsetType = msgspec.UNSET
+    fallback_reply: str | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    business_hours: dict[str, list[list[str]]] | msgspec.UnsetType = msgspec.UNSET
+    """mon..sun to [["09:00", "17:00"], ...], in the account's time zone."""
+    auto_resume_after_hours: int | msgspec.UnsetType | None = msgspec.UNSET
+    """Resume automation this many hours after a person took over (null: never)."""
+
+
+def validate_settings(change: SettingsChange) -> dict[str, Any]:
+    """The changed settings, or `InvalidInput` naming the field at fault."""
+    values = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not msgspec.UNSET}
+    if values.get("fallback_reply"):
+        check_template(values["fallback_reply"], "settings.fallback_reply")
+    if "timezone" in values:
+        try:
+            ZoneInfo(values["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(
+                "settings.timezone", f"{values['timezone']!r} is not an IANA time zone"
+            ) from None
+    for day, spans in (values.get("business_hours") or {}).items():
+        field = f"settings.business_hours.{day}"
+        if day not in WEEKDAYS:
+            raise InvalidInput(field, f"days are {', '.join(WEEKDAYS)}")
+        for span in spans:
+            try:
+                start, end = (time.fromisoformat(t) for t in span)
+            except (ValueError, TypeError):
+                raise InvalidInput(field, 'each span is ["HH:MM", "HH:MM"]') from None
+            if not start < end:
+                raise InvalidInput(field, "a span must end after it starts")
+    hours = values.get("auto_resume_after_hours")
+    if hours is not None and not 1 <= hours <= 24 * 30:
+        raise InvalidInput("settings.auto_resume_after_hours", "must be 1 to 720 hours")
+    return values
+
+
+def _time(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
 
 
 class Accounts:
@@ -105,3 +166,99 @@ class Accounts:
             # Compare with every account, so the time taken says nothing about which matched.
             matched |= hmac.compare_digest(expected, given)
         return matched
+
+    def get(self, ig_account_id: str) -> AccountSummary:
+        account = self._ledger.account(ig_account_id)
+        if account is None:
+            raise NotFound(f"there is no Instagram account {ig_account_id}")
+        return AccountSummary.of(account)
+
+    def update(
+        self,
+        ig_account_id: str,
+        *,
+        username: str | None,
+        display_name: str | None,
+        settings: SettingsChange | None,
+        by: str,
+    ) -> Command[AccountSummary]:
+        """The command that changes the profile and/or settings of an account."""
+        if username is not None:
+            username = username.strip().removeprefix("@")
+            if not username:
+                raise InvalidInput("username", "the username must not be empty")
+        changed_settings = validate_settings(settings) if settings is not None else {}
+
+        def update(changes: Changes) -> AccountSummary:
+            account = _changing(changes, ig_account_id)
+            account.change_profile(username=username, display_name=display_name, by=by)
+            if changed_settings:
+                account.change_settings(changes=changed_settings, by=by)
+            return AccountSummary.of(account)
+
+        return update
+
+    def set_status(
+        self,
+        ig_account_id: str,
+        status: str,
+        *,
+        by: str,
+        reason: str | None = None,
+    ) -> Command[AccountSummary]:
+        """The command that suspends, reactivates or deactivates an account."""
+
+        def set_status(changes: Changes) -> AccountSummary:
+            account = _changing(changes, ig_account_id)
+            try:
+                if status == "suspended":
+                    account.suspend(reason=reason, by=by)
+                elif status == "active":
+                    account.reactivate(by=by)
+                elif status == "deactivated":
+                    account.deactivate(by=by)
+                else:
+                    raise InvalidInput("status", f"unknown status {status!r}")
+            except AccountError as error:
+                raise InvalidInput(error.field, error.detail) from None
+            return AccountSummary.of(account)
+
+        return set_status
+
+    def rotate_credentials(
+        self, ig_account_id: str, new: dict[str, str | None], *, at: int, by: str
+    ) -> Command[AccountSummary]:
+        """The command that replaces some credentials; only their ciphertext is stored."""
+        given = {k: v for k, v in new.items() if v is not None}
+        if not given:
+            raise InvalidInput("credentials", f"give one or more of {', '.join(CREDENTIALS)}")
+        for name, value in given.items():
+            if not value or value != value.strip():
+                raise InvalidInput(name, f"{name} must be set, without surrounding spaces")
+        sealed = {name: self._secrets.encrypt(value) for name, value in given.items()}
+
+        def rotate(changes: Changes) -> AccountSummary:
+            account = _changing(changes, ig_account_id)
+            account.rotate_credentials(sealed=sealed, at=at, by=by)
+            return AccountSummary.of(account)
+
+        return rotate
+
+    def reencrypt(self, ig_account_id: str, *, by: str) -> Command[bool]:
+        """The command that records the account's credentials under the newest key."""
+
+        def reencrypt(changes: Changes) -> bool:
+            account = _changing(changes, ig_account_id)
+            plain = {name: self._secrets.decrypt(getattr(account, name)) for name in CREDENTIALS}
+            sealed = {name: self._secrets.encrypt(value) for name, value in plain.items()}
+            account.reencrypt_credentials(sealed=sealed, by=by)
+            return True
+
+        return reencrypt
+
+
+def _changing(changes: Changes, ig_account_id: str) -> Account:
+    account = changes.get(account_id(ig_account_id), Account, fresh=True)
+    if account is None:
+        raise NotFound(f"there is no Instagram account {ig_account_id}")
+    return account

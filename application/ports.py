@@ -29,3 +29,11 @@ class KeyUsage(Protocol):
     def last_used(self, key_ids: Iterable[str]) -> dict[str, datetime]:
         """The last use of each key that has been used."""
         ...
+
+
+class ParticipantProfiles(Protocol):
+    """What the Graph API says of a participant (for `{first_name}` and `{username}`)."""
+
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
+        """`name` and `username` of the participant, or None if the Graph API will not say."""
+        ...

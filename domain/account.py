@@ -10,8 +10,40 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.identity import account_id
 
+# The stored topic of each account event: part of the stored schema, never to change.
 REGISTERED = "dmledger:Account.Registered"
-"""The stored topic of the event that registers an account."""
+PROFILE_CHANGED = "dmledger:Account.ProfileChanged"
+SETTINGS_CHANGED = "dmledger:Account.SettingsChanged"
+SUSPENDED = "dmledger:Account.Suspended"
+REACTIVATED = "dmledger:Account.Reactivated"
+DEACTIVATED = "dmledger:Account.Deactivated"
+CREDENTIALS_ROTATED = "dmledger:Account.CredentialsRotated"
+CREDENTIALS_REENCRYPTED = "dmledger:Account.CredentialsReencrypted"
+RULE_ADDED = "dmledger:Account.RuleAdded"
+RULE_CHANGED = "dmledger:Account.RuleChanged"
+RULE_REMOVED = "dmledger:Account.RuleRemoved"
+RULE_ENABLED = "dmledger:Account.RuleEnabled"
+RULE_DISABLED = "dmledger:Account.RuleDisabled"
+
+CREDENTIALS = ("app_secret", "access_token", "verify_token")
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "auto_reply": True,
+    "fallback_reply": None,
+    "timezone": "UTC",
+    "business_hours": {},
+    "auto_resume_after_hours": None,
+}
+"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
+
+
+class AccountError(Exception):
+    """A command on an account that cannot be carried out; `field` names the culprit."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
 
 
 class AccountStatus(StrEnum):
@@ -63,11 +95,195 @@ class Account(Aggregate):
         self.verify_token = verify_token
         self.status = AccountStatus.ACTIVE
         self.registered_by = by
+        self.display_name: str | None = None
+        self.settings: dict[str, Any] = dict(DEFAULT_SETTINGS)
+        self.rotated_at: dict[str, Any] = {}
+        self.rules: dict[str, dict[str, Any]] = {}
+        """Rules by id: their definition, `version`, `enabled` and `order` (when added)."""
 
     @property
     def serves_webhooks(self) -> bool:
         """Whether webhooks addressed to this account are stored (history is kept either way)."""
-        return self.status is not AccountStatus.DEACTIVATED
+        return self.status != AccountStatus.DEACTIVATED
+
+    @property
+    def automates(self) -> bool:
+        """Whether automation may act for this account (suspended accounts only store)."""
+        return self.status == AccountStatus.ACTIVE
+
+    # -- profile, settings, status --------------------------------------------------------
+
+    def change_profile(self, *, username: str | None, display_name: str | None, by: str) -> bool:
+        new_username = username if username is not None else self.username
+        new_display = display_name if display_name is not None else self.display_name
+        if (new_username, new_display) == (self.username, self.display_name):
+            return False
+        self._profile_changed(username=new_username, display_name=new_display, by=by)
+        return True
+
+    @event("ProfileChanged", topic=PROFILE_CHANGED)
+    def _profile_changed(self, username: str, display_name: str | None, by: str) -> None:
+        self.username = username
+        self.display_name = display_name
+
+    def change_settings(self, *, changes: dict[str, Any], by: str) -> bool:
+        """Change some settings; `changes` holds only the settings that change."""
+        unknown = set(changes) - set(DEFAULT_SETTINGS)
+        if unknown:
+            raise AccountError("settings", f"unknown settings: {', '.join(sorted(unknown))}")
+        settings = {**self.settings, **changes}
+        if settings == self.settings:
+            return False
+        self._settings_changed(settings=settings, by=by)
+        return True
+
+    @event("SettingsChanged", topic=SETTINGS_CHANGED)
+    def _settings_changed(self, settings: dict[str, Any], by: str) -> None:
+        self.settings = settings
+
+    def suspend(self, *, reason: str | None, by: str) -> bool:
+        """Keep storing webhooks, but let no automation act."""
+        self._must_not_be_deactivated()
+        if self.status == AccountStatus.SUSPENDED:
+            return False
+        self._suspended(reason=reason, by=by)
+        return True
+
+    @event("Suspended", topic=SUSPENDED)
+    def _suspended(self, reason: str | None, by: str) -> None:
+        self.status = AccountStatus.SUSPENDED
+
+    def reactivate(self, *, by: str) -> bool:
+        """Serve a suspended or deactivated account fully again."""
+        if self.status == AccountStatus.ACTIVE:
+            return False
+        self._reactivated(by=by)
+        return True
+
+    @event("Reactivated", topic=REACTIVATED)
+    def _reactivated(self, by: str) -> None:
+        self.status = AccountStatus.ACTIVE
+
+    def deactivate(self, *, by: str) -> bool:
+        """Stop serving the account: its history is kept, its webhooks are ignored."""
+        if self.status == AccountStatus.DEACTIVATED:
+            return False
+        self._deactivated(by=by)
+        return True
+
+    @event("Deactivated", topic=DEACTIVATED)
+    def _deactivated(self, by: str) -> None:
+        self.status = AccountStatus.DEACTIVATED
+
+    def _must_not_be_deactivated(self) -> None:
+        if self.status == AccountStatus.DEACTIVATED:
+            raise AccountError("status", "the account is deactivated; reactivate it first")
+
+    # -- credentials (ciphertext only) ----------------------------------------------------
+
+    def rotate_credentials(self, *, sealed: dict[str, str], at: int, by: str) -> None:
+        """Replace some credentials with new ciphertexts; `at` is when, in ms."""
+        if not sealed or set(sealed) - set(CREDENTIALS):
+            raise AccountError("credentials", f"give one or more of {', '.join(CREDENTIALS)}")
+        self._credentials_rotated(
+            app_secret=sealed.get("app_secret"),
+            access_token=sealed.get("access_token"),
+            verify_token=sealed.get("verify_token"),
+            at=at,
+            by=by,
+        )
+
+    @event("CredentialsRotated", topic=CREDENTIALS_ROTATED)
+    def _credentials_rotated(
+        self,
+        app_secret: str | None,
+        access_token: str | None,
+        verify_token: str | None,
+        at: int,
+        by: str,
+    ) -> None:
+        for name, value in (
+            ("app_secret", app_secret),
+            ("access_token", access_token),
+            ("verify_token", verify_token),
+        ):
+            if value is not None:
+                setattr(self, name, value)
+                self.rotated_at[name] = at
+
+    def reencrypt_credentials(self, *, sealed: dict[str, str], by: str) -> None:
+        """The same credentials, encrypted under the newest key."""
+        self._credentials_reencrypted(
+            app_secret=sealed["app_secret"],
+            access_token=sealed["access_token"],
+            verify_token=sealed["verify_token"],
+            by=by,
+        )
+
+    @event("CredentialsReencrypted", topic=CREDENTIALS_REENCRYPTED)
+    def _credentials_reencrypted(
+        self, app_secret: str, access_token: str, verify_token: str, by: str
+    ) -> None:
+        self.app_secret = app_secret
+        self.access_token = access_token
+        self.verify_token = verify_token
+
+    # -- auto-reply rules -----------------------------------------------------------------
+
+    def add_rule(self, *, rule_id: str, rule: dict[str, Any], by: str) -> None:
+        if rule_id in self.rules:
+            raise AccountError("rule_id", f"rule {rule_id} exists already")
+        self._rule_added(rule_id=rule_id, rule=rule, by=by)
+
+    @event("RuleAdded", topic=RULE_ADDED)
+    def _rule_added(self, rule_id: str, rule: dict[str, Any], by: str) -> None:
+        self.rules[rule_id] = {**rule, "version": 1, "order": len(self.rules)}
+
+    def change_rule(self, *, rule_id: str, rule: dict[str, Any], by: str) -> bool:
+        current = self._rule(rule_id)
+        kept = {k: v for k, v in current.items() if k not in ("version", "order")}
+        if kept == rule:
+            return False
+        self._rule_changed(rule_id=rule_id, rule=rule, version=current["version"] + 1, by=by)
+        return True
+
+    @event("RuleChanged", topic=RULE_CHANGED)
+    def _rule_changed(self, rule_id: str, rule: dict[str, Any], version: int, by: str) -> None:
+        self.rules[rule_id] = {**rule, "version": version, "order": self.rules[rule_id]["order"]}
+
+    def remove_rule(self, *, rule_id: str, by: str) -> None:
+        self._rule(rule_id)
+        self._rule_removed(rule_id=rule_id, by=by)
+
+    @event("RuleRemoved", topic=RULE_REMOVED)
+    def _rule_removed(self, rule_id: str, by: str) -> None:
+        del self.rules[rule_id]
+
+    def enable_rule(self, *, rule_id: str, by: str) -> bool:
+        if self._rule(rule_id)["enabled"]:
+            return False
+        self._rule_enabled(rule_id=rule_id, by=by)
+        return True
+
+    @event("RuleEnabled", topic=RULE_ENABLED)
+    def _rule_enabled(self, rule_id: str, by: str) -> None:
+        self.rules[rule_id]["enabled"] = True
+
+    def disable_rule(self, *, rule_id: str, by: str) -> bool:
+        if not self._rule(rule_id)["enabled"]:
+            return False
+        self._rule_disabled(rule_id=rule_id, by=by)
+        return True
+
+    @event("RuleDisabled", topic=RULE_DISABLED)
+    def _rule_disabled(self, rule_id: str, by: str) -> None:
+        self.rules[rule_id]["enabled"] = False
+
+    def _rule(self, rule_id: str) -> dict[str, Any]:
+        try:
+            return self.rules[rule_id]
+        except KeyError:
+            raise AccountError("rule_id", f"there is no rule {rule_id}") from None
 
     def __repr__(self) -> str:
         # Never show credentials, even as ciphertext, in logs or tracebacks.

@@ -38,6 +38,11 @@ ARCHIVED = "dmledger:Conversation.Archived"
 REOPENED = "dmledger:Conversation.Reopened"
 BLOCKED = "dmledger:Conversation.Blocked"
 MARKED_READ = "dmledger:Conversation.MarkedRead"
+REPLY_QUEUED = "dmledger:Conversation.ReplyQueued"
+AUTO_REPLY_SKIPPED = "dmledger:Conversation.AutoReplySkipped"
+AUTOMATION_PAUSED = "dmledger:Conversation.AutomationPaused"
+AUTOMATION_RESUMED = "dmledger:Conversation.AutomationResumed"
+PARTICIPANT_PROFILE_RECORDED = "dmledger:Conversation.ParticipantProfileRecorded"
 
 
 class Status(StrEnum):
@@ -76,6 +81,15 @@ class Conversation(Aggregate):
         # A dict rather than a set: it keeps insertion order and transcodes as JSON.
         self.recorded: dict[str, None] = {}
         self.status = Status.ACTIVE
+        self.inbound_count = 0
+        self.last_inbound_at: int | None = None
+        self.automation_paused_at: int | None = None
+        """When a person took over (ms), or None while automation may act."""
+        self.auto_replied_at: dict[str, int] = {}
+        """The trigger time (ms) of the latest automated reply of each rule ("" = fallback)."""
+        self.participant_profile: dict[str, Any] = {}
+        self.first_inbound_key: str | None = None
+        """The record key of the participant's first message or postback."""
 
     def has_recorded(self, key: str) -> bool:
         """Whether the thing identified by `key` is already in this conversation."""
@@ -132,6 +146,14 @@ class Conversation(Aggregate):
         extra: JSONObject,
     ) -> None:
         self.recorded[key] = None
+        self._inbound(key, sent_at)
+
+    def _inbound(self, key: str, sent_at: int) -> None:
+        if self.first_inbound_key is None:
+            self.first_inbound_key = key
+        self.inbound_count += 1
+        if self.last_inbound_at is None or sent_at > self.last_inbound_at:
+            self.last_inbound_at = sent_at
 
     def record_echo(
         self,
@@ -324,6 +346,7 @@ class Conversation(Aggregate):
         standby: bool,
     ) -> None:
         self.recorded[key] = None
+        self._inbound(key, sent_at)
 
     def receive_referral(
         self, *, referral: JSONObject, sent_at: int, standby: bool = False
@@ -403,3 +426,99 @@ class Conversation(Aggregate):
     @event("MarkedRead", topic=MARKED_READ)
     def _marked_read(self, by: str) -> None:
         pass
+
+    # -- replies and automation --------------------------------------------------------
+
+    def queue_reply(
+        self,
+        *,
+        reply_id: str,
+        text: str,
+        key: str,
+        automated: bool,
+        in_reply_to: str | None,
+        rule_id: str | None,
+        rule_version: int | None,
+        trigger_at: int | None,
+        by: str,
+    ) -> bool:
+        """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
+        or request a no-op (False)."""
+        if key in self.recorded:
+            return False
+        self._reply_queued(
+            key=key,
+            reply_id=reply_id,
+            text=text,
+            automated=automated,
+            in_reply_to=in_reply_to,
+            rule_id=rule_id,
+            rule_version=rule_version,
+            trigger_at=trigger_at,
+            by=by,
+        )
+        return True
+
+    @event("ReplyQueued", topic=REPLY_QUEUED)
+    def _reply_queued(
+        self,
+        key: str,
+        reply_id: str,
+        text: str,
+        automated: bool,
+        in_reply_to: str | None,
+        rule_id: str | None,
+        rule_version: int | None,
+        trigger_at: int | None,
+        by: str,
+    ) -> None:
+        self.recorded[key] = None
+        if automated and trigger_at is not None:
+            self.auto_replied_at[rule_id or ""] = trigger_at
+
+    def skip_auto_reply(
+        self, *, key: str, in_reply_to: str | None, rule_id: str | None, reason: str
+    ) -> bool:
+        """Record why automation did not answer a message it would have answered."""
+        if key in self.recorded:
+            return False
+        self._auto_reply_skipped(key=key, in_reply_to=in_reply_to, rule_id=rule_id, reason=reason)
+        return True
+
+    @event("AutoReplySkipped", topic=AUTO_REPLY_SKIPPED)
+    def _auto_reply_skipped(
+        self, key: str, in_reply_to: str | None, rule_id: str | None, reason: str
+    ) -> None:
+        self.recorded[key] = None
+
+    def pause_automation(self, *, at: int, by: str, reason: str) -> bool:
+        """A person takes over: automation stays quiet until resumed."""
+        if self.automation_paused_at is not None:
+            return False
+        self._automation_paused(at=at, by=by, reason=reason)
+        return True
+
+    @event("AutomationPaused", topic=AUTOMATION_PAUSED)
+    def _automation_paused(self, at: int, by: str, reason: str) -> None:
+        self.automation_paused_at = at
+
+    def resume_automation(self, *, by: str) -> bool:
+        if self.automation_paused_at is None:
+            return False
+        self._automation_resumed(by=by)
+        return True
+
+    @event("AutomationResumed", topic=AUTOMATION_RESUMED)
+    def _automation_resumed(self, by: str) -> None:
+        self.automation_paused_at = None
+
+    def record_participant_profile(self, *, profile: JSONObject) -> bool:
+        """Keep what the Graph API said of the participant (name, username)."""
+        if profile == self.participant_profile:
+            return False
+        self._participant_profile_recorded(profile=profile)
+        return True
+
+    @event("ParticipantProfileRecorded", topic=PARTICIPANT_PROFILE_RECORDED)
+    def _participant_profile_recorded(self, profile: JSONObject) -> None:
+        self.participant_profile = profile

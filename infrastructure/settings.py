@@ -30,6 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_max_body_bytes: int = 1024 * 1024
     data_dir: str = "./var"
     """Where development state lives (the SQLite default, a generated development key)."""
+    graph_api_url: str = "https://graph.instagram.com"
+    """The Instagram Graph API (tests point it at a fake server on loopback)."""
+    graph_api_version: str = "v21.0"
 
     @property
     def is_production(self) -> bool:
@@ -75,6 +78,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if (data_dir := get("DATA_DIR")) is not None:
             values["data_dir"] = data_dir
+        if (graph := get("GRAPH_API_URL")) is not None:
+            if not graph.startswith(("http://", "https://")):
+                raise SettingsError(f"{PREFIX}GRAPH_API_URL must be an http(s) URL, got {graph!r}")
+            values["graph_api_url"] = graph
+        if (version := get("GRAPH_API_VERSION")) is not None:
+            values["graph_api_version"] = version
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -363,9 +363,9 @@ def _projections_status(settings: Settings, _: argparse.Namespace) -> int:
 def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     services = _services(settings)
     try:
-        runner = services.read_models.runners.get(args.name)
+        runner = services.read_models.rebuildable().get(args.name)
         if runner is None:
-            names = ", ".join(services.read_models.runners)
+            names = ", ".join(services.read_models.rebuildable())
             raise CliError(f"there is no projection {args.name!r}; there are: {names}")
         bar = ProgressBar(f"rebuilding {args.name}")
         runner.view.drop()

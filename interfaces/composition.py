@@ -9,10 +9,13 @@ from pathlib import Path
 
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
+from application.auto_reply import AutoReplies
 from application.conversations import Conversations
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from application.rule_management import Rules
+from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
@@ -34,6 +37,8 @@ class Services:
     accounts: Accounts
     api_keys: ApiKeys
     conversations: Conversations
+    auto_replies: AutoReplies
+    rules: Rules
     read_models: ReadModels
 
     def close(self) -> None:
@@ -47,18 +52,23 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
     """Wire the services for `settings`; `announce` tells the operator about generated keys."""
     secrets = FernetSecretBox(secret_keys(settings, announce=announce))
     ledger = Ledger(env=persistence_env(settings.database_url))
+    writer = LedgerWriter(ledger)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()
+    profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
+    auto_replies = AutoReplies(ledger, secrets, profiles)
     return Services(
         settings=settings,
         ledger=ledger,
-        writer=LedgerWriter(ledger),
+        writer=writer,
         ingest=WebhookIngest(secrets),
         accounts=Accounts(ledger, secrets),
         api_keys=ApiKeys(ledger, key_usage),
         conversations=Conversations(),
-        read_models=ReadModels.build(ledger, views),
+        auto_replies=auto_replies,
+        rules=Rules(ledger, profiles, secrets),
+        read_models=ReadModels.build(ledger, views, writer, auto_replies),
     )
 
 

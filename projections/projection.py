@@ -46,6 +46,13 @@ class LedgerProjection(Projection[V], Generic[V]):
     def handled_topics(self) -> Sequence[str]:
         return list(self._handlers)
 
+    rebuildable: ClassVar[bool] = True
+    """False for a projection that acts (appends events) rather than keeps rows."""
+
+    def act(self, items: Sequence[tuple[Any, int]]) -> None:
+        """Side effects of a batch, run before the view's transaction opens (so that they
+        may write to the ledger). They must be idempotent: after a crash they run again."""
+
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         """Read the rows these events will change, in a few queries (an optimisation)."""
 

@@ -8,7 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from application.auto_reply import AutoReplies
 from application.ledger import Ledger
+from application.ledger_writer import LedgerWriter
+from projections.auto_reply import AutoReplyPolicy, PolicyPosition
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
 from projections.message_history.projection import MessageHistory
@@ -29,15 +32,25 @@ class ReadModels:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def build(cls, ledger: Ledger, engine: Engine) -> ReadModels:
+    def build(
+        cls, ledger: Ledger, engine: Engine, writer: LedgerWriter, auto_replies: AutoReplies
+    ) -> ReadModels:
         conversation_list = ConversationListView(engine)
         message_history = MessageHistoryView(engine)
+        policy_position = PolicyPosition(engine)
         projections: list[LedgerProjection[Any]] = [
             ConversationList(conversation_list),
             MessageHistory(message_history),
+            AutoReplyPolicy(policy_position, writer, auto_replies),
         ]
         for projection in projections:
             projection.view.create_tables()
+        if policy_position.max_tracking_id(ledger.name) is None:
+            # Automation acts on what arrives after it first ran, never on the past.
+            from eventsourcing.persistence import Tracking
+
+            head = ledger.recorder.max_notification_id() or 0
+            policy_position.insert_tracking(Tracking(ledger.name, head))
         runners = {p.name: ProjectionRunner(ledger, p) for p in projections}
         return cls(ledger, conversation_list, message_history, runners)
 
@@ -65,6 +78,10 @@ class ReadModels:
         """Apply the whole log to every read model, here and now (tests, the CLI)."""
         for runner in self.runners.values():
             runner.catch_up()
+
+    def rebuildable(self) -> dict[str, ProjectionRunner]:
+        """The runners of read models that can be dropped and rebuilt from the log."""
+        return {n: r for n, r in self.runners.items() if r.projection.rebuildable}
 
     def wait_for(self, name: str, timeout: float = 5.0) -> None:
         """Wait until read model `name` has applied everything committed so far."""

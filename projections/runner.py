@@ -113,6 +113,7 @@ class ProjectionRunner:
     def _apply(self, notifications: Sequence[Notification]) -> None:
         items = [(e, n.id) for n in notifications if (e := self._decode(n)) is not None]
         tracking = Tracking(self.ledger.name, notifications[-1].id)
+        self.projection.act(items)
         try:
             self.view.apply(tracking, lambda batch: self._project(batch, items))
         except DBAPIError:

@@ -128,3 +128,23 @@ class ConversationList(LedgerProjection[ConversationListView]):
     def marked_read(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["unread_count"] = 0
+
+    @on(topics.AUTOMATION_PAUSED)
+    def automation_paused(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["automation_paused"] = True
+
+    @on(topics.AUTOMATION_RESUMED)
+    def automation_resumed(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["automation_paused"] = False
+
+    @on(topics.PARTICIPANT_PROFILE_RECORDED)
+    def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            row["participant_username"] = event.profile.get("username")
+
+    @on(topics.REPLY_QUEUED)
+    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is not None:
+            self._message(row, event.text[:200], "outbound", _ms(event))

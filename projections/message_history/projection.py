@@ -152,3 +152,16 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             for r in row["reactions"]
             if r["sender_id"] != event.sender_id or r["at"] > event.removed_at
         ]
+
+    @on(topics.REPLY_QUEUED)
+    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+        row = self._message(batch, event, event.reply_id)
+        row.update(
+            direction="outbound",
+            kind="text",
+            text=event.text,
+            delivery_status="queued",
+            sent_at=_ms(event),
+            recorded_at=_ms(event),
+            position=position,
+        )

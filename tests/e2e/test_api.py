@@ -94,6 +94,7 @@ async def test_edits_reactions_and_unsends_show_on_the_message(
 
     async def shown() -> list[dict[str, Any]]:
         response = await client.get(f"{BASE}/{CONVERSATION}/messages", headers=crm)
+        assert response.status_code == 200
         messages = response.json()["messages"]
         assert len(messages) == 2
         assert messages[1]["reactions"]

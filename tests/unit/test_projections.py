@@ -185,8 +185,15 @@ def test_a_runner_skips_an_event_type_it_does_not_know_and_says_so(
 
     # given a log with an event written by a newer dmledger, between two known ones
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    from application.auto_reply import AutoReplies
+    from application.ledger_writer import LedgerWriter
+    from infrastructure.secret_box import FernetSecretBox
+
     ledger = Ledger(env=persistence_env(url))
-    read_models = ReadModels.build(ledger, create_view_engine(url))
+    box = FernetSecretBox([FernetSecretBox.new_key()])
+    read_models = ReadModels.build(
+        ledger, create_view_engine(url), LedgerWriter(ledger), AutoReplies(ledger, box, None)
+    )
     first, second = new_conversation(), Conversation(ig_account_id=ACCOUNT, participant_id="2")
     first.receive_message(mid="m1", sent_at=1, text="before")
     ledger.save(first)
@@ -202,4 +209,5 @@ def test_a_runner_skips_an_event_type_it_does_not_know_and_says_so(
     assert "dmledger:Conversation.SomethingNew" in caplog.text
     assert read_models.conversation_list.get(ACCOUNT, str(second.id)) is not None
     assert read_models.runners["conversation_list"].position() == 5
+    assert read_models.runners["auto_reply"].position() == 5
     ledger.close()

@@ -1,0 +1,177 @@
+"""The auto-reply decision: on each inbound message, which rule answers, and the event that
+records it (`ReplyQueued`, or `AutoReplySkipped` with a reason an auditor needs)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import uuid5
+
+from application.ledger import Ledger
+from application.ledger_writer import Changes, Command
+from application.ports import ParticipantProfiles, SecretBox
+from application.rules import Inbound, Match, choose, render, uses_profile
+from domain import conversation as topics
+from domain.account import Account
+from domain.conversation import Conversation, Status
+from domain.identity import account_id
+
+log = logging.getLogger(__name__)
+
+WINDOW_MS = 24 * 3_600_000
+TRIGGER_TOPICS = (topics.MESSAGE_RECEIVED, topics.POSTBACK_RECEIVED)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def trigger_key(event: Any) -> str:
+    """The record key of the message or postback, as the conversation keeps it."""
+    if type(event).TOPIC == topics.MESSAGE_RECEIVED:
+        return f"message:{event.mid}"
+    return f"postback:{event.mid}" if event.mid else f"postback:{event.payload}:{event.sent_at}"
+
+
+def inbound_of(event: Any, conversation: Conversation) -> Inbound:
+    key = trigger_key(event)
+    first = conversation.first_inbound_key == key
+    if type(event).TOPIC == topics.POSTBACK_RECEIVED:
+        return Inbound(
+            text=None, postback_payload=event.payload, first_message=first, sent_at=event.sent_at
+        )
+    attachments = event.attachments or []
+    reply_to = event.reply_to or {}
+    return Inbound(
+        text=event.text,
+        story_mention=any(a.get("type") == "story_mention" for a in attachments),
+        story_reply="story" in reply_to,
+        first_message=first,
+        sent_at=event.sent_at,
+    )
+
+
+class AutoReplies:
+    """Decides automated replies, one inbound message at a time."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        secrets: SecretBox,
+        profiles: ParticipantProfiles | None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._ledger = ledger
+        self._secrets = secrets
+        self._profiles = profiles
+        self._clock = clock
+
+    def command_for(self, event: Any) -> Command[str | None]:
+        """The command that records the decision on `event`; it returns what was decided.
+
+        The participant's profile is looked up here, before the command, when a reply of
+        the account may need `{first_name}` or `{username}`: no network in the writer.
+        """
+        profile = self._profile_if_needed(event)
+        decided_at = self._clock()
+
+        def decide(changes: Changes) -> str | None:
+            conversation = changes.get(event.originator_id, Conversation)
+            if conversation is None:
+                return None
+            account = changes.get(account_id(conversation.ig_account_id), Account, fresh=True)
+            if account is None:
+                return None
+            if profile:
+                conversation.record_participant_profile(profile=profile)
+            return self._decide(account, conversation, event, decided_at)
+
+        return decide
+
+    def _decide(
+        self, account: Account, conversation: Conversation, event: Any, now: int
+    ) -> str | None:
+        key = "decision:" + trigger_key(event)
+        if conversation.has_recorded(key):
+            return None
+        inbound = inbound_of(event, conversation)
+        match = choose(
+            account.rules, account.settings, inbound, replied_at=conversation.auto_replied_at
+        )
+        if match is None:
+            return None
+        reason = self._reason_not_to_reply(account, conversation, inbound, now)
+        mid = getattr(event, "mid", None)
+        if reason is not None:
+            conversation.skip_auto_reply(
+                key=key, in_reply_to=mid, rule_id=match.rule_id, reason=reason
+            )
+            return reason
+        conversation.queue_reply(
+            reply_id=str(uuid5(conversation.id, key)),
+            text=render(
+                match.template,
+                profile=conversation.participant_profile,
+                account_username=account.username,
+            ),
+            key=key,
+            automated=True,
+            in_reply_to=mid,
+            rule_id=match.rule_id,
+            rule_version=match.rule_version,
+            trigger_at=inbound.sent_at,
+            by="rule" if match.rule_id else "fallback",
+        )
+        return "queued"
+
+    @staticmethod
+    def _reason_not_to_reply(
+        account: Account, conversation: Conversation, inbound: Inbound, now: int
+    ) -> str | None:
+        if not account.automates:
+            return "account_suspended"
+        if not account.settings.get("auto_reply", True):
+            return "auto_reply_off"
+        if conversation.status == Status.BLOCKED:
+            return "conversation_blocked"
+        paused_at = conversation.automation_paused_at
+        if paused_at is not None:
+            resume_after = account.settings.get("auto_resume_after_hours")
+            if resume_after is None or inbound.sent_at < paused_at + resume_after * 3_600_000:
+                return "automation_paused"
+            conversation.resume_automation(by="auto-resume")
+        if now - inbound.sent_at > WINDOW_MS:
+            return "window_closed"
+        return None
+
+    def _profile_if_needed(self, event: Any) -> dict[str, str] | None:
+        if self._profiles is None:
+            return None
+        conversation = self._ledger.find(event.originator_id)
+        if not isinstance(conversation, Conversation) or conversation.participant_profile:
+            return None
+        account = self._ledger.account(conversation.ig_account_id)
+        if account is None or not account.automates:
+            return None
+        templates = [r["reply"] for r in account.rules.values() if r["enabled"]]
+        templates.append(account.settings.get("fallback_reply") or "")
+        if not any(uses_profile(t) for t in templates):
+            return None
+        try:
+            token = self._secrets.decrypt(account.access_token)
+            return self._profiles.lookup(token, conversation.participant_id)
+        except Exception as error:
+            log.warning("no profile for a participant of %s: %s", account.ig_account_id, error)
+            return None
+
+
+def preview(
+    account: Account, inbound: Inbound, profile: dict[str, Any]
+) -> tuple[Match | None, str | None]:
+    """Which rule would answer `inbound` now, and its rendered reply (stores nothing)."""
+    match = choose(account.rules, account.settings, inbound, replied_at={})
+    if match is None:
+        return None, None
+    return match, render(match.template, profile=profile, account_username=account.username)

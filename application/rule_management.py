@@ -1,0 +1,177 @@
+"""Managing an account's auto-reply rules, and trying them without storing anything."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+import msgspec
+
+from application.auto_reply import preview
+from application.errors import InvalidInput, NotFound
+from application.ledger import Ledger
+from application.ledger_writer import Changes, Command
+from application.ports import ParticipantProfiles, SecretBox
+from application.rules import (
+    Conditions,
+    Inbound,
+    RuleDefinition,
+    Trigger,
+    ordered_rules,
+    validate_rule,
+)
+from domain.account import Account, AccountError
+from domain.identity import account_id
+
+
+class Rule(msgspec.Struct, frozen=True):
+    """A rule as stored, with its id and version (which a `ReplyQueued` names)."""
+
+    id: str
+    name: str
+    triggers: list[Trigger]
+    reply: str
+    priority: int
+    conditions: Conditions
+    enabled: bool
+    version: int
+
+    @classmethod
+    def of(cls, rule_id: str, rule: dict[str, Any]) -> Rule:
+        return msgspec.convert({**rule, "id": rule_id}, cls, strict=False)
+
+
+class RuleTest(msgspec.Struct, forbid_unknown_fields=True):
+    """A message to try the rules on."""
+
+    text: str | None = None
+    kind: Literal["message", "postback", "story_mention", "story_reply"] = "message"
+    payload: str | None = None
+    """The postback payload, for kind `postback`."""
+    first_message: bool = False
+    username: str | None = None
+    """The participant's username, to render `{username}` and `{first_name}`."""
+
+
+class RuleTestResult(msgspec.Struct, frozen=True):
+    """Which rule would answer, and what it would say."""
+
+    matched: bool
+    rule_id: str | None
+    rule_name: str | None
+    rule_version: int | None
+    reply: str | None
+
+
+class Rules:
+    """Use cases on an account's rules."""
+
+    def __init__(
+        self, ledger: Ledger, profiles: ParticipantProfiles | None, box: SecretBox
+    ) -> None:
+        self._ledger = ledger
+        self._profiles = profiles
+        self._box = box
+
+    def list(self, ig_account_id: str) -> list[Rule]:
+        """The account's rules in the order they are tried."""
+        account = self._account(ig_account_id)
+        return [Rule.of(rule_id, rule) for rule_id, rule in ordered_rules(account.rules)]
+
+    def get(self, ig_account_id: str, rule_id: str) -> Rule:
+        account = self._account(ig_account_id)
+        if rule_id not in account.rules:
+            raise NotFound(f"there is no rule {rule_id}")
+        return Rule.of(rule_id, account.rules[rule_id])
+
+    def add(self, ig_account_id: str, definition: RuleDefinition, *, by: str) -> Command[Rule]:
+        rule = validate_rule(definition)
+        rule_id = secrets.token_hex(6)
+
+        def add(changes: Changes) -> Rule:
+            account = self._changing(changes, ig_account_id)
+            account.add_rule(rule_id=rule_id, rule=rule, by=by)
+            return Rule.of(rule_id, account.rules[rule_id])
+
+        return add
+
+    def replace(
+        self, ig_account_id: str, rule_id: str, definition: RuleDefinition, *, by: str
+    ) -> Command[Rule]:
+        rule = validate_rule(definition)
+
+        def replace(changes: Changes) -> Rule:
+            account = self._changing(changes, ig_account_id)
+            self._apply(lambda: account.change_rule(rule_id=rule_id, rule=rule, by=by))
+            return Rule.of(rule_id, account.rules[rule_id])
+
+        return replace
+
+    def remove(self, ig_account_id: str, rule_id: str, *, by: str) -> Command[None]:
+        def remove(changes: Changes) -> None:
+            account = self._changing(changes, ig_account_id)
+            self._apply(lambda: account.remove_rule(rule_id=rule_id, by=by))
+
+        return remove
+
+    def switch(self, ig_account_id: str, rule_id: str, *, enabled: bool, by: str) -> Command[Rule]:
+        """Enable or disable a rule."""
+
+        def switch(changes: Changes) -> Rule:
+            account = self._changing(changes, ig_account_id)
+            if enabled:
+                self._apply(lambda: account.enable_rule(rule_id=rule_id, by=by))
+            else:
+                self._apply(lambda: account.disable_rule(rule_id=rule_id, by=by))
+            return Rule.of(rule_id, account.rules[rule_id])
+
+        return switch
+
+    def test(self, ig_account_id: str, trial: RuleTest) -> RuleTestResult:
+        """Which rule would answer `trial` now, rendered; nothing is stored."""
+        account = self._account(ig_account_id)
+        if trial.kind == "postback" and not trial.payload:
+            raise InvalidInput("payload", "a postback needs its payload")
+        if trial.kind == "message" and not trial.text:
+            raise InvalidInput("text", "give the message text to try")
+        inbound = Inbound(
+            text=trial.text if trial.kind != "postback" else None,
+            postback_payload=trial.payload if trial.kind == "postback" else None,
+            story_mention=trial.kind == "story_mention",
+            story_reply=trial.kind == "story_reply",
+            first_message=trial.first_message,
+            sent_at=_now_ms(),
+        )
+        profile = {"username": trial.username} if trial.username else {}
+        match, reply = preview(account, inbound, profile)
+        if match is None:
+            return RuleTestResult(False, None, None, None, None)
+        return RuleTestResult(True, match.rule_id, match.name, match.rule_version, reply)
+
+    def _account(self, ig_account_id: str) -> Account:
+        account = self._ledger.account(ig_account_id)
+        if account is None:
+            raise NotFound(f"there is no Instagram account {ig_account_id}")
+        return account
+
+    @staticmethod
+    def _changing(changes: Changes, ig_account_id: str) -> Account:
+        account = changes.get(account_id(ig_account_id), Account, fresh=True)
+        if account is None:
+            raise NotFound(f"there is no Instagram account {ig_account_id}")
+        return account
+
+    @staticmethod
+    def _apply(change: Any) -> None:
+        try:
+            change()
+        except AccountError as error:
+            if error.field == "rule_id":
+                raise NotFound(error.detail) from None
+            raise InvalidInput(error.field, error.detail) from None
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,249 @@
+"""Auto-reply rules: their definition, validation, matching and reply templates.
+
+Matching is pure and deterministic given a message and the time Meta gave it, so the
+rules test endpoint and the decision on a real message agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+import regex
+
+from application.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+REGEX_TIMEOUT_SECONDS = 0.05
+"""A regular expression that takes longer on one message does not match it."""
+PLACEHOLDERS = ("username", "first_name", "account_username")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+TriggerType = Literal[
+    "keyword", "phrase", "regex", "postback", "story_mention", "story_reply", "first_message"
+]
+
+
+class Trigger(msgspec.Struct, forbid_unknown_fields=True):
+    """What makes a rule answer. `value` is the keyword, phrase, pattern or payload."""
+
+    type: TriggerType
+    value: str | None = None
+
+
+class Conditions(msgspec.Struct, forbid_unknown_fields=True):
+    """When a matching rule may answer."""
+
+    business_hours: Literal["inside", "outside"] | None = None
+    once_per_hours: int | None = None
+    """Answer a conversation at most once in this many hours."""
+
+
+class RuleDefinition(msgspec.Struct, forbid_unknown_fields=True):
+    """A rule as an operator writes it."""
+
+    name: str
+    triggers: list[Trigger]
+    reply: str
+    priority: int = 0
+    """Higher first; among equals, the older rule first."""
+    conditions: Conditions = msgspec.field(default_factory=Conditions)
+    enabled: bool = True
+
+
+def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
+    """The rule as stored in events, or `InvalidInput` naming the field at fault."""
+    if not definition.name.strip():
+        raise InvalidInput("name", "a rule needs a name")
+    if not definition.triggers:
+        raise InvalidInput("triggers", "a rule needs at least one trigger")
+    for index, trigger in enumerate(definition.triggers):
+        field = f"triggers[{index}].value"
+        needs_value = trigger.type in ("keyword", "phrase", "regex", "postback")
+        if needs_value and not (trigger.value or "").strip():
+            raise InvalidInput(field, f"a {trigger.type} trigger needs a value")
+        if trigger.type == "regex":
+            try:
+                regex.compile(trigger.value or "", regex.IGNORECASE)
+            except regex.error as error:
+                raise InvalidInput(field, f"not a valid regular expression: {error}") from None
+    check_template(definition.reply, "reply")
+    hours = definition.conditions.once_per_hours
+    if hours is not None and not 1 <= hours <= 24 * 365:
+        raise InvalidInput("conditions.once_per_hours", "once_per_hours must be 1 to 8760")
+    return msgspec.to_builtins(definition)  # type: ignore[no-any-return]
+
+
+def check_template(template: str, field: str) -> None:
+    """Refuse an empty template, or one with a placeholder we cannot fill."""
+    if not template.strip():
+        raise InvalidInput(field, "the reply must not be empty")
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise InvalidInput(field, f"the reply is not a valid template: {error}") from None
+    for name in names:
+        if name not in PLACEHOLDERS:
+            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise InvalidInput(field, f"unknown placeholder {{{name}}}; use {known} (or {{{{ }}}})")
+
+
+def uses_profile(template: str) -> bool:
+    """Whether rendering needs the participant's profile."""
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return bool(names & {"first_name", "username"})
+
+
+def render(template: str, *, profile: dict[str, Any], account_username: str) -> str:
+    """Fill a template; unknown names fall back to the username, then to "there"."""
+    username = profile.get("username") or ""
+    name = (profile.get("name") or "").strip()
+    values = {
+        "username": username or "there",
+        "first_name": name.split()[0] if name else (username or "there"),
+        "account_username": account_username,
+    }
+    return template.format_map(values)
+
+
+# -- matching --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """What a rule is matched against."""
+
+    text: str | None
+    postback_payload: str | None = None
+    story_mention: bool = False
+    story_reply: bool = False
+    first_message: bool = False
+    sent_at: int = 0
+    """Meta's time of the message, ms: business hours are judged by it."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """The rule that answers, and its reply template."""
+
+    rule_id: str | None
+    """None for the account's fallback reply."""
+    rule_version: int | None
+    name: str
+    template: str
+    once_per_hours: int | None
+
+
+def normalise(text: str) -> str:
+    """Case-folded, without accents, whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.split())
+
+
+_WORD = regex.compile(r"[\w]+|[^\w\s\p{P}]", regex.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Whole words (and emoji), punctuation left out."""
+    return [w for w in _WORD.findall(normalise(text)) if w != "\ufe0f"]
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    if not needle:
+        return False
+    width = len(needle)
+    return any(haystack[i : i + width] == needle for i in range(len(haystack) - width + 1))
+
+
+def trigger_matches(trigger: dict[str, Any], inbound: Inbound) -> bool:
+    kind, value = trigger["type"], trigger.get("value") or ""
+    if kind == "postback":
+        return inbound.postback_payload == value
+    if kind == "story_mention":
+        return inbound.story_mention
+    if kind == "story_reply":
+        return inbound.story_reply
+    if kind == "first_message":
+        return inbound.first_message
+    if inbound.text is None:
+        return False
+    if kind == "keyword":
+        return _contains(words(inbound.text), words(value))
+    if kind == "phrase":
+        return normalise(inbound.text).strip(" .!?") == normalise(value).strip(" .!?")
+    if kind == "regex":
+        try:
+            return bool(
+                regex.search(value, inbound.text, regex.IGNORECASE, timeout=REGEX_TIMEOUT_SECONDS)
+            )
+        except TimeoutError:
+            log.warning("a rule's regular expression timed out on a message; no match")
+            return False
+    return False
+
+
+def in_business_hours(settings: dict[str, Any], at_ms: int) -> bool:
+    try:
+        zone = ZoneInfo(settings.get("timezone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = datetime.fromtimestamp(at_ms / 1000, UTC).astimezone(zone)
+    spans = (settings.get("business_hours") or {}).get(WEEKDAYS[local.weekday()], [])
+    now = local.time()
+    return any(time.fromisoformat(start) <= now < time.fromisoformat(end) for start, end in spans)
+
+
+def choose(
+    rules: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    inbound: Inbound,
+    *,
+    replied_at: dict[str, int],
+) -> Match | None:
+    """The enabled rule that answers `inbound`, else the fallback reply, else None.
+
+    `replied_at` holds, per rule id ("" for the fallback), when the conversation last got
+    that rule's automated reply (ms), for `once_per_hours`.
+    """
+    for rule_id, rule in ordered_rules(rules):
+        if not rule["enabled"]:
+            continue
+        if not any(trigger_matches(t, inbound) for t in rule["triggers"]):
+            continue
+        conditions = rule.get("conditions") or {}
+        hours = conditions.get("business_hours")
+        if hours is not None and (hours == "inside") != in_business_hours(
+            settings, inbound.sent_at
+        ):
+            continue
+        once = conditions.get("once_per_hours")
+        if once is not None and _too_soon(replied_at.get(rule_id), once, inbound.sent_at):
+            continue
+        return Match(rule_id, rule["version"], rule["name"], rule["reply"], once)
+    fallback = settings.get("fallback_reply")
+    # The fallback answers messages (not taps) of a conversation at most once a day.
+    if (
+        fallback
+        and inbound.text is not None
+        and not _too_soon(replied_at.get(""), 24, inbound.sent_at)
+    ):
+        return Match(None, None, "fallback", fallback, 24)
+    return None
+
+
+def _too_soon(last: int | None, hours: int, now: int) -> bool:
+    return last is not None and now - last < hours * 3_600_000
+
+
+def ordered_rules(rules: dict[str, dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Rules in the order they are tried."""
+    return sorted(rules.items(), key=lambda item: (-item[1]["priority"], item[1]["order"]))

@@ -1,0 +1,59 @@
+"""The Instagram Graph API: participants' profiles (`GET /{igsid}?fields=name,username`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+PROFILE_TTL_SECONDS = 24 * 3600
+"""A looked-up profile is reused this long (people rarely rename themselves)."""
+
+
+class GraphApiProfiles:
+    """`ParticipantProfiles` over HTTP, with an in-memory cache."""
+
+    def __init__(self, base_url: str, version: str, *, timeout: float = 5.0) -> None:
+        self._base = f"{base_url.rstrip('/')}/{version}"
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(participant_id)
+        if cached is not None and now - cached[0] < PROFILE_TTL_SECONDS:
+            return cached[1]
+        profile = self._fetch(access_token, participant_id)
+        with self._lock:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[participant_id] = (now, profile)
+        return profile
+
+    def _fetch(self, access_token: str, participant_id: str) -> dict[str, str] | None:
+        try:
+            response = self._client.get(
+                f"{self._base}/{participant_id}",
+                params={"fields": "name,username"},
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as error:
+            log.warning("Graph API profile lookup failed: %s", type(error).__name__)
+            return None
+        if response.status_code != 200:
+            log.warning("Graph API profile lookup answered %d", response.status_code)
+            return None
+        body: Any = response.json()
+        if not isinstance(body, dict):
+            return None
+        return {k: str(body[k]) for k in ("name", "username") if isinstance(body.get(k), str)}
+
+    def close(self) -> None:
+        self._client.close()
