@@ -147,12 +147,14 @@ class AutoReplies:
         return None
 
     def _profile_if_needed(self, event: Any) -> dict[str, str] | None:
+        # Only the conversation's first event is read (a long conversation is not
+        # replayed): the lookup is cached, and recording an unchanged profile is a no-op.
         if self._profiles is None:
             return None
-        conversation = self._ledger.find(event.originator_id)
-        if not isinstance(conversation, Conversation) or conversation.participant_profile:
+        started = next(iter(self._ledger.events.get(event.originator_id, lte=1)), None)
+        if started is None:
             return None
-        account = self._ledger.account(conversation.ig_account_id)
+        account = self._ledger.account(started.ig_account_id)  # type: ignore[attr-defined]
         if account is None or not account.automates:
             return None
         templates = [r["reply"] for r in account.rules.values() if r["enabled"]]
@@ -161,7 +163,7 @@ class AutoReplies:
             return None
         try:
             token = self._secrets.decrypt(account.access_token)
-            return self._profiles.lookup(token, conversation.participant_id)
+            return self._profiles.lookup(token, started.participant_id)  # type: ignore[attr-defined]
         except Exception as error:
             log.warning("no profile for a participant of %s: %s", account.ig_account_id, error)
             return None
