@@ -124,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     new_key = secrets.add_parser("new-key", help="print a new random DMLEDGER_SECRET_KEY")
     new_key.set_defaults(run=lambda _settings, _args: _print(FernetSecretBox.new_key()))
+    reencrypt = secrets.add_parser(
+        "reencrypt",
+        help="record every account's credentials re-encrypted under the newest key",
+        description="After putting a new key first in DMLEDGER_SECRET_KEY (old ones after "
+        "it), this records each account's credentials under the new key, so that the old "
+        "key can later be removed.",
+    )
+    reencrypt.set_defaults(run=_secrets_reencrypt)
     return parser
 
 
@@ -374,6 +382,18 @@ def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         services.close()
     print(f"rebuilt {args.name} from {applied} events")
+    return 0
+
+
+def _secrets_reencrypt(settings: Settings, _: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        accounts = services.accounts.list()
+        for account in accounts:
+            services.writer.run_now(services.accounts.reencrypt(account.ig_account_id, by="cli"))
+    finally:
+        services.close()
+    print(f"re-encrypted the credentials of {len(accounts)} accounts under the newest key")
     return 0
 
 

@@ -9,10 +9,16 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Redirect
 
 from interfaces.composition import Services
-from interfaces.http.auth import provide_principal
+from interfaces.http.accounts import AccountController
+from interfaces.http.auth import (
+    provide_principal,
+    provide_readable_account,
+    provide_writable_account,
+)
 from interfaces.http.conversations import ConversationController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
+from interfaces.http.rules import RuleController
 from interfaces.http.webhooks import WebhookController
 
 
@@ -27,7 +33,15 @@ def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
     starts = [services.read_models.start] if run_projections else []
     stops = [services.read_models.stop] if run_projections else []
     return Litestar(
-        route_handlers=[WebhookController, ConversationController, healthz, readyz, docs],
+        route_handlers=[
+            WebhookController,
+            AccountController,
+            ConversationController,
+            RuleController,
+            healthz,
+            readyz,
+            docs,
+        ],
         dependencies={
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),
@@ -36,7 +50,11 @@ def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
             "api_keys": provide(services.api_keys),
             "conversations": provide(services.conversations),
             "read_models": provide(services.read_models),
+            "rules": provide(services.rules),
             "principal": Provide(provide_principal),
+            # Resolved from the path's {account_id}, for the routes that have one.
+            "account": Provide(provide_readable_account),
+            "writable_account": Provide(provide_writable_account),
         },
         exception_handlers=exception_handlers,
         # Webhook bodies are the largest we take; nothing else comes close.

@@ -3,20 +3,21 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
+import time
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from litestar import Controller, get, patch
-from litestar.di import NamedDependency, Provide
+from litestar import Controller, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
 
 from application.api_keys import Principal
 from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
 from application.ledger_writer import LedgerWriter
 from interfaces.http import cursors
-from interfaces.http.auth import provide_readable_account, provide_writable_account
 from interfaces.http.openapi import problems
 from interfaces.http.wire import (
     ChangeConversation,
@@ -38,10 +39,6 @@ class ConversationController(Controller):
 
     path = "/api/v1/accounts/{account_id:str}/conversations"
     tags = ["conversations"]  # noqa: RUF012 - Litestar reads it as a class attribute
-    dependencies = {  # noqa: RUF012
-        "account": Provide(provide_readable_account),
-        "writable_account": Provide(provide_writable_account),
-    }
 
     @get(responses=problems(401, 404, 422))
     async def list_conversations(
@@ -112,6 +109,53 @@ class ConversationController(Controller):
             status=data.status,
             read=bool(data.read),
             by=f"api-key:{principal.key_id}",
+        )
+        await writer.run(command)
+        await asyncio.to_thread(read_models.wait_for, "conversation_list")
+        return await self._conversation(read_models, writable_account, conversation_id)
+
+    @post(
+        "/{conversation_id:uuid}/handover",
+        status_code=HTTP_200_OK,
+        responses=problems(401, 403, 404, 503),
+    )
+    async def hand_over(
+        self,
+        writable_account: NamedDependency[str],
+        principal: NamedDependency[Principal],
+        conversation_id: FromPath[UUID],
+        conversations: NamedDependency[Conversations],
+        writer: NamedDependency[LedgerWriter],
+        read_models: NamedDependency[ReadModels],
+    ) -> Conversation:
+        """A person takes over: automation pauses for this conversation (`AutomationPaused`)."""
+        command = conversations.hand_over(
+            writable_account,
+            conversation_id,
+            at=int(time.time() * 1000),
+            by=f"api-key:{principal.key_id}",
+        )
+        await writer.run(command)
+        await asyncio.to_thread(read_models.wait_for, "conversation_list")
+        return await self._conversation(read_models, writable_account, conversation_id)
+
+    @post(
+        "/{conversation_id:uuid}/resume",
+        status_code=HTTP_200_OK,
+        responses=problems(401, 403, 404, 503),
+    )
+    async def resume(
+        self,
+        writable_account: NamedDependency[str],
+        principal: NamedDependency[Principal],
+        conversation_id: FromPath[UUID],
+        conversations: NamedDependency[Conversations],
+        writer: NamedDependency[LedgerWriter],
+        read_models: NamedDependency[ReadModels],
+    ) -> Conversation:
+        """Automation may answer this conversation again (`AutomationResumed`)."""
+        command = conversations.resume(
+            writable_account, conversation_id, by=f"api-key:{principal.key_id}"
         )
         await writer.run(command)
         await asyncio.to_thread(read_models.wait_for, "conversation_list")
