@@ -263,3 +263,31 @@ def test_a_crm_reads_a_message_through_the_served_api(
         f"{base}/{conversation['id']}/messages", headers={"authorization": f"Bearer {token}"}
     ).json()["messages"]
     assert messages[0]["text"] == "Hi! Do you ship to München? 📦"
+
+
+def test_rotating_the_secret_key_then_reencrypting_lets_the_old_key_go(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infrastructure.secret_box import FernetSecretBox
+    from infrastructure.settings import Settings
+    from interfaces.composition import build
+
+    # given an account whose credentials were encrypted under the old key
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v-1"]
+    assert main([*ADD, *secrets]) == 0
+    old, new = env["DMLEDGER_SECRET_KEY"], FernetSecretBox.new_key()
+
+    # when the new key goes first and the credentials are re-encrypted
+    monkeypatch.setenv("DMLEDGER_SECRET_KEY", f"{new},{old}")
+    assert main(["secrets", "reencrypt"]) == 0
+    assert "re-encrypted the credentials of 1 accounts" in capsys.readouterr().out
+
+    # then the new key alone can read them
+    settings = Settings.from_environ({**env, "DMLEDGER_SECRET_KEY": new})
+    services = build(settings, announce=lambda _: None)
+    try:
+        assert services.accounts.confirm_subscription("v-1") is True
+        history = [type(e).__name__ for _, e in services.ledger.account_history(ACCOUNT)]
+        assert history[-1] == "CredentialsReencrypted"
+    finally:
+        services.close()
