@@ -24,6 +24,12 @@ RULE_CHANGED = "dmledger:Account.RuleChanged"
 RULE_REMOVED = "dmledger:Account.RuleRemoved"
 RULE_ENABLED = "dmledger:Account.RuleEnabled"
 RULE_DISABLED = "dmledger:Account.RuleDisabled"
+TOKEN_REJECTED = "dmledger:Account.TokenRejected"  # noqa: S105 - a topic
+TOKEN_REFRESH_FAILED = "dmledger:Account.TokenRefreshFailed"  # noqa: S105 - a topic
+SENDS_PAUSED = "dmledger:Account.SendsPaused"
+CRM_ENDPOINT_SET = "dmledger:Account.CrmEndpointSet"
+CRM_ENDPOINT_REMOVED = "dmledger:Account.CrmEndpointRemoved"
+CRM_ENDPOINT_DISABLED = "dmledger:Account.CrmEndpointDisabled"
 
 CREDENTIALS = ("app_secret", "access_token", "verify_token")
 
@@ -100,6 +106,12 @@ class Account(Aggregate):
         self.rotated_at: dict[str, Any] = {}
         self.rules: dict[str, dict[str, Any]] = {}
         """Rules by id: their definition, `version`, `enabled` and `order` (when added)."""
+        self.token_rejected = False
+        """Meta refused the access token (code 190): sends wait for new credentials."""
+        self.token_refresh_failed_at: int | None = None
+        self.crm_endpoint: dict[str, Any] | None = None
+        """url, event_types, secret (ciphertext), enabled."""
+        self.sends_paused_until: int | None = None
 
     @property
     def serves_webhooks(self) -> bool:
@@ -210,6 +222,9 @@ class Account(Aggregate):
             if value is not None:
                 setattr(self, name, value)
                 self.rotated_at[name] = at
+        if access_token is not None:
+            self.token_rejected = False
+            self.token_refresh_failed_at = None
 
     def reencrypt_credentials(self, *, sealed: dict[str, str], by: str) -> None:
         """The same credentials, encrypted under the newest key."""
@@ -288,3 +303,82 @@ class Account(Aggregate):
     def __repr__(self) -> str:
         # Never show credentials, even as ciphertext, in logs or tracebacks.
         return f"Account(ig_account_id={self.ig_account_id!r}, username={self.username!r})"
+
+    # -- sending -------------------------------------------------------------------------
+
+    def reject_token(self, *, code: int, subcode: int | None, message: str, at: int) -> bool:
+        """Meta refused the access token: sends pause until the credentials are rotated."""
+        if self.token_rejected:
+            return False
+        self._token_rejected(
+            ig_account_id=self.ig_account_id, code=code, subcode=subcode, message=message, at=at
+        )
+        return True
+
+    @event("TokenRejected", topic=TOKEN_REJECTED)
+    def _token_rejected(
+        self, ig_account_id: str, code: int, subcode: int | None, message: str, at: int
+    ) -> None:
+        self.token_rejected = True
+
+    def fail_token_refresh(self, *, message: str, at: int) -> None:
+        self._token_refresh_failed(message=message, at=at)
+
+    @event("TokenRefreshFailed", topic=TOKEN_REFRESH_FAILED)
+    def _token_refresh_failed(self, message: str, at: int) -> None:
+        self.token_refresh_failed_at = at
+
+    def pause_sends(self, *, until: int, code: int | None, reason: str) -> None:
+        """Meta asked us to slow down or lacks a permission: no sends before `until` (ms)."""
+        self._sends_paused(until=until, code=code, reason=reason)
+
+    @event("SendsPaused", topic=SENDS_PAUSED)
+    def _sends_paused(self, until: int, code: int | None, reason: str) -> None:
+        self.sends_paused_until = until
+
+    # -- the CRM's endpoint ----------------------------------------------------------------
+
+    def set_crm_endpoint(
+        self, *, url: str, event_types: list[str], secret: str | None, by: str
+    ) -> None:
+        """Point deliveries at `url`; `secret` (ciphertext) is kept if None is given."""
+        if secret is None:
+            if self.crm_endpoint is None:
+                raise AccountError("secret", "a new endpoint needs a signing secret")
+            secret = self.crm_endpoint["secret"]
+        self._crm_endpoint_set(
+            ig_account_id=self.ig_account_id, url=url, event_types=event_types, secret=secret, by=by
+        )
+
+    @event("CrmEndpointSet", topic=CRM_ENDPOINT_SET)
+    def _crm_endpoint_set(
+        self, ig_account_id: str, url: str, event_types: list[str], secret: str, by: str
+    ) -> None:
+        self.crm_endpoint = {
+            "url": url,
+            "event_types": event_types,
+            "secret": secret,
+            "enabled": True,
+        }
+
+    def remove_crm_endpoint(self, *, by: str) -> bool:
+        if self.crm_endpoint is None:
+            return False
+        self._crm_endpoint_removed(ig_account_id=self.ig_account_id, by=by)
+        return True
+
+    @event("CrmEndpointRemoved", topic=CRM_ENDPOINT_REMOVED)
+    def _crm_endpoint_removed(self, ig_account_id: str, by: str) -> None:
+        self.crm_endpoint = None
+
+    def disable_crm_endpoint(self, *, reason: str) -> bool:
+        """The endpoint said it is gone (410): deliveries stop until it is set again."""
+        if self.crm_endpoint is None or not self.crm_endpoint["enabled"]:
+            return False
+        self._crm_endpoint_disabled(ig_account_id=self.ig_account_id, reason=reason)
+        return True
+
+    @event("CrmEndpointDisabled", topic=CRM_ENDPOINT_DISABLED)
+    def _crm_endpoint_disabled(self, ig_account_id: str, reason: str) -> None:
+        if self.crm_endpoint is not None:
+            self.crm_endpoint = {**self.crm_endpoint, "enabled": False}

@@ -43,6 +43,8 @@ AUTO_REPLY_SKIPPED = "dmledger:Conversation.AutoReplySkipped"
 AUTOMATION_PAUSED = "dmledger:Conversation.AutomationPaused"
 AUTOMATION_RESUMED = "dmledger:Conversation.AutomationResumed"
 PARTICIPANT_PROFILE_RECORDED = "dmledger:Conversation.ParticipantProfileRecorded"
+REPLY_SENT = "dmledger:Conversation.ReplySent"
+REPLY_FAILED = "dmledger:Conversation.ReplyFailed"
 
 
 class Status(StrEnum):
@@ -90,6 +92,12 @@ class Conversation(Aggregate):
         self.participant_profile: dict[str, Any] = {}
         self.first_inbound_key: str | None = None
         """The record key of the participant's first message or postback."""
+        self.replies: dict[str, dict[str, Any]] = {}
+        """Our replies by id: `state` (queued, sent, failed), `message_id` once sent."""
+        self.requests: dict[str, dict[str, Any]] = {}
+        """CRM reply requests by idempotency key: the reply's id and the request's hash."""
+        self.sent_message_ids: dict[str, str] = {}
+        """Meta's message id of each reply sent, to the reply's id (echoes name them)."""
 
     def has_recorded(self, key: str) -> bool:
         """Whether the thing identified by `key` is already in this conversation."""
@@ -441,9 +449,11 @@ class Conversation(Aggregate):
         rule_version: int | None,
         trigger_at: int | None,
         by: str,
+        attachment: JSONObject | None = None,
+        request_hash: str | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
-        or request a no-op (False)."""
+        or request a no-op (False). `attachment` is {"type": ..., "url": ...}."""
         if key in self.recorded:
             return False
         self._reply_queued(
@@ -456,6 +466,8 @@ class Conversation(Aggregate):
             rule_version=rule_version,
             trigger_at=trigger_at,
             by=by,
+            attachment=attachment,
+            request_hash=request_hash,
         )
         return True
 
@@ -471,10 +483,81 @@ class Conversation(Aggregate):
         rule_version: int | None,
         trigger_at: int | None,
         by: str,
+        attachment: JSONObject | None = None,
+        request_hash: str | None = None,
     ) -> None:
         self.recorded[key] = None
+        self.replies[reply_id] = {"state": "queued", "automated": automated}
+        if request_hash is not None:
+            self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
         if automated and trigger_at is not None:
             self.auto_replied_at[rule_id or ""] = trigger_at
+
+    def record_reply_sent(self, *, reply_id: str, message_id: str | None, sent_at: int) -> bool:
+        """Meta accepted our reply and gave it `message_id` (the `mid` its echo will carry)."""
+        reply = self.replies.get(reply_id)
+        if reply is None or reply["state"] == "sent":
+            return False
+        self._reply_sent(reply_id=reply_id, message_id=message_id, sent_at=sent_at)
+        return True
+
+    @event("ReplySent", topic=REPLY_SENT)
+    def _reply_sent(self, reply_id: str, message_id: str | None, sent_at: int) -> None:
+        self.replies[reply_id] = {
+            **self.replies[reply_id],
+            "state": "sent",
+            "message_id": message_id,
+        }
+        if message_id:
+            self.sent_message_ids[message_id] = reply_id
+
+    def record_reply_failed(
+        self,
+        *,
+        reply_id: str,
+        error_class: str,
+        retryable: bool,
+        code: int | None,
+        subcode: int | None,
+        message: str,
+        fbtrace_id: str | None,
+        attempt: int,
+    ) -> bool:
+        """A send did not go through: a final failure, or an attempt that will be retried."""
+        reply = self.replies.get(reply_id)
+        if reply is None or reply["state"] in ("sent", "failed"):
+            return False
+        self._reply_failed(
+            reply_id=reply_id,
+            error_class=error_class,
+            retryable=retryable,
+            code=code,
+            subcode=subcode,
+            message=message,
+            fbtrace_id=fbtrace_id,
+            attempt=attempt,
+        )
+        return True
+
+    @event("ReplyFailed", topic=REPLY_FAILED)
+    def _reply_failed(
+        self,
+        reply_id: str,
+        error_class: str,
+        retryable: bool,
+        code: int | None,
+        subcode: int | None,
+        message: str,
+        fbtrace_id: str | None,
+        attempt: int,
+    ) -> None:
+        if not retryable:
+            self.replies[reply_id] = {**self.replies[reply_id], "state": "failed"}
+
+    @property
+    def replies_in_flight(self) -> bool:
+        """Whether a reply is queued and not yet sent or failed (its echo may come first)."""
+        return any(r["state"] == "queued" for r in self.replies.values())
 
     def skip_auto_reply(
         self, *, key: str, in_reply_to: str | None, rule_id: str | None, reason: str

@@ -16,6 +16,8 @@ from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
 from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
+from projections.outbox.projection import Outboxes
+from projections.outbox.view import OutboxView
 from projections.projection import LedgerProjection
 from projections.runner import ProjectionRunner
 
@@ -27,6 +29,7 @@ class ReadModels:
     ledger: Ledger
     conversation_list: ConversationListView
     message_history: MessageHistoryView
+    outbox: OutboxView
     runners: dict[str, ProjectionRunner]
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -38,9 +41,11 @@ class ReadModels:
         conversation_list = ConversationListView(engine)
         message_history = MessageHistoryView(engine)
         policy_position = PolicyPosition(engine)
+        outbox = OutboxView(engine)
         projections: list[LedgerProjection[Any]] = [
             ConversationList(conversation_list),
             MessageHistory(message_history),
+            Outboxes(outbox),
             AutoReplyPolicy(policy_position, writer, auto_replies),
         ]
         for projection in projections:
@@ -52,7 +57,7 @@ class ReadModels:
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
         runners = {p.name: ProjectionRunner(ledger, p) for p in projections}
-        return cls(ledger, conversation_list, message_history, runners)
+        return cls(ledger, conversation_list, message_history, outbox, runners)
 
     def start(self) -> None:
         """Run every projection in a thread of this process."""

@@ -29,6 +29,7 @@ class Batch:
         self._rows: dict[tuple[str, Key], Row | None] = {}
         self._tables: dict[str, Table] = {}
         self._dirty: set[tuple[str, Key]] = set()
+        self._deleted: set[tuple[str, Key]] = set()
 
     def preload(self, table: Table, keys: Iterable[Key]) -> None:
         """Read the rows with these primary keys in one query (absent ones are remembered)."""
@@ -58,16 +59,36 @@ class Batch:
     def put(self, table: Table, row: Row) -> Row:
         """Insert or replace a row; it is written when the batch ends."""
         key = tuple(row[c.name] for c in table.primary_key.columns)
+        self._deleted.discard((table.name, key))
         self._tables[table.name] = table
         self._rows[(table.name, key)] = row
         self._dirty.add((table.name, key))
         return row
+
+    def in_memory(self, table: Table) -> list[Row]:
+        """The rows of `table` this batch has read or changed so far."""
+        return [r for (name, _), r in self._rows.items() if name == table.name and r is not None]
+
+    def delete(self, table: Table, row: Row) -> None:
+        """Remove a row (when the batch ends)."""
+        key = tuple(row[c.name] for c in table.primary_key.columns)
+        self._tables[table.name] = table
+        self._rows[(table.name, key)] = None
+        self._dirty.discard((table.name, key))
+        self._deleted.add((table.name, key))
 
     def changed(self, table: Table, row: Row) -> None:
         """Mark a row got from `get` as changed."""
         self.put(table, row)
 
     def write(self) -> None:
+        for name, key in self._deleted:
+            table = self._tables[name]
+            primary = list(table.primary_key.columns)
+            self.conn.execute(
+                delete(table).where(*(c == v for c, v in zip(primary, key, strict=True)))
+            )
+        self._deleted.clear()
         by_table: dict[str, list[Row]] = {}
         for name, key in self._dirty:
             row = self._rows[(name, key)]

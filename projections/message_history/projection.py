@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
+
 from domain import conversation as topics
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
@@ -44,6 +46,8 @@ def _blank(event: Any, key: str) -> Row:
         "unsent_at": None,
         "standby": False,
         "delivery_status": None,
+        "delivery_error": None,
+        "reply_id": None,
         "sent_at": None,
         "recorded_at": None,
         "position": None,
@@ -95,6 +99,34 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     @on(topics.MESSAGE_ECHOED)
     def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+        conversation_id = str(event.originator_id)
+        ours = next(
+            (
+                r
+                for r in batch.in_memory(messages)
+                if r["conversation_id"] == conversation_id
+                and r["mid"] == event.mid
+                and r["reply_id"] is not None
+            ),
+            None,
+        ) or (
+            batch.conn.execute(
+                select(messages).where(
+                    messages.c.conversation_id == conversation_id,
+                    messages.c.mid == event.mid,
+                    messages.c.reply_id.is_not(None),
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if ours is not None:
+            # The echo of a reply we sent: the same message, now confirmed by Meta.
+            row = batch.get(messages, (conversation_id, ours["message_key"]))
+            if row is not None:
+                row["delivery_status"] = "delivered"
+                batch.changed(messages, row)
+            return
         self._arrived(batch, event, position, "outbound")
 
     @on(topics.POSTBACK_RECEIVED)
@@ -156,12 +188,43 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
+        attachment = getattr(event, "attachment", None)
         row.update(
             direction="outbound",
-            kind="text",
-            text=event.text,
+            kind=(attachment or {}).get("type") or "text",
+            text=event.text or None,
+            attachments=[{"type": attachment["type"], "payload": {"url": attachment["url"]}}]
+            if attachment
+            else [],
             delivery_status="queued",
+            reply_id=event.reply_id,
             sent_at=_ms(event),
             recorded_at=_ms(event),
             position=position,
         )
+
+    @on(topics.REPLY_SENT)
+    def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
+        row = self._message(batch, event, event.reply_id)
+        row.update(delivery_status="sent", mid=event.message_id)
+        # Meta's echo of this reply may have come first: it is the same message.
+        if event.message_id:
+            echo = batch.get(messages, (str(event.originator_id), event.message_id))
+            if echo is not None and echo["kind"] is not None:
+                row["reactions"] = echo["reactions"] or row["reactions"]
+                batch.delete(messages, echo)
+
+    @on(topics.REPLY_FAILED)
+    def reply_failed(self, batch: Batch, event: Any, position: int) -> None:
+        row = self._message(batch, event, event.reply_id)
+        if row["delivery_status"] == "sent":
+            return
+        row["delivery_status"] = "retrying" if event.retryable else "failed"
+        row["delivery_error"] = {
+            "class": event.error_class,
+            "code": event.code,
+            "subcode": event.subcode,
+            "message": event.message,
+            "fbtrace_id": event.fbtrace_id,
+            "retryable": event.retryable,
+        }

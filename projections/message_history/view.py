@@ -42,10 +42,13 @@ messages = Table(
     Column("unsent_at", BigInteger),
     Column("standby", Boolean, nullable=False),
     Column("delivery_status", String(16)),
+    Column("delivery_error", JSON),
+    Column("reply_id", String(64)),
     Column("sent_at", BigInteger),
     Column("recorded_at", BigInteger),
     Column("position", BigInteger),
     Index("message_history_in_order", "conversation_id", "sent_at", "position"),
+    Index("message_history_replies", "conversation_id", "reply_id"),
 )
 """One row a message, keyed by Meta's `mid`. A row whose `kind` is null holds an edit,
 unsend or reaction that arrived before its message (Meta does not promise order) and is
@@ -57,6 +60,14 @@ class MessageHistoryView(SqlView):
 
     name = "message_history"
     tables = (messages,)
+
+    def reply(self, conversation_id: str, reply_id: str) -> dict[str, Any] | None:
+        """The row of one of our replies."""
+        m = messages.c
+        query = select(messages).where(m.conversation_id == conversation_id, m.reply_id == reply_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row is not None else None
 
     def page(
         self,

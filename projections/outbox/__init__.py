@@ -1,0 +1,1 @@
+"""Outboxes: what must leave dmledger (replies to Instagram, notifications to the CRM)."""

@@ -1,0 +1,314 @@
+"""How events fill the outboxes: Instagram replies, and the CRM's notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid5
+
+import msgspec
+
+from domain import account as account_topics
+from domain import conversation as topics
+from domain.identity import DMLEDGER_NAMESPACE
+from projections.outbox.view import OutboxView, conversation_parties, crm_subscriptions, outbox
+from projections.projection import LedgerProjection, on
+from projections.view import Batch, Row
+
+MAX_CRM_BODY = 20_000
+"""CRM payloads stay under 20 kB: long texts are cut."""
+
+CRM_EVENT_TYPES = (
+    "message.received",
+    "message.echoed",
+    "message.unsent",
+    "message.edited",
+    "reaction.added",
+    "reaction.removed",
+    "messages.seen",
+    "reply.sent",
+    "reply.failed",
+    "conversation.updated",
+    "account.token_rejected",
+)
+
+
+def _iso(event: Any) -> str:
+    return str(event.timestamp.isoformat())
+
+
+def _urls(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attachments as their type and URL (media leave as URLs, never as bytes)."""
+    return [
+        {"type": a.get("type"), "url": (a.get("payload") or {}).get("url")}
+        for a in attachments or []
+    ]
+
+
+def crm_delivery_id(event: Any) -> str:
+    """The `webhook-id` of a notification: derived from the event, stable for ever."""
+    return (
+        "evt_" + uuid5(DMLEDGER_NAMESPACE, f"{event.originator_id}:{event.originator_version}").hex
+    )
+
+
+class Outboxes(LedgerProjection[OutboxView]):
+    """Keeps the Instagram and CRM outboxes in step with the log."""
+
+    name = "outbox"
+
+    # -- who is who ------------------------------------------------------------------------
+
+    @on(topics.STARTED)
+    def started(self, batch: Batch, event: Any, position: int) -> None:
+        batch.put(
+            conversation_parties,
+            {
+                "conversation_id": str(event.originator_id),
+                "ig_account_id": event.ig_account_id,
+                "participant_id": event.participant_id,
+                "crm_sequence": 0,
+            },
+        )
+
+    @on(account_topics.CRM_ENDPOINT_SET)
+    def crm_endpoint_set(self, batch: Batch, event: Any, position: int) -> None:
+        batch.put(
+            crm_subscriptions,
+            {"ig_account_id": event.ig_account_id, "event_types": event.event_types, "enabled": 1},
+        )
+
+    @on(account_topics.CRM_ENDPOINT_REMOVED)
+    @on(account_topics.CRM_ENDPOINT_DISABLED)
+    def crm_endpoint_removed(self, batch: Batch, event: Any, position: int) -> None:
+        row = batch.get(crm_subscriptions, (event.ig_account_id,))
+        if row is not None:
+            row["enabled"] = 0
+            batch.changed(crm_subscriptions, row)
+
+    # -- Instagram ---------------------------------------------------------------------------
+
+    @on(topics.REPLY_QUEUED)
+    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+        party = batch.get(conversation_parties, (str(event.originator_id),))
+        if party is None:
+            return
+        body = {
+            "reply_id": event.reply_id,
+            "participant_id": party["participant_id"],
+            "text": event.text,
+            "attachment": getattr(event, "attachment", None),
+            "automated": event.automated,
+            "queued_at": int(event.timestamp.timestamp() * 1000),
+        }
+        batch.put(
+            outbox,
+            {
+                "delivery_id": event.reply_id,
+                "channel": "instagram",
+                "ig_account_id": party["ig_account_id"],
+                "conversation_id": str(event.originator_id),
+                "kind": "reply",
+                "body": msgspec.json.encode(body).decode(),
+                "position": position,
+                "outcome": None,
+            },
+        )
+        self._notify_crm(batch, event, position, None, None)
+
+    @on(topics.REPLY_SENT)
+    def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
+        self._outcome(batch, event.reply_id, "sent")
+        self._notify_crm(
+            batch,
+            event,
+            position,
+            "reply.sent",
+            {"reply_id": event.reply_id, "message_id": event.message_id},
+        )
+
+    @on(topics.REPLY_FAILED)
+    def reply_failed(self, batch: Batch, event: Any, position: int) -> None:
+        if event.retryable:
+            return
+        self._outcome(batch, event.reply_id, "failed")
+        data = {
+            "reply_id": event.reply_id,
+            "error_class": event.error_class,
+            "code": event.code,
+            "subcode": event.subcode,
+            "message": event.message,
+            "fbtrace_id": event.fbtrace_id,
+        }
+        self._notify_crm(batch, event, position, "reply.failed", data)
+
+    def _outcome(self, batch: Batch, reply_id: str, outcome: str) -> None:
+        row = batch.get(outbox, (reply_id,))
+        if row is not None:
+            row["outcome"] = outcome
+            batch.changed(outbox, row)
+
+    # -- the CRM -------------------------------------------------------------------------------
+
+    @on(topics.MESSAGE_RECEIVED)
+    def message_received(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "mid": event.mid,
+            "text": event.text,
+            "attachments": _urls(event.attachments),
+            "reply_to": event.reply_to,
+            "quick_reply": event.quick_reply,
+            "referral": event.referral,
+            "sent_at": event.sent_at,
+            "standby": event.standby,
+        }
+        self._notify_crm(batch, event, position, "message.received", data)
+
+    @on(topics.MESSAGE_ECHOED)
+    def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "mid": event.mid,
+            "text": event.text,
+            "attachments": _urls(event.attachments),
+            "sent_at": event.sent_at,
+        }
+        self._notify_crm(batch, event, position, "message.echoed", data)
+
+    @on(topics.MESSAGE_UNSENT)
+    def message_unsent(self, batch: Batch, event: Any, position: int) -> None:
+        self._notify_crm(
+            batch,
+            event,
+            position,
+            "message.unsent",
+            {"mid": event.mid, "unsent_at": event.unsent_at},
+        )
+
+    @on(topics.MESSAGE_EDITED)
+    def message_edited(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "mid": event.mid,
+            "text": event.text,
+            "edit_count": event.edit_count,
+            "edited_at": event.edited_at,
+        }
+        self._notify_crm(batch, event, position, "message.edited", data)
+
+    @on(topics.REACTION_ADDED)
+    def reaction_added(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "mid": event.mid,
+            "sender_id": event.sender_id,
+            "reaction": event.reaction,
+            "emoji": event.emoji,
+            "at": event.reacted_at,
+        }
+        self._notify_crm(batch, event, position, "reaction.added", data)
+
+    @on(topics.REACTION_REMOVED)
+    def reaction_removed(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "mid": event.mid,
+            "sender_id": event.sender_id,
+            "reaction": event.reaction,
+            "at": event.removed_at,
+        }
+        self._notify_crm(batch, event, position, "reaction.removed", data)
+
+    @on(topics.MESSAGES_SEEN)
+    def messages_seen(self, batch: Batch, event: Any, position: int) -> None:
+        self._notify_crm(
+            batch, event, position, "messages.seen", {"mid": event.mid, "seen_at": event.seen_at}
+        )
+
+    @on(topics.ARCHIVED)
+    @on(topics.REOPENED)
+    @on(topics.BLOCKED)
+    @on(topics.MARKED_READ)
+    @on(topics.AUTOMATION_PAUSED)
+    @on(topics.AUTOMATION_RESUMED)
+    def conversation_updated(self, batch: Batch, event: Any, position: int) -> None:
+        change = type(event).TOPIC.rsplit(".", 1)[-1]
+        self._notify_crm(
+            batch,
+            event,
+            position,
+            "conversation.updated",
+            {"change": change, "by": getattr(event, "by", None)},
+        )
+
+    @on(account_topics.TOKEN_REJECTED)
+    def token_rejected(self, batch: Batch, event: Any, position: int) -> None:
+        ig_account_id = event.ig_account_id
+        data = {"code": event.code, "subcode": event.subcode, "message": event.message}
+        self._enqueue_crm(
+            batch, event, position, "account.token_rejected", data, ig_account_id, None
+        )
+
+    def _notify_crm(
+        self, batch: Batch, event: Any, position: int, kind: str | None, data: dict[str, Any] | None
+    ) -> None:
+        if kind is None or data is None:
+            return
+        party = batch.get(conversation_parties, (str(event.originator_id),))
+        if party is None:
+            return
+        self._enqueue_crm(batch, event, position, kind, data, party["ig_account_id"], party)
+
+    def _enqueue_crm(
+        self,
+        batch: Batch,
+        event: Any,
+        position: int,
+        kind: str,
+        data: dict[str, Any],
+        ig_account_id: str,
+        party: Row | None,
+    ) -> None:
+        subscription = batch.get(crm_subscriptions, (ig_account_id,))
+        if (
+            subscription is None
+            or not subscription["enabled"]
+            or kind not in subscription["event_types"]
+        ):
+            return
+        envelope_data: dict[str, Any] = {"account_id": ig_account_id}
+        if party is not None:
+            party["crm_sequence"] += 1
+            batch.changed(conversation_parties, party)
+            envelope_data.update(
+                conversation_id=party["conversation_id"],
+                participant_id=party["participant_id"],
+                sequence=party["crm_sequence"],
+            )
+        envelope_data.update(data)
+        body = _fit({"type": kind, "timestamp": _iso(event), "data": envelope_data})
+        batch.put(
+            outbox,
+            {
+                "delivery_id": crm_delivery_id(event),
+                "channel": "crm",
+                "ig_account_id": ig_account_id,
+                "conversation_id": party["conversation_id"] if party is not None else "",
+                "kind": kind,
+                "body": body,
+                "position": position,
+                "outcome": None,
+            },
+        )
+
+
+def _fit(envelope: dict[str, Any]) -> str:
+    """The envelope as JSON, its text cut so that it stays under `MAX_CRM_BODY` bytes."""
+    body = msgspec.json.encode(envelope)
+    if len(body) <= MAX_CRM_BODY:
+        return body.decode()
+    data = envelope["data"]
+    for field in ("referral", "reply_to", "quick_reply"):
+        data.pop(field, None)
+    text = data.get("text") or ""
+    while len(body) > MAX_CRM_BODY and text:
+        text = text[: len(text) // 2]
+        data["text"] = text
+        data["truncated"] = True
+        body = msgspec.json.encode(envelope)
+    return body.decode()
