@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+from application.delivery import DeliveryResult, MetaError, SendResult
 
 
 class SecretBox(Protocol):
@@ -36,4 +38,73 @@ class ParticipantProfiles(Protocol):
 
     def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
         """`name` and `username` of the participant, or None if the Graph API will not say."""
+        ...
+
+
+class InstagramSendApi(Protocol):
+    """Meta's Send API for Instagram, and the refresh of Instagram user tokens."""
+
+    async def send(
+        self,
+        *,
+        ig_account_id: str,
+        access_token: str,
+        recipient_id: str,
+        text: str | None,
+        attachment: dict[str, str] | None,
+        tag: str | None,
+    ) -> SendResult:
+        """POST /{ig_account_id}/messages."""
+        ...
+
+    async def refresh_token(self, access_token: str) -> tuple[str, int] | MetaError:
+        """A new long-lived token and its lifetime in seconds, or Meta's error."""
+        ...
+
+
+class CrmEndpoint(Protocol):
+    """An account's CRM webhook endpoint."""
+
+    async def deliver(
+        self, *, url: str, secret: str, delivery_id: str, body: str
+    ) -> DeliveryResult:
+        """POST one signed delivery (Standard Webhooks)."""
+        ...
+
+
+class Outbox(Protocol):
+    """The outboxes' rows and the dispatcher's state of each delivery."""
+
+    def lease(
+        self,
+        channel: str,
+        *,
+        now: int,
+        limit: int,
+        owner: str,
+        lease_ms: int,
+        skip_accounts: set[str],
+    ) -> list[dict[str, Any]]:
+        """Take due deliveries for a while: each the next of its conversation."""
+        ...
+
+    def settle(
+        self,
+        delivery_id: str,
+        *,
+        status: str,
+        now: int,
+        next_attempt_at: int | None = None,
+        attempt: dict[str, Any] | None = None,
+        keep_attempt_count: bool = False,
+    ) -> None:
+        """Record how an attempt went."""
+        ...
+
+
+class ConversationWindows(Protocol):
+    """When a participant last wrote (Meta's time, ms): the reply windows start there."""
+
+    def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
+        """None if the participant never wrote."""
         ...
