@@ -27,6 +27,15 @@ class Ledger(Application[UUID]):
     # The name becomes table names and is stored: never change it.
     name = "dmledger"
 
+    @property
+    def validates_reads(self) -> bool:
+        """Whether `save(..., expected_versions={id: version})` is checked by the store.
+
+        A store that checks it refuses the whole save with `RecordConflictError` when
+        one of those aggregates has a stored event past that version; others ignore it.
+        """
+        return bool(getattr(self.recorder, "validates_reads", False))
+
     def find(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id as stored now, or None."""
         try:
