@@ -211,9 +211,7 @@ class LedgerWriter:
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
-                self.ledger.save(
-                    *changes.touched.values(), expected_versions=changes.read_versions
-                )
+                self.ledger.save(*changes.touched.values(), expected_versions=changes.read_versions)
             except RecordConflictError:
                 self.cache.evict(changes.touched)
                 conflicts += 1

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from cryptography.fernet import Fernet
 import psycopg
+from cryptography.fernet import Fernet
 from psycopg import sql
 
 from benchmarks.load import ACCOUNTS, APP_SECRET, Body, BodyMaker, LoadResult, run_wrk, sign
@@ -85,7 +85,7 @@ class Figure:
 
 @dataclass
 class Bench:
-    """Shared state of one run: the database, the settings, and measurements used by several figures."""
+    """One run: the database, the settings, and measurements that several figures use."""
 
     config: Config
     database_url: str
@@ -114,7 +114,9 @@ class Bench:
         """Create the bench database if needed, and drop every table in it."""
         base, _, dbname = self.database_url.split("?")[0].rpartition("/")
         with psycopg.connect(base + "/postgres", autocommit=True, connect_timeout=5) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [dbname]
+            ).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             conn.execute("DROP SCHEMA public CASCADE")
@@ -156,7 +158,9 @@ class Bench:
         write_body_files(bodies, prefix, self.config.connections)
         return prefix
 
-    def load(self, server: Server, name: str, bodies: list[Body], seconds: float, rate: float = 0) -> LoadResult:
+    def load(
+        self, server: Server, name: str, bodies: list[Body], seconds: float, rate: float = 0
+    ) -> LoadResult:
         prefix = self.write_bodies(name, bodies)
         cpu_before = server.cpu_seconds()
         result = run_wrk(
@@ -331,7 +335,8 @@ def check_stored(database_url: str, loads: list[tuple[list[Body], LoadResult]]) 
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT originator_id, state FROM dmledger_events "
-            "WHERE topic LIKE 'dmledger:Conversation.%%' AND topic <> 'dmledger:Conversation.Started'"
+            "WHERE topic LIKE 'dmledger:Conversation.%%' "
+            "AND topic <> 'dmledger:Conversation.Started'"
         ).fetchall()
     for originator_id, state in rows:
         stored[(str(originator_id), decoder.decode(bytes(state))["key"])] += 1
@@ -345,7 +350,10 @@ def check_stored(database_url: str, loads: list[tuple[list[Body], LoadResult]]) 
         "missing": len(missing),
         "duplicates": duplicates,
         "unexpected": len(unexpected),
-        "exact": not missing and not duplicates and not unexpected and acknowledged_items == len(acknowledged),
+        "exact": not missing
+        and not duplicates
+        and not unexpected
+        and acknowledged_items == len(acknowledged),
     }
 
 
@@ -471,7 +479,9 @@ def p6_memory(bench: Bench) -> Figure:
 def machine() -> dict[str, Any]:
     def cmd(*args: str) -> str:
         try:
-            return subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT).stdout.strip()
+            return subprocess.run(
+                args, capture_output=True, text=True, check=False, cwd=ROOT
+            ).stdout.strip()
         except OSError:
             return ""
 
@@ -501,13 +511,17 @@ def table(figures: list[Figure]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for r in rows:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1])
+        lines.append(
+            "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="a tiny load, to check the harness works")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny load, to check the harness works"
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn web workers (default 1)")
     parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
@@ -548,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     print(table(figures))
-    print(f"\n{report['date']}  commit {report['commit']}{' (dirty)' if report['dirty'] else ''}  "
-          f"{config.web_workers} web worker(s)  -> {args.out}")
+    print(
+        f"\n{report['date']}  commit {report['commit']}{' (dirty)' if report['dirty'] else ''}  "
+        f"{config.web_workers} web worker(s)  -> {args.out}"
+    )
     correctness = bench.details.get("correctness")
     if correctness is not None and not correctness["exact"]:
         print("ACKNOWLEDGED AND STORED EVENTS DIFFER:", correctness, file=sys.stderr)
@@ -564,7 +580,9 @@ def _json_default(value: object) -> object:
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=ROOT).stdout.strip()
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=False, cwd=ROOT
+    ).stdout.strip()
 
 
 if __name__ == "__main__":

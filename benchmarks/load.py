@@ -22,7 +22,7 @@ from typing import Any
 from domain.identity import conversation_id
 
 LUA_SCRIPT = Path(__file__).parent / "webhooks.lua"
-APP_SECRET = "bench-meta-app-secret"
+APP_SECRET = "bench-meta-app-secret"  # noqa: S105 - signs benchmark bodies only
 """One Meta app: every benchmark account shares its app secret, as Meta's accounts do."""
 ACCOUNTS = ("17841400000000101", "17841400000000102", "17841400000000103")
 ATTACHMENT_KINDS = ("image", "video", "audio", "share")
@@ -80,7 +80,9 @@ class BodyMaker:
             items = [self._text(account, participant)]
         envelope = {
             "object": "instagram",
-            "entry": [{"time": self._clock + 500, "id": account, "messaging": [i for i, _ in items]}],
+            "entry": [
+                {"time": self._clock + 500, "id": account, "messaging": [i for i, _ in items]}
+            ],
         }
         raw = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         cid = str(conversation_id(account, participant))
@@ -95,7 +97,10 @@ class BodyMaker:
     def _mid(self, account: str, participant: str) -> str:
         self._n += 1
         # As long as Meta's, and unique to this run's tag.
-        mid = f"aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOj{account}:{participant}:{self.tag}:{self._n:09d}ZDZD"
+        mid = (
+            f"aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOj{account}:{participant}:"
+            f"{self.tag}:{self._n:09d}ZDZD"
+        )
         self._sent_mids.setdefault((account, participant), []).append(mid)
         return mid
 
