@@ -8,7 +8,7 @@ recorded.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import ClassVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification
 from domain import account as account_events
 from domain import conversation as conversation_events
 from domain.account import Account
+from domain.conversation import Conversation
 from domain.identity import account_id
 
 
@@ -26,6 +27,14 @@ class Ledger(Application[UUID]):
 
     # The name becomes table names and is stored: never change it.
     name = "dmledger"
+
+    # A snapshot store, written by the ledger writer (not by `save`: the library's own
+    # snapshotting reloads the aggregate from the store, while the writer has it in
+    # memory). The repository then loads a long conversation from its latest snapshot
+    # and the events after it, instead of replaying every event.
+    is_snapshotting_enabled = True
+    snapshot_intervals: ClassVar[dict[type[Aggregate], int]] = {Conversation: 500}
+    """Take a snapshot each time an aggregate's version passes a multiple of this."""
 
     @property
     def validates_reads(self) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import PersistenceError, RecordConflictError
 
 from application.errors import ApplicationError, StorageUnavailable
@@ -211,6 +211,9 @@ class LedgerWriter:
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
+                stored_before = {
+                    a.id: a.version - len(a.pending_events) for a in changes.touched.values()
+                }
                 self.ledger.save(*changes.touched.values(), expected_versions=changes.read_versions)
             except RecordConflictError:
                 self.cache.evict(changes.touched)
@@ -230,7 +233,26 @@ class LedgerWriter:
                 self.cache.put(aggregate)
             for future, result in results:
                 future.set_result(result)
+            self._take_snapshots(changes, stored_before)
             return
+
+    def _take_snapshots(self, changes: Changes, stored_before: dict[UUID, int]) -> None:
+        """Snapshot each aggregate whose version passed a multiple of its interval.
+
+        Runs after the callers are answered; a snapshot is only a shortcut for loading,
+        so one that cannot be stored is logged and skipped.
+        """
+        snapshots = self.ledger.snapshots
+        if snapshots is None:
+            return
+        for aggregate in changes.touched.values():
+            interval = self.ledger.snapshot_intervals.get(type(aggregate))
+            before = stored_before.get(aggregate.id, aggregate.version)
+            if interval and aggregate.version // interval > before // interval:
+                try:
+                    snapshots.put([Snapshot.take(aggregate)])
+                except Exception as error:
+                    log.warning("could not store a snapshot of %s: %r", aggregate.id, error)
 
     @staticmethod
     def _run_commands(

@@ -52,7 +52,7 @@ class Config:
     """Bodies are made for this many requests per second over each load."""
     web_workers: int = 1
     long_messages: int = 10_000
-    long_conversations: int = 20
+    long_conversations: int = 10
     smoke: bool = False
 
     @classmethod
