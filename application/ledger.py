@@ -8,7 +8,7 @@ recorded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import cast
+from typing import ClassVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification, Recording
 from domain import account as account_events
 from domain import conversation as conversation_events
 from domain.account import Account
+from domain.conversation import Conversation
 from domain.identity import account_id
 
 
@@ -38,6 +39,23 @@ class Ledger(Application[UUID]):
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         for listener in self._commit_listeners:
             listener()
+
+    # A snapshot store, written by the ledger writer (not by `save`: the library's own
+    # snapshotting reloads the aggregate from the store, while the writer has it in
+    # memory). The repository then loads a long conversation from its latest snapshot
+    # and the events after it, instead of replaying every event.
+    is_snapshotting_enabled = True
+    snapshot_intervals: ClassVar[dict[type[Aggregate], int]] = {Conversation: 500}
+    """Take a snapshot each time an aggregate's version passes a multiple of this."""
+
+    @property
+    def validates_reads(self) -> bool:
+        """Whether `save(..., expected_versions={id: version})` is checked by the store.
+
+        A store that checks it refuses the whole save with `RecordConflictError` when
+        one of those aggregates has a stored event past that version; others ignore it.
+        """
+        return bool(getattr(self.recorder, "validates_reads", False))
 
     def find(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id as stored now, or None."""

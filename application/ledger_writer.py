@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import PersistenceError, RecordConflictError
 
 from application.errors import ApplicationError, StorageUnavailable
@@ -73,18 +73,24 @@ class Changes:
         self._cache = cache
         self._fresh_all = fresh
         self.touched: dict[UUID, Aggregate] = {}
+        self.read_versions: dict[UUID, int] = {}
+        """Versions of the aggregates read with `fresh=True`, as they were read."""
 
     def get(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
         """The aggregate with this id, or None if it does not exist.
 
-        `fresh=True` catches up with events other processes stored since it was cached
-        (used for accounts, whose credentials may be rotated elsewhere); otherwise a
-        stale aggregate shows up as a conflict at commit and the batch is retried.
+        `fresh=True` is for aggregates whose latest state matters though the batch may
+        not change them (accounts, whose credentials may be rotated elsewhere). Where
+        the event store can check it at commit (`Ledger.validates_reads`), the batch is
+        refused there if such an aggregate has moved on, and runs again on fresh state;
+        otherwise the cached aggregate first catches up with the store. An aggregate
+        the batch changes needs neither: a stale one conflicts at commit.
         """
         aggregate = self.touched.get(aggregate_id)
         if aggregate is None:
             aggregate = self._cache.get(aggregate_id)
-            if aggregate is not None and (fresh or self._fresh_all):
+            catch_up = self._fresh_all or (fresh and not self._ledger.validates_reads)
+            if aggregate is not None and catch_up:
                 for stored in self._ledger.events.get(aggregate_id, gt=aggregate.version):
                     stored.mutate(aggregate)  # type: ignore[attr-defined]
             if aggregate is None:
@@ -93,6 +99,11 @@ class Changes:
                 except AggregateNotFoundError:
                     return None
             self.touched[aggregate_id] = aggregate
+            if fresh:
+                self.read_versions[aggregate_id] = aggregate.version
+        elif fresh and aggregate_id not in self.read_versions:
+            # First read earlier in this batch without `fresh`: its stored version.
+            self.read_versions[aggregate_id] = aggregate.version - len(aggregate.pending_events)
         if not isinstance(aggregate, kind):
             return None
         return aggregate
@@ -200,7 +211,10 @@ class LedgerWriter:
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
-                self.ledger.save(*changes.touched.values())
+                stored_before = {
+                    a.id: a.version - len(a.pending_events) for a in changes.touched.values()
+                }
+                self.ledger.save(*changes.touched.values(), expected_versions=changes.read_versions)
             except RecordConflictError:
                 self.cache.evict(changes.touched)
                 conflicts += 1
@@ -219,7 +233,26 @@ class LedgerWriter:
                 self.cache.put(aggregate)
             for future, result in results:
                 future.set_result(result)
+            self._take_snapshots(changes, stored_before)
             return
+
+    def _take_snapshots(self, changes: Changes, stored_before: dict[UUID, int]) -> None:
+        """Snapshot each aggregate whose version passed a multiple of its interval.
+
+        Runs after the callers are answered; a snapshot is only a shortcut for loading,
+        so one that cannot be stored is logged and skipped.
+        """
+        snapshots = self.ledger.snapshots
+        if snapshots is None:
+            return
+        for aggregate in changes.touched.values():
+            interval = self.ledger.snapshot_intervals.get(type(aggregate))
+            before = stored_before.get(aggregate.id, aggregate.version)
+            if interval and aggregate.version // interval > before // interval:
+                try:
+                    snapshots.put([Snapshot.take(aggregate)])
+                except Exception as error:
+                    log.warning("could not store a snapshot of %s: %r", aggregate.id, error)
 
     @staticmethod
     def _run_commands(

@@ -1,43 +1,137 @@
-"""The PostgreSQL recorder of the ledger, with a short, bounded retry on a lost connection.
+"""The PostgreSQL recorder of the ledger: a short, bounded retry, and a fast insert.
 
 eventsourcing 9.5.6 retries a lost connection ten times, each try waiting up to the
 pool's connect timeout: with the database down, a webhook would wait about a minute
 before we could answer 503. Meta gives up after 20 s, and a quick 503 is what makes it
 deliver again. Here each operation tries twice (enough to replace a connection the
 server closed), so an outage is reported within a few seconds.
+
+The insert is the ledger writer's group commit, so it is made cheap:
+- The library sends events as one array of a composite type, which psycopg writes out
+  as text in Python, escaping every byte of every state with regular expressions (about
+  75 us per event). Here the INSERT takes four parallel arrays in binary (uuid[],
+  bigint[], text[], bytea[]), which psycopg writes in C.
+- The library waits for the INSERT's answer before it sends COMMIT. Here BEGIN, the
+  table lock, NOTIFY, INSERT and COMMIT go out in one pipeline: one round trip. An error
+  aborts the rest of the pipeline, so a failed INSERT is never committed.
+- The INSERT also checks, under the table lock, that the aggregates the events were
+  decided on (`expected_versions`) have not moved on, so the writer need not re-read
+  accounts before each batch.
+The rows, their order, the table lock and the NOTIFY are as in the library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import (
     InterfaceError,
     Notification,
     OperationalError,
+    ProgrammingError,
+    RecordConflictError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
+from psycopg.pq import TransactionStatus
+from psycopg.sql import SQL, Identifier
 
 ATTEMPTS = 2
 WAIT = 0.1
 
 _base = PostgresApplicationRecorder
+_MOVED_ON = "an aggregate these events were decided on has changed since it was read"
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
-    """`PostgresApplicationRecorder` with `ATTEMPTS` tries per operation instead of ten."""
+    """`PostgresApplicationRecorder` with `ATTEMPTS` tries per operation, and a fast insert."""
+
+    validates_reads = True
+    """`insert_events` takes `expected_versions` (see there)."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        names = {
+            "schema": Identifier(self.datastore.schema),
+            "table": Identifier(self.events_table_name),
+        }
+        # Nothing is inserted if an aggregate the writer read has moved on since.
+        self._insert_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "WHERE NOT EXISTS (SELECT FROM {schema}.{table} e "
+            "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
+            "  ON e.originator_id = r.id AND e.originator_version > r.version) "
+            "RETURNING notification_id"
+        ).format(**names)
+        self._moved_on_statement = SQL(
+            "SELECT EXISTS (SELECT FROM {schema}.{table} e "
+            "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
+            "  ON e.originator_id = r.id AND e.originator_version > r.version) AS moved_on"
+        ).format(**names)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        expected_versions: Mapping[UUID, int] | None = None,
+        **kwargs: Any,
     ) -> Sequence[int] | None:
-        result: Sequence[int] | None = _base.insert_events.__wrapped__(
-            self, stored_events, **kwargs
+        """Insert and commit in one round trip; refuse if a read aggregate has moved on.
+
+        `expected_versions` are the versions of aggregates the events were decided on
+        (an account whose credentials were checked, say). If another process has stored
+        a later event of one of them, nothing is stored and `RecordConflictError` is
+        raised, so the writer decides again on fresh state. The check runs under the
+        table lock that every insert takes, so it cannot race with another insert.
+        """
+        if kwargs.get("tracking") is not None:
+            msg = "the ledger's recorder stores no tracking records"
+            raise ProgrammingError(msg)
+        expected = expected_versions or {}
+        read_ids, read_versions = list(expected), list(expected.values())
+        if not stored_events:
+            if expected:
+                self._check_not_moved_on(read_ids, read_versions)
+            return []
+        params = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+            read_ids,
+            read_versions,
         )
-        return result
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor() as curs,
+            conn.cursor() as insert,
+        ):
+            try:
+                # BEGIN, lock, NOTIFY, INSERT and COMMIT go out together; the answers
+                # (or the first error) come back when the pipeline syncs on leaving.
+                with conn.pipeline(), conn.transaction():
+                    self._lock_table(curs)
+                    self._notify_channel(curs)
+                    insert.execute(self._insert_statement, params, prepare=True)
+            finally:
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    conn.rollback()
+            notification_ids = [row["notification_id"] for row in insert.fetchall()]
+        if len(notification_ids) != len(stored_events):
+            raise RecordConflictError(_MOVED_ON)
+        return notification_ids
+
+    def _check_not_moved_on(self, read_ids: list[UUID], read_versions: list[int]) -> None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._moved_on_statement, (read_ids, read_versions), prepare=True)
+            row = curs.fetchone()
+        if row is not None and row["moved_on"]:
+            raise RecordConflictError(_MOVED_ON)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:

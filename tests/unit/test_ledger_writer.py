@@ -157,3 +157,28 @@ def test_a_failed_commit_is_storage_unavailable_and_forgets_the_uncommitted_stat
     # m2 was never stored, so it must be accepted when it comes again
     assert writer.run_now(receive("m2")) is True
     assert mids(ledger) == ["m1", "m2"]
+
+
+def test_a_long_conversation_is_snapshotted_and_loads_from_its_snapshot(
+    ledger: Ledger, sqlite_env: dict[str, str]
+) -> None:
+    # given a conversation that passed its snapshot interval
+    interval = ledger.snapshot_intervals[Conversation]
+    writer = LedgerWriter(ledger)
+    for n in range(interval + 10):
+        writer.run_now(receive(f"m{n}"))
+    assert ledger.snapshots is not None
+    snapshots = list(ledger.snapshots.get(CONVERSATION))
+    assert [s.originator_version for s in snapshots] == [interval]
+
+    # when another process loads it
+    other = Ledger(env=sqlite_env)
+    try:
+        loaded = other.repository.get(CONVERSATION)
+    finally:
+        other.close()
+
+    # then it has every message, and redeliveries are still recognised
+    assert loaded.version == interval + 11
+    assert loaded.recorded == writer.cache.get(CONVERSATION).recorded  # type: ignore[union-attr]
+    assert loaded.receive_message(mid="m3", sent_at=1) is False

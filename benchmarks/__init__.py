@@ -1,0 +1,1 @@
+"""Benchmarks: figures of dmledger measured against a baseline in the same run."""

@@ -1,0 +1,616 @@
+"""Run every benchmark, print the table of figures and write `benchmarks/results/latest.json`.
+
+Each figure is a function in `FIGURES` that returns a `Figure`; a figure that needs a part
+of dmledger that does not exist yet says so instead of a number. Ratios are against
+baselines measured in the same run, since absolute numbers drift on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+from cryptography.fernet import Fernet
+from psycopg import sql
+
+from benchmarks.load import ACCOUNTS, APP_SECRET, Body, BodyMaker, LoadResult, run_wrk, sign
+from benchmarks.load import write_bodies as write_body_files
+from benchmarks.servers import Server
+from domain.identity import conversation_id
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/dmledger_bench"
+
+
+@dataclass(frozen=True)
+class Config:
+    """How much load each measurement uses."""
+
+    connections: int = 32
+    warmup_seconds: float = 3.0
+    seconds: float = 15.0
+    """Length of each timed load (bare endpoint, dmledger at 32 connections)."""
+    rate_seconds: float = 10.0
+    max_rate: int = 7000
+    """Bodies are made for this many requests per second over each load."""
+    web_workers: int = 1
+    long_messages: int = 10_000
+    long_conversations: int = 10
+    smoke: bool = False
+
+    @classmethod
+    def smoke_test(cls) -> Config:
+        return cls(
+            warmup_seconds=0.5,
+            seconds=1.0,
+            rate_seconds=1.0,
+            max_rate=150,
+            long_messages=300,
+            long_conversations=2,
+            smoke=True,
+        )
+
+
+@dataclass
+class Figure:
+    """One row of the table."""
+
+    id: str
+    name: str
+    value: float | None
+    unit: str
+    target: str
+    met: bool | None = None
+    baseline: float | None = None
+    baseline_name: str = ""
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    """One run: the database, the settings, and measurements that several figures use."""
+
+    config: Config
+    database_url: str
+    workdir: Path
+    details: dict[str, Any] = field(default_factory=dict)
+    secret_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
+
+    # -- environment -----------------------------------------------------------------------
+
+    def server_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
+        env.update(
+            DMLEDGER_DATABASE_URL=self.database_url,
+            DMLEDGER_SECRET_KEY=self.secret_key,
+            DMLEDGER_LOG_LEVEL="warning",
+            DMLEDGER_DATA_DIR=str(self.workdir / "var"),
+            BENCH_APP_SECRET=APP_SECRET,
+            PYTHONPATH=str(ROOT),
+        )
+        return env
+
+    def server(self, app: str) -> Server:
+        return Server(app, self.server_env(), workers=self.config.web_workers, lifetime=900)
+
+    def reset_database(self) -> None:
+        """Create the bench database if needed, and drop every table in it."""
+        base, _, dbname = self.database_url.split("?")[0].rpartition("/")
+        with psycopg.connect(base + "/postgres", autocommit=True, connect_timeout=5) as conn:
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [dbname]
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+
+    @contextmanager
+    def services(self) -> Iterator[Any]:
+        """dmledger's services in this process, on the bench database (to set up data)."""
+        from infrastructure.settings import Settings
+        from interfaces.composition import build
+
+        settings = Settings(
+            database_url=self.database_url,
+            secret_keys=(self.secret_key,),
+            data_dir=str(self.workdir / "var"),
+            log_level="warning",
+        )
+        services = build(settings, announce=lambda _: None)
+        try:
+            yield services
+        finally:
+            services.close()
+
+    def register_accounts(self) -> None:
+        with self.services() as services:
+            for n, ig_id in enumerate(ACCOUNTS):
+                command = services.accounts.register(
+                    ig_account_id=ig_id,
+                    username=f"benchshop{n}",
+                    app_secret=APP_SECRET,
+                    access_token=f"IGAA-bench-token-{n}",
+                    verify_token=f"bench-verify-{n}",
+                    by="benchmark",
+                )
+                services.writer.run_now(command)
+
+    def write_bodies(self, name: str, bodies: list[Body]) -> Path:
+        prefix = self.workdir / f"{name}-"
+        write_body_files(bodies, prefix, self.config.connections)
+        return prefix
+
+    def load(
+        self, server: Server, name: str, bodies: list[Body], seconds: float, rate: float = 0
+    ) -> LoadResult:
+        prefix = self.write_bodies(name, bodies)
+        cpu_before = server.cpu_seconds()
+        result = run_wrk(
+            server.url,
+            prefix,
+            self.workdir / f"{name}.json",
+            connections=self.config.connections,
+            seconds=seconds,
+            rate=rate,
+        )
+        server_cpu = (server.cpu_seconds() - cpu_before) / result.seconds
+        self.details[name] = {
+            "rate_per_s": round(result.rate, 1),
+            "seconds": round(result.seconds, 2),
+            "answered_200": len(result.ok),
+            "answered_otherwise": dict(Counter(result.failed.values())),
+            "unanswered": len(result.unanswered),
+            "latency_ms": result.latency_ms,
+            "latency_max_ms": result.latency_max_ms,
+            "repeated_bodies": result.exhausted,
+            "socket_errors": result.errors,
+            "server_cores_busy": round(server_cpu, 2),
+            "wrk_cores_busy": round(result.wrk_cpu, 2),
+        }
+        if result.exhausted:
+            self.details[name]["warning"] = "ran out of distinct bodies: raise Config.max_rate"
+        return result
+
+    # -- shared measurements -----------------------------------------------------------------
+
+    def bodies_for(self, seconds: float, maker: BodyMaker) -> list[Body]:
+        count = int(self.config.max_rate * seconds)
+        if self.config.smoke:
+            count = max(count, self.config.connections * 4)
+        return maker.bodies(count)
+
+    @cached_property
+    def p1(self) -> dict[str, Any]:
+        """Bare endpoint, dmledger at 32 connections and at a fixed rate, bare endpoint again."""
+        config = self.config
+        baseline_bodies = BodyMaker(tag="bare").bodies(int(config.max_rate * config.seconds))
+        with self.server("bare") as bare:
+            before = self.load(bare, "bare_before", baseline_bodies, config.seconds)
+
+        self.reset_database()
+        self.register_accounts()
+        maker = BodyMaker(tag="p1")
+        warmup_bodies = self.bodies_for(config.warmup_seconds, maker)
+        p1_bodies = self.bodies_for(config.seconds, maker)
+        rate_bodies = self.bodies_for(config.rate_seconds, maker)
+        with self.server("dmledger") as server:
+            warmup = self.load(server, "dmledger_warmup", warmup_bodies, config.warmup_seconds)
+            closed = self.load(server, "dmledger_32_connections", p1_bodies, config.seconds)
+            rate = max(1.0, round(closed.rate / 2))
+            paced = self.load(server, "dmledger_fixed_rate", rate_bodies, config.rate_seconds, rate)
+            peak_rss = server.peak_rss_mb()
+        correctness = check_stored(
+            self.database_url,
+            [(warmup_bodies, warmup), (p1_bodies, closed), (rate_bodies, paced)],
+        )
+        self.details["correctness"] = correctness
+
+        with self.server("bare") as bare:
+            after = self.load(bare, "bare_after", baseline_bodies, config.seconds)
+        baseline = (before.rate + after.rate) / 2
+        self.details["bare_drift"] = round(after.rate / before.rate - 1, 3)
+        return {
+            "baseline_rate": baseline,
+            "rate": closed.rate,
+            "p99_ms": closed.latency_ms["99"],
+            "baseline_p99_ms": (before.latency_ms["99"] + after.latency_ms["99"]) / 2,
+            "paced_rate": rate,
+            "paced": paced,
+            "peak_rss_mb": peak_rss,
+            "correct": correctness["exact"],
+        }
+
+    @cached_property
+    def p4(self) -> dict[str, Any]:
+        """Ack latency of a message to a conversation with many earlier ones, and to a new one."""
+        config = self.config
+        if "p1" not in self.__dict__:
+            self.reset_database()
+            self.register_accounts()
+        long_ones = [(ACCOUNTS[0], f"77{i:014d}") for i in range(config.long_conversations)]
+        started = time.monotonic()
+        with self.services() as services:
+            for ig_id, participant in long_ones:
+                fill_conversation(services, ig_id, participant, config.long_messages)
+        self.details["p4_fill_seconds"] = round(time.monotonic() - started, 1)
+        # Write the filled pages out now, so that the measured commits do not wait for it.
+        with psycopg.connect(self.database_url, autocommit=True) as db:
+            db.execute("CHECKPOINT")
+
+        maker = BodyMaker(tag="p4")
+        items = 0
+        cold: dict[str, list[float]] = {"long": [], "fresh": []}
+        warm: dict[str, list[float]] = {"long": [], "fresh": []}
+        # A fresh server: nothing cached, as after a restart (or when the cache evicted it).
+        with self.server("dmledger") as server:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.connect()
+            # http.client writes headers and body separately: without this, Nagle's
+            # algorithm and the server's delayed ACK add 40 ms to some requests.
+            assert conn.sock is not None
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for samples in (cold, warm):
+                for i, (ig_id, participant) in enumerate(long_ones):
+                    fresh = f"78{i:014d}"
+                    for kind, who in (("long", participant), ("fresh", fresh)):
+                        body = maker.body(ig_id, who)
+                        samples[kind].append(post(conn, body.raw))
+                        items += len(body.keys)
+            conn.close()
+        # Every message was stored (an unserved account would be answered 200 too).
+        expected = (config.long_messages + 2) * len(long_ones) + items
+        with psycopg.connect(self.database_url) as db:
+            row = db.execute(
+                "SELECT count(*) FROM dmledger_events WHERE originator_id = ANY(%s)",
+                [
+                    [conversation_id(a, p) for a, p in long_ones]
+                    + [conversation_id(a, f"78{i:014d}") for i, (a, _) in enumerate(long_ones)]
+                ],
+            ).fetchone()
+        if row is None or row[0] != expected:
+            raise RuntimeError(f"P4 stored {row} events, expected {expected}")
+        self.details["p4_latency_ms"] = {
+            "cold": {k: summary(v) for k, v in cold.items()},
+            "warm": {k: summary(v) for k, v in warm.items()},
+        }
+        return {
+            "cold_ratio": statistics.median(cold["long"]) / statistics.median(cold["fresh"]),
+            "warm_ratio": statistics.median(warm["long"]) / statistics.median(warm["fresh"]),
+            "cold_long_ms": statistics.median(cold["long"]),
+            "cold_fresh_ms": statistics.median(cold["fresh"]),
+        }
+
+
+def post(conn: http.client.HTTPConnection, raw: bytes) -> float:
+    """POST one body and return its latency in ms; raise unless it was answered 200."""
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(raw)}
+    started = time.perf_counter()
+    conn.request("POST", "/webhooks/instagram", body=raw, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 200:
+        raise RuntimeError(f"a P4 webhook was answered {response.status}")
+    return elapsed
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median": round(statistics.median(ordered), 3),
+        "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "max": round(ordered[-1], 3),
+        "n": len(ordered),
+    }
+
+
+def fill_conversation(services: Any, ig_id: str, participant: str, messages: int) -> None:
+    """Give a conversation `messages` earlier messages, many per transaction."""
+    from domain.conversation import Conversation
+    from domain.identity import conversation_id
+
+    cid = conversation_id(ig_id, participant)
+    batch = 500
+    for start in range(0, messages, batch):
+
+        def command(changes: Any, start: int = start) -> None:
+            conversation = changes.get(cid, Conversation)
+            if conversation is None:
+                conversation = Conversation(ig_account_id=ig_id, participant_id=participant)
+                changes.add(conversation)
+            for n in range(start, min(start + batch, messages)):
+                conversation.receive_message(
+                    mid=f"fill-{participant}-{n:06d}", sent_at=1_767_000_000_000 + n, text="earlier"
+                )
+
+        services.writer.run_now(command)
+
+
+def check_stored(database_url: str, loads: list[tuple[list[Body], LoadResult]]) -> dict[str, Any]:
+    """Compare the conversation events in the store with the items acknowledged, one by one."""
+    acknowledged: set[tuple[str, str]] = set()
+    maybe: set[tuple[str, str]] = set()
+    acknowledged_items = 0
+    for bodies, result in loads:
+        for i in result.ok:
+            acknowledged.update(bodies[i].keys)
+            acknowledged_items += len(bodies[i].keys)
+        for i in result.unanswered:
+            maybe.update(bodies[i].keys)
+    decoder = msgspec.json.Decoder()
+    stored: Counter[tuple[str, str]] = Counter()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT originator_id, state FROM dmledger_events "
+            "WHERE topic LIKE 'dmledger:Conversation.%%' "
+            "AND topic <> 'dmledger:Conversation.Started'"
+        ).fetchall()
+    for originator_id, state in rows:
+        stored[(str(originator_id), decoder.decode(bytes(state))["key"])] += 1
+    duplicates = sum(n - 1 for n in stored.values() if n > 1)
+    missing = acknowledged - stored.keys()
+    unexpected = stored.keys() - acknowledged - maybe
+    return {
+        "acknowledged_items": acknowledged_items,
+        "stored_events": len(rows),
+        "stored_of_unanswered": len((stored.keys() - acknowledged) & maybe),
+        "missing": len(missing),
+        "duplicates": duplicates,
+        "unexpected": len(unexpected),
+        "exact": not missing
+        and not duplicates
+        and not unexpected
+        and acknowledged_items == len(acknowledged),
+    }
+
+
+# -- the figures ------------------------------------------------------------------------------
+
+FigureFunction = Callable[[Bench], Figure]
+FIGURES: list[FigureFunction] = []
+
+
+def figure(function: FigureFunction) -> FigureFunction:
+    FIGURES.append(function)
+    return function
+
+
+def not_measured(id_: str, name: str, unit: str, target: str, needs: str) -> Figure:
+    return Figure(id_, name, None, unit, target, note=f"not measured: needs {needs}")
+
+
+@figure
+def p1_durable_ingest(bench: Bench) -> Figure:
+    p1 = bench.p1
+    ratio = p1["rate"] / p1["baseline_rate"]
+    return Figure(
+        "P1",
+        "durable ingest, webhooks/s at 32 connections / bare endpoint",
+        round(ratio, 3),
+        "ratio",
+        ">= 0.6",
+        met=ratio >= 0.6 and p1["correct"],
+        baseline=round(p1["baseline_rate"], 1),
+        baseline_name="bare endpoint webhooks/s",
+        note=f"{p1['rate']:.0f}/s, every answer 200 and stored"
+        if p1["correct"]
+        else "acknowledged and stored events differ: see details.correctness",
+    )
+
+
+@figure
+def p1_latency(bench: Bench) -> Figure:
+    p1 = bench.p1
+    paced = p1["paced"]
+    return Figure(
+        "P1",
+        "ack latency p99 at 32 connections",
+        p1["p99_ms"],
+        "ms",
+        "<= 25",
+        met=p1["p99_ms"] <= 25,
+        baseline=round(p1["baseline_p99_ms"], 2),
+        baseline_name="bare endpoint p99 ms",
+        note=f"at a fixed {p1['paced_rate']:.0f}/s: p50 {paced.latency_ms['50']:.1f} ms, "
+        f"p99 {paced.latency_ms['99']:.1f} ms",
+    )
+
+
+@figure
+def p2_projection_lag(bench: Bench) -> Figure:
+    return not_measured(
+        "P2",
+        "projection lag p99, committed -> conversation list, at half the P1 rate",
+        "ms",
+        "<= 100",
+        "the conversation list projection and its runner (projections/)",
+    )
+
+
+@figure
+def p3_crm_dispatch(bench: Bench) -> Figure:
+    return not_measured(
+        "P3",
+        "CRM deliveries/s to a receiver that answers 200, one dispatcher",
+        "/s",
+        ">= 2000",
+        "the outbox projection and the dispatcher",
+    )
+
+
+@figure
+def p4_long_conversation(bench: Bench) -> Figure:
+    p4 = bench.p4
+    config = bench.config
+    return Figure(
+        "P4",
+        f"ack latency, conversation with {config.long_messages:,} earlier messages / a new one",
+        round(p4["cold_ratio"], 3),
+        "ratio",
+        "<= 1.2",
+        met=p4["cold_ratio"] <= 1.2,
+        baseline=round(p4["cold_fresh_ms"], 2),
+        baseline_name="new conversation ms (median)",
+        note=f"first message after a restart (not cached): {p4['cold_long_ms']:.1f} ms; "
+        f"once cached the ratio is {p4['warm_ratio']:.2f}",
+    )
+
+
+@figure
+def p5_rebuild(bench: Bench) -> Figure:
+    return not_measured(
+        "P5",
+        "rebuild all projections of an account from the log",
+        "events/s",
+        ">= 50000",
+        "projections and their rebuild",
+    )
+
+
+@figure
+def p6_memory(bench: Bench) -> Figure:
+    p1 = bench.p1
+    return Figure(
+        "P6",
+        "peak RSS of one web worker at P1 load",
+        round(p1["peak_rss_mb"], 1),
+        "MiB",
+        "<= 150",
+        met=p1["peak_rss_mb"] <= 150,
+    )
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    def cmd(*args: str) -> str:
+        try:
+            return subprocess.run(
+                args, capture_output=True, text=True, check=False, cwd=ROOT
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "postgres": cmd("psql", "--version"),
+        "wrk": cmd("wrk", "--version").splitlines()[0] if cmd("wrk", "--version") else "",
+        "kernel": platform.release(),
+    }
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("", "figure", "value", "target", "met", "baseline", "note")]
+    for f in figures:
+        value = "-" if f.value is None else f"{f.value:g} {f.unit}"
+        met = "-" if f.met is None else ("yes" if f.met else "NO")
+        baseline = "" if f.baseline is None else f"{f.baseline:g} ({f.baseline_name})"
+        rows.append((f.id, f.name, value, f.target, met, baseline, f.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for r in rows:
+        lines.append(
+            "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny load, to check the harness works"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn web workers (default 1)")
+    parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+
+    config = Config.smoke_test() if args.smoke else Config()
+    config = Config(**{**asdict(config), "web_workers": args.workers})
+    database_url = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    workdir = RESULTS / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(config, database_url, workdir)
+    bench.reset_database()
+
+    started = datetime.now(UTC)
+    figures: list[Figure] = []
+    for function in FIGURES:
+        only = [o.upper() for o in args.only or []]
+        if only and function.__name__.split("_")[0].upper() not in only:
+            continue
+        figures.append(function(bench))
+        print(f"measured {figures[-1].id}: {figures[-1].name}", file=sys.stderr)
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": machine(),
+        "settings": {
+            "web_workers": config.web_workers,
+            "uvicorn": "loop auto, http auto, access log off, log level warning",
+            "connections": config.connections,
+            "smoke": config.smoke,
+            "load_seconds": config.seconds,
+        },
+        "figures": [asdict(f) for f in figures],
+        "details": {k: v for k, v in bench.details.items()},
+        "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    print(table(figures))
+    print(
+        f"\n{report['date']}  commit {report['commit']}{' (dirty)' if report['dirty'] else ''}  "
+        f"{config.web_workers} web worker(s)  -> {args.out}"
+    )
+    correctness = bench.details.get("correctness")
+    if correctness is not None and not correctness["exact"]:
+        print("ACKNOWLEDGED AND STORED EVENTS DIFFER:", correctness, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, LoadResult):
+        return {"rate": value.rate, "latency_ms": value.latency_ms}
+    raise TypeError(type(value))
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=False, cwd=ROOT
+    ).stdout.strip()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
