@@ -32,7 +32,8 @@ def persistence_env(database_url: str) -> dict[str, str]:
         raise SettingsError("DMLEDGER_DATABASE_URL names no database (postgresql://.../dbname)")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # eventsourcing's PostgreSQL module, with the ledger's recorders (see there).
+        "PERSISTENCE_MODULE": "infrastructure.postgres_recorder:LedgerPostgresFactory",
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -41,7 +42,6 @@ def persistence_env(database_url: str) -> dict[str, str]:
         # Also how long to wait for a pooled connection: with the retries of
         # infrastructure.postgres_recorder, an outage is reported within seconds.
         "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", "2"),
-        "APPLICATION_RECORDER_TOPIC": "infrastructure.postgres_recorder:LedgerPostgresRecorder",
         "POSTGRES_LOCK_TIMEOUT": "10",
         # Check a pooled connection before use, so a database restart costs no request.
         "POSTGRES_PRE_PING": "y",

@@ -34,7 +34,12 @@ from eventsourcing.persistence import (
     RecordConflictError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
 from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Identifier
@@ -149,3 +154,30 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def max_notification_id(self) -> int | None:
         result: int | None = _base.max_notification_id.__wrapped__(self)
         return result
+
+
+class SnapshotPostgresRecorder(PostgresAggregateRecorder):
+    """The snapshot store's recorder, with the same bounded retries as the ledger's."""
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        result: Sequence[int] | None = PostgresAggregateRecorder.insert_events.__wrapped__(
+            self, stored_events, **kwargs
+        )
+        return result
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
+        result: Sequence[StoredEvent] = PostgresAggregateRecorder.select_events.__wrapped__(
+            self, *args, **kwargs
+        )
+        return result
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, with the ledger's recorders."""
+
+    aggregate_recorder_class = SnapshotPostgresRecorder
+    application_recorder_class = LedgerPostgresRecorder

@@ -60,7 +60,7 @@ def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -
 def test_postgres_url_becomes_the_postgres_module_env() -> None:
     env = persistence_env("postgresql://me:p%40ss@127.0.0.1:5433/ledger?schema=s1")
 
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["PERSISTENCE_MODULE"] == "infrastructure.postgres_recorder:LedgerPostgresFactory"
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("me", "p@ss")
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("127.0.0.1", "5433")
     assert (env["POSTGRES_DBNAME"], env["POSTGRES_SCHEMA"]) == ("ledger", "s1")
