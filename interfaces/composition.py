@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,14 @@ from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.auto_reply import AutoReplies
 from application.conversations import Conversations
+from application.dispatcher import Dispatcher
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
+from infrastructure.crm_webhooks import StandardWebhooksClient
 from infrastructure.graph_api import GraphApiProfiles
+from infrastructure.instagram_api import InstagramGraphClient
 from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
@@ -40,6 +44,8 @@ class Services:
     auto_replies: AutoReplies
     rules: Rules
     read_models: ReadModels
+    dispatcher: Dispatcher
+    secrets: FernetSecretBox
 
     def close(self) -> None:
         self.read_models.stop()
@@ -58,6 +64,17 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
     key_usage.create_tables()
     profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
     auto_replies = AutoReplies(ledger, secrets, profiles)
+    read_models = ReadModels.build(ledger, views, writer, auto_replies)
+    dispatcher = Dispatcher(
+        ledger=ledger,
+        writer=writer,
+        outbox=read_models.outbox,
+        windows=read_models.conversation_list,
+        secrets=secrets,
+        instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
+        crm=StandardWebhooksClient(),
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+    )
     return Services(
         settings=settings,
         ledger=ledger,
@@ -68,7 +85,9 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         conversations=Conversations(),
         auto_replies=auto_replies,
         rules=Rules(ledger, profiles, secrets),
-        read_models=ReadModels.build(ledger, views, writer, auto_replies),
+        read_models=read_models,
+        dispatcher=dispatcher,
+        secrets=secrets,
     )
 
 

@@ -107,9 +107,17 @@ class SqlView(TrackingRecorder):
     """The projection's name: its tracking row, and what `projections rebuild` takes."""
     tables: Sequence[Table] = ()
 
+    notify: str | None = None
+    """A PostgreSQL channel to NOTIFY when a batch commits (who waits for this view)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._advanced = threading.Condition()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_applied(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each batch this process commits to the view."""
+        self._listeners.append(listener)
 
     def create_tables(self) -> None:
         metadata.create_all(self.engine, tables=[tracking, *self.tables])
@@ -132,8 +140,12 @@ class SqlView(TrackingRecorder):
             change(batch)
             batch.write()
             self._insert_tracking(conn, tracking_record)
+            if self.notify and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"NOTIFY {self.notify}")
         with self._advanced:
             self._advanced.notify_all()
+        for listener in self._listeners:
+            listener()
 
     # -- TrackingRecorder ---------------------------------------------------------------
 

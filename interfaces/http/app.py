@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
 from litestar import Litestar, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -9,6 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Redirect
 
 from interfaces.composition import Services
+from interfaces.dispatching import run_dispatcher
 from interfaces.http.accounts import AccountController
 from interfaces.http.auth import (
     provide_principal,
@@ -22,16 +27,22 @@ from interfaces.http.rules import RuleController
 from interfaces.http.webhooks import WebhookController
 
 
-def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
+def create_app(
+    services: Services, *, run_projections: bool = True, run_dispatcher: bool = True
+) -> Litestar:
     """The HTTP app over `services`; it starts and stops the ledger writer with itself,
-    and the projection runners too unless `run_projections` is False (when separate
-    `dmledger project` processes run them)."""
+    and the projection runners and the dispatcher too unless told not to (when separate
+    `dmledger project` and `dmledger dispatch` processes run them)."""
 
     def provide(value: object) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
-    starts = [services.read_models.start] if run_projections else []
-    stops = [services.read_models.stop] if run_projections else []
+    starts: list[Callable[[], Any]] = [services.read_models.start] if run_projections else []
+    stops: list[Callable[[], Any]] = [services.read_models.stop] if run_projections else []
+    if run_dispatcher:
+        dispatching = InProcessDispatcher(services)
+        starts.append(dispatching.start)
+        stops.insert(0, dispatching.stop)
     return Litestar(
         route_handlers=[
             WebhookController,
@@ -75,3 +86,22 @@ def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
 async def docs() -> Redirect:
     """The API reference (Scalar) lives under /schema."""
     return Redirect("/schema/docs")
+
+
+class InProcessDispatcher:
+    """The dispatcher as a task of the web process (`dmledger serve`)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.ensure_future(run_dispatcher(self._services, self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None

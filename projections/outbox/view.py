@@ -23,7 +23,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
 )
 from sqlalchemy.sql import exists
 
@@ -88,6 +87,7 @@ class OutboxView(SqlView):
 
     name = "outbox"
     tables = (outbox, crm_subscriptions, conversation_parties)
+    notify = "dmledger_outbox"
 
     def create_tables(self) -> None:
         super().create_tables()
@@ -278,6 +278,3 @@ class OutboxView(SqlView):
 
     def notify_channel(self) -> str:
         return "dmledger_outbox"
-
-
-__all__ = ["OutboxView", "delivery_state", "outbox", "text"]

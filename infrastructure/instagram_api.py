@@ -1,0 +1,142 @@
+"""Meta's Send API for Instagram (`POST /{ig-account-id}/messages`) over httpx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from application.delivery import MetaError, SendResult
+
+TIMEOUT = httpx.Timeout(15.0)
+
+
+class InstagramGraphClient:
+    """`InstagramSendApi` over HTTP: pooled keep-alive connections, 15 s timeouts,
+    never following redirects."""
+
+    def __init__(self, base_url: str, version: str) -> None:
+        self._base = f"{base_url.rstrip('/')}/{version}"
+        self._root = base_url.rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created on first use, inside the event loop that uses it.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=TIMEOUT,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+            )
+        return self._client
+
+    async def send(
+        self,
+        *,
+        ig_account_id: str,
+        access_token: str,
+        recipient_id: str,
+        text: str | None,
+        attachment: dict[str, str] | None,
+        tag: str | None,
+    ) -> SendResult:
+        message: dict[str, Any]
+        if attachment:
+            message = {
+                "attachment": {"type": attachment["type"], "payload": {"url": attachment["url"]}}
+            }
+        else:
+            message = {"text": text or ""}
+        body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
+        if tag:
+            body["messaging_type"] = "MESSAGE_TAG"
+            body["tag"] = tag
+        try:
+            response = await self._http().post(
+                f"{self._base}/{ig_account_id}/messages",
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            return SendResult(transport="not_sent", detail=type(error).__name__)
+        except httpx.TimeoutException as error:
+            # The request went out: Meta may have sent the message.
+            return SendResult(transport="timed_out", detail=type(error).__name__)
+        except httpx.HTTPError as error:
+            return SendResult(transport="timed_out", detail=type(error).__name__)
+        return _result(response)
+
+    async def refresh_token(self, access_token: str) -> tuple[str, int] | MetaError:
+        try:
+            response = await self._http().get(
+                f"{self._root}/refresh_access_token",
+                params={"grant_type": "ig_refresh_token", "access_token": access_token},
+            )
+        except httpx.HTTPError as error:
+            return MetaError(code=None, subcode=None, message=f"no answer: {type(error).__name__}")
+        payload = _json(response)
+        if response.status_code == 200 and isinstance(payload.get("access_token"), str):
+            return payload["access_token"], int(payload.get("expires_in") or 0)
+        return _error(payload) or MetaError(None, None, f"HTTP {response.status_code}")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _error(payload: dict[str, Any]) -> MetaError | None:
+    error = payload.get("error")
+    if not isinstance(error, dict):
+        return None
+    return MetaError(
+        code=error.get("code") if isinstance(error.get("code"), int) else None,
+        subcode=error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None,
+        message=str(error.get("message") or "")[:1000],
+        fbtrace_id=error.get("fbtrace_id"),
+        type=error.get("type"),
+    )
+
+
+def _regain_seconds(response: httpx.Response) -> int | None:
+    """`estimated_time_to_regain_access` (minutes) from Meta's usage headers."""
+    for header in ("x-business-use-case-usage", "x-app-usage"):
+        raw = response.headers.get(header)
+        if not raw:
+            continue
+        try:
+            usage = json.loads(raw)
+        except ValueError:
+            continue
+        entries = (
+            [e for v in usage.values() for e in (v if isinstance(v, list) else [v])]
+            if isinstance(usage, dict)
+            else []
+        )
+        minutes = [e.get("estimated_time_to_regain_access") for e in entries if isinstance(e, dict)]
+        known = [m for m in minutes if isinstance(m, int) and m > 0]
+        if known:
+            return max(known) * 60
+    return None
+
+
+def _result(response: httpx.Response) -> SendResult:
+    payload = _json(response)
+    error = _error(payload)
+    return SendResult(
+        transport="answered",
+        status_code=response.status_code,
+        message_id=payload.get("message_id") if error is None else None,
+        error=error,
+        regain_access_seconds=_regain_seconds(response),
+        detail="" if error is None else error.message,
+    )

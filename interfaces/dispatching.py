@@ -1,0 +1,72 @@
+"""Running the dispatcher in a process: wake-ups, token refreshes, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+
+import psycopg
+from psycopg import sql
+
+from interfaces.composition import Services
+
+log = logging.getLogger(__name__)
+
+TOKEN_CHECK_SECONDS = 3600.0
+
+
+async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
+    """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
+    when another process does; refreshes ageing access tokens every hour."""
+    dispatcher = services.dispatcher
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(dispatcher.wakeup.set)
+
+    outbox = services.read_models.outbox
+    outbox.on_applied(wake)
+    listening = threading.Event()
+    if outbox.engine.dialect.name == "postgresql" and outbox.notify:
+        threading.Thread(
+            target=_listen, args=(services, outbox.notify, wake, listening), daemon=True
+        ).start()
+    refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
+    try:
+        await dispatcher.run(stop)
+    finally:
+        listening.set()
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+
+
+def _listen(services: Services, channel: str, wake: object, done: threading.Event) -> None:
+    url = services.read_models.outbox.engine.url
+    try:
+        with psycopg.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            autocommit=True,
+        ) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            while not done.is_set():
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    wake()  # type: ignore[operator]
+    except psycopg.Error as error:
+        log.warning("the dispatcher cannot LISTEN (%s); it polls instead", error)
+
+
+async def _refresh_tokens(services: Services, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await services.dispatcher.refresh_tokens()
+        except Exception:
+            log.exception("refreshing access tokens failed; trying again in an hour")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), TOKEN_CHECK_SECONDS)
