@@ -49,3 +49,7 @@ class NotFound(ApplicationError):
 
 class Forbidden(ApplicationError):
     """The caller's key may read this resource but not change it."""
+
+
+class Conflict(ApplicationError):
+    """The request conflicts with one made before (an idempotency key reused otherwise)."""

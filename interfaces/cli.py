@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run the projection runners here (separate `dmledger project` processes do)",
     )
+    serve.add_argument(
+        "--no-dispatcher",
+        action="store_true",
+        help="do not run the dispatcher here (separate `dmledger dispatch` processes do)",
+    )
     serve.set_defaults(run=_serve)
 
     accounts = commands.add_parser("accounts", help="manage Instagram accounts").add_subparsers(
@@ -106,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", help="the key's id, as `keys list` shows it")
     revoke.set_defaults(run=_keys_revoke)
 
+    dispatch = commands.add_parser(
+        "dispatch", help="send the outboxes (Instagram, CRM) until stopped"
+    )
+    dispatch.add_argument("--once", action="store_true", help="send what is due now, then stop")
+    dispatch.set_defaults(run=_dispatch)
     project = commands.add_parser("project", help="run the projection runners until stopped")
     project.set_defaults(run=_project)
     projections = commands.add_parser("projections", help="read models").add_subparsers(
@@ -148,7 +158,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     services = build(settings, announce=lambda text: print(text, file=sys.stderr))
     try:
         config = uvicorn.Config(
-            create_app(services, run_projections=not args.no_projections),
+            create_app(
+                services,
+                run_projections=not args.no_projections,
+                run_dispatcher=not args.no_dispatcher,
+            ),
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=settings.log_level,
@@ -349,6 +363,33 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
     try:
         services.read_models.start()
         stop.wait()
+    finally:
+        services.close()
+    return 0
+
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from interfaces.dispatching import run_dispatcher
+
+    services = _services(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        if args.once:
+            await services.dispatcher.drain()
+        else:
+            print("dispatching the outboxes", file=sys.stderr)
+            await run_dispatcher(services, stop)
+
+    services.writer.start()
+    try:
+        asyncio.run(main())
     finally:
         services.close()
     return 0

@@ -12,12 +12,13 @@ from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.auto_reply import AutoReplies
 from application.conversations import Conversations
+from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
-from infrastructure.crm_webhooks import StandardWebhooksClient
+from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
 from infrastructure.key_usage import SqlKeyUsage
@@ -45,7 +46,7 @@ class Services:
     rules: Rules
     read_models: ReadModels
     dispatcher: Dispatcher
-    secrets: FernetSecretBox
+    crm_endpoints: CrmEndpoints
 
     def close(self) -> None:
         self.read_models.stop()
@@ -87,7 +88,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         rules=Rules(ledger, profiles, secrets),
         read_models=read_models,
         dispatcher=dispatcher,
-        secrets=secrets,
+        crm_endpoints=CrmEndpoints(ledger, secrets, new_secret),
     )
 
 

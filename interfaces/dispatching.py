@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -24,10 +25,12 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
     def wake() -> None:
-        loop.call_soon_threadsafe(dispatcher.wakeup.set)
+        # Called from other threads; after a stop the loop may be gone.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(dispatcher.wakeup.set)
 
     outbox = services.read_models.outbox
-    outbox.on_applied(wake)
+    stop_listening = outbox.on_applied(wake)
     listening = threading.Event()
     if outbox.engine.dialect.name == "postgresql" and outbox.notify:
         threading.Thread(
@@ -37,13 +40,16 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     try:
         await dispatcher.run(stop)
     finally:
+        stop_listening()
         listening.set()
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
 
 
-def _listen(services: Services, channel: str, wake: object, done: threading.Event) -> None:
+def _listen(
+    services: Services, channel: str, wake: Callable[[], None], done: threading.Event
+) -> None:
     url = services.read_models.outbox.engine.url
     try:
         with psycopg.connect(
@@ -57,7 +63,7 @@ def _listen(services: Services, channel: str, wake: object, done: threading.Even
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             while not done.is_set():
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    wake()  # type: ignore[operator]
+                    wake()
     except psycopg.Error as error:
         log.warning("the dispatcher cannot LISTEN (%s); it polls instead", error)
 

@@ -115,9 +115,11 @@ class SqlView(TrackingRecorder):
         self._advanced = threading.Condition()
         self._listeners: list[Callable[[], None]] = []
 
-    def on_applied(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after each batch this process commits to the view."""
+    def on_applied(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after each batch this process commits to the view; returns the
+        function that stops it."""
         self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     def create_tables(self) -> None:
         metadata.create_all(self.engine, tables=[tracking, *self.tables])

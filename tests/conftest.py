@@ -98,6 +98,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "database_url": database_url,
             "secret_keys": (TEST_KEY,),
             "data_dir": str(tmp_path / "var"),
+            # Tests never reach Meta: nothing listens on port 9 of loopback.
+            "graph_api_url": "http://127.0.0.1:9",
         }
         values.update(overrides)
         return Settings(**values)

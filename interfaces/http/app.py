@@ -21,6 +21,7 @@ from interfaces.http.auth import (
     provide_writable_account,
 )
 from interfaces.http.conversations import ConversationController
+from interfaces.http.crm import CrmController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
 from interfaces.http.rules import RuleController
@@ -49,6 +50,7 @@ def create_app(
             AccountController,
             ConversationController,
             RuleController,
+            CrmController,
             healthz,
             readyz,
             docs,
@@ -62,6 +64,7 @@ def create_app(
             "conversations": provide(services.conversations),
             "read_models": provide(services.read_models),
             "rules": provide(services.rules),
+            "crm_endpoints": provide(services.crm_endpoints),
             "principal": Provide(provide_principal),
             # Resolved from the path's {account_id}, for the routes that have one.
             "account": Provide(provide_readable_account),

@@ -8,15 +8,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, Response, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from application.api_keys import Principal
 from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
 from application.ledger_writer import LedgerWriter
+from application.replies import ReplyRequest, request_reply
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
 from interfaces.http.wire import (
@@ -25,6 +26,7 @@ from interfaces.http.wire import (
     ConversationPage,
     Message,
     MessagePage,
+    ReplyStatus,
 )
 from projections.registry import ReadModels
 
@@ -160,6 +162,68 @@ class ConversationController(Controller):
         await writer.run(command)
         await asyncio.to_thread(read_models.wait_for, "conversation_list")
         return await self._conversation(read_models, writable_account, conversation_id)
+
+    @post(
+        "/{conversation_id:uuid}/replies",
+        status_code=HTTP_202_ACCEPTED,
+        responses=problems(400, 401, 403, 404, 409, 422, 503),
+    )
+    async def send_reply(
+        self,
+        writable_account: NamedDependency[str],
+        principal: NamedDependency[Principal],
+        conversation_id: FromPath[UUID],
+        data: JSONBody[ReplyRequest],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="The same key with the same body sends the reply once.",
+            ),
+        ],
+        writer: NamedDependency[LedgerWriter],
+        read_models: NamedDependency[ReadModels],
+    ) -> Response[ReplyStatus]:
+        """Send a reply as a person (`ReplyQueued`, automation pauses). Answers 202 with
+        the reply's id and where to see its status; the same key and body answer the same."""
+        command = request_reply(
+            writable_account,
+            conversation_id,
+            data,
+            idempotency_key=idempotency_key or "",
+            by=f"api-key:{principal.key_id}",
+            at=int(time.time() * 1000),
+        )
+        accepted = await writer.run(command)
+        await asyncio.to_thread(read_models.wait_for, "message_history")
+        status = await self._reply(
+            read_models, writable_account, conversation_id, accepted.reply_id
+        )
+        headers = {"Location": status.status_url}
+        return Response(status, status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @get("/{conversation_id:uuid}/replies/{reply_id:str}", responses=problems(401, 404))
+    async def get_reply(
+        self,
+        account: NamedDependency[str],
+        conversation_id: FromPath[UUID],
+        reply_id: FromPath[str],
+        read_models: NamedDependency[ReadModels],
+    ) -> ReplyStatus:
+        """Show a reply: queued, sent (with Meta's message id), failed (with Meta's error)."""
+        return await self._reply(read_models, account, conversation_id, reply_id)
+
+    @staticmethod
+    async def _reply(
+        read_models: ReadModels, account: str, conversation_id: UUID, reply_id: str
+    ) -> ReplyStatus:
+        await ConversationController._conversation(read_models, account, conversation_id)
+        row = await asyncio.to_thread(
+            read_models.message_history.reply, str(conversation_id), reply_id
+        )
+        if row is None:
+            raise NotFound(f"there is no reply {reply_id} in this conversation")
+        return ReplyStatus.of(row, account)
 
     @get("/{conversation_id:uuid}/messages", responses=problems(401, 404, 422))
     async def list_messages(

@@ -22,6 +22,7 @@ from application.errors import (
     AccountAlreadyRegistered,
     AccountNotFound,
     ApplicationError,
+    Conflict,
     Forbidden,
     InvalidInput,
     InvalidSignature,
@@ -43,6 +44,7 @@ _STATUS: dict[type[ApplicationError], tuple[int, str]] = {
     Unauthenticated: (HTTP_401_UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTP_403_FORBIDDEN, "forbidden"),
     AccountAlreadyRegistered: (HTTP_409_CONFLICT, "conflict"),
+    Conflict: (HTTP_409_CONFLICT, "conflict"),
     InvalidInput: (HTTP_422_UNPROCESSABLE_ENTITY, "invalid-input"),
     StorageUnavailable: (HTTP_503_SERVICE_UNAVAILABLE, "storage-unavailable"),
 }

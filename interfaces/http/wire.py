@@ -187,3 +187,31 @@ class ChangeConversation(msgspec.Struct, forbid_unknown_fields=True):
     read: Annotated[
         bool | None, Meta(description="`true` marks everything received so far as read.")
     ] = None
+
+
+class ReplyStatus(msgspec.Struct):
+    """One of our replies: where it stands."""
+
+    reply_id: str
+    conversation_id: str
+    status: Annotated[
+        str,
+        Meta(description="queued, retrying, sent, delivered (its echo came back) or failed"),
+    ]
+    text: str | None
+    message_id: Annotated[str | None, Meta(description="Meta's id, once sent.")]
+    error: dict[str, Any] | None
+    status_url: str
+
+    @classmethod
+    def of(cls, row: dict[str, Any], account_id: str) -> ReplyStatus:
+        conversation_id = row["conversation_id"]
+        return cls(
+            reply_id=row["reply_id"],
+            conversation_id=conversation_id,
+            status=row["delivery_status"] or "queued",
+            text=row["text"],
+            message_id=row["mid"],
+            error=row["delivery_error"],
+            status_url=f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/replies/{row['reply_id']}",
+        )

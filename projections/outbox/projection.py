@@ -110,6 +110,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "kind": "reply",
                 "body": msgspec.json.encode(body).decode(),
                 "position": position,
+                "created_at": int(event.timestamp.timestamp() * 1000),
                 "outcome": None,
             },
         )
@@ -292,6 +293,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "kind": kind,
                 "body": body,
                 "position": position,
+                "created_at": int(event.timestamp.timestamp() * 1000),
                 "outcome": None,
             },
         )

@@ -39,6 +39,7 @@ outbox = Table(
     Column("kind", String(40), nullable=False),
     Column("body", Text, nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
     Column("outcome", String(16)),
     Index("outbox_due", "channel", "outcome", "position"),
     Index("outbox_by_conversation", "conversation_id", "position"),
@@ -222,7 +223,7 @@ class OutboxView(SqlView):
         ig_account_id: str,
         *,
         delivery_id: str | None = None,
-        since_position: int | None = None,
+        since_ms: int | None = None,
         now: int,
     ) -> int:
         """Send CRM deliveries again (dead ones included); the number of deliveries."""
@@ -230,12 +231,13 @@ class OutboxView(SqlView):
         query = select(o.delivery_id).where(o.channel == "crm", o.ig_account_id == ig_account_id)
         if delivery_id is not None:
             query = query.where(o.delivery_id == delivery_id)
-        if since_position is not None:
-            query = query.where(o.position >= since_position)
+        if since_ms is not None:
+            query = query.where(o.created_at >= since_ms)
         with writing(self.engine) as conn:
             ids = [r[0] for r in conn.execute(query)]
             for chunk_start in range(0, len(ids), 500):
                 chunk = ids[chunk_start : chunk_start + 500]
+                # A delivery never attempted has no state row: it is pending already.
                 conn.execute(
                     delivery_state.update()
                     .where(delivery_state.c.delivery_id.in_(chunk))

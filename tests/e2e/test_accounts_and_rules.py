@@ -202,7 +202,9 @@ async def test_handover_pauses_automation_until_resumed(
     await say("m-3")
 
     decisions = [
-        (k, d.get("in_reply_to"), d.get("reason")) for k, d in stored_events(bare) if "Reply" in k
+        (k, d.get("in_reply_to"), d.get("reason"))
+        for k, d in stored_events(bare)
+        if k in ("Conversation.ReplyQueued", "Conversation.AutoReplySkipped")
     ]
     assert decisions == [
         ("Conversation.ReplyQueued", "m-1", None),

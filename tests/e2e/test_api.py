@@ -250,6 +250,7 @@ async def test_conversations_page_newest_first_with_filters(
 
     async def all_listed() -> None:
         response = await client.get(BASE, headers=crm)
+        assert response.status_code == 200
         assert len(response.json()["conversations"]) == 5
 
     await eventually(all_listed)
@@ -294,6 +295,7 @@ async def test_messages_page_in_both_directions_without_gaps_or_duplicates(
         response = await client.get(
             f"{BASE}/{CONVERSATION}/messages", headers=crm, params={"limit": "200"}
         )
+        assert response.status_code == 200
         assert len(response.json()["messages"]) == 45
 
     await eventually(all_there)

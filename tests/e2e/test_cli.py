@@ -27,6 +27,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "DMLEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.sqlite3",
         "DMLEDGER_SECRET_KEY": TEST_KEY,
         "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
+        "DMLEDGER_GRAPH_API_URL": "http://127.0.0.1:9",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -1,0 +1,94 @@
+"""Replies the CRM sends through dmledger, idempotently."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+from uuid import UUID, uuid5
+
+import msgspec
+
+from application.errors import Conflict, InvalidInput, NotFound
+from application.ledger_writer import Changes, Command
+from domain.conversation import Conversation
+
+
+class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A reply to send: a text, or an attachment by URL."""
+
+    text: str | None = None
+    attachment_url: str | None = None
+    attachment_type: Literal["image", "video", "audio", "file"] | None = None
+
+
+class ReplyAccepted(msgspec.Struct, frozen=True):
+    reply_id: str
+    created: bool
+    """False when the same request was made before with this idempotency key."""
+
+
+def request_reply(
+    ig_account_id: str,
+    conversation_id: UUID,
+    request: ReplyRequest,
+    *,
+    idempotency_key: str,
+    by: str,
+    at: int,
+) -> Command[ReplyAccepted]:
+    """The command that queues a person's reply, once per idempotency key.
+
+    The same key with the same body answers with the same reply; with another body it is
+    a conflict. A person replying means a person handles the conversation: automation
+    pauses for it.
+    """
+    key = idempotency_key.strip()
+    if not key or len(key) > 200:
+        raise InvalidInput(
+            "Idempotency-Key", "send an Idempotency-Key header of 1 to 200 characters"
+        )
+    if bool(request.text) == bool(request.attachment_url):
+        raise InvalidInput("text", "give either a text or an attachment_url")
+    if request.attachment_url and not request.attachment_url.startswith("https://"):
+        raise InvalidInput("attachment_url", "attachments are sent by https:// URL")
+    if request.attachment_url and request.attachment_type is None:
+        raise InvalidInput(
+            "attachment_type", "say what the attachment is: image, video, audio, file"
+        )
+    fingerprint = hashlib.sha256(msgspec.json.encode(request)).hexdigest()
+    record_key = f"request:{key}"
+    reply_id = str(uuid5(conversation_id, record_key))
+    attachment = (
+        {"type": request.attachment_type or "file", "url": request.attachment_url}
+        if request.attachment_url
+        else None
+    )
+
+    def request_it(changes: Changes) -> ReplyAccepted:
+        conversation = changes.get(conversation_id, Conversation)
+        if conversation is None or conversation.ig_account_id != ig_account_id:
+            raise NotFound(f"there is no conversation {conversation_id} in this account")
+        earlier = conversation.requests.get(record_key)
+        if earlier is not None:
+            if earlier["hash"] != fingerprint:
+                raise Conflict(
+                    "this Idempotency-Key was used for another reply; use a new key for a new reply"
+                )
+            return ReplyAccepted(reply_id=earlier["reply_id"], created=False)
+        conversation.queue_reply(
+            reply_id=reply_id,
+            text=request.text or "",
+            key=record_key,
+            automated=False,
+            in_reply_to=None,
+            rule_id=None,
+            rule_version=None,
+            trigger_at=None,
+            by=by,
+            attachment=attachment,
+            request_hash=fingerprint,
+        )
+        conversation.pause_automation(at=at, by=by, reason="human_reply")
+        return ReplyAccepted(reply_id=reply_id, created=True)
+
+    return request_it
