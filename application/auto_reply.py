@@ -177,3 +177,21 @@ def preview(
     if match is None:
         return None, None
     return match, render(match.template, profile=profile, account_username=account.username)
+
+
+def echo_command(event: Any) -> Command[bool]:
+    """The command that pauses automation when an echo shows a person answered from the
+    Instagram app: an echo of none of our replies, with none of ours on its way (the echo
+    of a reply can arrive before the Send API's answer)."""
+
+    def check(changes: Changes) -> bool:
+        conversation = changes.get(event.originator_id, Conversation)
+        if conversation is None or event.mid in conversation.sent_message_ids:
+            return False
+        if conversation.replies_in_flight:
+            return False
+        return conversation.pause_automation(
+            at=event.sent_at, by="instagram-app", reason="human_replied_in_app"
+        )
+
+    return check

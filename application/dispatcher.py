@@ -110,14 +110,15 @@ class Dispatcher:
         self._instagram = instagram
         self._crm = crm
         self._owner = owner
-        self._clock = clock
+        self.clock = clock
+        """Milliseconds since the epoch (tests move it on)."""
         self._max_in_flight = max_in_flight
         self._lease_ms = lease_ms
         self._rate = sends_per_second
         self._breaker_limit = breaker_limit
         self._breaker_rest_ms = breaker_rest_ms
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._accounts: dict[str, tuple[float, Account | None]] = {}
+        self._accounts: dict[str, tuple[int, Account | None]] = {}
         self._held: dict[str, int] = {}
         """Accounts whose Instagram sends wait, until (ms)."""
         self._buckets: dict[str, _Bucket] = {}
@@ -156,7 +157,7 @@ class Dispatcher:
         room = self._max_in_flight - len(self._in_flight)
         if room <= 0:
             return 0
-        now = self._clock()
+        now = self.clock()
         self._held = {a: until for a, until in self._held.items() if until > now}
         replies = await asyncio.to_thread(
             self._outbox.lease,
@@ -213,7 +214,7 @@ class Dispatcher:
         ig_account_id = row["ig_account_id"]
         conversation_id = UUID(row["conversation_id"])
         reply_id = row["delivery_id"]
-        now = self._clock()
+        now = self.clock()
         account = await self._account(ig_account_id)
         if account is None or account.status == AccountStatus.DEACTIVATED:
             await self._refuse(row, conversation_id, "the account is not served")
@@ -252,7 +253,7 @@ class Dispatcher:
         account: Account,
         result: SendResult,
     ) -> None:
-        now = self._clock()
+        now = self.clock()
         action = classify(result)
         attempt = row["attempts"]
         ig_account_id = account.ig_account_id
@@ -355,7 +356,7 @@ class Dispatcher:
                 attempt=row["attempts"],
             )
         )
-        await self._settle(row, "dead", self._clock())
+        await self._settle(row, "dead", self.clock())
 
     # -- the CRM -------------------------------------------------------------------------------
 
@@ -366,7 +367,7 @@ class Dispatcher:
             log.exception("delivery %s failed in dmledger", row["delivery_id"])
 
     async def _deliver_unguarded(self, row: dict[str, Any]) -> None:
-        now = self._clock()
+        now = self.clock()
         account = await self._account(row["ig_account_id"])
         endpoint = account.crm_endpoint if account is not None else None
         if endpoint is None or not endpoint["enabled"]:
@@ -388,7 +389,7 @@ class Dispatcher:
             delivery_id=row["delivery_id"],
             body=row["body"],
         )
-        now = self._clock()
+        now = self.clock()
         attempt = {
             "at": now,
             "status_code": result.status_code,
@@ -424,7 +425,7 @@ class Dispatcher:
 
     async def refresh_tokens(self) -> int:
         """Refresh the access tokens that are 50 days old or more; the number refreshed."""
-        now = self._clock()
+        now = self.clock()
         refreshed = 0
         for account in await asyncio.to_thread(self._ledger.accounts):
             if account.status != AccountStatus.ACTIVE or account.token_rejected:
@@ -456,11 +457,12 @@ class Dispatcher:
     # -- helpers ---------------------------------------------------------------------------------
 
     async def _account(self, ig_account_id: str) -> Account | None:
+        # Read again every 2 s: credentials may be rotated by another process.
         cached = self._accounts.get(ig_account_id)
-        if cached is not None and time.monotonic() - cached[0] < 2.0:
+        if cached is not None and self.clock() - cached[0] < 2_000:
             return cached[1]
         account = await asyncio.to_thread(self._ledger.account, ig_account_id)
-        self._accounts[ig_account_id] = (time.monotonic(), account)
+        self._accounts[ig_account_id] = (self.clock(), account)
         return account
 
     def _forget(self, ig_account_id: str) -> None:
@@ -490,7 +492,7 @@ class Dispatcher:
             self._outbox.settle,
             row["delivery_id"],
             status="pending",
-            now=self._clock(),
+            now=self.clock(),
             next_attempt_at=at,
             keep_attempt_count=True,
         )

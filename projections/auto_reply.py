@@ -1,4 +1,5 @@
-"""The auto-reply policy: follows the log and records a decision on each inbound message.
+"""The auto-reply policy: follows the log and records a decision on each inbound message,
+and pauses automation when a person answers from the Instagram app.
 
 It keeps no rows, only its position: each decision is a command on the ledger (an event on
 the conversation), keyed by the message, so running one again after a crash changes
@@ -11,9 +12,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from application.auto_reply import TRIGGER_TOPICS, AutoReplies
+from application.auto_reply import TRIGGER_TOPICS, AutoReplies, echo_command
 from application.errors import StorageUnavailable
-from application.ledger_writer import LedgerWriter
+from application.ledger_writer import Command, LedgerWriter
+from domain.conversation import MESSAGE_ECHOED
 from projections.projection import LedgerProjection
 from projections.view import SqlView
 
@@ -42,10 +44,15 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
 
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
         for event, position in items:
-            if type(event).TOPIC not in TRIGGER_TOPICS:
+            topic = type(event).TOPIC
+            if topic == MESSAGE_ECHOED:
+                command: Command[Any] = echo_command(event)
+            elif topic in TRIGGER_TOPICS:
+                command = self._auto_replies.command_for(event)
+            else:
                 continue
             try:
-                self._writer.run_now(self._auto_replies.command_for(event))
+                self._writer.run_now(command)
             except StorageUnavailable:
                 raise  # the batch runs again later
             except Exception:

@@ -195,9 +195,15 @@ class ConversationController(Controller):
             at=int(time.time() * 1000),
         )
         accepted = await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "message_history")
-        status = await self._reply(
-            read_models, writable_account, conversation_id, accepted.reply_id
+        row = await asyncio.to_thread(
+            read_models.message_history.reply, str(conversation_id), accepted.reply_id
+        )
+        status = (
+            ReplyStatus.of(row, writable_account)
+            if row is not None
+            else ReplyStatus.queued(
+                writable_account, str(conversation_id), accepted.reply_id, data.text
+            )
         )
         headers = {"Location": status.status_url}
         return Response(status, status_code=HTTP_202_ACCEPTED, headers=headers)

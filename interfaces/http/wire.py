@@ -204,6 +204,21 @@ class ReplyStatus(msgspec.Struct):
     status_url: str
 
     @classmethod
+    def queued(
+        cls, account_id: str, conversation_id: str, reply_id: str, text: str | None
+    ) -> ReplyStatus:
+        """A reply just queued, before the message history shows it."""
+        return cls(
+            reply_id=reply_id,
+            conversation_id=conversation_id,
+            status="queued",
+            text=text,
+            message_id=None,
+            error=None,
+            status_url=_status_url(account_id, conversation_id, reply_id),
+        )
+
+    @classmethod
     def of(cls, row: dict[str, Any], account_id: str) -> ReplyStatus:
         conversation_id = row["conversation_id"]
         return cls(
@@ -213,5 +228,9 @@ class ReplyStatus(msgspec.Struct):
             text=row["text"],
             message_id=row["mid"],
             error=row["delivery_error"],
-            status_url=f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/replies/{row['reply_id']}",
+            status_url=_status_url(account_id, conversation_id, row["reply_id"]),
         )
+
+
+def _status_url(account_id: str, conversation_id: str, reply_id: str) -> str:
+    return f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/replies/{reply_id}"

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-TOKEN_EXPIRED = {
-    "error": {
-        "message": "Error validating access token: Session has expired.",
-        "type": "OAuthException",
-        "code": 190,
-        "error_subcode": 463,
+
+def meta_error(
+    code: int, message: str, subcode: int | None = None, kind: str = "OAuthException"
+) -> dict[str, Any]:
+    """An error body as the Graph API writes it."""
+    error: dict[str, Any] = {
+        "message": message,
+        "type": kind,
+        "code": code,
         "fbtrace_id": "AbCdEfGhIjK",
     }
-}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
+
+
+TOKEN_EXPIRED = meta_error(190, "Error validating access token: Session has expired.", 463)
+OUTSIDE_WINDOW = meta_error(
+    10, "This message is sent outside of allowed window.", 2018278, "OAuthException"
+)
+USER_UNAVAILABLE = meta_error(551, "This person isn't available right now.", 1545041)
+TEMPORARY = meta_error(2, "An unexpected error has occurred. Please retry your request later.")
+RATE_LIMITED = meta_error(613, "Calls to this api have exceeded the rate limit.")
 
 
 class FakeGraphApi:
-    """Serves `GET /{version}/{igsid}` from `profiles`; records every request."""
+    """Serves profiles (`GET /{version}/{igsid}`) and the Send API
+    (`POST /{version}/{ig_account_id}/messages`); records every request.
+
+    `answers` holds scripted answers for the next sends, as (status, body) or ("sleep",
+    seconds); when it is empty a send succeeds with a new `message_id`.
+    """
 
     def __init__(
         self, access_token: str, profiles: dict[str, dict[str, str]] | None = None
@@ -28,9 +49,14 @@ class FakeGraphApi:
         self.access_token = access_token
         self.profiles = profiles or {}
         self.requests: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.answers: deque[tuple[Any, Any]] = deque()
+        self._count = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 fake.requests.append(
@@ -47,9 +73,31 @@ class FakeGraphApi:
                 elif participant in fake.profiles:
                     self._answer(200, {"id": participant, **fake.profiles[participant]})
                 else:
-                    self._answer(
-                        400, {"error": {"message": "Unsupported get request.", "code": 100}}
-                    )
+                    self._answer(400, meta_error(100, "Unsupported get request."))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                parts = urlsplit(self.path)
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                record = {"path": parts.path, "body": body, "token": token}
+                fake.requests.append(record)
+                if fake.answers:
+                    kind, value = fake.answers.popleft()
+                    if kind == "sleep":
+                        time.sleep(value)
+                    else:
+                        self._answer(kind, value)
+                        return
+                if token != fake.access_token:
+                    self._answer(401, TOKEN_EXPIRED)
+                    return
+                fake._count += 1
+                message_id = f"m_fake{fake._count}"
+                fake.sent.append({**record, "message_id": message_id})
+                self._answer(
+                    200, {"recipient_id": body["recipient"]["id"], "message_id": message_id}
+                )
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 raw = json.dumps(body).encode()
@@ -63,6 +111,7 @@ class FakeGraphApi:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

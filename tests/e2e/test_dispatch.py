@@ -1,0 +1,505 @@
+"""Replies leave for the Instagram Send API, notifications for the CRM: a fake Graph API and
+a fake CRM (verifying Standard Webhooks signatures) on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.identity import conversation_id
+from interfaces.composition import Services
+from interfaces.http.app import create_app
+from tests.conftest import (
+    ACCESS_TOKEN,
+    ACCOUNT,
+    PARTICIPANT,
+    bearer,
+    eventually,
+    issue_key,
+    meta_json,
+    register_account,
+    signed_headers,
+    stored_events,
+)
+from tests.support.fake_crm import FakeCrm
+from tests.support.fake_graph import (
+    OUTSIDE_WINDOW,
+    RATE_LIMITED,
+    TEMPORARY,
+    TOKEN_EXPIRED,
+    USER_UNAVAILABLE,
+    FakeGraphApi,
+)
+
+Client = AsyncTestClient[Any]
+CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
+BASE = f"/api/v1/accounts/{ACCOUNT}"
+REPLIES = f"{BASE}/conversations/{CONVERSATION}/replies"
+SHIPPING = {
+    "name": "shipping",
+    "triggers": [{"type": "keyword", "value": "ship"}],
+    "reply": "Hi {first_name}! We ship worldwide.",
+}
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraphApi]:
+    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def crm() -> Iterator[FakeCrm]:
+    fake = FakeCrm()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def services(
+    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
+) -> Services:
+    built = make_services(database_url, graph_api_url=graph.url)
+    register_account(built)
+    view = built.writer.run_now(
+        built.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    return built
+
+
+@pytest.fixture
+async def api(services: Services) -> AsyncIterator[Client]:
+    """The HTTP app, with projections and the dispatcher driven by the test, step by step."""
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as client:
+        yield client
+
+
+@pytest.fixture
+def key(services: Services) -> dict[str, str]:
+    return bearer(issue_key(services, "account", ACCOUNT))
+
+
+def message(text: str, mid: str, *, at: int | None = None) -> bytes:
+    body = meta_json("text")
+    item = body["entry"][0]["messaging"][0]
+    item["timestamp"] = at if at is not None else int(time.time() * 1000)
+    item["message"] = {"mid": mid, "text": text}
+    return json.dumps(body).encode()
+
+
+def echo(mid: str) -> bytes:
+    body = meta_json("echo")
+    body["entry"][0]["messaging"][0]["message"]["mid"] = mid
+    return json.dumps(body).encode()
+
+
+async def deliver(api: Client, *bodies: bytes) -> None:
+    for body in bodies:
+        response = await api.post("/webhooks/instagram", content=body, headers=signed_headers(body))
+        assert response.status_code == 200, response.text
+
+
+async def step(services: Services, rounds: int = 3) -> None:
+    """Let the projections, the policy and the dispatcher do what is due now."""
+    for _ in range(rounds):
+        services.read_models.catch_up()
+        await services.dispatcher.drain()
+    services.read_models.catch_up()
+
+
+def types(services: Services) -> list[str]:
+    return [kind for kind, _ in stored_events(services)]
+
+
+def of_type(services: Services, kind: str) -> list[dict[str, Any]]:
+    return [data for k, data in stored_events(services) if k == kind]
+
+
+async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a_verified_delivery(
+    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
+) -> None:
+    # given an account with a rule and a CRM endpoint, served as `dmledger serve` does
+    services = make_services(database_url, graph_api_url=graph.url)
+    register_account(services)
+    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    async with AsyncTestClient(app=create_app(services)) as api:
+        # when a signed webhook matches the rule
+        await deliver(api, message("Do you ship to Munich?", "m-1"))
+
+        # then the reply reaches the Send API, and the CRM gets a verified message.received
+        await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
+        await eventually(
+            lambda: _assert("message.received" in [d["payload"]["type"] for d in crm.delivered()]),
+            timeout=10,
+        )
+    sent = graph.sent[0]
+    assert sent["path"] == f"/v21.0/{ACCOUNT}/messages"
+    assert sent["body"] == {
+        "recipient": {"id": PARTICIPANT},
+        "message": {"text": "Hi Anna! We ship worldwide."},
+    }
+    assert sent["token"] == ACCESS_TOKEN
+    received = next(d for d in crm.delivered() if d["payload"]["type"] == "message.received")
+    assert received["payload"]["data"]["mid"] == "m-1"
+    assert received["payload"]["data"]["sequence"] == 1
+    assert received["id"].startswith("evt_")
+    assert crm.rejected == []
+
+
+def _assert(condition: bool) -> None:
+    assert condition
+
+
+def _definition(rule: dict[str, Any]) -> Any:
+    import msgspec
+
+    from application.rules import RuleDefinition
+
+    return msgspec.convert(rule, RuleDefinition)
+
+
+async def test_a_crm_reply_is_sent_once_however_often_it_is_posted(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    headers = {**key, "Idempotency-Key": "reply-0001"}
+
+    first = await api.post(REPLIES, headers=headers, json={"text": "Hello! How can we help?"})
+    again = await api.post(REPLIES, headers=headers, json={"text": "Hello! How can we help?"})
+    other = await api.post(REPLIES, headers=headers, json={"text": "Something else"})
+    await step(services)
+    await api.post(REPLIES, headers=headers, json={"text": "Hello! How can we help?"})
+    await step(services)
+
+    assert (first.status_code, again.status_code, other.status_code) == (202, 202, 409)
+    assert first.json()["reply_id"] == again.json()["reply_id"]
+    assert first.headers["location"] == first.json()["status_url"]
+    assert [s["body"]["message"]["text"] for s in graph.sent] == ["Hello! How can we help?"]
+    status = (await api.get(first.json()["status_url"], headers=key)).json()
+    assert (status["status"], status["message_id"]) == ("sent", graph.sent[0]["message_id"])
+    assert of_type(services, "Conversation.AutomationPaused")[0]["reason"] == "human_reply"
+
+
+async def test_a_reply_without_an_idempotency_key_is_refused(
+    api: Client, services: Services, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+
+    response = await api.post(REPLIES, headers=key, json={"text": "Hi"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "Idempotency-Key"
+
+
+async def test_the_echo_of_a_sent_reply_is_linked_to_it_not_shown_twice(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    reply = (
+        await api.post(REPLIES, headers={**key, "Idempotency-Key": "k1"}, json={"text": "Hi!"})
+    ).json()
+    await step(services)
+
+    await deliver(api, echo(graph.sent[0]["message_id"]))
+    await step(services)
+
+    messages = (await api.get(f"{BASE}/conversations/{CONVERSATION}/messages", headers=key)).json()[
+        "messages"
+    ]
+    assert [(m["direction"], m["text"]) for m in messages] == [
+        ("inbound", "hello"),
+        ("outbound", "Hi!"),
+    ]
+    assert messages[1]["delivery_status"] == "delivered"
+    assert (await api.get(reply["status_url"], headers=key)).json()["status"] == "delivered"
+    assert not of_type(services, "Conversation.AutomationPaused")[1:]
+
+
+async def test_an_echo_we_did_not_send_is_a_person_answering_from_the_app(
+    api: Client, services: Services
+) -> None:
+    await deliver(api, message("hello", "m-1"), echo("m-typed-in-the-app"))
+    await step(services)
+
+    [paused] = of_type(services, "Conversation.AutomationPaused")
+    assert (paused["reason"], paused["by"]) == ("human_replied_in_app", "instagram-app")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_class", "code"),
+    [
+        ((400, USER_UNAVAILABLE), "terminal", 551),
+        ((400, OUTSIDE_WINDOW), "terminal", 10),
+    ],
+)
+async def test_a_terminal_error_fails_the_reply_with_metas_error(
+    api: Client,
+    services: Services,
+    graph: FakeGraphApi,
+    key: dict[str, str],
+    answer: tuple[int, dict[str, Any]],
+    error_class: str,
+    code: int,
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    graph.answers.append(answer)
+
+    reply = (
+        await api.post(REPLIES, headers={**key, "Idempotency-Key": "k"}, json={"text": "Hi"})
+    ).json()
+    await step(services)
+
+    [failed] = of_type(services, "Conversation.ReplyFailed")
+    assert (failed["error_class"], failed["code"], failed["retryable"]) == (
+        error_class,
+        code,
+        False,
+    )
+    assert failed["fbtrace_id"] == "AbCdEfGhIjK"
+    status = (await api.get(reply["status_url"], headers=key)).json()
+    assert status["status"] == "failed"
+    assert status["error"]["code"] == code
+    assert len(graph.requests) == 1  # not retried
+
+
+async def test_a_transient_error_is_retried_with_backoff(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    graph.answers.extend([(500, TEMPORARY), (400, TEMPORARY)])
+
+    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k"}, json={"text": "Hi"})
+    await step(services)
+    assert graph.sent == []
+    for _ in range(2):
+        services.dispatcher.clock = _later(services.dispatcher.clock, 3_600_000)
+        await step(services)
+
+    assert len(graph.sent) == 1
+    assert [f["retryable"] for f in of_type(services, "Conversation.ReplyFailed")] == [True, True]
+    assert len(of_type(services, "Conversation.ReplySent")) == 1
+
+
+def _later(clock: Callable[[], int], ms: int) -> Callable[[], int]:
+    return lambda: clock() + ms
+
+
+async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_rotated(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    graph.answers.append((401, TOKEN_EXPIRED))
+
+    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k1"}, json={"text": "one"})
+    await step(services)
+    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k2"}, json={"text": "two"})
+    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    await step(services)
+    assert of_type(services, "Account.TokenRejected")[0]["code"] == 190
+    assert graph.sent == []
+    assert len(graph.requests) == 1
+
+    services.writer.run_now(
+        services.accounts.rotate_credentials(
+            ACCOUNT, {"access_token": ACCESS_TOKEN}, at=0, by="test"
+        )
+    )
+    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    await step(services, rounds=4)
+
+    assert [s["body"]["message"]["text"] for s in graph.sent] == ["one", "two"]
+    assert any(d["payload"]["type"] == "account.token_rejected" for d in _crm(services))
+
+
+def _crm(services: Services) -> list[dict[str, Any]]:
+    rows = services.read_models.outbox.deliveries(
+        ACCOUNT, status=None, limit=500, before_position=None
+    )
+    return [{"payload": json.loads(r["body"]), "status": r["status"]} for r in rows]
+
+
+async def test_a_rate_limit_pauses_the_account_then_sends(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    graph.answers.append((400, RATE_LIMITED))
+
+    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k"}, json={"text": "later"})
+    await step(services)
+    assert graph.sent == []
+    assert of_type(services, "Account.SendsPaused")
+    services.dispatcher.clock = _later(services.dispatcher.clock, 24 * 3_600_000)
+    await step(services)
+
+    assert [s["body"]["message"]["text"] for s in graph.sent] == ["later"]
+
+
+async def test_what_meta_would_refuse_is_refused_without_sending(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    # the participant wrote three days ago: a person may still answer, with HUMAN_AGENT
+    await deliver(api, message("hello", "m-1", at=int(time.time() * 1000) - 3 * 24 * 3_600_000))
+    await step(services)
+
+    long = await api.post(
+        REPLIES, headers={**key, "Idempotency-Key": "long"}, json={"text": "é" * 501}
+    )
+    await step(services)
+    human = await api.post(
+        REPLIES, headers={**key, "Idempotency-Key": "ok"}, json={"text": "Sorry for the wait!"}
+    )
+    await step(services)
+
+    assert (await api.get(long.json()["status_url"], headers=key)).json()["status"] == "failed"
+    [refused] = [
+        f for f in of_type(services, "Conversation.ReplyFailed") if f["error_class"] == "refused"
+    ]
+    assert "1002 bytes" in refused["message"]
+    assert human.status_code == 202
+    assert graph.sent[0]["body"]["tag"] == "HUMAN_AGENT"
+    assert graph.sent[0]["body"]["messaging_type"] == "MESSAGE_TAG"
+
+
+async def test_crm_deliveries_of_a_conversation_leave_in_order_under_retries(
+    api: Client, services: Services, crm: FakeCrm
+) -> None:
+    crm.answers.extend([(503, {"Retry-After": "1"}), (500, {})])
+    await deliver(api, message("one", "m-1"), message("two", "m-2"), message("three", "m-3"))
+    await step(services)
+    for _ in range(4):
+        services.dispatcher.clock = _later(services.dispatcher.clock, 3_600_000)
+        await step(services)
+
+    delivered = [
+        d["payload"]["data"] for d in crm.delivered() if d["payload"]["type"] == "message.received"
+    ]
+    assert [d["mid"] for d in delivered] == ["m-1", "m-2", "m-3"]
+    assert [d["sequence"] for d in delivered] == sorted(d["sequence"] for d in delivered)
+    attempts = [d["status"] for d in crm.received if d["payload"]["data"].get("mid") == "m-1"]
+    assert attempts == [503, 500, 200]
+
+
+async def test_a_410_disables_the_endpoint(api: Client, services: Services, crm: FakeCrm) -> None:
+    crm.answers.append((410, {}))
+    await deliver(api, message("one", "m-1"), message("two", "m-2"))
+    await step(services)
+
+    assert of_type(services, "Account.CrmEndpointDisabled")
+    assert len(crm.received) == 1
+    endpoint = services.crm_endpoints.get(ACCOUNT)
+    assert endpoint.enabled is False
+
+
+async def test_failed_deliveries_are_listed_with_their_attempts_and_can_be_redelivered(
+    api: Client, services: Services, crm: FakeCrm, key: dict[str, str]
+) -> None:
+    crm.answers.append((500, {}))
+    await deliver(api, message("one", "m-1"))
+    await step(services)
+
+    failed = (await api.get(f"{BASE}/deliveries", headers=key, params={"status": "failed"})).json()
+    [delivery] = failed["deliveries"]
+    assert delivery["status"] == "retrying"
+    assert delivery["attempts"][0]["status_code"] == 500
+    assert delivery["payload"]["type"] == "message.received"
+
+    again = await api.post(f"{BASE}/deliveries/{delivery['id']}/redeliver", headers=key)
+    await step(services)
+    assert again.status_code == 202
+    assert [d["id"] for d in crm.delivered()] == [delivery["id"]]
+
+    everything = await api.post(
+        f"{BASE}/deliveries/redeliver", headers=key, params={"since": "2000-01-01T00:00:00Z"}
+    )
+    await step(services)
+    assert everything.json()["redelivered"] == 1
+    assert [d["id"] for d in crm.delivered()] == [delivery["id"], delivery["id"]]
+
+
+async def test_a_dispatcher_killed_after_the_call_delivers_once_more_with_the_same_id(
+    api: Client, services: Services, crm: FakeCrm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await deliver(api, message("one", "m-1"))
+    services.read_models.catch_up()
+
+    # the first dispatcher delivers, then dies before it records the outcome
+    outbox = services.read_models.outbox
+    real_settle = outbox.settle
+
+    def die(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outbox, "settle", die)
+    with pytest.raises(KeyboardInterrupt):
+        await services.dispatcher.drain()
+    monkeypatch.setattr(outbox, "settle", real_settle)
+    assert len(crm.delivered()) == 1
+
+    # another dispatcher takes over once the lease has run out
+    await services.dispatcher.drain()
+    assert len(crm.delivered()) == 1  # the lease still holds
+    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    await step(services)
+    await step(services)
+
+    ids = [d["id"] for d in crm.delivered()]
+    assert len(ids) == 2
+    assert ids[0] == ids[1]
+
+
+async def test_crm_endpoint_management(
+    api: Client, services: Services, key: dict[str, str]
+) -> None:
+    shown = await api.get(f"{BASE}/crm-endpoint", headers=key)
+    rotated = await api.put(
+        f"{BASE}/crm-endpoint",
+        headers=key,
+        json={
+            "url": "https://crm.example/hooks",
+            "event_types": ["message.received"],
+            "rotate_secret": True,
+        },
+    )
+    kept = await api.put(
+        f"{BASE}/crm-endpoint", headers=key, json={"url": "https://crm.example/v2"}
+    )
+    bad = await api.put(
+        f"{BASE}/crm-endpoint", headers=key, json={"url": "ftp://x", "event_types": []}
+    )
+    unknown = await api.put(
+        f"{BASE}/crm-endpoint", headers=key, json={"url": "https://x", "event_types": ["nope"]}
+    )
+    removed = await api.delete(f"{BASE}/crm-endpoint", headers=key)
+    gone = await api.get(f"{BASE}/crm-endpoint", headers=key)
+
+    assert "secret" not in shown.json() or shown.json()["secret"] is None
+    assert rotated.json()["secret"].startswith("whsec_")
+    assert kept.json()["secret"] is None
+    assert (bad.status_code, bad.json()["field"]) == (422, "url")
+    assert (unknown.status_code, unknown.json()["field"]) == (422, "event_types")
+    assert (removed.status_code, gone.status_code) == (204, 404)
+    set_event = of_type(services, "Account.CrmEndpointSet")[-1]
+    assert set_event["secret"].startswith("gAAAA")  # stored encrypted
