@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from application.ledger import Ledger
 from projections.projection import LedgerProjection
-from projections.view import Batch, SqlView
+from projections.view import Batch, SqlView, ViewMovedOn
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,12 @@ class ProjectionRunner:
             )
             if not notifications:
                 return applied
-            self._apply(notifications)
+            try:
+                self._apply(notifications, after=position)
+            except ViewMovedOn:
+                # Another runner got there first (its batch, not ours, was written).
+                position = self.position()
+                continue
             position = notifications[-1].id
             applied += len(notifications)
             if progress is not None:
@@ -110,13 +115,13 @@ class ProjectionRunner:
 
     # -- applying ------------------------------------------------------------------------
 
-    def _apply(self, notifications: Sequence[Notification]) -> None:
+    def _apply(self, notifications: Sequence[Notification], *, after: int) -> None:
         items = [(e, n.id) for n in notifications if (e := self._decode(n)) is not None]
         tracking = Tracking(self.ledger.name, notifications[-1].id)
         self.projection.act(items)
         try:
-            self.view.apply(tracking, lambda batch: self._project(batch, items))
-        except DBAPIError:
+            self.view.apply(tracking, lambda batch: self._project(batch, items), after=after)
+        except (DBAPIError, ViewMovedOn):
             raise
         except Exception:
             # A handler failed on some event: apply them one by one, to skip only that one.

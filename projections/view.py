@@ -21,6 +21,10 @@ Row = dict[str, Any]
 Key = tuple[Any, ...]
 
 
+class ViewMovedOn(Exception):
+    """Another runner moved the view past where this batch starts: nothing was written."""
+
+
 class Batch:
     """The rows one batch of events reads and changes, written back when the batch ends."""
 
@@ -135,9 +139,19 @@ class SqlView(TrackingRecorder):
         self,
         tracking_record: Tracking,
         change: Callable[[Batch], None],
+        *,
+        after: int | None = None,
     ) -> None:
-        """Run `change` on a batch, then write its rows and the tracking, in one transaction."""
+        """Run `change` on a batch, then write its rows and the tracking, in one transaction.
+
+        With `after` (the position the batch follows), the batch is refused with
+        `ViewMovedOn` if the view is no longer there: another runner applied it first.
+        """
         with writing(self.engine) as conn:
+            if after is not None:
+                current = self._current(conn, tracking_record.application_name)
+                if current != after:
+                    raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
             batch = Batch(conn)
             change(batch)
             batch.write()
@@ -148,6 +162,15 @@ class SqlView(TrackingRecorder):
             self._advanced.notify_all()
         for listener in self._listeners:
             listener()
+
+    def _current(self, conn: Connection, application_name: str) -> int:
+        query = select(tracking.c.notification_id).where(
+            tracking.c.projection == self.name, tracking.c.application_name == application_name
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found = conn.execute(query).scalar()
+        return int(found) if found is not None else 0
 
     # -- TrackingRecorder ---------------------------------------------------------------
 

@@ -211,3 +211,37 @@ def test_a_runner_skips_an_event_type_it_does_not_know_and_says_so(
     assert read_models.runners["conversation_list"].position() == 5
     assert read_models.runners["auto_reply"].position() == 5
     ledger.close()
+
+
+def test_two_runners_on_one_view_never_apply_a_batch_twice(tmp_path: Path) -> None:
+    import threading
+
+    from application.ledger import Ledger
+    from infrastructure.persistence import persistence_env
+    from projections.runner import ProjectionRunner
+
+    # given a log of 300 messages in one conversation
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    ledger = Ledger(env=persistence_env(url))
+    conversation = new_conversation()
+    for i in range(300):
+        conversation.receive_message(mid=f"m{i}", sent_at=i, text="hi")
+        if i % 50 == 49:
+            ledger.save(conversation)
+    engine = create_view_engine(url)
+    view = ConversationListView(engine)
+    view.create_tables()
+
+    # when two runners follow it at once, in small batches
+    runners = [ProjectionRunner(ledger, ConversationList(view), batch_size=7) for _ in range(2)]
+    threads = [threading.Thread(target=r.catch_up) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then every message was counted once
+    listed = view.get(ACCOUNT, str(conversation.id))
+    assert listed is not None
+    assert listed["unread_count"] == 300
+    ledger.close()
