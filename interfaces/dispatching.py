@@ -6,12 +6,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
-
-import psycopg
-from psycopg import sql
 
 from interfaces.composition import Services
+from projections.notifications import listen
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,9 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     listening = threading.Event()
     if outbox.engine.dialect.name == "postgresql" and outbox.notify:
         threading.Thread(
-            target=_listen, args=(services, outbox.notify, wake, listening), daemon=True
+            target=listen,
+            args=(outbox.engine, outbox.notify, wake, listening.is_set),
+            daemon=True,
         ).start()
     refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
     try:
@@ -45,27 +44,6 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
-
-
-def _listen(
-    services: Services, channel: str, wake: Callable[[], None], done: threading.Event
-) -> None:
-    url = services.read_models.outbox.engine.url
-    try:
-        with psycopg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            autocommit=True,
-        ) as conn:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            while not done.is_set():
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    wake()
-    except psycopg.Error as error:
-        log.warning("the dispatcher cannot LISTEN (%s); it polls instead", error)
 
 
 async def _refresh_tokens(services: Services, stop: asyncio.Event) -> None:

@@ -18,13 +18,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import psycopg
 from eventsourcing.persistence import Notification, Tracking
-from psycopg import sql
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from application.ledger import Ledger
+from projections.notifications import listen
 from projections.projection import LedgerProjection
 from projections.view import Batch, SqlView, ViewMovedOn
 
@@ -199,23 +198,12 @@ class _AdvisoryLock:
         return False
 
     def _listen(self) -> None:
-        channel = self._runner.ledger.name.lower() + "_events"
-        url = self._runner.view.engine.url
-        try:
-            with psycopg.connect(
-                host=url.host,
-                port=url.port,
-                user=url.username,
-                password=url.password,
-                dbname=url.database,
-                autocommit=True,
-            ) as conn:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                while not (self._stop.is_set() or self._released.is_set()):
-                    for _ in conn.notifies(timeout=1.0, stop_after=1):
-                        self._runner.wakeup.notify()
-        except psycopg.Error as error:
-            log.warning("projection %s: LISTEN failed (%s); polling", self._runner.name, error)
+        listen(
+            self._runner.view.engine,
+            self._runner.ledger.name.lower() + "_events",
+            self._runner.wakeup.notify,
+            lambda: self._stop.is_set() or self._released.is_set(),
+        )
 
     def __exit__(self, *_: object) -> None:
         self._released.set()

@@ -17,20 +17,6 @@ from projections.view import Batch, Row
 MAX_CRM_BODY = 20_000
 """CRM payloads stay under 20 kB: long texts are cut."""
 
-CRM_EVENT_TYPES = (
-    "message.received",
-    "message.echoed",
-    "message.unsent",
-    "message.edited",
-    "reaction.added",
-    "reaction.removed",
-    "messages.seen",
-    "reply.sent",
-    "reply.failed",
-    "conversation.updated",
-    "account.token_rejected",
-)
-
 
 def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
