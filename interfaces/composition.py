@@ -13,6 +13,7 @@ from application.conversations import Conversations
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from infrastructure.chained_recorders import install_chain
 from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
@@ -45,8 +46,10 @@ class Services:
 
 def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
     """Wire the services for `settings`; `announce` tells the operator about generated keys."""
-    secrets = FernetSecretBox(secret_keys(settings, announce=announce))
+    keys = secret_keys(settings, announce=announce)
+    secrets = FernetSecretBox(keys)
     ledger = Ledger(env=persistence_env(settings.database_url))
+    install_chain(ledger.recorder, keys)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()
