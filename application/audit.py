@@ -191,11 +191,12 @@ class AuditLog:
         after: int = 0,
         until: datetime | None = None,
         types: list[str] | None = None,
+        stop: int | None = None,
         progress: Progress | None = None,
     ) -> Iterator[AuditEvent]:
         """`history` as `AuditEvent`s."""
         for position, event in self.history(
-            ig_account_id, after=after, until=until, types=types, progress=progress
+            ig_account_id, after=after, until=until, types=types, stop=stop, progress=progress
         ):
             yield AuditEvent.of(position, event)
 
@@ -206,13 +207,15 @@ class AuditLog:
         after: int = 0,
         until: datetime | None = None,
         types: list[str] | None = None,
+        stop: int | None = None,
         lines_per_chunk: int = PAGE_SIZE,
     ) -> Iterator[bytes]:
         """`events` as NDJSON, several lines to a chunk (each chunk is one write)."""
         encoder = msgspec.json.Encoder()
         chunk = bytearray()
         lines = 0
-        for record in self.events(ig_account_id, after=after, until=until, types=types):
+        records = self.events(ig_account_id, after=after, until=until, types=types, stop=stop)
+        for record in records:
             encoder.encode_into(record, chunk, len(chunk))
             chunk += b"\n"
             lines += 1

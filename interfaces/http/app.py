@@ -9,10 +9,12 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Redirect
 
 from interfaces.composition import Services
+from interfaces.http.audit import AuditController
 from interfaces.http.auth import provide_principal
 from interfaces.http.conversations import ConversationController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
+from interfaces.http.read_only import auditors_read_only
 from interfaces.http.webhooks import WebhookController
 
 
@@ -26,8 +28,10 @@ def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
 
     starts = [services.read_models.start] if run_projections else []
     stops = [services.read_models.stop] if run_projections else []
-    return Litestar(
+    app = Litestar(
         route_handlers=[WebhookController, ConversationController, healthz, readyz, docs],
+        # Audit keys never write, whatever endpoint they try (see read_only.py).
+        guards=[auditors_read_only(services.api_keys)],
         dependencies={
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),
@@ -51,6 +55,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> Litestar:
             render_plugins=[ScalarRenderPlugin(path="/docs")],
         ),
     )
+    app.register(AuditController)
+    return app
 
 
 @get("/docs", include_in_schema=False)
