@@ -124,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     new_key = secrets.add_parser("new-key", help="print a new random DMLEDGER_SECRET_KEY")
     new_key.set_defaults(run=lambda _settings, _args: _print(FernetSecretBox.new_key()))
+
+    from interfaces import cli_audit  # replay, audit verify, audit projections
+
+    cli_audit.add_commands(commands)
     return parser
 
 
