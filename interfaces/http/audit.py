@@ -7,6 +7,7 @@ change nothing.
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated
@@ -110,13 +111,22 @@ class AuditController(Controller):
 
 async def _in_a_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     """The chunks of a blocking iterator, each read in a worker thread."""
+    lock = threading.Lock()
+
+    def step() -> bytes | None:
+        with lock:
+            return next(chunks, None)
+
+    def close() -> None:
+        # After a read still running in its thread (the client went away mid-chunk).
+        with lock:
+            getattr(chunks, "close", lambda: None)()
+
     try:
         while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
+            chunk = await asyncio.to_thread(step)
             if chunk is None:
                 return
             yield chunk
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        asyncio.get_running_loop().run_in_executor(None, close)
