@@ -295,6 +295,7 @@ async def test_messages_page_in_both_directions_without_gaps_or_duplicates(
         response = await client.get(
             f"{BASE}/{CONVERSATION}/messages", headers=crm, params={"limit": "200"}
         )
+        assert response.status_code == 200, response.text  # 404 until it is listed
         assert len(response.json()["messages"]) == 45
 
     await eventually(all_there)
