@@ -23,6 +23,7 @@ def persistence_env(database_url: str) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "infrastructure.chained_recorders:ChainedSQLiteRecorder",
         }
     parts = urlsplit(database_url)
     if parts.scheme not in ("postgresql", "postgres"):
@@ -42,6 +43,7 @@ def persistence_env(database_url: str) -> dict[str, str]:
         # Also how long to wait for a pooled connection: with the retries of
         # infrastructure.postgres_recorder, an outage is reported within seconds.
         "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", "2"),
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.chained_recorders:ChainedPostgresRecorder",
         "POSTGRES_LOCK_TIMEOUT": "10",
         # Check a pooled connection before use, so a database restart costs no request.
         "POSTGRES_PRE_PING": "y",

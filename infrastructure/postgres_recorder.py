@@ -41,7 +41,9 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 from eventsourcing.utils import retry
+from psycopg import Cursor
 from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 ATTEMPTS = 2
@@ -56,6 +58,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     validates_reads = True
     """`insert_events` takes `expected_versions` (see there)."""
+    links_events = False
+    """Whether `_link` writes something beside each insert (the audit chain does)."""
+
+    def _link(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], positions: list[int]
+    ) -> None:
+        """Write what goes with inserted events, in their transaction (nothing here)."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -117,16 +126,28 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             conn.cursor() as insert,
         ):
             try:
-                # BEGIN, lock, NOTIFY, INSERT and COMMIT go out together; the answers
-                # (or the first error) come back when the pipeline syncs on leaving.
-                with conn.pipeline(), conn.transaction():
-                    self._lock_table(curs)
-                    self._notify_channel(curs)
-                    insert.execute(self._insert_statement, params, prepare=True)
+                if not self.links_events:
+                    # BEGIN, lock, NOTIFY, INSERT and COMMIT go out together; the answers
+                    # (or the first error) come back when the pipeline syncs on leaving.
+                    with conn.pipeline(), conn.transaction():
+                        self._lock_table(curs)
+                        self._notify_channel(curs)
+                        insert.execute(self._insert_statement, params, prepare=True)
+                    notification_ids = [row["notification_id"] for row in insert.fetchall()]
+                else:
+                    # The links need the events' positions: one more round trip, in the
+                    # same transaction, with the table still locked.
+                    with conn.transaction():
+                        with conn.pipeline():
+                            self._lock_table(curs)
+                            self._notify_channel(curs)
+                            insert.execute(self._insert_statement, params, prepare=True)
+                        notification_ids = [row["notification_id"] for row in insert.fetchall()]
+                        if len(notification_ids) == len(stored_events):
+                            self._link(curs, stored_events, notification_ids)
             finally:
                 if conn.info.transaction_status == TransactionStatus.INERROR:
                     conn.rollback()
-            notification_ids = [row["notification_id"] for row in insert.fetchall()]
         if len(notification_ids) != len(stored_events):
             raise RecordConflictError(_MOVED_ON)
         return notification_ids

@@ -142,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
         "key can later be removed.",
     )
     reencrypt.set_defaults(run=_secrets_reencrypt)
+
+    from interfaces import cli_audit  # replay, audit verify, audit projections
+
+    cli_audit.add_commands(commands)
     return parser
 
 

@@ -18,6 +18,7 @@ from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
+from infrastructure.chained_recorders import install_chain
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
@@ -57,9 +58,11 @@ class Services:
 
 def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
     """Wire the services for `settings`; `announce` tells the operator about generated keys."""
-    secrets = FernetSecretBox(secret_keys(settings, announce=announce))
+    keys = secret_keys(settings, announce=announce)
+    secrets = FernetSecretBox(keys)
     ledger = Ledger(env=persistence_env(settings.database_url))
     writer = LedgerWriter(ledger)
+    install_chain(ledger.recorder, keys)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()

@@ -15,6 +15,7 @@ from litestar.response import Redirect
 from interfaces.composition import Services
 from interfaces.dispatching import run_dispatcher
 from interfaces.http.accounts import AccountController
+from interfaces.http.audit import AuditController
 from interfaces.http.auth import (
     provide_principal,
     provide_readable_account,
@@ -24,6 +25,7 @@ from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
+from interfaces.http.read_only import auditors_read_only
 from interfaces.http.rules import RuleController
 from interfaces.http.webhooks import WebhookController
 
@@ -51,10 +53,13 @@ def create_app(
             ConversationController,
             RuleController,
             CrmController,
+            AuditController,
             healthz,
             readyz,
             docs,
         ],
+        # Audit keys never write, whatever endpoint they try (see read_only.py).
+        guards=[auditors_read_only(services.api_keys)],
         dependencies={
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),

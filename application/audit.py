@@ -1,0 +1,301 @@
+"""What an auditor reads: an account's events in log order, and a conversation as of a moment.
+
+An account's history is the events of its `Account` aggregate and of every conversation
+it has, in the order the log recorded them. Conversations are found by their `Started`
+events (a topic-filtered read of the log), then the log is read in pages and filtered by
+aggregate, so a history of any length is streamed without being held in memory. Each
+read stops at the head of the log as it was when the read began, so one export is one
+consistent prefix of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Notification
+
+from application.errors import InvalidInput, NotFound
+from application.ledger import Ledger
+from domain import conversation as conversation_events
+from domain.identity import account_id
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "dmledger:"
+PAGE_SIZE = 500
+
+Progress = Callable[[int, int], None]
+"""Called with (position reached, head of the log) as a read goes on."""
+
+
+class AuditEvent(msgspec.Struct, frozen=True):
+    """One stored event as an auditor sees it; credentials in it are ciphertext."""
+
+    position: int
+    """Its place in the log (the notification id)."""
+    aggregate_id: str
+    version: int
+    """Its place in its aggregate's history (1 for the event that created it)."""
+    type: str
+    """Its stored topic without the `dmledger:` prefix, e.g. `Conversation.MessageReceived`."""
+    timestamp: datetime
+    """When dmledger recorded it (UTC)."""
+    data: dict[str, Any]
+    """Everything else the event holds, as stored."""
+
+    @classmethod
+    def of(cls, position: int, event: Aggregate.Event) -> AuditEvent:
+        data = dict(vars(event))
+        for name in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+            data.pop(name, None)
+        return cls(
+            position=position,
+            aggregate_id=str(event.originator_id),
+            version=event.originator_version,
+            type=type_of(event),
+            timestamp=event.timestamp,
+            data=data,
+        )
+
+
+class ChainBreak(msgspec.Struct, frozen=True):
+    """The first event whose hash chain does not hold."""
+
+    position: int
+    aggregate_id: str
+    version: int
+    kind: str
+    """altered, deleted, reordered, unlinked (no link after the chain began), unknown-key."""
+    detail: str
+
+
+class ChainReport(msgspec.Struct):
+    """What a walk over the log's hash chain found."""
+
+    head: int
+    """The last position of the log when the walk began."""
+    chain_began_at: int | None
+    """The first position that got a link (None: no event has one)."""
+    checked: int = 0
+    chained: int = 0
+    unchained: int = 0
+    """Events stored before the chain existed: reported, not failed."""
+    last_position: int = 0
+    broken: ChainBreak | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+
+def type_of(event: Any) -> str:
+    """An event's type as the audit API names it."""
+    topic: str = type(event).TOPIC
+    return topic.removeprefix(TOPIC_PREFIX)
+
+
+def event_types() -> list[str]:
+    """Every event type dmledger stores, as the audit API names them."""
+    found: set[str] = set()
+    pending: list[type[Any]] = [Aggregate.Event]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        topic = cls.__dict__.get("TOPIC")
+        if isinstance(topic, str) and topic.startswith(TOPIC_PREFIX):
+            name = topic.removeprefix(TOPIC_PREFIX)
+            # The bases every aggregate declares ("Conversation.Event", ".Created") are
+            # never stored themselves.
+            if not name.endswith((".Event", ".Created")):
+                found.add(name)
+    return sorted(found)
+
+
+def parse_types(given: Iterable[str] | None) -> list[str] | None:
+    """Event types from `types` values (each may be comma-separated); 422 for unknown ones."""
+    if given is None:
+        return None
+    wanted = [t.strip() for value in given for t in value.split(",") if t.strip()]
+    if not wanted:
+        return None
+    known = event_types()
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise InvalidInput(
+            "types", f"unknown event type {', '.join(unknown)}; known types: {', '.join(known)}"
+        )
+    return wanted
+
+
+class AuditLog:
+    """Reads an account's history from the ledger, for auditors."""
+
+    def __init__(self, ledger: Ledger, *, page_size: int = PAGE_SIZE) -> None:
+        self.ledger = ledger
+        self.page_size = page_size
+
+    def head(self) -> int:
+        """The last position of the log now."""
+        return self.ledger.recorder.max_notification_id() or 0
+
+    def aggregate_ids(self, ig_account_id: str, *, stop: int | None = None) -> set[UUID]:
+        """The account's aggregate and its conversations (as started up to `stop`)."""
+        ids = {account_id(ig_account_id)}
+        for notification in self._notifications(1, stop=stop, topics=[conversation_events.STARTED]):
+            started = self._decode(notification)
+            if getattr(started, "ig_account_id", None) == ig_account_id:
+                ids.add(cast(UUID, notification.originator_id))
+        return ids
+
+    def history(
+        self,
+        ig_account_id: str,
+        *,
+        after: int = 0,
+        until: datetime | None = None,
+        types: list[str] | None = None,
+        stop: int | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[tuple[int, Aggregate.Event]]:
+        """The account's events after position `after`, recorded at or before `until`,
+        of `types` only (all if None), up to position `stop` (the head if None)."""
+        if until is not None and until.tzinfo is None:
+            raise InvalidInput("until", "until needs a time zone (RFC 3339)")
+        head = self.head() if stop is None else stop
+        ids = self.aggregate_ids(ig_account_id, stop=head)
+        topics = [TOPIC_PREFIX + t for t in types] if types else None
+        for notification in self._notifications(
+            after + 1, stop=head, topics=topics, progress=progress
+        ):
+            if notification.originator_id not in ids:
+                continue
+            event = self._decode(notification)
+            if event is None:
+                continue
+            # Not a stop condition: commit order and record time can disagree a little
+            # across processes, so every event up to the head is looked at.
+            if until is not None and event.timestamp > until:
+                continue
+            yield notification.id, event
+
+    def events(
+        self,
+        ig_account_id: str,
+        *,
+        after: int = 0,
+        until: datetime | None = None,
+        types: list[str] | None = None,
+        stop: int | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[AuditEvent]:
+        """`history` as `AuditEvent`s."""
+        for position, event in self.history(
+            ig_account_id, after=after, until=until, types=types, stop=stop, progress=progress
+        ):
+            yield AuditEvent.of(position, event)
+
+    def ndjson(
+        self,
+        ig_account_id: str,
+        *,
+        after: int = 0,
+        until: datetime | None = None,
+        types: list[str] | None = None,
+        stop: int | None = None,
+        lines_per_chunk: int = PAGE_SIZE,
+    ) -> Iterator[bytes]:
+        """`events` as NDJSON, several lines to a chunk (each chunk is one write)."""
+        encoder = msgspec.json.Encoder()
+        chunk = bytearray()
+        lines = 0
+        records = self.events(ig_account_id, after=after, until=until, types=types, stop=stop)
+        for record in records:
+            encoder.encode_into(record, chunk, len(chunk))
+            chunk += b"\n"
+            lines += 1
+            if lines >= lines_per_chunk:
+                yield bytes(chunk)
+                chunk.clear()
+                lines = 0
+        if chunk:
+            yield bytes(chunk)
+
+    def conversation_events(
+        self,
+        ig_account_id: str,
+        conversation_id: UUID,
+        *,
+        at: datetime | None = None,
+        version: int | None = None,
+    ) -> list[Aggregate.Event]:
+        """A conversation's events up to `version`, or recorded at or before `at`.
+
+        404 if the conversation is not this account's or did not exist yet then; 422 for
+        a version it never had, or for both `at` and `version`.
+        """
+        if at is not None and version is not None:
+            raise InvalidInput("version", "give either at or version, not both")
+        if at is not None and at.tzinfo is None:
+            raise InvalidInput("at", "at needs a time zone (RFC 3339)")
+        if version is not None and version < 1:
+            raise InvalidInput("version", "version counts from 1 (the conversation's start)")
+        events = cast(
+            list[Aggregate.Event],
+            list(self.ledger.events.get(conversation_id, lte=version)),
+        )
+        if (
+            not events
+            or getattr(type(events[0]), "TOPIC", None) != conversation_events.STARTED
+            or getattr(events[0], "ig_account_id", None) != ig_account_id
+        ):
+            raise NotFound(f"there is no conversation {conversation_id} in this account")
+        if version is not None and events[-1].originator_version < version:
+            raise InvalidInput(
+                "version",
+                f"the conversation has {events[-1].originator_version} versions, not {version}",
+            )
+        if at is not None:
+            events = [e for e in events if e.timestamp <= at]
+            if not events:
+                raise NotFound(f"conversation {conversation_id} had not started at {at}")
+        return events
+
+    def _notifications(
+        self,
+        start: int,
+        *,
+        stop: int | None,
+        topics: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Notification]:
+        head = stop if stop is not None else self.head()
+        while start <= head:
+            page = self.ledger.recorder.select_notifications(
+                start=start, limit=self.page_size, stop=head, topics=topics or ()
+            )
+            yield from page
+            if progress is not None:
+                progress(page[-1].id if page else head, head)
+            if len(page) < self.page_size:
+                return
+            start = page[-1].id + 1
+        if progress is not None:
+            progress(head, head)
+
+    def _decode(self, notification: Notification) -> Aggregate.Event | None:
+        try:
+            return cast(Aggregate.Event, self.ledger.mapper.to_domain_event(notification))
+        except Exception as error:
+            log.warning(
+                "audit: cannot decode the event at position %d (%s): %s",
+                notification.id,
+                notification.topic,
+                error,
+            )
+            return None

@@ -1,0 +1,329 @@
+"""The ledger's recorders for SQLite and PostgreSQL, writing each event's chain link with it.
+
+The links go to a table beside the events (`stored_events_chain` on SQLite,
+`dmledger_events_chain` on PostgreSQL), in the transaction that inserts the events,
+after the events have their positions: on PostgreSQL while the insert holds the events
+table's lock. See `infrastructure.event_chain` for what a link is.
+
+A recorder without a keyring (a ledger built outside the composition root, as some
+tests do) stores events without links, and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from infrastructure.event_chain import ChainKeyring, ChainVerifier, Link, LinkedEvent
+from infrastructure.postgres_recorder import LedgerPostgresRecorder
+
+log = logging.getLogger(__name__)
+
+_warned: set[str] = set()
+
+
+def _warn_unchained(recorder: object) -> None:
+    name = type(recorder).__name__
+    if name not in _warned:
+        _warned.add(name)
+        log.warning("%s has no chain keys: events are stored without hash-chain links", name)
+
+
+class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+    """`SQLiteApplicationRecorder` that writes a chain link for every event."""
+
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        self.chain_table_name = f"{events_table_name}_chain"
+        self.chain: ChainKeyring | None = None
+        super().__init__(datastore, events_table_name)
+        events, chain = self.events_table_name, self.chain_table_name
+        # Table names are ours, never input: the f-strings below build no injection.
+        self._select_previous = (
+            f"SELECT hash FROM {chain} WHERE originator_id=? AND originator_version=?"  # noqa: S608
+        )
+        self._insert_links = f"INSERT INTO {chain} VALUES (?,?,?,?,?)"  # noqa: S608
+        self._select_linked = (
+            "SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic, "  # noqa: S608
+            "e.state, c.notification_id AS link_position, c.key_id, c.hash "
+            f"FROM {events} e LEFT JOIN {chain} c ON c.originator_id = e.originator_id "
+            "AND c.originator_version = e.originator_version "
+            "WHERE e.rowid >= ? ORDER BY e.rowid LIMIT ?"
+        )
+        self._select_orphans = (
+            f"SELECT c.* FROM {chain} c LEFT JOIN {events} e "  # noqa: S608
+            "ON c.originator_id = e.originator_id AND c.originator_version = e.originator_version "
+            "WHERE e.originator_id IS NULL ORDER BY c.notification_id"
+        )
+        self._select_first = f"SELECT MIN(notification_id) FROM {chain}"  # noqa: S608
+
+    def construct_create_table_statements(self) -> list[str]:
+        statements = super().construct_create_table_statements()
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} ("
+            "originator_id TEXT, "
+            "originator_version INTEGER, "
+            "notification_id INTEGER NOT NULL, "
+            "key_id TEXT NOT NULL, "
+            "hash BLOB NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version)) "
+            "WITHOUT ROWID"
+        )
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {self.chain_table_name}_position "
+            f"ON {self.chain_table_name} (notification_id)"
+        )
+        return statements
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        if self.chain is None:
+            _warn_unchained(self)
+            return positions
+        assert positions is not None
+
+        def previous(originator_id: UUID, version: int) -> bytes | None:
+            c.execute(self._select_previous, (originator_id.hex, version))
+            row = c.fetchone()
+            return bytes(row[0]) if row is not None else None
+
+        links = self.chain.links(
+            (
+                (position, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
+                for position, e in zip(positions, stored_events, strict=True)
+            ),
+            previous,
+        )
+        c.executemany(
+            self._insert_links,
+            [(k.originator_id.hex, k.version, k.position, k.key_id, k.digest) for k in links],
+        )
+        return positions
+
+    # -- reading for the verifier ------------------------------------------------------
+
+    def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._select_linked, (start, limit))
+            rows = c.fetchall()
+        return [
+            _linked(
+                row["position"],
+                UUID(row["originator_id"]),
+                row["originator_version"],
+                row["topic"],
+                bytes(row["state"]),
+                row["link_position"],
+                row["key_id"],
+                row["hash"],
+            )
+            for row in rows
+        ]
+
+    def orphan_links(self) -> Sequence[Link]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._select_orphans)
+            rows = c.fetchall()
+        return [
+            Link(
+                UUID(row["originator_id"]),
+                row["originator_version"],
+                row["notification_id"],
+                row["key_id"],
+                bytes(row["hash"]),
+            )
+            for row in rows
+        ]
+
+    def first_linked_position(self) -> int | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._select_first)
+            found = c.fetchone()[0]
+        return int(found) if found is not None else None
+
+
+class ChainedPostgresRecorder(LedgerPostgresRecorder):
+    """The ledger's PostgreSQL recorder, writing a chain link for every event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chain: ChainKeyring | None = None
+        self.chain_table_name = f"{self.events_table_name}_chain"
+        self.check_identifier_length(self.chain_table_name)
+        schema = Identifier(self.datastore.schema)
+        table = Identifier(self.chain_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "originator_id uuid NOT NULL, "
+                "originator_version bigint NOT NULL, "
+                "notification_id bigint NOT NULL, "
+                "key_id text NOT NULL, "
+                "hash bytea NOT NULL, "
+                "PRIMARY KEY (originator_id, originator_version))"
+            ).format(schema=schema, table=table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)").format(
+                index=Identifier(f"{self.chain_table_name}_position"), schema=schema, table=table
+            )
+        )
+        self._select_previous = SQL(
+            "SELECT c.originator_id, c.originator_version, c.hash FROM {schema}.{table} c "
+            "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, originator_version) "
+            "ON c.originator_id = w.originator_id "
+            "AND c.originator_version = w.originator_version"
+        ).format(schema=schema, table=table)
+        self._insert_links = SQL(
+            "INSERT INTO {schema}.{table} "
+            "(originator_id, originator_version, notification_id, key_id, hash) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[], "
+            "%s::bytea[])"
+        ).format(schema=schema, table=table)
+        events = Identifier(self.events_table_name)
+        self._select_linked = SQL(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            "c.notification_id AS link_position, c.key_id, c.hash "
+            "FROM {schema}.{events} e LEFT JOIN {schema}.{table} c "
+            "ON c.originator_id = e.originator_id "
+            "AND c.originator_version = e.originator_version "
+            "WHERE e.notification_id >= %s ORDER BY e.notification_id LIMIT %s"
+        ).format(schema=schema, events=events, table=table)
+        self._select_orphans = SQL(
+            "SELECT c.* FROM {schema}.{table} c LEFT JOIN {schema}.{events} e "
+            "ON c.originator_id = e.originator_id "
+            "AND c.originator_version = e.originator_version "
+            "WHERE e.originator_id IS NULL ORDER BY c.notification_id"
+        ).format(schema=schema, events=events, table=table)
+        self._select_first = SQL(
+            "SELECT MIN(notification_id) AS first FROM {schema}.{table}"
+        ).format(schema=schema, table=table)
+
+    @property
+    def links_events(self) -> bool:  # type: ignore[override]
+        return True
+
+    def _link(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], positions: list[int]
+    ) -> None:
+        # Runs inside the insert's transaction, with the events table locked, once the
+        # events have their positions.
+        if self.chain is None:
+            _warn_unchained(self)
+            return
+        first_of: dict[UUID, int] = {}
+        for e in stored_events:
+            first_of.setdefault(_uuid(e.originator_id), e.originator_version)
+        wanted = [(i, v - 1) for i, v in first_of.items() if v > 1]
+        stored: dict[tuple[UUID, int], bytes] = {}
+        if wanted:
+            curs.execute(self._select_previous, ([i for i, _ in wanted], [v for _, v in wanted]))
+            for row in curs.fetchall():
+                stored[(row["originator_id"], row["originator_version"])] = bytes(row["hash"])
+        links = self.chain.links(
+            (
+                (position, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
+                for position, e in zip(positions, stored_events, strict=True)
+            ),
+            lambda originator_id, version: stored.get((originator_id, version)),
+        )
+        curs.execute(
+            self._insert_links,
+            (
+                [k.originator_id for k in links],
+                [k.version for k in links],
+                [k.position for k in links],
+                [k.key_id for k in links],
+                [k.digest for k in links],
+            ),
+        )
+
+    # -- reading for the verifier ------------------------------------------------------
+
+    def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_linked, (start, limit))
+            rows = curs.fetchall()
+        return [
+            _linked(
+                row["notification_id"],
+                row["originator_id"],
+                row["originator_version"],
+                row["topic"],
+                bytes(row["state"]),
+                row["link_position"],
+                row["key_id"],
+                row["hash"],
+            )
+            for row in rows
+        ]
+
+    def orphan_links(self) -> Sequence[Link]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_orphans)
+            rows = curs.fetchall()
+        return [
+            Link(
+                row["originator_id"],
+                row["originator_version"],
+                row["notification_id"],
+                row["key_id"],
+                bytes(row["hash"]),
+            )
+            for row in rows
+        ]
+
+    def first_linked_position(self) -> int | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_first)
+            row = curs.fetchone()
+        return int(row["first"]) if row is not None and row["first"] is not None else None
+
+
+def _uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+
+
+def _linked(
+    position: int,
+    originator_id: UUID,
+    version: int,
+    topic: str,
+    state: bytes,
+    link_position: int | None,
+    key_id: str | None,
+    digest: bytes | None,
+) -> LinkedEvent:
+    link = (
+        Link(originator_id, version, link_position, key_id, bytes(digest))
+        if link_position is not None and key_id is not None and digest is not None
+        else None
+    )
+    return LinkedEvent(position, originator_id, version, topic, state, link)
+
+
+def install_chain(recorder: object, secret_keys: Sequence[str]) -> bool:
+    """Give a chained recorder its keys; False for a recorder without a chain (memory)."""
+    if isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
+        recorder.chain = ChainKeyring(secret_keys)
+        return True
+    return False
+
+
+def chain_verifier(recorder: object) -> ChainVerifier | None:
+    """A verifier of the recorder's chain, or None if it keeps none (memory, no keys)."""
+    if (
+        isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder)
+        and recorder.chain is not None
+    ):
+        return ChainVerifier(recorder, recorder.chain)
+    return None

@@ -1,0 +1,255 @@
+"""The auditor's commands: `dmledger replay` and `dmledger audit verify|projections`.
+
+Exit status: 0 when all is well, 1 when the log or a projection is not intact, 2 for
+a usage error (as every dmledger command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import IO, Any
+
+import msgspec
+
+from application.audit import AuditEvent, AuditLog, ChainReport, parse_types
+from domain import conversation as conversation_events
+from infrastructure.chained_recorders import chain_verifier
+from infrastructure.settings import Settings
+from interfaces.composition import Services, build
+from projections.audit_check import ProjectionCheck, check_account
+
+
+def add_commands(commands: Any) -> None:
+    """Add `replay` and `audit` to the `dmledger` command's subparsers."""
+    replay = commands.add_parser(
+        "replay",
+        help="print or export an account's events in log order",
+        description="Every event of the account and its conversations, in log order, up to "
+        "the head of the log when the command starts. Credentials are shown as the "
+        "ciphertext they are stored as.",
+    )
+    replay.add_argument("--account", required=True, help="the Instagram account id")
+    replay.add_argument("--after", type=int, default=0, help="only events after this position")
+    replay.add_argument("--until", help="only events recorded at or before this RFC 3339 time")
+    replay.add_argument(
+        "--types", help="only these event types, comma-separated (e.g. Conversation.Archived)"
+    )
+    replay.add_argument("--format", choices=("jsonl", "table"), default=None)
+    replay.add_argument(
+        "--out", help="write to this file (JSON lines unless --format table) and print a summary"
+    )
+    replay.set_defaults(run=_replay)
+
+    audit = commands.add_parser("audit", help="prove the log and the projections intact")
+    actions = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="walk the log's hash chain; exit 1 at the first event whose chain breaks",
+    )
+    verify.add_argument("--account", help="only this account's events (default: the whole log)")
+    verify.set_defaults(run=_verify)
+    projections = actions.add_parser(
+        "projections",
+        help="rebuild an account's read models from the log and compare them with the live ones",
+    )
+    projections.add_argument("--account", required=True, help="the Instagram account id")
+    projections.set_defaults(run=_projections)
+
+
+def _error(message: str) -> Exception:
+    # Imported here: interfaces.cli imports this module while it builds its parser.
+    from interfaces.cli import CliError
+
+    return CliError(message)
+
+
+@contextmanager
+def _services(settings: Settings) -> Iterator[Services]:
+    services = build(settings, announce=lambda text: print(text, file=sys.stderr))
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def _progress(label: str) -> Any:
+    from interfaces.cli import ProgressBar
+
+    return ProgressBar(label)
+
+
+def _account(services: Services, ig_account_id: str) -> None:
+    if services.ledger.account(ig_account_id) is None:
+        raise _error(f"Instagram account {ig_account_id} is not registered")
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    until = _time(args.until) if args.until else None
+    types = parse_types([args.types] if args.types else None)
+    fmt = args.format or ("jsonl" if args.out else "table")
+    with _services(settings) as services:
+        _account(services, args.account)
+        audit = AuditLog(services.ledger)
+        bar = _progress(f"replaying {args.account}")
+        # Rows printed to the terminal are their own progress; a bar would garble them.
+        bar.shown = bar.shown and (args.out is not None or not sys.stdout.isatty())
+        events = audit.events(
+            args.account, after=args.after, until=until, types=types, progress=bar.update
+        )
+        if args.out:
+            with open(args.out, "wb") as out:
+                count, digest = _write(events, out, fmt)
+            bar.done()
+            print(
+                f"exported {count} events of account {args.account} to {args.out} (sha256 {digest})"
+            )
+            return 0
+        stdout: IO[bytes] = sys.stdout.buffer
+        _write(events, stdout, fmt)
+        stdout.flush()
+        bar.done()
+    return 0
+
+
+def _write(events: Iterator[AuditEvent], out: IO[bytes], fmt: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    count = 0
+    encoder = msgspec.json.Encoder()
+    if fmt == "table":
+        header = _row("POSITION", "TYPE", "AGGREGATE", "VERSION", "RECORDED AT", "DATA")
+        out.write(header)
+        digest.update(header)
+    for event in events:
+        if fmt == "table":
+            line = _row(
+                str(event.position),
+                event.type,
+                event.aggregate_id[:8],
+                str(event.version),
+                event.timestamp.isoformat(timespec="milliseconds"),
+                _summary(event.data),
+            )
+        else:
+            line = encoder.encode(event) + b"\n"
+        out.write(line)
+        digest.update(line)
+        count += 1
+    return count, digest.hexdigest()
+
+
+_WIDTHS = (9, 36, 9, 8, 30)
+
+
+def _row(*values: str) -> bytes:
+    cells = [v.ljust(w) for v, w in zip(values, _WIDTHS, strict=False)]
+    return ("  ".join([*cells, values[-1]]).rstrip() + "\n").encode()
+
+
+def _summary(data: dict[str, Any]) -> str:
+    # Credentials are ciphertext, but a table is no place for them.
+    hidden = ("app_secret", "access_token", "verify_token", "key", "secret_hash")
+    shown = {k: v for k, v in data.items() if k not in hidden and v not in (None, [], {}, False)}
+    text = msgspec.json.encode(shown).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _error(f"--until must be an RFC 3339 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise _error("--until needs a time zone (RFC 3339), e.g. 2026-01-31T10:00:00Z")
+    return parsed
+
+
+# -- audit verify ------------------------------------------------------------------------
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    with _services(settings) as services:
+        verifier = chain_verifier(services.ledger.recorder)
+        if verifier is None:
+            raise _error("this event store keeps no hash chain (memory:// keeps nothing to verify)")
+        aggregates = None
+        scope = "the whole log"
+        if args.account:
+            _account(services, args.account)
+            aggregates = AuditLog(services.ledger).aggregate_ids(args.account)
+            scope = f"account {args.account}"
+        bar = _progress("verifying")
+        report = verifier.verify(
+            aggregates, also_topics=[conversation_events.STARTED], progress=bar.update
+        )
+        bar.done()
+    _print_report(report, scope)
+    return 0 if report.intact else 1
+
+
+def _print_report(report: ChainReport, scope: str) -> None:
+    print(f"checked {report.checked} events of {scope} (log head: position {report.head})")
+    print(f"  chained:   {report.chained}")
+    if report.unchained:
+        began = (
+            f"the chain began at position {report.chain_began_at}"
+            if report.chain_began_at
+            else "no event has a link"
+        )
+        print(f"  unchained: {report.unchained} (stored before the hash chain existed; {began})")
+    if report.broken is None:
+        print("intact: every event matches its hash chain")
+        return
+    broken = report.broken
+    print(f"BROKEN ({broken.kind}) at position {broken.position}: {broken.detail}")
+
+
+# -- audit projections -------------------------------------------------------------------
+
+
+def _projections(settings: Settings, args: argparse.Namespace) -> int:
+    with _services(settings) as services:
+        _account(services, args.account)
+        bar = _progress("rebuilding")
+        checks = check_account(
+            services.read_models,
+            AuditLog(services.ledger),
+            args.account,
+            progress=bar.update,
+        )
+        bar.done()
+    for check in checks:
+        _print_check(check)
+    return 0 if all(check.identical for check in checks) else 1
+
+
+def _print_check(check: ProjectionCheck) -> None:
+    verdict = "identical" if check.identical else f"{len(check.differences)} rows differ"
+    print(f"{check.projection}: {check.rows} rows compared at position {check.position}: {verdict}")
+    for table in check.skipped_tables:
+        print(f"  {table}: not compared (its rows name no account or conversation)")
+    for difference in check.differences:
+        key = ", ".join(f"{k}={v}" for k, v in difference.key.items())
+        if difference.kind == "missing":
+            print(f"  {difference.table} [{key}]: missing from the live view")
+            print(f"    rebuilt: {_json(difference.rebuilt)}")
+        elif difference.kind == "unexpected":
+            print(f"  {difference.table} [{key}]: in the live view, not in the log's rebuild")
+            print(f"    live:    {_json(difference.live)}")
+        else:
+            print(f"  {difference.table} [{key}]: {', '.join(difference.columns)} differ")
+            for column in difference.columns:
+                live = (difference.live or {}).get(column)
+                rebuilt = (difference.rebuilt or {}).get(column)
+                print(f"    {column}: live {_json(live)}, rebuilt {_json(rebuilt)}")
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

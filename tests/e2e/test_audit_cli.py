@@ -1,0 +1,371 @@
+"""`dmledger replay` and `dmledger audit`, as an auditor uses them, on SQLite and PostgreSQL.
+
+The tampering is done as an intruder with database access would: SQL on the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from application.ingest import sign
+from application.ledger import Ledger
+from domain.conversation import Conversation
+from domain.identity import conversation_id
+from infrastructure.persistence import persistence_env
+from infrastructure.settings import Settings
+from interfaces.cli import main
+from interfaces.composition import build
+from tests.conftest import ACCOUNT, APP_SECRET, PARTICIPANT, TEST_KEY, meta_json, register_account
+
+OTHER = "17841400000000002"
+CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
+Sql = Callable[..., list[tuple[Any, ...]]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Sql]:
+    """A database URL for the CLI (in its environment) and a way to run SQL on it."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+        url = f"sqlite:///{path}"
+        import sqlite3
+
+        def run_sqlite(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute(statement, params).fetchall()
+
+        run: Sql = run_sqlite
+    else:
+        url = request.getfixturevalue("postgres_url")
+        base, _, query = url.partition("?schema=")
+
+        def run_postgres(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'SET search_path TO "{query}"')
+                cursor = conn.execute(
+                    statement.replace("stored_events", "dmledger_events").replace(
+                        "rowid", "notification_id"
+                    ),
+                    params,
+                )
+                return cursor.fetchall() if cursor.description else []
+
+        run = run_postgres
+    for name, value in {
+        "DMLEDGER_DATABASE_URL": url,
+        "DMLEDGER_SECRET_KEY": TEST_KEY,
+        "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    return url, run
+
+
+def settings() -> Settings:
+    return Settings.from_environ(os.environ)
+
+
+def deliver(
+    services: Any, mid: str, *, account: str = ACCOUNT, participant: str = PARTICIPANT
+) -> None:
+    body = meta_json("text")
+    item = body["entry"][0]["messaging"][0]
+    item["sender"]["id"] = participant
+    item["recipient"]["id"] = account
+    item["message"] = {"mid": mid, "text": f"message {mid}"}
+    raw = json.dumps(body).encode()
+    services.writer.run_now(services.ingest.command(raw, sign(raw, APP_SECRET)))
+
+
+@pytest.fixture
+def history(database: tuple[str, Sql]) -> None:
+    """Account: registered, then m-1, m-2, m-3 from one participant; another account between."""
+    services = build(settings(), announce=lambda _: None)
+    try:
+        register_account(services)
+        register_account(services, OTHER)
+        deliver(services, "m-1")
+        deliver(services, "o-1", account=OTHER)
+        deliver(services, "m-2")
+        deliver(services, "m-3")
+        services.read_models.catch_up()
+    finally:
+        services.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def positions(sql: Sql, mid: str) -> int:
+    rows = sql("SELECT rowid, state FROM stored_events")
+    return next(int(p) for p, state in rows if f'"mid":"{mid}"'.encode() in bytes(state))
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def test_replay_prints_the_accounts_events_as_json_lines(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+
+    events = [json.loads(line) for line in out.splitlines()]
+    assert status == 0
+    assert [e["type"].split(".")[1] for e in events] == [
+        "Registered",
+        "Started",
+        "MessageReceived",
+        "MessageReceived",
+        "MessageReceived",
+    ]
+    assert "o-1" not in out
+    assert events[0]["data"]["app_secret"].startswith("gAAAA")
+
+
+def test_replay_until_a_time_between_two_events_stops_there(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    events = [json.loads(line) for line in out.splitlines()]
+    a, b = (
+        datetime.fromisoformat(events[3]["timestamp"]),
+        datetime.fromisoformat(events[4]["timestamp"]),
+    )
+
+    status, until = run(
+        capsys,
+        "replay",
+        "--account",
+        ACCOUNT,
+        "--until",
+        (a + (b - a) / 2).isoformat(),
+        "--format",
+        "jsonl",
+    )
+
+    assert status == 0
+    assert [json.loads(line) for line in until.splitlines()] == events[:4]
+
+
+def test_replay_exports_to_a_file_and_prints_its_digest(
+    history: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export.jsonl"
+
+    status, summary = run(capsys, "replay", "--account", ACCOUNT, "--out", str(out))
+
+    exported = out.read_bytes()
+    assert status == 0
+    assert len(exported.splitlines()) == 5
+    assert f"exported 5 events of account {ACCOUNT} to {out}" in summary
+    assert hashlib.sha256(exported).hexdigest() in summary
+
+
+def test_replay_as_a_table_hides_credentials(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run(capsys, "replay", "--account", ACCOUNT, "--types", "Account.Registered")
+
+    assert status == 0
+    assert out.splitlines()[0].split() == [
+        "POSITION",
+        "TYPE",
+        "AGGREGATE",
+        "VERSION",
+        "RECORDED",
+        "AT",
+        "DATA",
+    ]
+    assert "Account.Registered" in out
+    assert "gAAAA" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--account", "999"], "not registered"),
+        (["--account", ACCOUNT, "--until", "noon"], "--until must be an RFC 3339 time"),
+        (["--account", ACCOUNT, "--until", "2026-01-01T10:00:00"], "time zone"),
+        (["--account", ACCOUNT, "--types", "Nope.Never"], "unknown event type Nope.Never"),
+    ],
+)
+def test_replay_refuses_bad_arguments(
+    history: None, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    status, out = run(capsys, "replay", *argv)
+
+    assert status == 2
+    assert message in out
+
+
+# -- audit verify ------------------------------------------------------------------------
+
+
+def test_verify_passes_on_an_untouched_log(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 0, out
+    assert "checked 8 events of the whole log" in out
+    assert "intact" in out
+
+
+def test_verify_finds_an_altered_payload(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    position = positions(sql, "m-2")
+    [(state,)] = sql(_q(sql, "SELECT state FROM stored_events WHERE rowid = ?"), position)
+    edited = bytes(state).replace(b"message m-2", b"message m-X")
+    sql(_q(sql, "UPDATE stored_events SET state = ? WHERE rowid = ?"), edited, position)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1
+    assert f"BROKEN (altered) at position {position}" in out
+
+
+def test_verify_finds_a_deleted_event(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    position = positions(sql, "m-2")
+    sql(_q(sql, "DELETE FROM stored_events WHERE rowid = ?"), position)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1
+    assert "BROKEN (deleted)" in out
+    assert f"version 3 of aggregate {CONVERSATION}" in out
+
+
+def test_verify_finds_a_deleted_newest_event(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    sql(_q(sql, "DELETE FROM stored_events WHERE rowid = ?"), positions(sql, "m-3"))
+
+    status, out = run(capsys, "audit", "verify", "--account", ACCOUNT)
+
+    assert status == 1
+    assert "BROKEN (deleted)" in out
+
+
+def test_verify_finds_a_reordered_event(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given two events that swap places in the log
+    _, sql = database
+    first, second = positions(sql, "m-1"), positions(sql, "o-1")
+    for old, new in ((first, -1), (second, first), (-1, second)):
+        sql(_q(sql, "UPDATE stored_events SET rowid = ? WHERE rowid = ?"), new, old)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1
+    assert f"BROKEN (reordered) at position {first}" in out
+    assert f"recorded at position {second}" in out
+
+
+def test_verify_of_one_account_ignores_the_others(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    position = positions(sql, "o-1")
+    sql(_q(sql, "DELETE FROM stored_events WHERE rowid = ?"), position)
+
+    assert run(capsys, "audit", "verify", "--account", ACCOUNT)[0] == 0
+    assert run(capsys, "audit", "verify", "--account", OTHER)[0] == 1
+
+
+def test_events_stored_before_the_chain_are_reported_unchained(
+    database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given events a ledger without chain keys stored (as before the chain existed)
+    url, _ = database
+    old = Ledger(env=persistence_env(url))
+    old.save(Conversation(ig_account_id=ACCOUNT, participant_id=PARTICIPANT))
+    old.close()
+    services = build(settings(), announce=lambda _: None)
+    register_account(services)
+    services.close()
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 0, out
+    assert "unchained: 1" in out
+    assert "chained:   1" in out
+
+
+def test_verify_on_memory_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", "memory://")
+    monkeypatch.setenv("DMLEDGER_SECRET_KEY", TEST_KEY)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 2
+    assert "keeps no hash chain" in out
+
+
+# -- audit projections -------------------------------------------------------------------
+
+
+def test_the_projection_check_passes_on_a_healthy_database(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run(capsys, "audit", "projections", "--account", ACCOUNT)
+
+    assert status == 0, out
+    assert "conversation_list: 1 rows compared" in out
+    assert "message_history: 3 rows compared" in out
+    lines = out.strip().splitlines()
+    assert len(lines) >= 2
+    assert all(line.endswith(": identical") for line in lines)
+
+
+def test_the_projection_check_fails_after_a_view_row_is_altered(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    sql(
+        _q(
+            sql,
+            "UPDATE conversation_list SET unread_count = 99, status = 'blocked' "
+            "WHERE conversation_id = ?",
+        ),
+        str(CONVERSATION),
+    )
+    sql(_q(sql, "DELETE FROM message_history WHERE message_key = ?"), "m-2")
+
+    status, out = run(capsys, "audit", "projections", "--account", ACCOUNT)
+
+    assert status == 1
+    assert "conversation_list: 1 rows compared" in out
+    assert "status, unread_count differ" in out
+    assert "unread_count: live 99, rebuilt 3" in out
+    assert "message_history [conversation_id=" in out
+    assert "m-2]: missing from the live view" in out
+
+
+def _pg(sql: Sql) -> bool:
+    return sql.__name__ == "run_postgres"
+
+
+def _q(sql: Sql, statement: str) -> str:
+    return statement.replace("?", "%s") if _pg(sql) else statement
