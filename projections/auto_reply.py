@@ -41,12 +41,19 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
         self._auto_replies = auto_replies
 
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
-        for event, position in items:
-            if type(event).TOPIC not in TRIGGER_TOPICS:
-                continue
-            try:
-                self._writer.run_now(self._auto_replies.command_for(event))
-            except StorageUnavailable:
-                raise  # the batch runs again later
-            except Exception:
-                log.exception("no auto-reply decision for the event at %d", position)
+        # The batch's decisions are committed together (and with the webhooks waiting in
+        # the writer), not one transaction each.
+        triggers = [(e, p) for e, p in items if type(e).TOPIC in TRIGGER_TOPICS]
+        if not triggers:
+            return
+        commands = self._auto_replies.commands_for([e for e, _ in triggers])
+        futures = self._writer.run_all(commands)
+        unavailable: BaseException | None = None
+        for (_, position), future in zip(triggers, futures, strict=True):
+            error = future.exception()
+            if isinstance(error, StorageUnavailable):
+                unavailable = error
+            elif error is not None:
+                log.error("no auto-reply decision for the event at %d", position, exc_info=error)
+        if unavailable is not None:
+            raise unavailable  # the batch runs again later; its decisions are idempotent

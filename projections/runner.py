@@ -78,28 +78,42 @@ class ProjectionRunner:
 
     def catch_up(self, *, progress: Progress | None = None) -> int:
         """Apply everything in the log after the view's position; the number of notifications."""
-        applied = 0
-        position = self.position()
         head = self.ledger.recorder.max_notification_id() or 0 if progress else 0
+        return self._follow(self.position(), progress, head)[1]
+
+    def _follow(
+        self, position: int, progress: Progress | None = None, head: int = 0
+    ) -> tuple[int, int]:
+        """Apply the log after `position`; the position reached, and how many were applied.
+
+        Stops at a batch shorter than `batch_size`: that was the head of the log, and a
+        later commit wakes the runner again.
+        """
+        applied = 0
         while True:
             notifications = self.ledger.recorder.select_notifications(
                 start=position + 1, limit=self.batch_size
             )
             if not notifications:
-                return applied
+                return position, applied
             self._apply(notifications)
             position = notifications[-1].id
             applied += len(notifications)
             if progress is not None:
                 progress(position, max(head, position))
+            if len(notifications) < self.batch_size:
+                return position, applied
 
     def run(self, stop: threading.Event) -> None:
         """Follow the log until `stop` is set; survives database outages."""
         while not stop.is_set():
             try:
                 with self._only_runner(stop) as holding:
+                    # While it holds the lock this runner alone moves the view's position,
+                    # so it reads it once; each batch writes it with the rows.
+                    position = self.position() if holding else 0
                     while holding and not stop.is_set():
-                        self.catch_up()
+                        position = self._follow(position)[0]
                         self.wakeup.wait(self.poll_seconds)
             except DBAPIError as error:
                 log.warning("projection %s paused: %s", self.name, error.orig or error)
