@@ -58,12 +58,20 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
+        gather_seconds: float = 0.025,
     ) -> None:
         self.ledger = ledger
         self.projection = projection
         self.view: SqlView = projection.view
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.gather_seconds = gather_seconds
+        """After a wake-up, how long to let commits gather before following the log.
+
+        Each catch-up costs several round trips and some Python whatever its size, and
+        a web process commits dozens of times a second: waking on each commit made the
+        runners take most of the GIL from the requests. This bounds each runner to
+        about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
         ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
@@ -115,6 +123,7 @@ class ProjectionRunner:
                     while holding and not stop.is_set():
                         position = self._follow(position)[0]
                         self.wakeup.wait(self.poll_seconds)
+                        stop.wait(self.gather_seconds)
             except DBAPIError as error:
                 log.warning("projection %s paused: %s", self.name, error.orig or error)
                 stop.wait(1.0)
