@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from uuid import uuid5
+from uuid import UUID, uuid5
 
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
@@ -21,6 +21,7 @@ from domain.identity import account_id
 log = logging.getLogger(__name__)
 
 WINDOW_MS = 24 * 3_600_000
+STARTED_CACHE_SIZE = 50_000
 TRIGGER_TOPICS = (topics.MESSAGE_RECEIVED, topics.POSTBACK_RECEIVED)
 
 
@@ -67,14 +68,25 @@ class AutoReplies:
         self._secrets = secrets
         self._profiles = profiles
         self._clock = clock
+        self._started: dict[UUID, Any] = {}
+        """Conversations' first events (they never change), by conversation id."""
 
-    def command_for(self, event: Any) -> Command[str | None]:
+    def commands_for(self, events: list[Any]) -> list[Command[str | None]]:
+        """`command_for` each event; each account is read once for all of them."""
+        accounts: dict[str, Account | None] = {}
+        return [self.command_for(event, accounts=accounts) for event in events]
+
+    def command_for(
+        self, event: Any, *, accounts: dict[str, Account | None] | None = None
+    ) -> Command[str | None]:
         """The command that records the decision on `event`; it returns what was decided.
 
         The participant's profile is looked up here, before the command, when a reply of
         the account may need `{first_name}` or `{username}`: no network in the writer.
+        `accounts` keeps the accounts read, for the commands of one batch of events (the
+        command itself reads the account again, as committed).
         """
-        profile = self._profile_if_needed(event)
+        profile = self._profile_if_needed(event, {} if accounts is None else accounts)
         decided_at = self._clock()
 
         def decide(changes: Changes) -> str | None:
@@ -146,15 +158,26 @@ class AutoReplies:
             return "window_closed"
         return None
 
-    def _profile_if_needed(self, event: Any) -> dict[str, str] | None:
+    def _profile_if_needed(
+        self, event: Any, accounts: dict[str, Account | None]
+    ) -> dict[str, str] | None:
         # Only the conversation's first event is read (a long conversation is not
-        # replayed): the lookup is cached, and recording an unchanged profile is a no-op.
+        # replayed), once: it never changes. The lookup is cached, and recording an
+        # unchanged profile is a no-op.
         if self._profiles is None:
             return None
-        started = next(iter(self._ledger.events.get(event.originator_id, lte=1)), None)
+        started: Any = self._started.get(event.originator_id)
         if started is None:
-            return None
-        account = self._ledger.account(started.ig_account_id)  # type: ignore[attr-defined]
+            started = next(iter(self._ledger.events.get(event.originator_id, lte=1)), None)
+            if started is None:
+                return None
+            if len(self._started) >= STARTED_CACHE_SIZE:
+                self._started.pop(next(iter(self._started)))
+            self._started[event.originator_id] = started
+        ig_account_id: str = started.ig_account_id
+        if ig_account_id not in accounts:
+            accounts[ig_account_id] = self._ledger.account(ig_account_id)
+        account = accounts[ig_account_id]
         if account is None or not account.automates:
             return None
         templates = [r["reply"] for r in account.rules.values() if r["enabled"]]
@@ -163,7 +186,7 @@ class AutoReplies:
             return None
         try:
             token = self._secrets.decrypt(account.access_token)
-            return self._profiles.lookup(token, started.participant_id)  # type: ignore[attr-defined]
+            return self._profiles.lookup(token, started.participant_id)
         except Exception as error:
             log.warning("no profile for a participant of %s: %s", account.ig_account_id, error)
             return None

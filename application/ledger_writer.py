@@ -163,6 +163,29 @@ class LedgerWriter:
             self._commit([(command, future)])
         return future.result()
 
+    def run_all(self, commands: list[Command[Any]]) -> list[Future[Any]]:
+        """Run commands and wait until each is committed or failed; their futures, done.
+
+        With the writer thread running, they join its batches (committed together with
+        the webhooks waiting there); otherwise they run here, in one transaction.
+        """
+        if self._thread is None:
+            futures: list[Future[Any]] = [Future() for _ in commands]
+            with self._lock:
+                self._commit(list(zip(commands, futures, strict=True)))
+        else:
+            futures = []
+            for command in commands:
+                try:
+                    futures.append(self.submit(command))
+                except StorageUnavailable as error:
+                    failed: Future[Any] = Future()
+                    failed.set_exception(error)
+                    futures.append(failed)
+        for future in futures:
+            future.exception()  # waits
+        return futures
+
     # -- the writer thread -----------------------------------------------------------
 
     def start(self) -> None:

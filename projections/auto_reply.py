@@ -43,17 +43,31 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
         self._auto_replies = auto_replies
 
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
-        for event, position in items:
-            topic = type(event).TOPIC
-            if topic == MESSAGE_ECHOED:
-                command: Command[Any] = echo_command(event)
-            elif topic in TRIGGER_TOPICS:
-                command = self._auto_replies.command_for(event)
-            else:
-                continue
-            try:
-                self._writer.run_now(command)
-            except StorageUnavailable:
-                raise  # the batch runs again later
-            except Exception:
-                log.exception("no auto-reply decision for the event at %d", position)
+        # The batch's decisions are committed together (and with the webhooks waiting in
+        # the writer), not one transaction each.
+        relevant = [
+            (e, p)
+            for e, p in items
+            if type(e).TOPIC in TRIGGER_TOPICS or type(e).TOPIC == MESSAGE_ECHOED
+        ]
+        if not relevant:
+            return
+        decisions = iter(
+            self._auto_replies.commands_for(
+                [e for e, _ in relevant if type(e).TOPIC in TRIGGER_TOPICS]
+            )
+        )
+        commands: list[Command[Any]] = [
+            echo_command(e) if type(e).TOPIC == MESSAGE_ECHOED else next(decisions)
+            for e, _ in relevant
+        ]
+        futures = self._writer.run_all(commands)
+        unavailable: BaseException | None = None
+        for (_, position), future in zip(relevant, futures, strict=True):
+            error = future.exception()
+            if isinstance(error, StorageUnavailable):
+                unavailable = error
+            elif error is not None:
+                log.error("no auto-reply decision for the event at %d", position, exc_info=error)
+        if unavailable is not None:
+            raise unavailable  # the batch runs again later; its decisions are idempotent

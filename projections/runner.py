@@ -57,12 +57,20 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
+        gather_seconds: float = 0.025,
     ) -> None:
         self.ledger = ledger
         self.projection = projection
         self.view: SqlView = projection.view
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.gather_seconds = gather_seconds
+        """After a wake-up, how long to let commits gather before following the log.
+
+        Each catch-up costs several round trips and some Python whatever its size, and
+        a web process commits dozens of times a second: waking on each commit made the
+        runners take most of the GIL from the requests. This bounds each runner to
+        about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
         ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
@@ -77,15 +85,24 @@ class ProjectionRunner:
 
     def catch_up(self, *, progress: Progress | None = None) -> int:
         """Apply everything in the log after the view's position; the number of notifications."""
-        applied = 0
-        position = self.position()
         head = self.ledger.recorder.max_notification_id() or 0 if progress else 0
+        return self._follow(self.position(), progress, head)[1]
+
+    def _follow(
+        self, position: int, progress: Progress | None = None, head: int = 0
+    ) -> tuple[int, int]:
+        """Apply the log after `position`; the position reached, and how many were applied.
+
+        Stops at a batch shorter than `batch_size`: that was the head of the log, and a
+        later commit wakes the runner again.
+        """
+        applied = 0
         while True:
             notifications = self.ledger.recorder.select_notifications(
                 start=position + 1, limit=self.batch_size
             )
             if not notifications:
-                return applied
+                return position, applied
             try:
                 self._apply(notifications, after=position)
             except ViewMovedOn:
@@ -96,15 +113,21 @@ class ProjectionRunner:
             applied += len(notifications)
             if progress is not None:
                 progress(position, max(head, position))
+            if len(notifications) < self.batch_size:
+                return position, applied
 
     def run(self, stop: threading.Event) -> None:
         """Follow the log until `stop` is set; survives database outages."""
         while not stop.is_set():
             try:
                 with self._only_runner(stop) as holding:
+                    # While it holds the lock this runner alone moves the view's position,
+                    # so it reads it once; each batch writes it with the rows.
+                    position = self.position() if holding else 0
                     while holding and not stop.is_set():
-                        self.catch_up()
+                        position = self._follow(position)[0]
                         self.wakeup.wait(self.poll_seconds)
+                        stop.wait(self.gather_seconds)
             except DBAPIError as error:
                 log.warning("projection %s paused: %s", self.name, error.orig or error)
                 stop.wait(1.0)

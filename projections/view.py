@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
-from sqlalchemy import Connection, Engine, Table, delete, select, tuple_
+from sqlalchemy import Connection, Engine, Table, any_, bindparam, cast, delete, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from projections.schema import metadata, tracking, upsert, writing
+from projections.schema import metadata, tracking, upsert, upsert_many, writing
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -30,6 +31,8 @@ class Batch:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.notes: dict[str, Any] = {}
+        """What a projection keeps for the length of one batch (lookups of its own)."""
         self._rows: dict[tuple[str, Key], Row | None] = {}
         self._tables: dict[str, Table] = {}
         self._dirty: set[tuple[str, Key]] = set()
@@ -46,13 +49,36 @@ class Batch:
             chunk = wanted[start : start + 500]
             for k in chunk:
                 self._rows[(table.name, k)] = None
-            if len(primary) == 1:
+            if len(primary) == 1 and self.conn.dialect.name == "postgresql":
+                # One array parameter: the statement is compiled once, not per batch.
+                values = cast(bindparam("keys", [k[0] for k in chunk]), ARRAY(primary[0].type))
+                condition = primary[0] == any_(values)
+            elif len(primary) == 1:
                 condition = primary[0].in_([k[0] for k in chunk])
             else:
                 condition = tuple_(*primary).in_(chunk)
             for found in self.conn.execute(select(table).where(condition)).mappings():
                 key = tuple(found[c.name] for c in primary)
                 self._rows[(table.name, key)] = dict(found)
+
+    def load(self, table: Table, *conditions: Any) -> list[Row]:
+        """The rows matching `conditions`, as they stand in this batch (one query).
+
+        A row this batch already holds is returned as the batch has it, not as stored;
+        rows the batch has deleted or changed so that they no longer match are still
+        returned: check them again.
+        """
+        self._tables[table.name] = table
+        primary = list(table.primary_key.columns)
+        found: list[Row] = []
+        for stored in self.conn.execute(select(table).where(*conditions)).mappings():
+            key = (table.name, tuple(stored[c.name] for c in primary))
+            if key not in self._rows:
+                self._rows[key] = dict(stored)
+            row = self._rows[key]
+            if row is not None:
+                found.append(row)
+        return found
 
     def get(self, table: Table, key: Key) -> Row | None:
         """The row with this primary key as it stands in this batch, or None."""
@@ -100,7 +126,7 @@ class Batch:
                 by_table.setdefault(name, []).append(row)
         for name, rows in by_table.items():
             table = self._tables[name]
-            upsert(self.conn, table, rows, keys=[c.name for c in table.primary_key.columns])
+            upsert_many(self.conn, table, rows, keys=[c.name for c in table.primary_key.columns])
         self._dirty.clear()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-
 from domain import conversation as topics
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
@@ -54,6 +52,12 @@ def _blank(event: Any, key: str) -> Row:
     }
 
 
+def _replies_by_mid(batch: Batch) -> dict[tuple[str, str], str]:
+    """(conversation id, Meta's mid) -> message key, of our replies this batch has seen."""
+    replies: dict[tuple[str, str], str] = batch.notes.setdefault("replies_by_mid", {})
+    return replies
+
+
 class MessageHistory(LedgerProjection[MessageHistoryView]):
     """Keeps `message_history` in step with the conversations' events."""
 
@@ -66,6 +70,23 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             if type(event).TOPIC in _MESSAGE_TOPICS
         }
         batch.preload(messages, keys)
+        # Our replies that an echo of this batch may confirm, in one query per 500 echoes.
+        echoes = sorted(
+            (str(event.originator_id), event.mid)
+            for event, _ in items
+            if type(event).TOPIC == topics.MESSAGE_ECHOED
+        )
+        replies = _replies_by_mid(batch)
+        batch.notes["preloaded"] = True
+        for start in range(0, len(echoes), 500):
+            chunk = echoes[start : start + 500]
+            for row in batch.load(
+                messages,
+                messages.c.conversation_id.in_({c for c, _ in chunk}),
+                messages.c.mid.in_({m for _, m in chunk}),
+                messages.c.reply_id.is_not(None),
+            ):
+                replies[(row["conversation_id"], row["mid"])] = row["message_key"]
 
     def _message(self, batch: Batch, event: Any, key: str) -> Row:
         row = batch.get(messages, (str(event.originator_id), key))
@@ -100,32 +121,21 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     @on(topics.MESSAGE_ECHOED)
     def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
         conversation_id = str(event.originator_id)
-        ours = next(
-            (
-                r
-                for r in batch.in_memory(messages)
-                if r["conversation_id"] == conversation_id
-                and r["mid"] == event.mid
-                and r["reply_id"] is not None
-            ),
-            None,
-        ) or (
-            batch.conn.execute(
-                select(messages).where(
-                    messages.c.conversation_id == conversation_id,
-                    messages.c.mid == event.mid,
-                    messages.c.reply_id.is_not(None),
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if ours is not None:
+        key = _replies_by_mid(batch).get((conversation_id, event.mid))
+        if key is None and "preloaded" not in batch.notes:
+            # Not preloaded (one event applied on its own): look for it now.
+            for found in batch.load(
+                messages,
+                messages.c.conversation_id == conversation_id,
+                messages.c.mid == event.mid,
+                messages.c.reply_id.is_not(None),
+            ):
+                key = found["message_key"]
+        ours = batch.get(messages, (conversation_id, key)) if key is not None else None
+        if ours is not None and ours["mid"] == event.mid and ours["reply_id"] is not None:
             # The echo of a reply we sent: the same message, now confirmed by Meta.
-            row = batch.get(messages, (conversation_id, ours["message_key"]))
-            if row is not None:
-                row["delivery_status"] = "delivered"
-                batch.changed(messages, row)
+            ours["delivery_status"] = "delivered"
+            batch.changed(messages, ours)
             return
         self._arrived(batch, event, position, "outbound")
 
@@ -207,6 +217,8 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
         row.update(delivery_status="sent", mid=event.message_id)
+        if event.message_id:
+            _replies_by_mid(batch)[(row["conversation_id"], event.message_id)] = event.reply_id
         # Meta's echo of this reply may have come first: it is the same message.
         if event.message_id:
             echo = batch.get(messages, (str(event.originator_id), event.message_id))

@@ -163,6 +163,66 @@ def test_status_changes_show_in_the_list(projections: Any) -> None:
     assert row(projections, conversation)["status"] == "active"
 
 
+def feed_as_one_batch(
+    projections: tuple[ConversationList, MessageHistory], conversation: Conversation, start: int = 1
+) -> int:
+    """Apply the conversation's new events to both projections in one batch, as a runner does."""
+    items = [(e, start + n) for n, e in enumerate(conversation.collect_events())]
+    for projection in projections:
+
+        def change(batch: Any, projection: Any = projection) -> None:
+            projection.preload(batch, items)
+            projection.project(batch, items)
+
+        projection.view.apply(Tracking("dmledger", items[-1][1]), change)
+    return start + len(items)
+
+
+def queue_and_send_reply(conversation: Conversation, reply_id: str, message_id: str) -> None:
+    conversation.queue_reply(
+        reply_id=reply_id,
+        text="We ship worldwide",
+        key=f"request:{reply_id}",
+        automated=False,
+        in_reply_to=None,
+        rule_id=None,
+        rule_version=None,
+        trigger_at=None,
+        by="crm",
+    )
+    conversation.record_reply_sent(reply_id=reply_id, message_id=message_id, sent_at=5)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["event by event", "in one batch"])
+def test_the_echo_of_our_reply_confirms_it_instead_of_adding_a_message(
+    projections: Any, batched: bool
+) -> None:
+    apply = feed_as_one_batch if batched else feed
+    # given a reply we sent, and an echo of another message in a batch before
+    conversation = new_conversation()
+    conversation.receive_message(mid="m1", sent_at=1, text="Do you ship?")
+    queue_and_send_reply(conversation, "r1", "m-reply-1")
+    conversation.record_echo(mid="m-other", sent_at=4, text="sent from the phone")
+    position = apply(projections, conversation)
+
+    # when Meta's echoes of our reply and of one more phone message come, in a later batch
+    conversation.record_echo(mid="m-reply-1", sent_at=6, text="We ship worldwide")
+    conversation.record_echo(mid="m-phone", sent_at=7, text="anything else?")
+    apply(projections, conversation, position)
+
+    # then our reply shows once, delivered, beside the messages sent from the phone
+    shown = {
+        (m["mid"], m["reply_id"], m["delivery_status"]) for m in history(projections, conversation)
+    }
+    assert len(history(projections, conversation)) == 4
+    assert shown == {
+        ("m1", None, None),
+        ("m-other", None, None),
+        ("m-reply-1", "r1", "delivered"),
+        ("m-phone", None, None),
+    }
+
+
 def test_the_tracking_position_moves_with_the_rows(projections: Any) -> None:
     conversation = new_conversation()
     conversation.receive_message(mid="m1", sent_at=1, text="hi")
