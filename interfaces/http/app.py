@@ -27,7 +27,7 @@ from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
 from interfaces.http.rules import RuleController
-from interfaces.http.webhooks import WebhookController
+from interfaces.http.webhooks import WebhookController, WebhookIntake
 
 
 def create_app(
@@ -64,6 +64,7 @@ def create_app(
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),
             "ingest": provide(services.ingest),
+            "intake": provide(WebhookIntake(services.ingest, services.writer)),
             "accounts": provide(services.accounts),
             "api_keys": provide(services.api_keys),
             "conversations": provide(services.conversations),
