@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import uuid5
 
@@ -30,6 +31,9 @@ def _urls(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+_OUTCOMES = (topics.REPLY_SENT, topics.REPLY_FAILED)
+
+
 def crm_delivery_id(event: Any) -> str:
     """The `webhook-id` of a notification: derived from the event, stable for ever."""
     return (
@@ -41,6 +45,15 @@ class Outboxes(LedgerProjection[OutboxView]):
     """Keeps the Instagram and CRM outboxes in step with the log."""
 
     name = "outbox"
+
+    def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
+        # One query a table for the batch, rather than one a conversation.
+        batch.preload(conversation_parties, {(str(e.originator_id),) for e, _ in items})
+        accounts = {(r["ig_account_id"],) for r in batch.in_memory(conversation_parties)}
+        accounts |= {(e.ig_account_id,) for e, _ in items if hasattr(e, "ig_account_id")}
+        batch.preload(crm_subscriptions, accounts)
+        replies = {(e.reply_id,) for e, _ in items if type(e).TOPIC in _OUTCOMES}
+        batch.preload(outbox, replies)
 
     # -- who is who ------------------------------------------------------------------------
 
