@@ -157,7 +157,14 @@ def test_the_projection_check_compares_each_row_and_names_the_differing_columns(
 ) -> None:
     # given live read models caught up with the log
     engine = create_view_engine(f"sqlite:///{tmp_path}/views.sqlite3")
-    read_models = ReadModels.build(ledger, engine)
+    from application.auto_reply import AutoReplies
+    from application.ledger_writer import LedgerWriter
+    from infrastructure.secret_box import FernetSecretBox
+
+    box = FernetSecretBox([FernetSecretBox.new_key()])
+    read_models = ReadModels.build(
+        ledger, engine, LedgerWriter(ledger), AutoReplies(ledger, box, None)
+    )
     read_models.catch_up()
     audit = AuditLog(ledger)
 
