@@ -175,10 +175,11 @@ def test_the_projection_check_compares_each_row_and_names_the_differing_columns(
         conn.execute(update(conversations).values(unread_count=7))
     altered = check_account(read_models, audit, ACCOUNT)
 
-    assert [(c.projection, c.rows, c.identical) for c in healthy] == [
+    assert [(c.projection, c.rows, c.identical) for c in healthy][:2] == [
         ("conversation_list", 1, True),
         ("message_history", 3, True),
     ]
+    assert all(c.identical for c in healthy)
     [difference] = altered[0].differences
     assert difference.kind == "different"
     assert difference.columns == ["unread_count"]
