@@ -83,8 +83,3 @@ class ConversationListView(SqlView):
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return dict(row) if row is not None else None
-
-    def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
-        """When the participant last wrote (Meta's time, ms): the reply windows start there."""
-        row = self.get(ig_account_id, conversation_id)
-        return row["last_inbound_at"] if row is not None else None

@@ -66,6 +66,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "ig_account_id": event.ig_account_id,
                 "participant_id": event.participant_id,
                 "crm_sequence": 0,
+                "last_inbound_at": None,
             },
         )
 
@@ -149,8 +150,19 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     # -- the CRM -------------------------------------------------------------------------------
 
+    def _inbound(self, batch: Batch, event: Any) -> None:
+        party = batch.get(conversation_parties, (str(event.originator_id),))
+        if party is not None and (party["last_inbound_at"] or 0) < event.sent_at:
+            party["last_inbound_at"] = event.sent_at
+            batch.changed(conversation_parties, party)
+
+    @on(topics.POSTBACK_RECEIVED)
+    def postback_received(self, batch: Batch, event: Any, position: int) -> None:
+        self._inbound(batch, event)
+
     @on(topics.MESSAGE_RECEIVED)
     def message_received(self, batch: Batch, event: Any, position: int) -> None:
+        self._inbound(batch, event)
         data = {
             "mid": event.mid,
             "text": event.text,

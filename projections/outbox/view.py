@@ -62,8 +62,10 @@ conversation_parties = Table(
     Column("ig_account_id", String(32), nullable=False),
     Column("participant_id", String(64), nullable=False),
     Column("crm_sequence", Integer, nullable=False),
+    Column("last_inbound_at", BigInteger),
 )
-"""Each conversation's account and participant, and its last CRM sequence number."""
+"""Each conversation's account and participant, its last CRM sequence number, and when
+the participant last wrote (Meta's time, ms): the reply windows start there."""
 
 delivery_state = Table(
     "delivery_state",
@@ -93,6 +95,17 @@ class OutboxView(SqlView):
     def create_tables(self) -> None:
         super().create_tables()
         metadata.create_all(self.engine, tables=[delivery_state])
+
+    def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
+        """When the participant last wrote, as far as the outbox has followed the log: at
+        least as far as any reply in it, so the window is never judged on a lagging view."""
+        p = conversation_parties.c
+        query = select(p.last_inbound_at).where(
+            p.conversation_id == conversation_id, p.ig_account_id == ig_account_id
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return int(found) if found is not None else None
 
     def lease(
         self,

@@ -413,10 +413,20 @@ async def test_replaying_the_account_reproduces_its_rules_and_the_decisions_stan
     assert replayed.rules[rule["id"]]["version"] == 2
 
     # running the decision again over the whole log adds nothing
+    def decisions() -> list[Any]:
+        wanted = ("Conversation.ReplyQueued", "Conversation.AutoReplySkipped")
+        return [(k, d) for k, d in stored_events(bare) if k in wanted]
+
+    before_decisions = [
+        (k, d)
+        for k, d in before
+        if k in ("Conversation.ReplyQueued", "Conversation.AutoReplySkipped")
+    ]
     policy = bare.read_models.runners["auto_reply"]
     policy.view.drop()
     policy.catch_up()
-    assert stored_events(bare) == before
+    assert before_decisions
+    assert decisions() == before_decisions
 
 
 async def test_a_message_answered_after_the_24_hour_window_is_skipped_with_the_reason(
