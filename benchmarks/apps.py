@@ -23,7 +23,8 @@ def dmledger_app() -> Litestar:
     from interfaces.http.app import create_app
 
     services = build(settings_from_environment())
-    return create_app(services)
+    in_process = not os.environ.get("BENCH_SEPARATE_PROCESSES")
+    return create_app(services, run_projections=in_process, run_dispatcher=in_process)
 
 
 def bare_app() -> Litestar:

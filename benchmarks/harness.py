@@ -55,6 +55,8 @@ class Config:
     max_rate: int = 7000
     """Bodies are made for this many requests per second over each load."""
     web_workers: int = 1
+    separate: bool = False
+    """Projections and the dispatcher in processes of their own (`--separate`)."""
     long_messages: int = 10_000
     long_conversations: int = 10
     rebuild_bodies: int = 50_000
@@ -114,6 +116,8 @@ class Bench:
             BENCH_APP_SECRET=APP_SECRET,
             PYTHONPATH=str(ROOT),
         )
+        if self.config.separate:
+            env["BENCH_SEPARATE_PROCESSES"] = "1"
         return env
 
     def server(self, app: str) -> Server:
@@ -717,12 +721,17 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="a tiny load, to check the harness works"
     )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn web workers (default 1)")
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="run projections and the dispatcher in processes of their own, not in the web one",
+    )
     parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
     config = Config.smoke_test() if args.smoke else Config()
-    config = Config(**{**asdict(config), "web_workers": args.workers})
+    config = Config(**{**asdict(config), "web_workers": args.workers, "separate": args.separate})
     database_url = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -744,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "settings": {
             "web_workers": config.web_workers,
+            "separate_processes": config.separate,
             "uvicorn": "loop auto, http auto, access log off, log level warning",
             "connections": config.connections,
             "smoke": config.smoke,

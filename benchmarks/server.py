@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import uvicorn
 
+SEPARATE_VARIABLE = "BENCH_SEPARATE_PROCESSES"
 APPS = {"dmledger": "benchmarks.apps:dmledger_app", "bare": "benchmarks.apps:bare_app"}
 
 
@@ -28,6 +31,11 @@ def main() -> None:
     timer = threading.Timer(args.lifetime, lambda: os.killpg(0, signal.SIGTERM))
     timer.daemon = True
     timer.start()
+    if args.app == "dmledger" and os.environ.get(SEPARATE_VARIABLE):
+        # As a larger deployment runs it: projections and the dispatcher in processes of
+        # their own (in this process group, so they stop with it).
+        for command in ("project", "dispatch"):
+            subprocess.Popen([sys.executable, "-m", "interfaces.cli", command])
     uvicorn.run(
         APPS[args.app],
         factory=True,
