@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from application.api_keys import Principal
 from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
-from application.ledger_writer import LedgerWriter
+from application.ledger_writer import Command, LedgerWriter
 from application.replies import ReplyRequest, request_reply
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
@@ -112,9 +112,7 @@ class ConversationController(Controller):
             read=bool(data.read),
             by=f"api-key:{principal.key_id}",
         )
-        await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "conversation_list")
-        return await self._conversation(read_models, writable_account, conversation_id)
+        return await self._changed(writer, command, read_models, writable_account, conversation_id)
 
     @post(
         "/{conversation_id:uuid}/handover",
@@ -137,9 +135,7 @@ class ConversationController(Controller):
             at=int(time.time() * 1000),
             by=f"api-key:{principal.key_id}",
         )
-        await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "conversation_list")
-        return await self._conversation(read_models, writable_account, conversation_id)
+        return await self._changed(writer, command, read_models, writable_account, conversation_id)
 
     @post(
         "/{conversation_id:uuid}/resume",
@@ -159,9 +155,7 @@ class ConversationController(Controller):
         command = conversations.resume(
             writable_account, conversation_id, by=f"api-key:{principal.key_id}"
         )
-        await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "conversation_list")
-        return await self._conversation(read_models, writable_account, conversation_id)
+        return await self._changed(writer, command, read_models, writable_account, conversation_id)
 
     @post(
         "/{conversation_id:uuid}/replies",
@@ -272,6 +266,20 @@ class ConversationController(Controller):
         next_cursor = place_of(rows[-1], newest_first) if more else None
         prev_cursor = place_of(rows[0], not newest_first) if rows and cursor else None
         return MessagePage([Message.of(r) for r in rows], next_cursor, prev_cursor)
+
+    @classmethod
+    async def _changed(
+        cls,
+        writer: LedgerWriter,
+        command: Command[bool],
+        read_models: ReadModels,
+        account: str,
+        conversation_id: UUID,
+    ) -> Conversation:
+        """Run a change, then answer with the conversation once the list shows it."""
+        await writer.run(command)
+        await asyncio.to_thread(read_models.wait_for, "conversation_list")
+        return await cls._conversation(read_models, account, conversation_id)
 
     @staticmethod
     async def _conversation(
