@@ -37,6 +37,8 @@ class Batch:
         self._tables: dict[str, Table] = {}
         self._dirty: set[tuple[str, Key]] = set()
         self._deleted: set[tuple[str, Key]] = set()
+        self.written: set[str] = set()
+        """Names of the tables whose rows `write` changed."""
 
     def preload(self, table: Table, keys: Iterable[Key]) -> None:
         """Read the rows with these primary keys in one query (absent ones are remembered)."""
@@ -113,6 +115,7 @@ class Batch:
 
     def write(self) -> None:
         for name, key in self._deleted:
+            self.written.add(name)
             table = self._tables[name]
             primary = list(table.primary_key.columns)
             self.conn.execute(
@@ -125,6 +128,7 @@ class Batch:
             if row is not None:
                 by_table.setdefault(name, []).append(row)
         for name, rows in by_table.items():
+            self.written.add(name)
             table = self._tables[name]
             upsert_many(self.conn, table, rows, keys=[c.name for c in table.primary_key.columns])
         self._dirty.clear()
@@ -139,6 +143,9 @@ class SqlView(TrackingRecorder):
 
     notify: str | None = None
     """A PostgreSQL channel to NOTIFY when a batch commits (who waits for this view)."""
+    announced: Sequence[Table] | None = None
+    """The tables whose changes are news to the NOTIFY channel and the `on_applied`
+    listeners; None for all of them. A batch that changed none of them stays quiet."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -146,8 +153,8 @@ class SqlView(TrackingRecorder):
         self._listeners: list[Callable[[], None]] = []
 
     def on_applied(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` after each batch this process commits to the view; returns the
-        function that stops it."""
+        """Call `listener` after each batch this process commits to the view that changed
+        its `announced` tables; returns the function that stops it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -182,12 +189,19 @@ class SqlView(TrackingRecorder):
             change(batch)
             batch.write()
             self._insert_tracking(conn, tracking_record)
-            if self.notify and conn.dialect.name == "postgresql":
+            news = self._is_news(batch)
+            if news and self.notify and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"NOTIFY {self.notify}")
         with self._advanced:
             self._advanced.notify_all()
-        for listener in self._listeners:
-            listener()
+        if news:
+            for listener in self._listeners:
+                listener()
+
+    def _is_news(self, batch: Batch) -> bool:
+        if self.announced is None:
+            return bool(batch.written)
+        return any(t.name in batch.written for t in self.announced)
 
     def _current(self, conn: Connection, application_name: str) -> int:
         query = select(tracking.c.notification_id).where(

@@ -91,6 +91,8 @@ class OutboxView(SqlView):
     name = "outbox"
     tables = (outbox, crm_subscriptions, conversation_parties)
     notify = "dmledger_outbox"
+    announced = (outbox,)
+    """Only new or finished deliveries concern the dispatcher, not the parties' times."""
 
     def create_tables(self) -> None:
         super().create_tables()
