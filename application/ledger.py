@@ -7,7 +7,7 @@ recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import ClassVar, cast
 from uuid import UUID
 
@@ -56,6 +56,18 @@ class Ledger(Application[UUID]):
         one of those aggregates has a stored event past that version; others ignore it.
         """
         return bool(getattr(self.recorder, "validates_reads", False))
+
+    def stored_versions(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, int]:
+        """The version of each of these aggregates in the store now; absent ones are left out."""
+        ids = list(aggregate_ids)
+        in_one_query = getattr(self.recorder, "stored_versions", None)
+        if in_one_query is not None:
+            return cast(dict[UUID, int], in_one_query(ids))
+        found: dict[UUID, int] = {}
+        for aggregate_id in ids:
+            for stored in self.recorder.select_events(aggregate_id, desc=True, limit=1):
+                found[aggregate_id] = stored.originator_version
+        return found
 
     def find(self, aggregate_id: UUID) -> Aggregate | None:
         """The aggregate with this id as stored now, or None."""

@@ -75,6 +75,11 @@ class Changes:
         self.touched: dict[UUID, Aggregate] = {}
         self.read_versions: dict[UUID, int] = {}
         """Versions of the aggregates read with `fresh=True`, as they were read."""
+        self.command = 0
+        """The index (in its batch) of the command running now."""
+        self.touched_by: dict[UUID, set[int]] = {}
+        """The commands that read or changed each aggregate."""
+        self._new_events: dict[UUID, list[Any]] = {}
 
     def get(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
         """The aggregate with this id, or None if it does not exist.
@@ -104,6 +109,7 @@ class Changes:
         elif fresh and aggregate_id not in self.read_versions:
             # First read earlier in this batch without `fresh`: its stored version.
             self.read_versions[aggregate_id] = aggregate.version - len(aggregate.pending_events)
+        self.touched_by.setdefault(aggregate_id, set()).add(self.command)
         if not isinstance(aggregate, kind):
             return None
         return aggregate
@@ -111,6 +117,34 @@ class Changes:
     def add(self, aggregate: Aggregate) -> None:
         """Include a new aggregate in this batch."""
         self.touched[aggregate.id] = aggregate
+        self.touched_by.setdefault(aggregate.id, set()).add(self.command)
+
+    def new_events(self, aggregate_id: UUID) -> list[Any]:
+        """The events the batch added to this aggregate. They are collected from it, and
+        kept here: a save that fails has taken them, and a retry needs them again."""
+        kept = self._new_events.setdefault(aggregate_id, [])
+        kept.extend(self.touched[aggregate_id].collect_events())
+        return kept
+
+    def stored_before(self, aggregate_id: UUID) -> int:
+        """The version the batch found this aggregate at (0 for one it created)."""
+        if aggregate_id in self.read_versions:
+            return self.read_versions[aggregate_id]
+        return self.touched[aggregate_id].version - len(self.new_events(aggregate_id))
+
+    def entangled_with(self, aggregate_ids: set[UUID]) -> tuple[set[int], set[UUID]]:
+        """The commands that depend on these aggregates, directly or through an aggregate
+        they share with another such command; and every aggregate those commands touched."""
+        commands: set[int] = set()
+        aggregates: set[UUID] = set()
+        frontier = set(aggregate_ids)
+        while frontier:
+            aggregates |= frontier
+            new_commands = set().union(*(self.touched_by.get(a, set()) for a in frontier))
+            new_commands -= commands
+            commands |= new_commands
+            frontier = {a for a, by in self.touched_by.items() if by & new_commands} - aggregates
+        return commands, aggregates
 
 
 Command = Callable[[Changes], T]
@@ -234,16 +268,16 @@ class LedgerWriter:
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
-                stored_before = {
-                    a.id: a.version - len(a.pending_events) for a in changes.touched.values()
-                }
-                self.ledger.save(*changes.touched.values(), expected_versions=changes.read_versions)
+                try:
+                    self._save(changes, results, changes.touched)
+                    return
+                except RecordConflictError:
+                    conflicts += 1
+                    if conflicts > self.conflict_retries:
+                        raise
+                    pending = self._save_what_still_holds(changes, pending, results)
             except RecordConflictError:
                 self.cache.evict(changes.touched)
-                conflicts += 1
-                if conflicts <= self.conflict_retries:
-                    pending = [(c, f) for c, f in pending if not f.done()]
-                    continue
                 self._fail(pending, "the conversation kept changing under us; try again")
                 return
             except Exception as error:
@@ -251,15 +285,56 @@ class LedgerWriter:
                 log.warning("could not store %d commands: %r", len(pending), error)
                 self._fail(pending, "the event store is unavailable; try again")
                 return
-            self.transactions += 1
-            for aggregate in changes.touched.values():
-                self.cache.put(aggregate)
-            for future, result in results:
-                future.set_result(result)
-            self._take_snapshots(changes, stored_before)
-            return
 
-    def _take_snapshots(self, changes: Changes, stored_before: dict[UUID, int]) -> None:
+    def _save(
+        self,
+        changes: Changes,
+        results: list[tuple[int, Future[Any], Any]],
+        aggregate_ids: Iterable[UUID],
+    ) -> None:
+        """Commit these aggregates' events, then answer the commands and keep the aggregates."""
+        aggregates = [changes.touched[a] for a in aggregate_ids]
+        stored_before = {a.id: changes.stored_before(a.id) for a in aggregates}
+        events = [e for a in aggregates for e in changes.new_events(a.id)]
+        read = {a: v for a, v in changes.read_versions.items() if a in stored_before}
+        if aggregates:
+            self.ledger.save(*events, expected_versions=read)
+            self.transactions += 1
+        for aggregate in aggregates:
+            self.cache.put(aggregate)
+        for _, future, result in results:
+            future.set_result(result)
+        self._take_snapshots(aggregates, stored_before)
+
+    def _save_what_still_holds(
+        self,
+        changes: Changes,
+        pending: list[tuple[Command[Any], Future[Any]]],
+        results: list[tuple[int, Future[Any], Any]],
+    ) -> list[tuple[Command[Any], Future[Any]]]:
+        """After a conflict: commit the commands that did not depend on an aggregate another
+        process has changed, and return the others, to run again on fresh state.
+
+        Another process writing one of a batch's conversations (its auto-reply policy,
+        say) must not make the whole batch reload every aggregate it touched.
+        """
+        stored = self.ledger.stored_versions(changes.touched_by)
+        stale = {a for a in changes.touched_by if stored.get(a, 0) != changes.stored_before(a)}
+        if not stale:
+            # Nothing to tell the conflict by: run everything again on fresh state.
+            self.cache.evict(changes.touched)
+            return [(c, f) for c, f in pending if not f.done()]
+        commands, aggregates = changes.entangled_with(stale)
+        still_holding = [(i, f, r) for i, f, r in results if i not in commands]
+        try:
+            self._save(changes, still_holding, [a for a in changes.touched if a not in aggregates])
+        except RecordConflictError:
+            self.cache.evict(changes.touched)
+            return [(c, f) for c, f in pending if not f.done()]
+        self.cache.evict(aggregates)
+        return [(c, f) for i, (c, f) in enumerate(pending) if i in commands and not f.done()]
+
+    def _take_snapshots(self, aggregates: list[Aggregate], stored_before: dict[UUID, int]) -> None:
         """Snapshot each aggregate whose version passed a multiple of its interval.
 
         Runs after the callers are answered; a snapshot is only a shortcut for loading,
@@ -268,7 +343,7 @@ class LedgerWriter:
         snapshots = self.ledger.snapshots
         if snapshots is None:
             return
-        for aggregate in changes.touched.values():
+        for aggregate in aggregates:
             interval = self.ledger.snapshot_intervals.get(type(aggregate))
             before = stored_before.get(aggregate.id, aggregate.version)
             if interval and aggregate.version // interval > before // interval:
@@ -280,13 +355,16 @@ class LedgerWriter:
     @staticmethod
     def _run_commands(
         changes: Changes, pending: list[tuple[Command[Any], Future[Any]]]
-    ) -> list[tuple[Future[Any], Any]] | None:
-        """Run each command; None if one crashed (its future then holds the error)."""
-        results: list[tuple[Future[Any], Any]] = []
+    ) -> list[tuple[int, Future[Any], Any]] | None:
+        """Run each command; None if one crashed (its future then holds the error).
+
+        Each result comes with the command's index in `pending`."""
+        results: list[tuple[int, Future[Any], Any]] = []
         rejected: list[tuple[Future[Any], ApplicationError]] = []
-        for command, future in pending:
+        for index, (command, future) in enumerate(pending):
+            changes.command = index
             try:
-                results.append((future, command(changes)))
+                results.append((index, future, command(changes)))
             except ApplicationError as refusal:
                 # Commands raise these before they change anything.
                 rejected.append((future, refusal))

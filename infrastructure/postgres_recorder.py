@@ -86,6 +86,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
             "  ON e.originator_id = r.id AND e.originator_version > r.version) AS moved_on"
         ).format(**names)
+        self._versions_statement = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%b::uuid[]) GROUP BY originator_id"
+        ).format(**names)
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Each aggregate's latest stored version, in one query (absent ones left out)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._versions_statement, (list(aggregate_ids),), prepare=True)
+            return {row["originator_id"]: int(row["version"]) for row in curs.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def insert_events(

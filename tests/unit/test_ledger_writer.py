@@ -43,6 +43,15 @@ def sqlite_env(tmp_path: Path) -> dict[str, str]:
     return persistence_env(f"sqlite:///{tmp_path}/ledger.sqlite3")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """A store two processes share: SQLite, and PostgreSQL's recorder with its own queries."""
+    if request.param == "sqlite":
+        return persistence_env(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    url: str = request.getfixturevalue("postgres_url")
+    return persistence_env(url)
+
+
 @pytest.fixture
 def ledger(sqlite_env: dict[str, str]) -> Iterator[Ledger]:
     ledger = Ledger(env=sqlite_env)
@@ -119,10 +128,10 @@ def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger)
 
 
 def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_retried(
-    sqlite_env: dict[str, str],
+    shared_env: dict[str, str],
 ) -> None:
     # given two processes' writers on one store, both with the conversation cached
-    ledger_a, ledger_b = Ledger(env=sqlite_env), Ledger(env=sqlite_env)
+    ledger_a, ledger_b = Ledger(env=shared_env), Ledger(env=shared_env)
     a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
     try:
         a.run_now(receive("m1"))
@@ -135,6 +144,49 @@ def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_ret
 
         # then each message is stored once
         assert mids(ledger_a) == ["m1", "m2", "m3"]
+    finally:
+        ledger_a.close()
+        ledger_b.close()
+
+
+def test_a_conflict_runs_again_only_the_commands_that_read_what_another_process_changed(
+    shared_env: dict[str, str],
+) -> None:
+    # given two processes' writers on one store, and a second conversation only `a` writes
+    other = conversation_id(ACCOUNT, "5500000000000002")
+
+    def receive_in_other(mid: str) -> Callable[[Changes], bool]:
+        def command(changes: Changes) -> bool:
+            conversation = changes.get(other, Conversation)
+            if conversation is None:
+                conversation = Conversation(
+                    ig_account_id=ACCOUNT, participant_id="5500000000000002"
+                )
+                changes.add(conversation)
+            return conversation.receive_message(mid=mid, sent_at=1, text=mid)
+
+        return command
+
+    ledger_a, ledger_b = Ledger(env=shared_env), Ledger(env=shared_env)
+    a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
+    try:
+        a.run_now(receive("m1"))
+        a.run_now(receive_in_other("n1"))
+        b.run_now(receive("m2"))  # behind a's back
+        untouched_by_b = a.cache.get(other)
+        committed = a.transactions
+
+        # when one batch of a's writes to both conversations
+        futures = a.run_all([receive("m3"), receive_in_other("n2"), receive("m2")])
+
+        # then each message is stored once, the stale conversation was read again, and
+        # the other one's batch was committed as it was decided, without reloading it
+        assert [f.result() for f in futures] == [True, True, False]
+        assert mids(ledger_a) == ["m1", "m2", "m3"]
+        stored_other = [e.mid for e in ledger_a.events.get(other) if hasattr(e, "mid")]
+        assert stored_other == ["n1", "n2"]
+        assert a.cache.get(other) is untouched_by_b
+        assert a.transactions == committed + 2
     finally:
         ledger_a.close()
         ledger_b.close()
