@@ -132,19 +132,25 @@ class Changes:
             return self.read_versions[aggregate_id]
         return self.touched[aggregate_id].version - len(self.new_events(aggregate_id))
 
-    def entangled_with(self, aggregate_ids: set[UUID]) -> tuple[set[int], set[UUID]]:
-        """The commands that depend on these aggregates, directly or through an aggregate
-        they share with another such command; and every aggregate those commands touched."""
+    def entangled_with(self, stale: set[UUID]) -> tuple[set[int], set[UUID]]:
+        """The commands to run again when these aggregates are stale, and the aggregates to
+        forget: the commands that read or changed a stale aggregate, and, through every
+        aggregate such a command changed, the other commands that read or changed that one.
+        An aggregate the batch only read, unchanged, connects nothing (every command reads
+        its account)."""
         commands: set[int] = set()
-        aggregates: set[UUID] = set()
-        frontier = set(aggregate_ids)
+        forget: set[UUID] = set()
+        frontier = set(stale)
         while frontier:
-            aggregates |= frontier
-            new_commands = set().union(*(self.touched_by.get(a, set()) for a in frontier))
-            new_commands -= commands
-            commands |= new_commands
-            frontier = {a for a, by in self.touched_by.items() if by & new_commands} - aggregates
-        return commands, aggregates
+            forget |= frontier
+            reached = set().union(*(self.touched_by.get(a, set()) for a in frontier)) - commands
+            commands |= reached
+            frontier = {
+                a
+                for a, by in self.touched_by.items()
+                if by & reached and a not in forget and self.new_events(a)
+            }
+        return commands, forget
 
 
 Command = Callable[[Changes], T]
@@ -324,14 +330,14 @@ class LedgerWriter:
             # Nothing to tell the conflict by: run everything again on fresh state.
             self.cache.evict(changes.touched)
             return [(c, f) for c, f in pending if not f.done()]
-        commands, aggregates = changes.entangled_with(stale)
+        commands, forget = changes.entangled_with(stale)
         still_holding = [(i, f, r) for i, f, r in results if i not in commands]
         try:
-            self._save(changes, still_holding, [a for a in changes.touched if a not in aggregates])
+            self._save(changes, still_holding, [a for a in changes.touched if a not in forget])
         except RecordConflictError:
             self.cache.evict(changes.touched)
             return [(c, f) for c, f in pending if not f.done()]
-        self.cache.evict(aggregates)
+        self.cache.evict(forget)
         return [(c, f) for i, (c, f) in enumerate(pending) if i in commands and not f.done()]
 
     def _take_snapshots(self, aggregates: list[Aggregate], stored_before: dict[UUID, int]) -> None:

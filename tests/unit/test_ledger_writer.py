@@ -167,17 +167,35 @@ def test_a_conflict_runs_again_only_the_commands_that_read_what_another_process_
 
         return command
 
+    # and an aggregate every command reads without changing it, as each webhook reads
+    # its account
+    read_by_all = conversation_id(ACCOUNT, "5500000000000003")
+
+    def reading_it(command: Callable[[Changes], bool]) -> Callable[[Changes], bool]:
+        def read_then_run(changes: Changes) -> bool:
+            assert changes.get(read_by_all, Conversation, fresh=True) is not None
+            return command(changes)
+
+        return read_then_run
+
     ledger_a, ledger_b = Ledger(env=shared_env), Ledger(env=shared_env)
     a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
     try:
         a.run_now(receive("m1"))
         a.run_now(receive_in_other("n1"))
+        b.run_now(
+            lambda changes: changes.add(
+                Conversation(ig_account_id=ACCOUNT, participant_id="5500000000000003")
+            )
+        )
         b.run_now(receive("m2"))  # behind a's back
         untouched_by_b = a.cache.get(other)
         committed = a.transactions
 
         # when one batch of a's writes to both conversations
-        futures = a.run_all([receive("m3"), receive_in_other("n2"), receive("m2")])
+        futures = a.run_all(
+            [reading_it(receive("m3")), reading_it(receive_in_other("n2")), receive("m2")]
+        )
 
         # then each message is stored once, the stale conversation was read again, and
         # the other one's batch was committed as it was decided, without reloading it
