@@ -12,6 +12,7 @@ tests do) stores events without links, and says so once in the log.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -26,6 +27,10 @@ from infrastructure.event_chain import ChainKeyring, ChainVerifier, Link, Linked
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
 
 log = logging.getLogger(__name__)
+
+LAST_LINKS_KEPT = 20_000
+"""Aggregates whose latest link the PostgreSQL recorder remembers (as many as the ledger
+writer caches)."""
 
 _warned: set[str] = set()
 
@@ -157,6 +162,11 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chain: ChainKeyring | None = None
+        self._last_links: OrderedDict[UUID, tuple[int, bytes]] = OrderedDict()
+        """The latest link this process stored for each recently written aggregate, so
+        the next insert need not read it back: (version, digest)."""
+        self._new_links: dict[UUID, tuple[int, bytes]] = {}
+        """The last link of each aggregate of the insert in progress, until it commits."""
         self.chain_table_name = f"{self.events_table_name}_chain"
         self.check_identifier_length(self.chain_table_name)
         schema = Identifier(self.datastore.schema)
@@ -220,11 +230,18 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         if self.chain is None:
             _warn_unchained(self)
             return
+        self._new_links = {}
         first_of: dict[UUID, int] = {}
         for e in stored_events:
             first_of.setdefault(_uuid(e.originator_id), e.originator_version)
-        wanted = [(i, v - 1) for i, v in first_of.items() if v > 1]
         stored: dict[tuple[UUID, int], bytes] = {}
+        wanted = []
+        for originator_id, version in first_of.items():
+            known = self._last_links.get(originator_id)
+            if known is not None and known[0] == version - 1:
+                stored[(originator_id, version - 1)] = known[1]
+            elif version > 1:
+                wanted.append((originator_id, version - 1))
         if wanted:
             curs.execute(self._select_previous, ([i for i, _ in wanted], [v for _, v in wanted]))
             for row in curs.fetchall():
@@ -246,6 +263,15 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 [k.digest for k in links],
             ),
         )
+        self._new_links = {k.originator_id: (k.version, k.digest) for k in links}
+
+    def _committed(self) -> None:
+        for originator_id, link in self._new_links.items():
+            self._last_links[originator_id] = link
+            self._last_links.move_to_end(originator_id)
+        while len(self._last_links) > LAST_LINKS_KEPT:
+            self._last_links.popitem(last=False)
+        self._new_links = {}
 
     # -- reading for the verifier ------------------------------------------------------
 

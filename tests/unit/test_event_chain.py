@@ -200,3 +200,38 @@ def test_a_ledger_without_keys_stores_unchained_events(tmp_path: Path) -> None:
 def test_the_keyring_needs_a_key(secret: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011
         ChainKeyring([secret] if secret else [])
+
+
+@pytest.mark.postgres
+def test_postgres_links_chain_across_inserts_and_processes(postgres_url: str) -> None:
+    # given two processes' ledgers on one PostgreSQL log, each remembering its last links
+    env = persistence_env(postgres_url)
+    first, second = Ledger(env=env), Ledger(env=env)
+    for ledger in (first, second):
+        assert install_chain(ledger.recorder, [KEY])
+    try:
+        conversation = Conversation(ig_account_id="1", participant_id="2")
+        conversation.receive_message(mid="m0", sent_at=0)
+        first.save(conversation)
+        # when the first extends it twice (the second time from the link it remembers),
+        for i in (1, 2):
+            conversation.receive_message(mid=f"m{i}", sent_at=i)
+            first.save(conversation)
+        # the second process extends it (reading the first's link back),
+        theirs = second.repository.get(conversation.id)
+        theirs.receive_message(mid="m3", sent_at=3)
+        second.save(theirs)
+        # and the first extends it again, though what it remembers is now out of date
+        mine = first.repository.get(conversation.id)
+        mine.receive_message(mid="m4", sent_at=4)
+        first.save(mine)
+
+        # then every event is linked to the one before it
+        verifier = chain_verifier(first.recorder)
+        assert verifier is not None
+        report = verifier.verify()
+        assert report.intact
+        assert report.chained == 6
+    finally:
+        first.close()
+        second.close()
