@@ -34,7 +34,12 @@ from psycopg import sql
 
 from benchmarks.load import ACCOUNTS, APP_SECRET, Body, BodyMaker, LoadResult, run_wrk, sign
 from benchmarks.load import write_bodies as write_body_files
-from benchmarks.servers import Server
+from benchmarks.servers import (
+    Server,
+    cpu_used_since,
+    machine_busy_seconds,
+    postgres_cpu_seconds,
+)
 from domain import conversation as topics
 from domain.identity import conversation_id
 
@@ -176,6 +181,8 @@ class Bench:
     ) -> LoadResult:
         prefix = self.write_bodies(name, bodies)
         cpu_before = server.cpu_seconds()
+        helpers_before, postgres_before = server.helpers_cpu_seconds(), postgres_cpu_seconds()
+        machine_before = machine_busy_seconds()
         result = run_wrk(
             server.url,
             prefix,
@@ -185,6 +192,9 @@ class Bench:
             rate=rate,
         )
         server_cpu = (server.cpu_seconds() - cpu_before) / result.seconds
+        helpers_cpu = (server.helpers_cpu_seconds() - helpers_before) / result.seconds
+        postgres_cpu = cpu_used_since(postgres_before, postgres_cpu_seconds()) / result.seconds
+        machine_cpu = (machine_busy_seconds() - machine_before) / result.seconds
         self.details[name] = {
             "rate_per_s": round(result.rate, 1),
             "seconds": round(result.seconds, 2),
@@ -196,7 +206,12 @@ class Bench:
             "repeated_bodies": result.exhausted,
             "socket_errors": result.errors,
             "server_cores_busy": round(server_cpu, 2),
+            "server_cpu_us_per_request": round(1e6 * server_cpu / max(result.rate, 1e-9)),
+            "separate_processes_cores_busy": round(helpers_cpu, 2),
+            "postgres_cores_busy": round(postgres_cpu, 2),
             "wrk_cores_busy": round(result.wrk_cpu, 2),
+            "machine_cores_busy": round(machine_cpu, 2),
+            "machine_cores": os.cpu_count(),
         }
         if result.exhausted:
             self.details[name]["warning"] = "ran out of distinct bodies: raise Config.max_rate"

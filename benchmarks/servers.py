@@ -93,6 +93,14 @@ class Server:
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.worker_pids())
 
+    def helper_pids(self) -> list[int]:
+        """The server's other processes (projections and dispatcher with `--separate`)."""
+        workers = set(self.worker_pids())
+        return [p for p in _pids() if p not in workers and _pgid(p) == self.pid]
+
+    def helpers_cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.helper_pids())
+
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:
             return
@@ -120,4 +128,41 @@ def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except FileNotFoundError:
+        return ""
+
+
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU time used so far by each PostgreSQL server process of the machine (every
+    database's, not only the benchmark's)."""
+    return {p: cpu_seconds(p) for p in _pids() if _comm(p) == "postgres"}
+
+
+def cpu_used_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU time the processes of `now` used since `before` (those that ended are lost)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent not idle (all cores, in seconds)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids() -> list[int]:
+    return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return -1
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
         return ""
