@@ -184,15 +184,51 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
-        result: Sequence[StoredEvent] = _base.select_events.__wrapped__(self, *args, **kwargs)
-        return result
+        return _select_events_binary(self, *args, **kwargs)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
-    def select_notifications(self, *args: Any, **kwargs: Any) -> Sequence[Notification]:
-        result: Sequence[Notification] = _base.select_notifications.__wrapped__(
-            self, *args, **kwargs
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's `select_notifications`, with results in binary (see
+        `_select_events_binary`): the projection runners read every state."""
+        conditions: list[SQL] = []
+        params: list[Any] = []
+        if start is not None:
+            after = ">=" if inclusive_of_start else ">"
+            conditions.append(SQL(f"notification_id {after} %s"))  # one of two literals
+            params.append(start)
+        if stop is not None:
+            conditions.append(SQL("notification_id <= %s"))
+            params.append(stop)
+        if topics:
+            conditions.append(SQL("topic = ANY(%s)"))
+            params.append(list(topics))
+        statement = SQL("SELECT * FROM {schema}.{table}").format(
+            schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name)
         )
-        return result
+        if conditions:
+            statement += SQL(" WHERE ") + SQL(" AND ").join(conditions)
+        statement += SQL(" ORDER BY notification_id LIMIT %s")
+        params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+            curs.execute(statement, params, prepare=True)
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+                for row in curs.fetchall()
+            ]
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def max_notification_id(self) -> int | None:
@@ -226,6 +262,45 @@ def _ping_only_idle_connections(datastore: PostgresDatastore) -> None:
     datastore.pool._check = check
 
 
+def _select_events_binary(
+    recorder: PostgresAggregateRecorder,
+    originator_id: UUID | str,
+    *,
+    gt: int | None = None,
+    lte: int | None = None,
+    desc: bool = False,
+    limit: int | None = None,
+) -> list[StoredEvent]:
+    """The library's `select_events`, with results in binary.
+
+    In text, each state comes as hex that psycopg decodes in Python: a long
+    conversation's 440 kB snapshot took 4-5 ms to read that way, under 1 ms in binary.
+    """
+    statement = recorder.select_events_statement
+    params: list[Any] = [originator_id]
+    if gt is not None:
+        params.append(gt)
+        statement += SQL(" AND originator_version > %s")
+    if lte is not None:
+        params.append(lte)
+        statement += SQL(" AND originator_version <= %s")
+    statement += SQL(" ORDER BY originator_version") + SQL(" DESC" if desc else "")
+    if limit is not None:
+        params.append(limit)
+        statement += SQL(" LIMIT %s")
+    with recorder.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+        curs.execute(statement, params, prepare=True)
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=row["state"],
+            )
+            for row in curs.fetchall()
+        ]
+
+
 class SnapshotPostgresRecorder(PostgresAggregateRecorder):
     """The snapshot store's recorder, with the same bounded retries as the ledger's."""
 
@@ -240,10 +315,7 @@ class SnapshotPostgresRecorder(PostgresAggregateRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:
-        result: Sequence[StoredEvent] = PostgresAggregateRecorder.select_events.__wrapped__(
-            self, *args, **kwargs
-        )
-        return result
+        return _select_events_binary(self, *args, **kwargs)
 
 
 class LedgerPostgresFactory(PostgresFactory):
