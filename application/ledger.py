@@ -7,12 +7,12 @@ recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import ClassVar, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import Notification, Recording
 
 from domain import account as account_events
@@ -56,6 +56,16 @@ class Ledger(Application[UUID]):
         one of those aggregates has a stored event past that version; others ignore it.
         """
         return bool(getattr(self.recorder, "validates_reads", False))
+
+    def record(self, events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> None:
+        """Store these new events in one insert, and tell the commit listeners.
+
+        What `save` does for events, without its per-object `isinstance` against
+        runtime-checkable protocols (a few percent of the ledger writer's time)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events.extend(events)
+        processing_event.saved_kwargs.update(kwargs)
+        self._notify(self._record(processing_event))
 
     def stored_versions(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, int]:
         """The version of each of these aggregates in the store now; absent ones are left out."""

@@ -304,7 +304,7 @@ class LedgerWriter:
         events = [e for a in aggregates for e in changes.new_events(a.id)]
         read = {a: v for a, v in changes.read_versions.items() if a in stored_before}
         if aggregates:
-            self.ledger.save(*events, expected_versions=read)
+            self.ledger.record(events, expected_versions=read)
             self.transactions += 1
         for aggregate in aggregates:
             self.cache.put(aggregate)

@@ -220,7 +220,7 @@ def test_a_failed_commit_is_storage_unavailable_and_forgets_the_uncommitted_stat
         raise OSError("disk on fire")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ledger, "save", broken_save)
+        patch.setattr(ledger, "record", broken_save)
         with pytest.raises(StorageUnavailable):
             writer.run_now(receive("m2"))
 
