@@ -337,7 +337,9 @@ class LedgerWriter:
         except RecordConflictError:
             self.cache.evict(changes.touched)
             return [(c, f) for c, f in pending if not f.done()]
-        self.cache.evict(forget)
+        # What the batch changed is forgotten: its state holds events that were not stored.
+        # What it only read stays cached, and catches up with the store when read again.
+        self.cache.evict(a for a in forget if changes.new_events(a))
         return [(c, f) for i, (c, f) in enumerate(pending) if i in commands and not f.done()]
 
     def _take_snapshots(self, aggregates: list[Aggregate], stored_before: dict[UUID, int]) -> None:

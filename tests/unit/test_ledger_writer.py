@@ -210,6 +210,39 @@ def test_a_conflict_runs_again_only_the_commands_that_read_what_another_process_
         ledger_b.close()
 
 
+def test_an_aggregate_a_conflicting_batch_only_read_catches_up_instead_of_reloading(
+    shared_env: dict[str, str],
+) -> None:
+    # given a conversation cached in process a, then extended by process b
+    other = conversation_id(ACCOUNT, "5500000000000002")
+    ledger_a, ledger_b = Ledger(env=shared_env), Ledger(env=shared_env)
+    a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
+    try:
+        a.run_now(receive("m1"))
+        b.run_now(receive("m1"))
+        b.run_now(receive("m2"))
+        cached = a.cache.get(CONVERSATION)
+        assert cached is not None
+
+        # when a decides on it, as it stood, to write another conversation
+        def decide_elsewhere(changes: Changes) -> int:
+            seen = changes.get(CONVERSATION, Conversation, fresh=True)
+            assert seen is not None
+            elsewhere = Conversation(ig_account_id=ACCOUNT, participant_id="5500000000000002")
+            changes.add(elsewhere)
+            elsewhere.receive_message(mid=f"saw-{seen.version}", sent_at=1, text="")
+            return seen.version
+
+        # then the decision is taken again on the conversation as stored, caught up in place
+        assert a.run_now(decide_elsewhere) == 3
+        assert a.cache.get(CONVERSATION) is cached
+        assert cached.version == 3
+        assert [e.mid for e in ledger_a.events.get(other) if hasattr(e, "mid")] == ["saw-3"]
+    finally:
+        ledger_a.close()
+        ledger_b.close()
+
+
 def test_a_failed_commit_is_storage_unavailable_and_forgets_the_uncommitted_state(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
