@@ -65,7 +65,11 @@ class Ledger(Application[UUID]):
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         processing_event.events.extend(events)
         processing_event.saved_kwargs.update(kwargs)
-        self._notify(self._record(processing_event))
+        recordings = self._record(processing_event)
+        if recordings:
+            # Only news wakes the projection runners: a batch of decisions that stored
+            # nothing (most messages match no rule) would wake all of them again.
+            self._notify(recordings)
 
     def stored_versions(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, int]:
         """The version of each of these aggregates in the store now; absent ones are left out."""
