@@ -53,14 +53,21 @@ def upsert(
     """Insert `rows`, replacing the rows with the same `keys`."""
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys)), list(rows))
+
+
+@cache
+def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...]) -> Insert:
+    # Built once: building it, and its cache key, cost more than running it (a projection
+    # writes its tracking row with it after every batch).
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
     columns = [c.name for c in table.columns if c.name not in keys]
-    statement = statement.on_conflict_do_update(
+    upserting: Insert = statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: statement.excluded[name] for name in columns},
     )
-    conn.execute(statement, list(rows))
+    return upserting
 
 
 def upsert_many(

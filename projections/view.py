@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from typing import Any
 
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
-from sqlalchemy import Connection, Engine, Table, any_, bindparam, cast, delete, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from projections.schema import metadata, tracking, upsert, upsert_many, writing
@@ -204,12 +216,8 @@ class SqlView(TrackingRecorder):
         return any(t.name in batch.written for t in self.announced)
 
     def _current(self, conn: Connection, application_name: str) -> int:
-        query = select(tracking.c.notification_id).where(
-            tracking.c.projection == self.name, tracking.c.application_name == application_name
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        found = conn.execute(query).scalar()
+        query = _position_query(conn.dialect.name == "postgresql")
+        found = conn.execute(query, {"name": self.name, "application": application_name}).scalar()
         return int(found) if found is not None else 0
 
     # -- TrackingRecorder ---------------------------------------------------------------
@@ -265,3 +273,14 @@ class SqlView(TrackingRecorder):
                 raise WaitInterruptedError
             with self._advanced:
                 self._advanced.wait(min(remaining, 0.05))
+
+
+@cache
+def _position_query(lock: bool) -> Select[Any]:
+    """A view's tracking position (locked until the transaction ends, on PostgreSQL);
+    built once, since each batch of each runner reads it."""
+    query = select(tracking.c.notification_id).where(
+        tracking.c.projection == bindparam("name"),
+        tracking.c.application_name == bindparam("application"),
+    )
+    return query.with_for_update() if lock else query
