@@ -34,7 +34,13 @@ Progress = Callable[[int, int], None]
 
 
 class Wakeup:
-    """Something new may be in the log: wakes a waiting runner."""
+    """Something new may be in the log: wakes a waiting runner.
+
+    In a web process each commit wakes a runner twice, by the ledger's commit hook and a
+    moment later by PostgreSQL's NOTIFY; both usually arrive before the runner follows
+    the log. So a wake-up is cleared when the runner starts following (what it reads
+    covers it), not when it wakes: half the runners' batches were empty re-reads.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -44,6 +50,9 @@ class Wakeup:
 
     def wait(self, timeout: float) -> None:
         self._event.wait(timeout)
+
+    def clear(self) -> None:
+        """The runner is about to read the log: earlier wake-ups are answered."""
         self._event.clear()
 
 
@@ -125,6 +134,7 @@ class ProjectionRunner:
                     # so it reads it once; each batch writes it with the rows.
                     position = self.position() if holding else 0
                     while holding and not stop.is_set():
+                        self.wakeup.clear()
                         position = self._follow(position)[0]
                         self.wakeup.wait(self.poll_seconds)
                         stop.wait(self.gather_seconds)
