@@ -8,15 +8,16 @@ both or neither, so a restarted runner carries on exactly where the view stands.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from typing import Any
 
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
-from sqlalchemy import Connection, Engine, Table, any_, bindparam, cast, delete, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Connection, Engine, Select, Table, delete, select, tuple_
 
-from projections.schema import metadata, tracking, upsert, upsert_many, writing
+from projections.schema import json_records, metadata, tracking, upsert, upsert_many, writing
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -39,26 +40,32 @@ class Batch:
         self._deleted: set[tuple[str, Key]] = set()
 
     def preload(self, table: Table, keys: Iterable[Key]) -> None:
-        """Read the rows with these primary keys in one query (absent ones are remembered)."""
+        """Read the rows with these primary keys in a few queries (absent ones are remembered)."""
         wanted = [k for k in set(keys) if (table.name, k) not in self._rows]
         if not wanted:
             return
         self._tables[table.name] = table
         primary = list(table.primary_key.columns)
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        names = [c.name for c in primary]
+        postgres = self.conn.dialect.name == "postgresql"
+        size = 5000 if postgres else 500
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
             for k in chunk:
                 self._rows[(table.name, k)] = None
-            if len(primary) == 1 and self.conn.dialect.name == "postgresql":
-                # One array parameter: the statement is compiled once, not per batch.
-                values = cast(bindparam("keys", [k[0] for k in chunk]), ARRAY(primary[0].type))
-                condition = primary[0] == any_(values)
+            if postgres:
+                # The keys as one JSON parameter: one statement, compiled once, and no
+                # quoting of each key in Python.
+                keys_json = json.dumps([dict(zip(names, k, strict=True)) for k in chunk])
+                found_rows = self.conn.execute(_preload_statement(table), {"rows": keys_json})
             elif len(primary) == 1:
                 condition = primary[0].in_([k[0] for k in chunk])
+                found_rows = self.conn.execute(select(table).where(condition))
             else:
                 condition = tuple_(*primary).in_(chunk)
-            for found in self.conn.execute(select(table).where(condition)).mappings():
-                key = tuple(found[c.name] for c in primary)
+                found_rows = self.conn.execute(select(table).where(condition))
+            for found in found_rows.mappings():
+                key = tuple(found[name] for name in names)
                 self._rows[(table.name, key)] = dict(found)
 
     def load(self, table: Table, *conditions: Any) -> list[Row]:
@@ -128,6 +135,17 @@ class Batch:
             table = self._tables[name]
             upsert_many(self.conn, table, rows, keys=[c.name for c in table.primary_key.columns])
         self._dirty.clear()
+
+
+@cache
+def _preload_statement(table: Table) -> Select[Any]:
+    """The rows of `table` whose primary keys are in the JSON array `:rows` (PostgreSQL)."""
+    primary = list(table.primary_key.columns)
+    keys = json_records(primary)
+    wanted = select(*[keys.c[c.name] for c in primary])
+    if len(primary) == 1:
+        return select(table).where(primary[0].in_(wanted))
+    return select(table).where(tuple_(*primary).in_(wanted))
 
 
 class SqlView(TrackingRecorder):
