@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -89,6 +90,23 @@ def json_records(columns: Sequence[Column[Any]]) -> Any:
         .table_valued(*[Column(c.name, c.type) for c in columns])
         .render_derived(with_types=True)
     )
+
+
+def rows_with_keys(table: Table, key_columns: Sequence[Column[Any]], *conditions: Any) -> Any:
+    """The rows of `table` whose `key_columns` equal those of a record in the JSON array
+    `:rows` (and that meet `conditions`), looked up record by record (PostgreSQL).
+
+    A lateral join, so that each record is found through an index: with `IN (SELECT ...)`
+    the planner may hash the records and scan the whole table instead.
+    """
+    keys = json_records(key_columns)
+    matching = (
+        select(table)
+        .where(*[c == keys.c[c.name] for c in key_columns], *conditions)
+        .offset(literal_column("0"))  # a fence: else PostgreSQL flattens the lateral join
+        .lateral()
+    )
+    return select(*matching.c).select_from(keys).join(matching, true())
 
 
 @cache

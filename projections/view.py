@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
 from sqlalchemy import Connection, Engine, Select, Table, delete, select, tuple_
 
-from projections.schema import json_records, metadata, tracking, upsert, upsert_many, writing
+from projections.schema import metadata, rows_with_keys, tracking, upsert, upsert_many, writing
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -76,10 +76,19 @@ class Batch:
         returned: check them again.
         """
         self._tables[table.name] = table
-        primary = list(table.primary_key.columns)
+        return self._take(table, self.conn.execute(select(table).where(*conditions)).mappings())
+
+    def load_json(self, table: Table, query: Select[Any], rows: Sequence[Row]) -> list[Row]:
+        """As `load`, for a query of `table`'s rows that takes `rows` as the JSON parameter
+        `:rows` (see `projections.schema.json_records`; PostgreSQL)."""
+        self._tables[table.name] = table
+        return self._take(table, self.conn.execute(query, {"rows": json.dumps(rows)}).mappings())
+
+    def _take(self, table: Table, stored_rows: Iterable[Any]) -> list[Row]:
+        names = key_names(table)
         found: list[Row] = []
-        for stored in self.conn.execute(select(table).where(*conditions)).mappings():
-            key = (table.name, tuple(stored[c.name] for c in primary))
+        for stored in stored_rows:
+            key = (table.name, tuple(stored[name] for name in names))
             if key not in self._rows:
                 self._rows[key] = dict(stored)
             row = self._rows[key]
@@ -95,7 +104,7 @@ class Batch:
 
     def put(self, table: Table, row: Row) -> Row:
         """Insert or replace a row; it is written when the batch ends."""
-        key = tuple(row[c.name] for c in table.primary_key.columns)
+        key = tuple(row[name] for name in key_names(table))
         self._deleted.discard((table.name, key))
         self._tables[table.name] = table
         self._rows[(table.name, key)] = row
@@ -108,7 +117,7 @@ class Batch:
 
     def delete(self, table: Table, row: Row) -> None:
         """Remove a row (when the batch ends)."""
-        key = tuple(row[c.name] for c in table.primary_key.columns)
+        key = tuple(row[name] for name in key_names(table))
         self._tables[table.name] = table
         self._rows[(table.name, key)] = None
         self._dirty.discard((table.name, key))
@@ -138,14 +147,15 @@ class Batch:
 
 
 @cache
+def key_names(table: Table) -> tuple[str, ...]:
+    """The names of the table's primary key columns (SQLAlchemy's collections are slow)."""
+    return tuple(c.name for c in table.primary_key.columns)
+
+
+@cache
 def _preload_statement(table: Table) -> Select[Any]:
     """The rows of `table` whose primary keys are in the JSON array `:rows` (PostgreSQL)."""
-    primary = list(table.primary_key.columns)
-    keys = json_records(primary)
-    wanted = select(*[keys.c[c.name] for c in primary])
-    if len(primary) == 1:
-        return select(table).where(primary[0].in_(wanted))
-    return select(table).where(tuple_(*primary).in_(wanted))
+    return rows_with_keys(table, list(table.primary_key.columns))  # type: ignore[no-any-return]
 
 
 class SqlView(TrackingRecorder):

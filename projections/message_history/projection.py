@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
+
+from sqlalchemy import Select
 
 from domain import conversation as topics
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
 from projections.projection import LedgerProjection, on
+from projections.schema import rows_with_keys
 from projections.view import Batch, Row
 
 _MESSAGE_TOPICS = {
@@ -58,6 +62,16 @@ def _replies_by_mid(batch: Batch) -> dict[tuple[str, str], str]:
     return replies
 
 
+@cache
+def _replies_of_echoes() -> Select[Any]:
+    """Our replies with one of the (conversation id, mid) pairs in `:rows` (PostgreSQL)."""
+    m = messages.c
+    query: Select[Any] = rows_with_keys(
+        messages, [m.conversation_id, m.mid], m.reply_id.is_not(None)
+    )
+    return query
+
+
 class MessageHistory(LedgerProjection[MessageHistoryView]):
     """Keeps `message_history` in step with the conversations' events."""
 
@@ -78,6 +92,11 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         )
         replies = _replies_by_mid(batch)
         batch.notes["preloaded"] = True
+        if echoes and batch.conn.dialect.name == "postgresql":
+            wanted = [{"conversation_id": c, "mid": m} for c, m in echoes]
+            for row in batch.load_json(messages, _replies_of_echoes(), wanted):
+                replies[(row["conversation_id"], row["mid"])] = row["message_key"]
+            return
         for start in range(0, len(echoes), 500):
             chunk = echoes[start : start + 500]
             for row in batch.load(
