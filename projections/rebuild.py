@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from projections.runner import Progress, ProjectionRunner
@@ -42,32 +43,88 @@ def rebuild(
     for runner in runners:
         runner.view.drop()
     head = ledger.recorder.max_notification_id() or 0 if progress else 0
-    together = list(runners)
-    position = 0
-    applied = 0
-    while together:
-        notifications = ledger.recorder.select_notifications(start=position + 1, limit=batch_size)
-        if not notifications:
-            break
-        decoder = together[0]
-        items: list[tuple[Any, int]] = [
-            (event, n.id) for n in notifications if (event := decoder.decode(n)) is not None
-        ]
-        upto = notifications[-1].id
-        for runner in list(together):
-            try:
-                runner.apply(items, upto=upto, after=position)
-            except ViewMovedOn:
-                log.warning("rebuild of %s: another runner moved its view", runner.name)
-                together.remove(runner)
-        position = upto
-        applied += len(notifications)
-        if progress is not None:
-            progress(position, max(head, position))
-        if len(notifications) < batch_size:
-            break
-    for runner in runners:
-        if runner not in together:
-            runner.catch_up()  # from wherever the other runner left its view
+    with _Appliers(runners) as appliers:
+        position = 0
+        applied = 0
+        while True:
+            notifications = ledger.recorder.select_notifications(
+                start=position + 1, limit=batch_size
+            )
+            if not notifications:
+                break
+            decoder = runners[0]
+            items: list[tuple[Any, int]] = [
+                (event, n.id) for n in notifications if (event := decoder.decode(n)) is not None
+            ]
+            upto = notifications[-1].id
+            appliers.apply(items, upto=upto, after=position)
+            position = upto
+            applied += len(notifications)
+            if progress is not None:
+                progress(position, max(head, position))
+            if len(notifications) < batch_size:
+                break
+    for runner in appliers.lost:
+        runner.catch_up()  # from wherever the other runner left its view
     # What was committed while the pass ran.
+    together = [runner for runner in runners if runner not in appliers.lost]
     return applied + max((runner.catch_up() for runner in together), default=0)
+
+
+class _Appliers:
+    """Applies each batch to every projection; on PostgreSQL each projection in a thread
+    of its own, while the caller reads and decodes the next batch.
+
+    Each projection's batches are applied in order, one at a time; at most two batches
+    are held (the one being applied and the one being decoded). While one thread waits
+    for PostgreSQL (a preload, the write, the commit) the others use the interpreter.
+    On SQLite the writers would only queue for its one write lock: there, in turn.
+    """
+
+    def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
+        self.runners = list(runners)
+        self.lost: list[ProjectionRunner] = []
+        """Runners whose view another runner moved on: they stop taking part."""
+        threaded = all(r.view.engine.dialect.name == "postgresql" for r in runners)
+        self._pools = (
+            {r.name: ThreadPoolExecutor(1, f"rebuild-{r.name}") for r in runners}
+            if threaded and len(runners) > 1
+            else {}
+        )
+        self._pending: list[Future[None]] = []
+
+    def __enter__(self) -> _Appliers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._wait()
+        finally:
+            for pool in self._pools.values():
+                pool.shutdown(cancel_futures=True)
+
+    def apply(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+        self._wait()
+        for runner in self.runners:
+            pool = self._pools.get(runner.name)
+            if pool is None:
+                self._apply(runner, items, upto, after)
+            else:
+                self._pending.append(pool.submit(self._apply, runner, items, upto, after))
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def _apply(
+        self, runner: ProjectionRunner, items: list[tuple[Any, int]], upto: int, after: int
+    ) -> None:
+        if runner in self.lost:
+            return
+        try:
+            runner.apply(items, upto=upto, after=after)
+        except ViewMovedOn:
+            log.warning("rebuild of %s: another runner moved its view", runner.name)
+            self.lost.append(runner)
