@@ -12,7 +12,8 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
 from sqlalchemy import Connection, Engine, Select, Table, delete, select, tuple_
@@ -112,17 +113,21 @@ class Batch:
 
     def get(self, table: Table, key: Key) -> Row | None:
         """The row with this primary key as it stands in this batch, or None."""
-        if (table.name, key) not in self._rows:
+        try:
+            return self._rows[(table.name, key)]
+        except KeyError:
             self.preload(table, [key])
-        return self._rows[(table.name, key)]
+            return self._rows[(table.name, key)]
 
     def put(self, table: Table, row: Row) -> Row:
         """Insert or replace a row; it is written when the batch ends."""
-        key = tuple(row[name] for name in key_names(table))
-        self._deleted.discard((table.name, key))
-        self._tables[table.name] = table
-        self._rows[(table.name, key)] = row
-        self._dirty.add((table.name, key))
+        name = table.name
+        found = (name, _key_of(table)(row))
+        if self._deleted:
+            self._deleted.discard(found)
+        self._tables[name] = table
+        self._rows[found] = row
+        self._dirty.add(found)
         return row
 
     def in_memory(self, table: Table) -> list[Row]:
@@ -164,6 +169,16 @@ class Batch:
 def key_names(table: Table) -> tuple[str, ...]:
     """The names of the table's primary key columns (SQLAlchemy's collections are slow)."""
     return tuple(c.name for c in table.primary_key.columns)
+
+
+@cache
+def _key_of(table: Table) -> Callable[[Row], Key]:
+    """A function giving a row's primary key (called for every row a batch changes)."""
+    names = key_names(table)
+    if len(names) == 1:
+        only = names[0]
+        return lambda row: (row[only],)
+    return cast(Callable[[Row], Key], itemgetter(*names))
 
 
 @cache

@@ -11,7 +11,7 @@ from sqlalchemy import Select
 from domain import conversation as topics
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
-from projections.projection import LedgerProjection, on
+from projections.projection import LedgerProjection, id_text, on
 from projections.schema import rows_with_keys
 from projections.view import Batch, Row
 
@@ -31,7 +31,7 @@ def _ms(event: Any) -> int:
 
 def _blank(event: Any, key: str) -> Row:
     return {
-        "conversation_id": str(event.originator_id),
+        "conversation_id": id_text(event.originator_id),
         "message_key": key,
         "mid": None,
         "direction": None,
@@ -79,14 +79,14 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         keys = {
-            (str(event.originator_id), event.mid)
+            (id_text(event.originator_id), event.mid)
             for event, _ in items
             if type(event).TOPIC in _MESSAGE_TOPICS
         }
         batch.preload(messages, keys)
         # Our replies that an echo of this batch may confirm, in one query per 500 echoes.
         echoes = sorted(
-            (str(event.originator_id), event.mid)
+            (id_text(event.originator_id), event.mid)
             for event, _ in items
             if type(event).TOPIC == topics.MESSAGE_ECHOED
         )
@@ -108,7 +108,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
                 replies[(row["conversation_id"], row["mid"])] = row["message_key"]
 
     def _message(self, batch: Batch, event: Any, key: str) -> Row:
-        row = batch.get(messages, (str(event.originator_id), key))
+        row = batch.get(messages, (id_text(event.originator_id), key))
         if row is None:
             row = batch.put(messages, _blank(event, key))
         else:
@@ -139,7 +139,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     @on(topics.MESSAGE_ECHOED)
     def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
-        conversation_id = str(event.originator_id)
+        conversation_id = id_text(event.originator_id)
         key = _replies_by_mid(batch).get((conversation_id, event.mid))
         if key is None and "preloaded" not in batch.notes:
             # Not preloaded (one event applied on its own): look for it now.
@@ -240,7 +240,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             _replies_by_mid(batch)[(row["conversation_id"], event.message_id)] = event.reply_id
         # Meta's echo of this reply may have come first: it is the same message.
         if event.message_id:
-            echo = batch.get(messages, (str(event.originator_id), event.message_id))
+            echo = batch.get(messages, (id_text(event.originator_id), event.message_id))
             if echo is not None and echo["kind"] is not None:
                 row["reactions"] = echo["reactions"] or row["reactions"]
                 batch.delete(messages, echo)
