@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from operator import itemgetter
 from typing import Any, cast
 
 from eventsourcing.persistence import Tracking, TrackingRecorder, WaitInterruptedError
-from sqlalchemy import Connection, Engine, Select, Table, delete, select, tuple_
+from sqlalchemy import Connection, CursorResult, Engine, Select, Table, delete, select, tuple_
 
 from projections.schema import metadata, rows_with_keys, tracking, upsert, upsert_many, writing
 
@@ -56,7 +56,7 @@ class Batch:
             for k in chunk:
                 self._rows[(table.name, k)] = None
             if postgres:
-                self._by_index()
+                self._by_index(len(chunk))
                 # The keys as one JSON parameter: one statement, compiled once, and no
                 # quoting of each key in Python.
                 keys_json = json.dumps([dict(zip(names, k, strict=True)) for k in chunk])
@@ -67,9 +67,9 @@ class Batch:
             else:
                 condition = tuple_(*primary).in_(chunk)
                 found_rows = self.conn.execute(select(table).where(condition))
-            for found in found_rows.mappings():
-                key = tuple(found[name] for name in names)
-                self._rows[(table.name, key)] = dict(found)
+            key_of = _key_of(table)
+            for found in _dicts(found_rows):
+                self._rows[(table.name, key_of(found))] = found
 
     def load(self, table: Table, *conditions: Any) -> list[Row]:
         """The rows matching `conditions`, as they stand in this batch (one query).
@@ -79,33 +79,34 @@ class Batch:
         returned: check them again.
         """
         self._tables[table.name] = table
-        return self._take(table, self.conn.execute(select(table).where(*conditions)).mappings())
+        return self._take(table, _dicts(self.conn.execute(select(table).where(*conditions))))
 
     def load_json(self, table: Table, query: Select[Any], rows: Sequence[Row]) -> list[Row]:
         """As `load`, for a query of `table`'s rows that takes `rows` as the JSON parameter
         `:rows` (see `projections.schema.json_records`; PostgreSQL)."""
         self._tables[table.name] = table
-        self._by_index()
-        return self._take(table, self.conn.execute(query, {"rows": json.dumps(rows)}).mappings())
+        self._by_index(len(rows))
+        return self._take(table, _dicts(self.conn.execute(query, {"rows": json.dumps(rows)})))
 
-    def _by_index(self) -> None:
+    def _by_index(self, keys: int) -> None:
         """Have PostgreSQL find rows by key through their index for the rest of the batch.
 
         Right after a view is dropped (truncated) its tables have no statistics, so the
         planner takes them for a few pages and scans them once per key looked up, while
         the rebuild fills them: quadratic. A lookup by key never needs a sequential scan.
+        A live runner's small batches are left alone (one round trip less each).
         """
-        if not self._indexed:
+        if not self._indexed and keys >= 100:
             self.conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             self._indexed = True
 
-    def _take(self, table: Table, stored_rows: Iterable[Any]) -> list[Row]:
-        names = key_names(table)
+    def _take(self, table: Table, stored_rows: Iterable[Row]) -> list[Row]:
+        key_of = _key_of(table)
         found: list[Row] = []
         for stored in stored_rows:
-            key = (table.name, tuple(stored[name] for name in names))
+            key = (table.name, key_of(stored))
             if key not in self._rows:
-                self._rows[key] = dict(stored)
+                self._rows[key] = stored
             row = self._rows[key]
             if row is not None:
                 found.append(row)
@@ -169,6 +170,13 @@ class Batch:
 def key_names(table: Table) -> tuple[str, ...]:
     """The names of the table's primary key columns (SQLAlchemy's collections are slow)."""
     return tuple(c.name for c in table.primary_key.columns)
+
+
+def _dicts(result: CursorResult[Any]) -> Iterator[Row]:
+    """The rows of a result as dicts (`dict(row_mapping)` builds a key view per row)."""
+    names = list(result.keys())
+    for values in result:
+        yield dict(zip(names, values, strict=True))
 
 
 @cache
