@@ -7,8 +7,9 @@ writes its own rows and tracking position in one transaction per batch, refused 
 `ViewMovedOn` if another runner moved its view meanwhile (that projection then finishes
 on its own runner, from where its view stands).
 
-Batches are larger than a live runner's: a rebuild is far behind the head, and each
-transaction, preload and bulk write costs the same whatever its size. A batch is bounded
+Batches are larger than a live runner's: a rebuild is far behind the head, and each batch
+has costs its size does not change (round trips, statements, and rewriting the rows every
+batch touches, such as each conversation's list row). A batch is bounded
 by `batch_size` events, and each event changes at most a few rows, so memory stays
 bounded however long the log.
 """
