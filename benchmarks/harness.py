@@ -352,19 +352,31 @@ class Bench:
             db.execute("VACUUM ANALYZE")
             db.execute("CHECKPOINT")
         with self.services() as services:
+            read_models = services.read_models
             events = services.ledger.recorder.max_notification_id() or 0
+            # As `dmledger projections rebuild all` does: one pass over the log, each
+            # notification read and decoded once and applied to every projection.
+            begun, cpu = time.perf_counter(), time.process_time()
+            applied = read_models.rebuild()
+            total = time.perf_counter() - begun
+            # This process's CPU time (every thread): steadier than the rate when other
+            # work shares the machine; PostgreSQL's own time is not in it.
+            cpu = time.process_time() - cpu
+            # Each projection alone too (same method, one projection a pass), to see which
+            # costs what.
             seconds: dict[str, float] = {}
-            applied: dict[str, int] = {}
-            for name, runner in services.read_models.rebuildable().items():
+            for name in read_models.rebuildable():
                 begun = time.perf_counter()
-                runner.view.drop()
-                applied[name] = runner.catch_up()
+                alone = read_models.rebuild([name])
                 seconds[name] = time.perf_counter() - begun
-        total = sum(seconds.values())
-        if any(n != events for n in applied.values()):
-            raise RuntimeError(f"P5 rebuilt {applied}, expected {events} events each")
+                if alone != events:
+                    raise RuntimeError(f"P5 rebuilt {name} from {alone}, expected {events}")
+        if applied != events:
+            raise RuntimeError(f"P5 rebuilt {applied} events, expected {events}")
         self.details["p5_rebuild"] = {
             "events_in_log": events,
+            "seconds_all_in_one_pass": round(total, 3),
+            "cpu_seconds_all_in_one_pass": round(cpu, 3),
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "events_per_s": {k: round(events / v) for k, v in seconds.items()},
         }
@@ -668,8 +680,8 @@ def p5_rebuild(bench: Bench) -> Figure:
         "events/s",
         ">= 50000",
         met=p5["rate"] >= 50_000,
-        note=f"{p5['events']:,} events in the log, each applied to every rebuildable "
-        f"projection in {p5['seconds']:.1f} s (per projection: details.p5_rebuild)",
+        note=f"{p5['events']:,} events in the log, each read once and applied to every "
+        f"rebuildable projection in {p5['seconds']:.1f} s (each alone: details.p5_rebuild)",
     )
 
 

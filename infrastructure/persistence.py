@@ -7,11 +7,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from infrastructure.settings import SettingsError
 
+TRANSCODER = {"TRANSCODER_TOPIC": "infrastructure.msgspec_transcoder:MsgspecTranscoder"}
+"""eventsourcing's JSON format, parsed and written by msgspec (see that module)."""
+
 
 def persistence_env(database_url: str) -> dict[str, str]:
     """The eventsourcing environment for a database URL."""
     if database_url.startswith("memory://"):
-        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo", **TRANSCODER}
     if database_url.startswith("sqlite://"):
         # As in SQLAlchemy: sqlite:///relative/path, sqlite:////absolute/path.
         path = database_url.removeprefix("sqlite:///")
@@ -20,6 +23,7 @@ def persistence_env(database_url: str) -> dict[str, str]:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return {
+            **TRANSCODER,
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
@@ -33,6 +37,7 @@ def persistence_env(database_url: str) -> dict[str, str]:
         raise SettingsError("DMLEDGER_DATABASE_URL names no database (postgresql://.../dbname)")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     env = {
+        **TRANSCODER,
         # eventsourcing's PostgreSQL module, with the ledger's recorders (see there).
         "PERSISTENCE_MODULE": "infrastructure.postgres_recorder:LedgerPostgresFactory",
         "POSTGRES_DBNAME": dbname,

@@ -126,7 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     rebuild = projections.add_parser(
         "rebuild", help="drop a read model and rebuild it from the log"
     )
-    rebuild.add_argument("name", help="the projection, as `projections status` names it")
+    rebuild.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="the projections, as `projections status` names them, or `all`: several are "
+        "rebuilt in one pass over the log",
+    )
     rebuild.set_defaults(run=_projections_rebuild)
 
     secrets = commands.add_parser("secrets", help="secret keys").add_subparsers(
@@ -416,17 +422,20 @@ def _projections_status(settings: Settings, _: argparse.Namespace) -> int:
 def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     services = _services(settings)
     try:
-        runner = services.read_models.rebuildable().get(args.name)
-        if runner is None:
-            names = ", ".join(services.read_models.rebuildable())
-            raise CliError(f"there is no projection {args.name!r}; there are: {names}")
-        bar = ProgressBar(f"rebuilding {args.name}")
-        runner.view.drop()
-        applied = runner.catch_up(progress=bar.update)
+        rebuildable = services.read_models.rebuildable()
+        names = list(rebuildable) if args.names == ["all"] else list(dict.fromkeys(args.names))
+        unknown = [name for name in names if name not in rebuildable]
+        if unknown:
+            raise CliError(
+                f"there is no projection {unknown[0]!r}; there are: {', '.join(rebuildable)}"
+            )
+        label = ", ".join(names)
+        bar = ProgressBar(f"rebuilding {label}")
+        applied = services.read_models.rebuild(names, progress=bar.update)
         bar.done()
     finally:
         services.close()
-    print(f"rebuilt {args.name} from {applied} events")
+    print(f"rebuilt {label} from {applied} events")
     return 0
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
@@ -16,6 +18,13 @@ log = logging.getLogger(__name__)
 V = TypeVar("V", bound=SqlView)
 Handler = Callable[[Any, Batch, Any, int], None]
 """(projection, batch, event, its position in the log)."""
+
+
+@lru_cache(maxsize=65_536)
+def id_text(originator_id: UUID) -> str:
+    """`str(originator_id)`, remembered: the projections key rows by it several times an
+    event, and `UUID.__str__` was ~5% of a rebuild's CPU time."""
+    return str(originator_id)
 
 
 def on(topic: str) -> Callable[[Handler], Handler]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ from projections.message_history.view import MessageHistoryView
 from projections.outbox.projection import Outboxes
 from projections.outbox.view import OutboxView
 from projections.projection import LedgerProjection
-from projections.runner import ProjectionRunner
+from projections.rebuild import rebuild
+from projections.runner import Progress, ProjectionRunner
 
 
 @dataclass
@@ -87,6 +89,16 @@ class ReadModels:
     def rebuildable(self) -> dict[str, ProjectionRunner]:
         """The runners of read models that can be dropped and rebuilt from the log."""
         return {n: r for n, r in self.runners.items() if r.projection.rebuildable}
+
+    def rebuild(
+        self, names: Sequence[str] | None = None, *, progress: Progress | None = None
+    ) -> int:
+        """Drop these read models (every rebuildable one by default) and rebuild them from
+        the log in one pass; the number of notifications applied. KeyError for a name that
+        is not a rebuildable read model."""
+        rebuildable = self.rebuildable()
+        chosen = [rebuildable[name] for name in (names or rebuildable)]
+        return rebuild(chosen, progress=progress)
 
     def wait_for(self, name: str, timeout: float = 5.0) -> None:
         """Wait until read model `name` has applied everything committed so far."""

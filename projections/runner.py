@@ -148,8 +148,13 @@ class ProjectionRunner:
     # -- applying ------------------------------------------------------------------------
 
     def _apply(self, notifications: Sequence[Notification], *, after: int) -> None:
-        items = [(e, n.id) for n in notifications if (e := self._decode(n)) is not None]
-        tracking = Tracking(self.ledger.name, notifications[-1].id)
+        items = [(e, n.id) for n in notifications if (e := self.decode(n)) is not None]
+        self.apply(items, upto=notifications[-1].id, after=after)
+
+    def apply(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+        """Apply decoded (event, position) pairs that follow `after`, moving the view to
+        `upto`, in one transaction; `ViewMovedOn` if the view is no longer at `after`."""
+        tracking = Tracking(self.ledger.name, upto)
         self.projection.act(items)
         try:
             self.view.apply(tracking, lambda batch: self._project(batch, items), after=after)
@@ -178,7 +183,8 @@ class ProjectionRunner:
         self.projection.preload(batch, items)
         self.projection.project(batch, items)
 
-    def _decode(self, notification: Notification) -> Any:
+    def decode(self, notification: Notification) -> Any:
+        """The notification's domain event, or None (logged once a topic) if it cannot be."""
         try:
             return self.ledger.mapper.to_domain_event(notification)
         except Exception as error:

@@ -22,7 +22,9 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    literal_column,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -73,47 +75,55 @@ def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...]) ->
 def upsert_many(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, keys: Sequence[str]
 ) -> None:
-    """As `upsert`; on PostgreSQL in one statement, each column sent as one array.
+    """As `upsert`; on PostgreSQL in one statement, all the rows sent as one JSON document.
 
     An executemany sends one INSERT per row (about 40 us each, in the server and in
-    psycopg); a batch of a projection writes hundreds of rows. JSON columns go as text
-    and are cast by the server; None is stored as JSON `null`, as SQLAlchemy does.
+    psycopg); a batch of a projection writes hundreds to thousands of rows. Arrays as
+    parameters were no better: psycopg quotes each element of a list in Python. One JSON
+    text is encoded by the standard library's C encoder and taken apart by the server
+    (`json_to_recordset`). A JSON column's value keeps the very text `json.dumps` gives it,
+    as SQLAlchemy writes it; None there is stored as JSON `null`, as SQLAlchemy does.
     """
     if conn.dialect.name != "postgresql" or len(rows) < 2:
         upsert(conn, table, rows, keys=keys)
         return
-    params: dict[str, list[Any]] = {}
-    for column in table.columns:
-        name = column.name
-        if isinstance(column.type, JSON):
-            if column.type.none_as_null:
-                params[name] = [
-                    None if (v := row.get(name)) is None else json.dumps(v) for row in rows
-                ]
-            else:
-                params[name] = [json.dumps(row.get(name)) for row in rows]
-        else:
-            params[name] = [row.get(name) for row in rows]
-    conn.execute(
-        _upsert_many_statement(table, tuple(keys)), {f"p_{k}": v for k, v in params.items()}
+    conn.execute(_upsert_many_statement(table, tuple(keys)), {"rows": json.dumps(rows)})
+
+
+def json_records(columns: Sequence[Column[Any]]) -> Any:
+    """`json_to_recordset(:rows)` with these columns, as a FROM clause (PostgreSQL)."""
+    return (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*[Column(c.name, c.type) for c in columns])
+        .render_derived(with_types=True)
     )
+
+
+def rows_with_keys(table: Table, key_columns: Sequence[Column[Any]], *conditions: Any) -> Any:
+    """The rows of `table` whose `key_columns` equal those of a record in the JSON array
+    `:rows` (and that meet `conditions`), looked up record by record (PostgreSQL).
+
+    A lateral join, so that each record is found through an index: with `IN (SELECT ...)`
+    the planner may hash the records and scan the whole table instead.
+    """
+    keys = json_records(key_columns)
+    matching = (
+        select(table)
+        .where(*[c == keys.c[c.name] for c in key_columns], *conditions)
+        .offset(literal_column("0"))  # a fence: else PostgreSQL flattens the lateral join
+        .lateral()
+    )
+    return select(*matching.c).select_from(keys).join(matching, true())
 
 
 @cache
 def _upsert_many_statement(table: Table, keys: tuple[str, ...]) -> Insert:
     columns = list(table.columns)
-    arrays = [
-        cast(
-            bindparam(f"p_{c.name}"),
-            postgresql.ARRAY(Text if isinstance(c.type, JSON) else c.type),
-        )
-        for c in columns
-    ]
-    rows = func.unnest(*arrays).table_valued(*[c.name for c in columns]).render_derived()
+    rows = json_records(columns)
     values = select(
         *[
-            cast(rows.c[c.name], c.type).label(c.name)
-            if isinstance(c.type, JSON)
+            func.coalesce(rows.c[c.name], literal_column("'null'::json", c.type)).label(c.name)
+            if isinstance(c.type, JSON) and not c.type.none_as_null
             else rows.c[c.name]
             for c in columns
         ]

@@ -8,7 +8,7 @@ from typing import Any
 from domain import conversation as topics
 from projections.conversation_list.view import ConversationListView, conversations
 from projections.previews import preview_of
-from projections.projection import LedgerProjection, on
+from projections.projection import LedgerProjection, id_text, on
 from projections.view import Batch, Row
 
 
@@ -23,12 +23,14 @@ class ConversationList(LedgerProjection[ConversationListView]):
 
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         ids = {
-            (str(event.originator_id),) for event, _ in items if type(event).TOPIC in self._handlers
+            (id_text(event.originator_id),)
+            for event, _ in items
+            if type(event).TOPIC in self._handlers
         }
         batch.preload(conversations, ids)
 
     def _row(self, batch: Batch, event: Any, position: int) -> Row | None:
-        row = batch.get(conversations, (str(event.originator_id),))
+        row = batch.get(conversations, (id_text(event.originator_id),))
         if row is not None:
             row["updated_at"] = _ms(event)
             row["updated_position"] = position
@@ -40,7 +42,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
         batch.put(
             conversations,
             {
-                "conversation_id": str(event.originator_id),
+                "conversation_id": id_text(event.originator_id),
                 "ig_account_id": event.ig_account_id,
                 "participant_id": event.participant_id,
                 "participant_username": None,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
+
+from sqlalchemy import Select
 
 from domain import conversation as topics
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
-from projections.projection import LedgerProjection, on
+from projections.projection import LedgerProjection, id_text, on
+from projections.schema import rows_with_keys
 from projections.view import Batch, Row
 
 _MESSAGE_TOPICS = {
@@ -25,37 +29,55 @@ def _ms(event: Any) -> int:
     return int(event.timestamp.timestamp() * 1000)
 
 
+_BLANK: Row = {
+    "conversation_id": None,
+    "message_key": None,
+    "mid": None,
+    "direction": None,
+    "kind": None,
+    "text": None,
+    "attachments": None,
+    "reply_to": None,
+    "quick_reply": None,
+    "referral": None,
+    "reactions": None,
+    "edit_count": 0,
+    "edited_at": None,
+    "unsent": False,
+    "unsent_at": None,
+    "standby": False,
+    "delivery_status": None,
+    "delivery_error": None,
+    "reply_id": None,
+    "sent_at": None,
+    "recorded_at": None,
+    "position": None,
+}
+
+
 def _blank(event: Any, key: str) -> Row:
-    return {
-        "conversation_id": str(event.originator_id),
-        "message_key": key,
-        "mid": None,
-        "direction": None,
-        "kind": None,
-        "text": None,
-        "attachments": [],
-        "reply_to": None,
-        "quick_reply": None,
-        "referral": None,
-        "reactions": [],
-        "edit_count": 0,
-        "edited_at": None,
-        "unsent": False,
-        "unsent_at": None,
-        "standby": False,
-        "delivery_status": None,
-        "delivery_error": None,
-        "reply_id": None,
-        "sent_at": None,
-        "recorded_at": None,
-        "position": None,
-    }
+    row = _BLANK.copy()  # a dict copy is cheaper than building 22 keys (once a message)
+    row["conversation_id"] = id_text(event.originator_id)
+    row["message_key"] = key
+    row["attachments"] = []
+    row["reactions"] = []
+    return row
 
 
 def _replies_by_mid(batch: Batch) -> dict[tuple[str, str], str]:
     """(conversation id, Meta's mid) -> message key, of our replies this batch has seen."""
     replies: dict[tuple[str, str], str] = batch.notes.setdefault("replies_by_mid", {})
     return replies
+
+
+@cache
+def _replies_of_echoes() -> Select[Any]:
+    """Our replies with one of the (conversation id, mid) pairs in `:rows` (PostgreSQL)."""
+    m = messages.c
+    query: Select[Any] = rows_with_keys(
+        messages, [m.conversation_id, m.mid], m.reply_id.is_not(None)
+    )
+    return query
 
 
 class MessageHistory(LedgerProjection[MessageHistoryView]):
@@ -65,19 +87,24 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         keys = {
-            (str(event.originator_id), event.mid)
+            (id_text(event.originator_id), event.mid)
             for event, _ in items
             if type(event).TOPIC in _MESSAGE_TOPICS
         }
         batch.preload(messages, keys)
         # Our replies that an echo of this batch may confirm, in one query per 500 echoes.
         echoes = sorted(
-            (str(event.originator_id), event.mid)
+            (id_text(event.originator_id), event.mid)
             for event, _ in items
             if type(event).TOPIC == topics.MESSAGE_ECHOED
         )
         replies = _replies_by_mid(batch)
         batch.notes["preloaded"] = True
+        if echoes and batch.conn.dialect.name == "postgresql":
+            wanted = [{"conversation_id": c, "mid": m} for c, m in echoes]
+            for row in batch.load_json(messages, _replies_of_echoes(), wanted):
+                replies[(row["conversation_id"], row["mid"])] = row["message_key"]
+            return
         for start in range(0, len(echoes), 500):
             chunk = echoes[start : start + 500]
             for row in batch.load(
@@ -89,7 +116,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
                 replies[(row["conversation_id"], row["mid"])] = row["message_key"]
 
     def _message(self, batch: Batch, event: Any, key: str) -> Row:
-        row = batch.get(messages, (str(event.originator_id), key))
+        row = batch.get(messages, (id_text(event.originator_id), key))
         if row is None:
             row = batch.put(messages, _blank(event, key))
         else:
@@ -120,7 +147,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     @on(topics.MESSAGE_ECHOED)
     def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
-        conversation_id = str(event.originator_id)
+        conversation_id = id_text(event.originator_id)
         key = _replies_by_mid(batch).get((conversation_id, event.mid))
         if key is None and "preloaded" not in batch.notes:
             # Not preloaded (one event applied on its own): look for it now.
@@ -221,7 +248,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             _replies_by_mid(batch)[(row["conversation_id"], event.message_id)] = event.reply_id
         # Meta's echo of this reply may have come first: it is the same message.
         if event.message_id:
-            echo = batch.get(messages, (str(event.originator_id), event.message_id))
+            echo = batch.get(messages, (id_text(event.originator_id), event.message_id))
             if echo is not None and echo["kind"] is not None:
                 row["reactions"] = echo["reactions"] or row["reactions"]
                 batch.delete(messages, echo)

@@ -12,7 +12,7 @@ from domain import account as account_topics
 from domain import conversation as topics
 from domain.identity import DMLEDGER_NAMESPACE
 from projections.outbox.view import OutboxView, conversation_parties, crm_subscriptions, outbox
-from projections.projection import LedgerProjection, on
+from projections.projection import LedgerProjection, id_text, on
 from projections.view import Batch, Row
 
 MAX_CRM_BODY = 20_000
@@ -48,7 +48,7 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         # One query a table for the batch, rather than one a conversation.
-        batch.preload(conversation_parties, {(str(e.originator_id),) for e, _ in items})
+        batch.preload(conversation_parties, {(id_text(e.originator_id),) for e, _ in items})
         accounts = {(r["ig_account_id"],) for r in batch.in_memory(conversation_parties)}
         accounts |= {(e.ig_account_id,) for e, _ in items if hasattr(e, "ig_account_id")}
         batch.preload(crm_subscriptions, accounts)
@@ -62,7 +62,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         batch.put(
             conversation_parties,
             {
-                "conversation_id": str(event.originator_id),
+                "conversation_id": id_text(event.originator_id),
                 "ig_account_id": event.ig_account_id,
                 "participant_id": event.participant_id,
                 "crm_sequence": 0,
@@ -89,7 +89,7 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
-        party = batch.get(conversation_parties, (str(event.originator_id),))
+        party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
         body = {
@@ -106,7 +106,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "delivery_id": event.reply_id,
                 "channel": "instagram",
                 "ig_account_id": party["ig_account_id"],
-                "conversation_id": str(event.originator_id),
+                "conversation_id": id_text(event.originator_id),
                 "kind": "reply",
                 "body": msgspec.json.encode(body).decode(),
                 "position": position,
@@ -151,7 +151,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     # -- the CRM -------------------------------------------------------------------------------
 
     def _inbound(self, batch: Batch, event: Any) -> None:
-        party = batch.get(conversation_parties, (str(event.originator_id),))
+        party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is not None and (party["last_inbound_at"] or 0) < event.sent_at:
             party["last_inbound_at"] = event.sent_at
             batch.changed(conversation_parties, party)
@@ -261,7 +261,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     ) -> None:
         if kind is None or data is None:
             return
-        party = batch.get(conversation_parties, (str(event.originator_id),))
+        party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
         self._enqueue_crm(batch, event, position, kind, data, party["ig_account_id"], party)

@@ -241,6 +241,36 @@ def test_projections_status_and_rebuild(
     assert main(["projections", "rebuild", "nonsense"]) == 2
 
 
+def test_projections_rebuild_all_rebuilds_every_read_model_in_one_pass(
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a message the served runners projected
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    body = meta_body("text")
+    response = httpx.post(
+        served.url + "/webhooks/instagram", content=body, headers=signed_headers(body)
+    )
+    assert response.status_code == 200
+    served.stop()
+    capsys.readouterr()
+
+    # when every read model is rebuilt, and then two of them
+    assert main(["projections", "rebuild", "all"]) == 0
+    out = capsys.readouterr().out
+    assert main(["projections", "rebuild", "conversation_list", "outbox"]) == 0
+    two = capsys.readouterr().out
+
+    # then each says so, and every view stands at the head of the log
+    assert "rebuilt conversation_list, message_history, outbox from 3 events" in out
+    assert "rebuilt conversation_list, outbox from 3 events" in two
+    assert main(["projections", "status"]) == 0
+    status = [line.split() for line in capsys.readouterr().out.splitlines()]
+    for name in ("conversation_list", "message_history", "outbox"):
+        assert [name, "3", "3", "0"] in status
+    assert main(["projections", "rebuild", "outbox", "auto_reply"]) == 2
+
+
 def test_a_crm_reads_a_message_through_the_served_api(
     env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -199,3 +199,68 @@ def test_stopping_runners_is_prompt(postgres_url: str, make_services: MakeServic
 
     threading.Thread(target=stop).start()
     assert done.wait(5)
+
+
+def test_many_rows_written_at_once_are_stored_as_written_one_at_a_time(postgres_url: str) -> None:
+    from sqlalchemy import String, cast
+
+    from infrastructure.view_database import create_view_engine
+    from projections.message_history.view import MessageHistoryView
+    from projections.schema import upsert, upsert_many, writing
+
+    # given rows with awkward values: JSON nulls, quotes, non-ASCII, nesting, big numbers
+    engine = create_view_engine(postgres_url)
+    MessageHistoryView(engine).create_tables()
+    blank = {c.name: None for c in messages.columns}
+
+    def row(key: str, **values: Any) -> dict[str, Any]:
+        base = {**blank, "conversation_id": "c", "message_key": key, "attachments": []}
+        return {
+            **base,
+            "reactions": [],
+            "edit_count": 0,
+            "unsent": False,
+            "standby": False,
+            **values,
+        }
+
+    awkward = dict(
+        text='é "quoted" \\ \n\t ✓ 😀',
+        attachments=[{"type": "image", "payload": {"url": 'https://x/é?a=1&b="2"'}}],
+        reply_to={"mid": None, "story": {"id": "1", "url": ""}},
+        quick_reply={"payload": "ü"},
+        reactions=[{"sender_id": "1", "emoji": "❤️", "at": 2**62}],
+        delivery_error=None,
+        edit_count=3,
+        unsent=True,
+        sent_at=2**62,
+    )
+
+    # when the same rows are written one at a time and all at once (then again: replaced)
+    with writing(engine) as conn:
+        for _ in range(2):
+            for suffix in ("a", "b"):
+                upsert(
+                    conn,
+                    messages,
+                    [row(f"one-{suffix}", **awkward)],
+                    keys=["conversation_id", "message_key"],
+                )
+            upsert_many(
+                conn,
+                messages,
+                [row("many-a", **awkward), row("many-b", **awkward)],
+                keys=["conversation_id", "message_key"],
+            )
+
+    # then the stored text of every column is the same
+    with engine.connect() as conn:
+        stored = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                select(messages.c.message_key, *[cast(c, String) for c in messages.columns][2:])
+            )
+        }
+    assert stored["one-a"] == stored["many-a"] == stored["many-b"]
+    assert len(stored) == 4
+    engine.dispose()
