@@ -39,7 +39,7 @@ class StandardWebhooksClient:
             self._client = httpx.AsyncClient(
                 timeout=TIMEOUT,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
             )
         return self._client
 
