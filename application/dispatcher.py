@@ -521,7 +521,13 @@ class Dispatcher:
             batch, self._settlements = self._settlements, []
             try:
                 await asyncio.to_thread(self._outbox.settle_many, [s for s, _ in batch])
-            except Exception as error:
+            except asyncio.CancelledError:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            except BaseException as error:
+                # Every waiter gets what happened, whatever it is: a waiter left waiting
+                # would hold its delivery (and its conversation) in flight for ever.
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(error)
