@@ -29,7 +29,14 @@ from application.delivery import (
 )
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.ports import ConversationWindows, CrmEndpoint, InstagramSendApi, Outbox, SecretBox
+from application.ports import (
+    ConversationWindows,
+    CrmEndpoint,
+    InstagramSendApi,
+    Outbox,
+    SecretBox,
+    Settlement,
+)
 from application.sending import (
     crm_endpoint_gone,
     reply_failed,
@@ -96,7 +103,7 @@ class Dispatcher:
         crm: CrmEndpoint,
         owner: str,
         clock: Callable[[], int] = now_ms,
-        max_in_flight: int = 64,
+        max_in_flight: int = 256,
         lease_ms: int = 60_000,
         sends_per_second: float = 300.0,
         breaker_limit: int = 5,
@@ -123,6 +130,8 @@ class Dispatcher:
         """Accounts whose Instagram sends wait, until (ms)."""
         self._buckets: dict[str, _Bucket] = {}
         self._breakers: dict[str, _Breaker] = {}
+        self._settlements: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.wakeup = asyncio.Event()
 
     # -- running ---------------------------------------------------------------------------
@@ -155,7 +164,8 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Lease what is due and start sending it; the number leased."""
         room = self._max_in_flight - len(self._in_flight)
-        if room <= 0:
+        if room <= 0 or (self._in_flight and room < self._max_in_flight // 4):
+            # Each lease reads the queue's heads whatever it takes: take many at once.
             return 0
         now = self.clock()
         self._held = {a: until for a, until in self._held.items() if until > now}
@@ -477,25 +487,54 @@ class Dispatcher:
         next_at: int | None = None,
         attempt: dict[str, Any] | None = None,
     ) -> None:
-        await asyncio.to_thread(
-            self._outbox.settle,
-            row["delivery_id"],
-            status=status,
-            now=now,
-            next_attempt_at=next_at,
-            attempt=attempt,
+        await self._record(
+            Settlement(
+                row["delivery_id"], status=status, now=now, next_attempt_at=next_at, attempt=attempt
+            )
         )
 
     async def _requeue(self, row: dict[str, Any], at: int) -> None:
         """Put a delivery back, without counting this as an attempt."""
-        await asyncio.to_thread(
-            self._outbox.settle,
-            row["delivery_id"],
-            status="pending",
-            now=self.clock(),
-            next_attempt_at=at,
-            keep_attempt_count=True,
+        await self._record(
+            Settlement(
+                row["delivery_id"],
+                status="pending",
+                now=self.clock(),
+                next_attempt_at=at,
+                keep_attempt_count=True,
+            )
         )
+
+    async def _record(self, settlement: Settlement) -> None:
+        """Record an outcome, together with the others that came meanwhile; return once it
+        is committed (so a conversation's next delivery is leased only after it)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settlements.append((settlement, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.ensure_future(self._record_batches())
+        await done
+
+    async def _record_batches(self) -> None:
+        # One transaction for every outcome that arrived while the last one committed:
+        # a transaction per delivery capped the dispatcher at a few hundred a second.
+        while self._settlements:
+            batch, self._settlements = self._settlements, []
+            try:
+                await asyncio.to_thread(self._outbox.settle_many, [s for s, _ in batch])
+            except asyncio.CancelledError:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            except BaseException as error:
+                # Every waiter gets what happened, whatever it is: a waiter left waiting
+                # would hold its delivery (and its conversation) in flight for ever.
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
 
 def _code(error: MetaError | None) -> int | None:

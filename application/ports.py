@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -72,6 +73,18 @@ class CrmEndpoint(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How one attempt at a delivery went (see `Outbox.settle`)."""
+
+    delivery_id: str
+    status: str
+    now: int
+    next_attempt_at: int | None = None
+    attempt: dict[str, Any] | None = None
+    keep_attempt_count: bool = False
+
+
 class Outbox(Protocol):
     """The outboxes' rows and the dispatcher's state of each delivery."""
 
@@ -99,6 +112,10 @@ class Outbox(Protocol):
         keep_attempt_count: bool = False,
     ) -> None:
         """Record how an attempt went."""
+        ...
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> None:
+        """Record how several attempts went, together."""
         ...
 
 

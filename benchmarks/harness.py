@@ -32,6 +32,13 @@ import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 
+from benchmarks.crm_dispatch import (
+    DispatcherProcess,
+    Receiver,
+    check_deliveries,
+    receiver_rate,
+    wait_delivered,
+)
 from benchmarks.load import ACCOUNTS, APP_SECRET, Body, BodyMaker, LoadResult, run_wrk, sign
 from benchmarks.load import write_bodies as write_body_files
 from benchmarks.servers import (
@@ -67,6 +74,13 @@ class Config:
     rebuild_bodies: int = 50_000
     """P5: webhook bodies stored before the projections are rebuilt from the log."""
     rebuild_participants: int = 5_000
+    crm_bodies: int = 20_000
+    """P3: webhook bodies stored (about one CRM delivery per item) before the dispatcher runs."""
+    crm_participants: int = 5_000
+    """P3: conversations; the dispatcher sends one delivery of each at a time."""
+    crm_baseline_seconds: float = 5.0
+    crm_connections: int = 64
+    """P3: wrk's connections to the receiver (the dispatcher's deliveries in flight)."""
     smoke: bool = False
 
     @classmethod
@@ -80,6 +94,9 @@ class Config:
             long_conversations=2,
             rebuild_bodies=600,
             rebuild_participants=50,
+            crm_bodies=300,
+            crm_participants=60,
+            crm_baseline_seconds=1.0,
             smoke=True,
         )
 
@@ -334,6 +351,86 @@ class Bench:
             "warm_ratio": statistics.median(warm["long"]) / statistics.median(warm["fresh"]),
             "cold_long_ms": statistics.median(cold["long"]),
             "cold_fresh_ms": statistics.median(cold["fresh"]),
+        }
+
+    @cached_property
+    def p3(self) -> dict[str, Any]:
+        """CRM deliveries/s of one `dmledger dispatch` process to a receiver answering 200."""
+        config = self.config
+        self.reset_database()
+        self.register_accounts()
+        receiver = Receiver(self.workdir / "p3-received.jsonl")
+        secrets: dict[str, str] = {}
+        maker = BodyMaker(tag="p3", participants=config.crm_participants)
+        started = time.monotonic()
+        with self.services() as services:
+            for ig_id in ACCOUNTS:
+                view = services.writer.run_now(
+                    services.crm_endpoints.set(
+                        ig_id,
+                        url=f"{receiver.url}/crm/{ig_id}",
+                        event_types=None,
+                        rotate_secret=False,
+                        by="benchmark",
+                    )
+                )
+                assert view.secret is not None
+                secrets[ig_id] = view.secret
+            store_bodies(services, maker.bodies(config.crm_bodies))
+            services.read_models.runners["outbox"].catch_up()
+        self.details["p3_fill_seconds"] = round(time.monotonic() - started, 1)
+        with psycopg.connect(self.database_url, autocommit=True) as db:
+            rows = db.execute(
+                "SELECT delivery_id, ig_account_id, body, conversation_id FROM outbox "
+                "WHERE channel = 'crm'"
+            ).fetchall()
+            db.execute("VACUUM ANALYZE")
+            db.execute("CHECKPOINT")
+        expected = {r[0]: (secrets[r[1]], r[2]) for r in rows}
+        conversations = len({r[3] for r in rows})
+        sizes = sorted(len(r[2].encode()) for r in rows)
+        typical = next(r[2] for r in rows if len(r[2].encode()) == sizes[len(sizes) // 2])
+
+        def baseline() -> dict[str, Any]:
+            return receiver_rate(
+                self.workdir,
+                typical,
+                seconds=config.crm_baseline_seconds,
+                connections=config.crm_connections,
+            )
+
+        before = baseline()
+        with receiver, DispatcherProcess(self.server_env()) as dispatcher:
+            receiver_cpu = receiver.cpu_seconds()
+            state = wait_delivered(self.database_url, dispatcher, len(expected))
+            receiver_cpu = receiver.cpu_seconds() - receiver_cpu
+            dispatcher.stop()
+            received = receiver.stop()
+        after = baseline()
+        check = check_deliveries(expected, received)
+        seconds = max((state["last_ms"] or 0) - (state["first_ms"] or 0), 1) / 1000
+        arrivals = [r["at"] for r in received]
+        arrival_span = max(arrivals) - min(arrivals) if len(arrivals) > 1 else 0.0
+        self.details["p3_deliveries"] = check
+        self.details["p3_dispatch"] = {
+            **state,
+            "conversations": conversations,
+            "body_bytes": {"median": sizes[len(sizes) // 2], "max": sizes[-1]},
+            "seconds_first_to_last_delivered": round(seconds, 3),
+            "rate_per_s": round(len(expected) / seconds, 1),
+            "receiver_span_seconds": round(arrival_span, 3),
+            "receiver_rate_per_s": round(len(received) / arrival_span, 1) if arrival_span else None,
+            "receiver_cores_busy": round(receiver_cpu / arrival_span, 2) if arrival_span else None,
+            "receiver_baseline": {"before": before, "after": after},
+        }
+        baseline_rate = (before["rate_per_s"] + after["rate_per_s"]) / 2
+        return {
+            "rate": state["delivered"] / seconds,
+            "seconds": seconds,
+            "conversations": conversations,
+            "baseline_rate": baseline_rate,
+            "complete": check["complete"] and state["delivered"] == len(expected),
+            "dispatcher_cores_busy": state["dispatcher_cores_busy"],
         }
 
     @cached_property
@@ -643,12 +740,23 @@ def p2_projection_lag(bench: Bench) -> Figure:
 
 @figure
 def p3_crm_dispatch(bench: Bench) -> Figure:
-    return not_measured(
+    p3 = bench.p3
+    check = bench.details["p3_deliveries"]
+    baseline = p3["baseline_rate"]
+    ok = "every delivery arrived, signed" if p3["complete"] else "DELIVERIES MISSING OR WRONG"
+    return Figure(
         "P3",
         "CRM deliveries/s to a receiver that answers 200, one dispatcher",
+        round(p3["rate"]),
         "/s",
         ">= 2000",
-        "the outbox projection and the dispatcher",
+        met=p3["rate"] >= 2000 and p3["complete"],
+        baseline=round(baseline),
+        baseline_name="receiver alone, wrk /s",
+        note=f"{check['expected']:,} deliveries of {p3['conversations']:,} conversations "
+        f"in {p3['seconds']:.1f} s, {p3['rate'] / baseline:.1%} of the receiver's rate; "
+        f"{ok} ({check['duplicates']} duplicates); dispatcher busy "
+        f"{p3['dispatcher_cores_busy']} cores (details.p3_dispatch)",
     )
 
 

@@ -4,29 +4,42 @@
 notification to the account's CRM. Row ids come from the events, so a rebuilt outbox has
 the same rows. `delivery_state` belongs to the dispatcher (attempts, leases, outcomes) and
 survives a rebuild: what was delivered is not sent again.
+
+The dispatcher leases from `delivery_queue`, which holds only the deliveries not finished
+yet: each lease first adopts the outbox rows past its channel's cursor, and a delivery
+leaves the queue when it is settled for good. Leasing then reads a few rows of a small
+table, however long the outbox has grown (it used to scan the whole outbox, finished
+rows included, each time: ~100 ms with 20,000 rows).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     Index,
     Integer,
     String,
     Table,
     Text,
     and_,
+    delete,
     func,
+    literal,
     or_,
     select,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import exists
 
-from projections.schema import metadata, upsert, writing
+from application.ports import Settlement
+from projections.schema import metadata, upsert_many, writing
 from projections.view import SqlView
 
 outbox = Table(
@@ -81,8 +94,34 @@ delivery_state = Table(
 )
 """The dispatcher's: `status` is pending, sending, retrying, delivered, dead or ambiguous."""
 
+delivery_queue = Table(
+    "delivery_queue",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("ig_account_id", String(32), nullable=False),
+    Column("conversation_id", String(36), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Index("delivery_queue_due", "channel", "position"),
+    Index("delivery_queue_by_conversation", "conversation_id", "channel", "position"),
+)
+"""The dispatcher's: the deliveries adopted from the outbox and not finished yet."""
+
+delivery_cursors = Table(
+    "delivery_cursors",
+    metadata,
+    Column("channel", String(16), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+"""The dispatcher's: how far into the outbox each channel's queue has adopted rows."""
+
 FINISHED = ("delivered", "dead", "ambiguous")
 """States after which a conversation's next delivery may leave."""
+
+
+def _insert_ignore(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(table).values(row).on_conflict_do_nothing())
 
 
 class OutboxView(SqlView):
@@ -96,7 +135,14 @@ class OutboxView(SqlView):
 
     def create_tables(self) -> None:
         super().create_tables()
-        metadata.create_all(self.engine, tables=[delivery_state])
+        metadata.create_all(self.engine, tables=[delivery_state, delivery_queue, delivery_cursors])
+
+    def drop(self) -> None:
+        # A rebuilt outbox may hold rows the old one did not: adopt from the start again
+        # (what is finished stays finished, by its state).
+        super().drop()
+        with writing(self.engine) as conn:
+            conn.execute(delete(delivery_cursors))
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """When the participant last wrote, as far as the outbox has followed the log: at
@@ -122,31 +168,31 @@ class OutboxView(SqlView):
         """Take up to `limit` due deliveries, each the next of its conversation, for
         `lease_ms`. On PostgreSQL rows are locked with SKIP LOCKED, so several dispatchers
         take different rows; on SQLite the write transaction serialises dispatchers."""
-        o, s = outbox.c, delivery_state.c
-        earlier = outbox.alias("earlier")
-        earlier_state = delivery_state.alias("earlier_state")
-        unfinished_before = exists(
-            select(earlier.c.delivery_id)
-            .select_from(
-                earlier.outerjoin(
-                    earlier_state, earlier_state.c.delivery_id == earlier.c.delivery_id
-                )
-            )
-            .where(
-                earlier.c.channel == o.channel,
-                earlier.c.conversation_id == o.conversation_id,
-                earlier.c.ig_account_id == o.ig_account_id,
-                earlier.c.position < o.position,
-                earlier.c.outcome.is_(None),
-                or_(earlier_state.c.status.is_(None), earlier_state.c.status.not_in(FINISHED)),
-            )
+        o, q, s = outbox.c, delivery_queue.c, delivery_state.c
+        # The queue holds only unfinished deliveries, so the next of each conversation is
+        # its first row there: one pass over the queue, not a probe per row.
+        heads = (
+            select(q.conversation_id, func.min(q.position).label("position"))
+            .where(q.channel == channel)
+            .group_by(q.conversation_id)
+            .subquery("heads")
         )
         query = (
             select(outbox, s.attempts, s.history)
-            .select_from(outbox.outerjoin(delivery_state, s.delivery_id == o.delivery_id))
+            .select_from(
+                heads.join(
+                    delivery_queue,
+                    and_(
+                        q.conversation_id == heads.c.conversation_id,
+                        q.channel == channel,
+                        q.position == heads.c.position,
+                    ),
+                )
+                .join(outbox, o.delivery_id == q.delivery_id)
+                .outerjoin(delivery_state, s.delivery_id == q.delivery_id)
+            )
             .where(
-                o.channel == channel,
-                o.outcome.is_(None),
+                q.channel == channel,
                 or_(
                     s.status.is_(None),
                     and_(
@@ -155,18 +201,24 @@ class OutboxView(SqlView):
                         s.leased_until < now,
                     ),
                 ),
-                ~unfinished_before,
             )
-            .order_by(o.position)
+            .order_by(q.position)
             .limit(limit)
         )
         if skip_accounts:
-            query = query.where(o.ig_account_id.not_in(sorted(skip_accounts)))
+            query = query.where(q.ig_account_id.not_in(sorted(skip_accounts)))
         with writing(self.engine) as conn:
+            self._adopt(conn, channel)
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(of=outbox, skip_locked=True)
+                query = query.with_for_update(of=delivery_queue, skip_locked=True)
             rows = [dict(r) for r in conn.execute(query).mappings()]
-            upsert(
+            # A reply the log says was sent or failed for good (its dispatcher died before
+            # settling it) leaves the queue, and its conversation's next one goes.
+            done = [r["delivery_id"] for r in rows if r["outcome"] is not None]
+            if done:
+                conn.execute(delete(delivery_queue).where(q.delivery_id.in_(done)))
+                rows = [r for r in rows if r["outcome"] is None]
+            upsert_many(
                 conn,
                 delivery_state,
                 [
@@ -189,6 +241,51 @@ class OutboxView(SqlView):
             row["history"] = row["history"] or []
         return rows
 
+    def _adopt(self, conn: Connection, channel: str) -> None:
+        """Queue the channel's outbox rows past its cursor that are not finished yet.
+
+        The projection commits its rows in the order of their positions, so once a
+        position is visible every row before it is: the cursor moves to the highest
+        position seen before the rows are read, and no row is passed over."""
+        o, c = outbox.c, delivery_cursors.c
+        cursor_query = select(c.position).where(c.channel == channel)
+        if conn.dialect.name == "postgresql":
+            # One dispatcher adopts at a time; the others wait for this short transaction.
+            cursor_query = cursor_query.with_for_update()
+        cursor = conn.execute(cursor_query).scalar()
+        if cursor is None:
+            _insert_ignore(conn, delivery_cursors, {"channel": channel, "position": 0})
+            cursor = conn.execute(cursor_query).scalar() or 0
+        head = conn.execute(
+            select(func.max(o.position)).where(o.channel == channel, o.outcome.is_(None))
+        ).scalar()
+        if head is None or head <= cursor:
+            return
+        finished = exists(
+            select(delivery_state.c.delivery_id).where(
+                delivery_state.c.delivery_id == o.delivery_id,
+                delivery_state.c.status.in_(FINISHED),
+            )
+        )
+        rows = select(
+            o.delivery_id, literal(channel), o.ig_account_id, o.conversation_id, o.position
+        ).where(
+            o.channel == channel,
+            o.outcome.is_(None),
+            o.position > cursor,
+            o.position <= head,
+            ~finished,
+        )
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            dialect.insert(delivery_queue)
+            .from_select(
+                ["delivery_id", "channel", "ig_account_id", "conversation_id", "position"], rows
+            )
+            .on_conflict_do_nothing()
+        )
+        conn.execute(update(delivery_cursors).where(c.channel == channel).values(position=head))
+
     def settle(
         self,
         delivery_id: str,
@@ -201,37 +298,60 @@ class OutboxView(SqlView):
     ) -> None:
         """Record how an attempt went: delivered, retrying (at `next_attempt_at`), dead,
         ambiguous, or pending again without counting the attempt (an account pause)."""
-        with writing(self.engine) as conn:
-            current = (
-                conn.execute(
-                    select(delivery_state).where(delivery_state.c.delivery_id == delivery_id)
+        self.settle_many(
+            [
+                Settlement(
+                    delivery_id,
+                    status=status,
+                    now=now,
+                    next_attempt_at=next_attempt_at,
+                    attempt=attempt,
+                    keep_attempt_count=keep_attempt_count,
                 )
-                .mappings()
-                .first()
-            )
-            history = list(current["history"]) if current else []
-            if attempt is not None:
-                history = [*history, attempt][-20:]
-            attempts = current["attempts"] if current else 0
-            if keep_attempt_count:
-                attempts = max(attempts - 1, 0)
-            upsert(
-                conn,
-                delivery_state,
-                [
-                    {
-                        "delivery_id": delivery_id,
-                        "status": status,
-                        "attempts": attempts,
-                        "next_attempt_at": next_attempt_at if next_attempt_at is not None else now,
-                        "leased_until": 0,
-                        "lease_owner": None,
-                        "history": history,
-                        "updated_at": now,
-                    }
-                ],
-                keys=["delivery_id"],
-            )
+            ]
+        )
+
+    def settle_many(self, settlements: Sequence[Settlement]) -> None:
+        """`settle` each, in one transaction (the last settlement of a delivery wins)."""
+        if not settlements:
+            return
+        ids = sorted({each.delivery_id for each in settlements})
+        with writing(self.engine) as conn:
+            current = {
+                r["delivery_id"]: r
+                for r in conn.execute(
+                    select(
+                        delivery_state.c.delivery_id,
+                        delivery_state.c.attempts,
+                        delivery_state.c.history,
+                    ).where(delivery_state.c.delivery_id.in_(ids))
+                ).mappings()
+            }
+            rows: dict[str, dict[str, Any]] = {}
+            for each in settlements:
+                before = rows.get(each.delivery_id) or current.get(each.delivery_id)
+                history = list(before["history"]) if before else []
+                if each.attempt is not None:
+                    history = [*history, each.attempt][-20:]
+                attempts = before["attempts"] if before else 0
+                if each.keep_attempt_count:
+                    attempts = max(attempts - 1, 0)
+                rows[each.delivery_id] = {
+                    "delivery_id": each.delivery_id,
+                    "status": each.status,
+                    "attempts": attempts,
+                    "next_attempt_at": each.next_attempt_at
+                    if each.next_attempt_at is not None
+                    else each.now,
+                    "leased_until": 0,
+                    "lease_owner": None,
+                    "history": history,
+                    "updated_at": each.now,
+                }
+            upsert_many(conn, delivery_state, list(rows.values()), keys=["delivery_id"])
+            done = [i for i, row in rows.items() if row["status"] in FINISHED]
+            if done:
+                conn.execute(delete(delivery_queue).where(delivery_queue.c.delivery_id.in_(done)))
 
     def redeliver(
         self,
@@ -257,6 +377,23 @@ class OutboxView(SqlView):
                     delivery_state.update()
                     .where(delivery_state.c.delivery_id.in_(chunk))
                     .values(status="pending", next_attempt_at=now, leased_until=0, attempts=0)
+                )
+                # Finished deliveries left the queue: back in, at their place in the
+                # conversation (one not adopted yet will be, past the cursor).
+                cursors = select(delivery_cursors.c.position).where(
+                    delivery_cursors.c.channel == o.channel
+                )
+                again = select(
+                    o.delivery_id, o.channel, o.ig_account_id, o.conversation_id, o.position
+                ).where(o.delivery_id.in_(chunk), o.position <= cursors.scalar_subquery())
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                conn.execute(
+                    dialect.insert(delivery_queue)
+                    .from_select(
+                        ["delivery_id", "channel", "ig_account_id", "conversation_id", "position"],
+                        again,
+                    )
+                    .on_conflict_do_nothing()
                 )
         return len(ids)
 

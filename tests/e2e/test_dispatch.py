@@ -451,14 +451,14 @@ async def test_a_dispatcher_killed_after_the_call_delivers_once_more_with_the_sa
 
     # the first dispatcher delivers, then dies before it records the outcome
     outbox = services.read_models.outbox
-    real_settle = outbox.settle
+    real_settle = outbox.settle_many
 
     def die(*_: Any, **__: Any) -> None:
         raise Killed
 
-    monkeypatch.setattr(outbox, "settle", die)
+    monkeypatch.setattr(outbox, "settle_many", die)
     await services.dispatcher.drain(rounds=1)
-    monkeypatch.setattr(outbox, "settle", real_settle)
+    monkeypatch.setattr(outbox, "settle_many", real_settle)
     assert len(crm.delivered()) == 1
 
     # another dispatcher takes over once the lease has run out
