@@ -204,7 +204,7 @@ def wait_delivered(
             if delivered >= expected or now - moved_at > stall_seconds:
                 break
             time.sleep(poll_seconds)
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             conn.execute("SELECT status, count(*) FROM delivery_state GROUP BY status").fetchall()
         )
         span = conn.execute(
