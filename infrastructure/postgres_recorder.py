@@ -12,8 +12,9 @@ The insert is the ledger writer's group commit, so it is made cheap:
   75 us per event). Here the INSERT takes four parallel arrays in binary (uuid[],
   bigint[], text[], bytea[]), which psycopg writes in C.
 - The library waits for the INSERT's answer before it sends COMMIT. Here BEGIN, the
-  table lock, NOTIFY, INSERT and COMMIT go out in one pipeline: one round trip. An error
-  aborts the rest of the pipeline, so a failed INSERT is never committed.
+  table lock, NOTIFY, INSERT and COMMIT go out in one pipeline: one round trip (two with
+  the audit chain's links). An error aborts the rest of the pipeline, so a failed INSERT
+  is never committed.
 - The INSERT also checks, under the table lock, that the aggregates the events were
   decided on (`expected_versions`) have not moved on, so the writer need not re-read
   accounts before each batch.
@@ -146,29 +147,32 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             conn.cursor() as curs,
             conn.cursor() as insert,
         ):
+            # BEGIN and COMMIT are sent as statements of the pipeline: psycopg's own
+            # transaction block syncs the pipeline after BEGIN, a round trip of its own.
+            conn.autocommit = True
             try:
-                if not self.links_events:
-                    # BEGIN, lock, NOTIFY, INSERT and COMMIT go out together; the answers
-                    # (or the first error) come back when the pipeline syncs on leaving.
-                    with conn.pipeline(), conn.transaction():
-                        self._lock_table(curs)
-                        self._notify_channel(curs)
-                        insert.execute(self._insert_statement, params, prepare=True)
-                    notification_ids = [row["notification_id"] for row in insert.fetchall()]
-                else:
-                    # The links need the events' positions: the INSERT's answer comes
-                    # first (fetching it syncs the pipeline), then the links and COMMIT go
-                    # out together, with the table still locked.
-                    with conn.pipeline(), conn.transaction():
-                        self._lock_table(curs)
-                        self._notify_channel(curs)
-                        insert.execute(self._insert_statement, params, prepare=True)
+                with conn.pipeline():
+                    curs.execute("BEGIN")
+                    self._lock_table(curs)
+                    self._notify_channel(curs)
+                    insert.execute(self._insert_statement, params, prepare=True)
+                    if self.links_events:
+                        # The links need the events' positions: fetching the INSERT's
+                        # answer syncs the pipeline; the links and COMMIT then go out
+                        # together, with the table still locked.
                         notification_ids = [row["notification_id"] for row in insert.fetchall()]
                         if len(notification_ids) == len(stored_events):
                             self._link(curs, stored_events, notification_ids)
+                    curs.execute("COMMIT")
+                # Leaving the pipeline synced it: the answers, or the first error (which
+                # skipped everything after it, COMMIT included).
+                if not self.links_events:
+                    notification_ids = [row["notification_id"] for row in insert.fetchall()]
             finally:
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    conn.rollback()
+                if not conn.closed:
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.rollback()
+                    conn.autocommit = False
             _used[conn] = time.monotonic()
         if len(notification_ids) != len(stored_events):
             raise RecordConflictError(_MOVED_ON)
