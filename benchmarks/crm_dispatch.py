@@ -7,29 +7,25 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
 
 from benchmarks.load import cpu_seconds
-from benchmarks.servers import free_port
+from benchmarks.servers import ProcessGroup, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).parent / "crm.lua"
 
 
-class Receiver:
+class Receiver(ProcessGroup):
     """`python -m benchmarks.receiver` in a process group of its own."""
 
     def __init__(self, out: Path, *, port: int | None = None, lifetime: float = 900.0) -> None:
@@ -57,19 +53,6 @@ class Receiver:
                     raise RuntimeError("the receiver did not start within 30 s") from None
                 time.sleep(0.1)
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
 
@@ -78,15 +61,12 @@ class Receiver:
         with urllib.request.urlopen(self.url + "/count", timeout=5) as answer:  # noqa: S310
             return int(answer.read())
 
-    def stop(self) -> list[dict[str, Any]]:
+    def stop(self) -> None:
+        self._stop_group(timeout=60)  # it writes out what it received as it stops
+
+    def received(self) -> list[dict[str, Any]]:
         """Stop the receiver; what it was sent, in order of arrival."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait(timeout=10)
+        self.stop()
         if not self.out.exists():
             return []
         with self.out.open() as f:
@@ -117,7 +97,7 @@ def receiver_rate(workdir: Path, body: str, *, seconds: float, connections: int)
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
         cpu = receiver.cpu_seconds() - cpu_before
-        arrived = len(receiver.stop())
+        arrived = len(receiver.received())
     found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", done.stdout)
     if found is None:
@@ -134,12 +114,11 @@ def receiver_rate(workdir: Path, body: str, *, seconds: float, connections: int)
     }
 
 
-@dataclass
-class DispatcherProcess:
+class DispatcherProcess(ProcessGroup):
     """`python -m interfaces.cli dispatch`, as a deployment runs it, in its own group."""
 
-    env: dict[str, str]
-    _process: subprocess.Popen[bytes] | None = None
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
 
     def __enter__(self) -> DispatcherProcess:
         command = [sys.executable, "-m", "interfaces.cli", "dispatch"]
@@ -148,31 +127,8 @@ class DispatcherProcess:
         )
         return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=10)
+        self._stop_group(timeout=30)
 
 
 def wait_delivered(

@@ -408,7 +408,7 @@ class Bench:
             state = wait_delivered(self.database_url, dispatcher, len(expected))
             receiver_cpu = receiver.cpu_seconds() - receiver_cpu
             dispatcher.stop()
-            received = receiver.stop()
+            received = receiver.received()
         after = baseline()
         check = check_deliveries(expected, received)
         seconds = max((state["last_ms"] or 0) - (state["first_ms"] or 0), 1) / 1000

@@ -22,7 +22,46 @@ def free_port() -> int:
         return port
 
 
-class Server:
+class ProcessGroup:
+    """A benchmark process started in a process group of its own, stopped with its group."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        self._stop_group(timeout=20)
+
+    def _stop_group(self, *, timeout: float) -> None:
+        """SIGTERM the group, then SIGKILL it if it has not ended within `timeout`."""
+        if not self.alive():
+            return
+        assert self._process is not None
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+class Server(ProcessGroup):
     """`python -m benchmarks.server APP` in a process group of its own, for one measurement."""
 
     def __init__(
@@ -60,19 +99,6 @@ class Server:
             time.sleep(0.2)
         return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: uvicorn's children, or the server itself."""
         if self.workers == 1:
@@ -100,18 +126,6 @@ class Server:
 
     def helpers_cpu_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.helper_pids())
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        try:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 def _status_kb(pid: int, field: str) -> int:
