@@ -17,6 +17,7 @@ from infrastructure.secret_box import FernetSecretBox, SecretKeyError
 from infrastructure.settings import Settings, SettingsError
 from interfaces.access_log import RedactVerifyToken
 from interfaces.composition import Services, build, settings_from_environment
+from projections.registry import ProjectionBusy
 
 SECRET_OPTIONS = ("app_secret", "access_token", "verify_token")
 
@@ -431,7 +432,14 @@ def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             )
         label = ", ".join(names)
         bar = ProgressBar(f"rebuilding {label}")
-        applied = services.read_models.rebuild(names, progress=bar.update)
+        try:
+            applied = services.read_models.rebuild(names, progress=bar.update)
+        except ProjectionBusy as busy:
+            raise CliError(
+                f"projection {busy.name!r} is being followed by another process (a running "
+                "`dmledger serve` or `dmledger project`); stop it, then rebuild: nothing "
+                "was changed"
+            ) from None
         bar.done()
     finally:
         services.close()

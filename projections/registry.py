@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,15 @@ from projections.outbox.view import OutboxView
 from projections.projection import LedgerProjection
 from projections.rebuild import rebuild
 from projections.runner import Progress, ProjectionRunner
+
+
+class ProjectionBusy(Exception):
+    """A runner of another process is following this read model: rebuilding it now would
+    race with that runner (both write its rows and its position)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 @dataclass
@@ -95,10 +105,15 @@ class ReadModels:
     ) -> int:
         """Drop these read models (every rebuildable one by default) and rebuild them from
         the log in one pass; the number of notifications applied. KeyError for a name that
-        is not a rebuildable read model."""
+        is not a rebuildable read model; `ProjectionBusy`, before anything is dropped, for
+        one another process's runner is following (on PostgreSQL, where runners lock)."""
         rebuildable = self.rebuildable()
         chosen = [rebuildable[name] for name in (names or rebuildable)]
-        return rebuild(chosen, progress=progress)
+        with ExitStack() as held:
+            for runner in chosen:
+                if not held.enter_context(runner.exclusively()):
+                    raise ProjectionBusy(runner.name)
+            return rebuild(chosen, progress=progress)
 
     def wait_for(self, name: str, timeout: float = 5.0) -> None:
         """Wait until read model `name` has applied everything committed so far."""

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
@@ -204,14 +205,28 @@ class ProjectionRunner:
     def _only_runner(self, stop: threading.Event) -> _AdvisoryLock:
         return _AdvisoryLock(self, stop)
 
+    def exclusively(self) -> AbstractContextManager[bool]:
+        """The projection's lock, if no other runner holds it (a rebuild takes it): True
+        while held; False at once if another process's runner is following the log."""
+        return _AdvisoryLock(self, threading.Event(), wait=False, listen=False)
+
 
 class _AdvisoryLock:
     """On PostgreSQL, holds an advisory lock for the projection while the runner works,
     and listens for the ledger's NOTIFY so commits of other processes wake the runner."""
 
-    def __init__(self, runner: ProjectionRunner, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        runner: ProjectionRunner,
+        stop: threading.Event,
+        *,
+        wait: bool = True,
+        listen: bool = True,
+    ) -> None:
         self._runner = runner
         self._stop = stop
+        self._wait = wait
+        self._listens = listen
         self._released = threading.Event()
         self._conn: Connection | None = None
 
@@ -228,11 +243,14 @@ class _AdvisoryLock:
             held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             self._conn.commit()
             if held:
-                log.info("projection %s: this runner is the active one", self._runner.name)
-                threading.Thread(
-                    target=self._listen, name=f"listen-{self._runner.name}", daemon=True
-                ).start()
+                if self._listens:
+                    log.info("projection %s: this runner is the active one", self._runner.name)
+                    threading.Thread(
+                        target=self._listen, name=f"listen-{self._runner.name}", daemon=True
+                    ).start()
                 return True
+            if not self._wait:
+                break
             self._stop.wait(1.0)
         return False
 

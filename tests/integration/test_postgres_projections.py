@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from interfaces.composition import Services
 from projections.conversation_list.view import conversations
 from projections.message_history.view import messages
 from projections.registry import ReadModels
-from tests.conftest import ACCOUNT, PARTICIPANT, meta_json, register_account
+from tests.conftest import ACCOUNT, PARTICIPANT, TEST_KEY, meta_json, register_account
 
 pytestmark = pytest.mark.postgres
 
@@ -264,3 +265,39 @@ def test_many_rows_written_at_once_are_stored_as_written_one_at_a_time(postgres_
     assert stored["one-a"] == stored["many-a"] == stored["many-b"]
     assert len(stored) == 4
     engine.dispose()
+
+
+def test_a_rebuild_refuses_a_read_model_another_process_is_following(
+    postgres_url: str,
+    make_services: MakeServices,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from interfaces.cli import main
+
+    # given a server's runners following the log (another session: another process)
+    server = make_services(postgres_url)
+    register_account(server)
+    fill(server, 20)
+    server.read_models.start()
+    server.read_models.wait_for("message_history", timeout=10)
+    before = snapshot(server.read_models)
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("DMLEDGER_SECRET_KEY", TEST_KEY)
+    monkeypatch.setenv("DMLEDGER_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("DMLEDGER_GRAPH_API_URL", "http://127.0.0.1:9")
+    try:
+        # when an operator rebuilds one of its read models
+        status = main(["projections", "rebuild", "message_history"])
+
+        # then nothing is dropped, and the operator is told why
+        assert status == 2
+        assert "being followed by another process" in capsys.readouterr().err
+        assert snapshot(server.read_models) == before
+    finally:
+        server.read_models.stop()
+
+    # and once the server has stopped, the rebuild goes through
+    assert main(["projections", "rebuild", "message_history"]) == 0
+    assert snapshot(server.read_models) == before
