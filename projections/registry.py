@@ -71,12 +71,14 @@ class ReadModels:
         runners = {p.name: ProjectionRunner(ledger, p) for p in projections}
         return cls(ledger, conversation_list, message_history, outbox, runners)
 
-    def start(self) -> None:
-        """Run every projection in a thread of this process."""
+    def start(self, *, catch_up_share: float = 1.0) -> None:
+        """Run every projection in a thread of this process; `catch_up_share` below 1
+        makes each pause while it follows a backlog (`ProjectionRunner.catch_up_share`)."""
         if self._threads:
             return
         self._stop.clear()
         for runner in self.runners.values():
+            runner.catch_up_share = catch_up_share
             thread = threading.Thread(
                 target=runner.run, args=(self._stop,), name=f"projection-{runner.name}", daemon=True
             )

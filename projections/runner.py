@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
@@ -82,6 +83,11 @@ class ProjectionRunner:
         runners take most of the GIL from the requests. This bounds each runner to
         about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
+        self.catch_up_share = 1.0
+        """The share of the time the runner takes while it follows a backlog. Below 1 it
+        pauses after each full batch: runners in a web process share its interpreter with
+        the requests, and a restart with a backlog kept webhooks waiting for seconds
+        (once 20 s, Meta's timeout) until they caught up."""
         ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
 
@@ -107,6 +113,7 @@ class ProjectionRunner:
         later commit wakes the runner again.
         """
         applied = 0
+        started = time.monotonic()
         while True:
             notifications = self.ledger.recorder.select_notifications(
                 start=position + 1, limit=self.batch_size
@@ -123,6 +130,11 @@ class ProjectionRunner:
             applied += len(notifications)
             if progress is not None:
                 progress(position, max(head, position))
+            if len(notifications) == self.batch_size and self.catch_up_share < 1:
+                # More to come: leave the interpreter to the process's other work a while.
+                busy = time.monotonic() - started
+                time.sleep(busy * (1 / self.catch_up_share - 1))
+            started = time.monotonic()
             if len(notifications) < self.batch_size:
                 return position, applied
 

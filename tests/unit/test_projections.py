@@ -305,3 +305,36 @@ def test_two_runners_on_one_view_never_apply_a_batch_twice(tmp_path: Path) -> No
     assert listed is not None
     assert listed["unread_count"] == 300
     ledger.close()
+
+
+@pytest.mark.parametrize(("share", "pauses"), [(1.0, 0), (0.25, 2)])
+def test_a_runner_following_a_backlog_pauses_after_each_full_batch_when_told_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float, pauses: int
+) -> None:
+    from application.ledger import Ledger
+    from infrastructure.persistence import persistence_env
+    from projections import runner as runner_module
+    from projections.runner import ProjectionRunner
+
+    # given a backlog of 25 events (a conversation started, then 24 messages)
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    ledger = Ledger(env=persistence_env(url))
+    conversation = new_conversation()
+    for i in range(24):
+        conversation.receive_message(mid=f"m{i}", sent_at=i, text="hi")
+    ledger.save(conversation)
+    view = ConversationListView(create_view_engine(url))
+    view.create_tables()
+    slept: list[float] = []
+    monkeypatch.setattr(runner_module.time, "sleep", slept.append)
+
+    # when a runner that may take `share` of the time follows it, ten events a batch
+    runner = ProjectionRunner(ledger, ConversationList(view), batch_size=10)
+    runner.catch_up_share = share
+    assert runner.catch_up() == 25
+
+    # then it paused after each full batch (not after the last), three times as long as
+    # the batch took when it may take a quarter
+    assert len(slept) == pauses
+    assert all(pause >= 0 for pause in slept)
+    ledger.close()
