@@ -83,6 +83,7 @@ class ProjectionRunner:
         runners take most of the GIL from the requests. This bounds each runner to
         about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
+        self._stopping: threading.Event | None = None
         self.catch_up_share = 1.0
         """The share of the time the runner takes while it follows a backlog. Below 1 it
         pauses after each full batch: runners in a web process share its interpreter with
@@ -133,13 +134,20 @@ class ProjectionRunner:
             if len(notifications) == self.batch_size and self.catch_up_share < 1:
                 # More to come: leave the interpreter to the process's other work a while.
                 busy = time.monotonic() - started
-                time.sleep(busy * (1 / self.catch_up_share - 1))
+                self._pause(busy * (1 / self.catch_up_share - 1))
             started = time.monotonic()
             if len(notifications) < self.batch_size:
                 return position, applied
 
+    def _pause(self, seconds: float) -> None:
+        if self._stopping is not None:
+            self._stopping.wait(seconds)  # a stop ends the pause
+        else:
+            time.sleep(seconds)
+
     def run(self, stop: threading.Event) -> None:
         """Follow the log until `stop` is set; survives database outages."""
+        self._stopping = stop
         while not stop.is_set():
             try:
                 with self._only_runner(stop) as holding:
