@@ -31,6 +31,11 @@ from projections.view import Batch, SqlView, ViewMovedOn
 
 log = logging.getLogger(__name__)
 
+BACKLOG_BATCHES = 10
+"""A runner this many batches behind the head is following a backlog (see
+`ProjectionRunner.catch_up_share`); under steady load a runner is a batch or two behind
+at most, and must not pause, or it would fall further behind."""
+
 Progress = Callable[[int, int], None]
 """Called with (position reached, head of the log) after each batch."""
 
@@ -86,9 +91,10 @@ class ProjectionRunner:
         self._stopping: threading.Event | None = None
         self.catch_up_share = 1.0
         """The share of the time the runner takes while it follows a backlog. Below 1 it
-        pauses after each full batch: runners in a web process share its interpreter with
-        the requests, and a restart with a backlog kept webhooks waiting for seconds
-        (once 20 s, Meta's timeout) until they caught up."""
+        pauses after each full batch read more than `BACKLOG_BATCHES` batches behind the
+        head: runners in a web process share its interpreter with the requests, and a
+        restart with a backlog kept webhooks waiting for seconds (once 20 s, Meta's
+        timeout) until they caught up."""
         ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
 
@@ -132,9 +138,12 @@ class ProjectionRunner:
             if progress is not None:
                 progress(position, max(head, position))
             if len(notifications) == self.batch_size and self.catch_up_share < 1:
-                # More to come: leave the interpreter to the process's other work a while.
-                busy = time.monotonic() - started
-                self._pause(busy * (1 / self.catch_up_share - 1))
+                # More to come. Far behind (a backlog, not a busy moment): leave the
+                # interpreter to the process's other work a while.
+                head = self.ledger.recorder.max_notification_id() or 0
+                if head - position > BACKLOG_BATCHES * self.batch_size:
+                    busy = time.monotonic() - started
+                    self._pause(busy * (1 / self.catch_up_share - 1))
             started = time.monotonic()
             if len(notifications) < self.batch_size:
                 return position, applied
