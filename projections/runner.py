@@ -11,6 +11,7 @@ wait as standbys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -258,6 +259,8 @@ class _AdvisoryLock:
         self._listens = listen
         self._released = threading.Event()
         self._conn: Connection | None = None
+        self._held: int | None = None
+        """The key of the lock, while held."""
 
     def __enter__(self) -> bool:
         engine = self._runner.view.engine
@@ -272,6 +275,7 @@ class _AdvisoryLock:
             held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             self._conn.commit()
             if held:
+                self._held = key
                 if self._listens:
                     log.info("projection %s: this runner is the active one", self._runner.name)
                     threading.Thread(
@@ -294,6 +298,12 @@ class _AdvisoryLock:
     def __exit__(self, *_: object) -> None:
         self._released.set()
         if self._conn is not None:
+            if self._held is not None:
+                # Released now: the server notices a closed session only a moment later,
+                # and a rebuild right after another one found the lock still held.
+                with contextlib.suppress(DBAPIError):
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._held})
+                    self._conn.commit()
             # The lock belongs to the session: a pooled connection would keep holding it.
             self._conn.invalidate()
             self._conn.close()
