@@ -11,13 +11,12 @@ wait as standbys.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from functools import partial
 from typing import Any
 
@@ -301,7 +300,7 @@ class _AdvisoryLock:
             if self._held is not None:
                 # Released now: the server notices a closed session only a moment later,
                 # and a rebuild right after another one found the lock still held.
-                with contextlib.suppress(DBAPIError):
+                with suppress(DBAPIError):
                     self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._held})
                     self._conn.commit()
             # The lock belongs to the session: a pooled connection would keep holding it.
