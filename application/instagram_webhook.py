@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from application.errors import MalformedWebhook
+from application.storable import LATEST_MS, unstorable, without_nul
 from domain.conversation import Conversation
 
 JSONObject = dict[str, Any]
@@ -64,7 +65,56 @@ def read_webhook(body: bytes) -> WebhookBody:
         raise MalformedWebhook(
             f"expected an Instagram webhook (object 'instagram'), got object {webhook.object!r}"
         )
+    _check_items(webhook)
     return webhook
+
+
+_OBJECTS = (
+    "sender",
+    "recipient",
+    "message",
+    "message_edit",
+    "reaction",
+    "read",
+    "messaging_seen",
+    "postback",
+    "referral",
+)
+"""Keys of an item whose value, when present, must be a JSON object."""
+
+
+def _check_items(webhook: WebhookBody) -> None:
+    """Refuse, as `MalformedWebhook` naming the field, a body with an item that cannot be
+    stored faithfully, before any of it is stored (Meta may send it again; nothing of it
+    is half-kept); replace NUL characters in items' strings by U+FFFD (see
+    `application.storable`): a NUL has no meaning in a message, and a message is kept."""
+    for e, entry in enumerate(webhook.entry):
+        for name, items in (("messaging", entry.messaging), ("standby", entry.standby)):
+            for i, item in enumerate(items):
+                path = f"entry[{e}].{name}[{i}]"
+                without_nul(item)
+                problem = unstorable(item, path) or _shape_problem(item, path)
+                if problem is not None:
+                    raise MalformedWebhook(f"{problem[0]} {problem[1]}")
+
+
+def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
+    for key in _OBJECTS:
+        value = item.get(key)
+        if key in item and not isinstance(value, dict):
+            return f"{path}.{key}", "must be a JSON object"
+        if isinstance(value, dict) and "mid" in value and not isinstance(value["mid"], str):
+            return f"{path}.{key}.mid", "must be a string"
+    if "timestamp" in item:
+        at = item["timestamp"]
+        if isinstance(at, str) and at.isdigit():
+            at = int(at)
+        if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at < LATEST_MS:
+            return (
+                f"{path}.timestamp",
+                "must be milliseconds since 1970 (an integer from 0, before the year 10000)",
+            )
+    return None
 
 
 @dataclass(frozen=True)

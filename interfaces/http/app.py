@@ -27,6 +27,7 @@ from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
 from interfaces.http.rules import RuleController
+from interfaces.http.storable_input import refuse_unstorable_json
 from interfaces.http.webhooks import WebhookController, WebhookIntake
 
 CATCH_UP_SHARE = 0.25
@@ -69,6 +70,8 @@ def create_app(
         ],
         # Audit keys never write, whatever endpoint they try (see read_only.py).
         guards=[auditors_read_only(services.api_keys)],
+        # A NUL or a 65-bit integer anywhere in a JSON body is a 422 (storable_input.py).
+        before_request=refuse_unstorable_json,
         dependencies={
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),

@@ -1,0 +1,46 @@
+"""Refuses an API request body that holds what dmledger cannot store faithfully.
+
+One check for every JSON body of the REST API, before any handler sees it: a NUL
+character or an integer outside 64 bits in any field is a 422 naming the field (see
+`application.storable`). A CRM can correct its input; a stored event that a read model
+cannot hold would stop that read model. Meta's webhooks are checked by the ingest itself,
+which normalises what a person wrote instead of refusing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
+
+from application.storable import unstorable
+from interfaces.http.problems import problem
+
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+_OWN_CHECKS = ("/webhooks/",)
+
+
+async def refuse_unstorable_json(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """A `before_request` hook: a 422 problem for an unstorable body, else None."""
+    if request.method not in _WRITES or request.url.path.startswith(_OWN_CHECKS):
+        return None
+    body = await request.body()
+    if not body:
+        return None
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None  # not JSON: the handler's own decoding says so
+    found = unstorable(value)
+    if found is None:
+        return None
+    field, reason = found
+    return problem(
+        HTTP_422_UNPROCESSABLE_ENTITY,
+        "Unprocessable Content",
+        f"{field or 'the body'} {reason}",
+        "invalid-input",
+        field=field or None,
+    )

@@ -1,0 +1,143 @@
+"""Input that cannot be stored faithfully is refused or normalised at the edge, on every
+backend: a NUL character (PostgreSQL text cannot hold one), integers past 64 bits, absurd
+timestamps, items of the wrong shape. Nothing of a refused body is stored, and what was
+accepted before stays readable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.identity import conversation_id
+from interfaces.composition import Services
+from tests.conftest import (
+    ACCOUNT,
+    PARTICIPANT,
+    bearer,
+    event_types,
+    issue_key,
+    meta_json,
+    signed_headers,
+    stored_events,
+)
+
+Client = AsyncTestClient[Any]
+CONVERSATION = str(conversation_id(ACCOUNT, PARTICIPANT))
+BASE = f"/api/v1/accounts/{ACCOUNT}"
+
+
+def text_item(mid: str = "mid-edge-1", text: Any = "hello") -> dict[str, Any]:
+    body = meta_json("text")
+    item: dict[str, Any] = body["entry"][0]["messaging"][0]
+    item["message"] = {"mid": mid, "text": text}
+    return body
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+async def post_webhook(client: Client, body: bytes) -> Any:
+    return await client.post("/webhooks/instagram", content=body, headers=signed_headers(body))
+
+
+async def test_nul_in_a_webhook_text_is_stored_as_a_replacement_character(
+    client: Client, services: Services
+) -> None:
+    # given a signed message whose text holds a NUL
+    body = encode(text_item(text="hi\u0000there"))
+
+    # when Meta delivers it
+    response = await post_webhook(client, body)
+
+    # then it is stored, the NUL replaced by U+FFFD, and the read models show it
+    assert response.status_code == 200, response.text
+    received = [data for kind, data in stored_events(services) if kind.endswith("Received")]
+    assert received[-1]["text"] == "hi\ufffdthere"
+    services.read_models.wait_for("message_history")
+    services.read_models.wait_for("conversation_list")
+    key = bearer(issue_key(services, "account", ACCOUNT))
+    listed = await client.get(f"{BASE}/conversations", headers=key)
+    assert listed.json()["conversations"][0]["last_message"]["preview"] == "hi\ufffdthere"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda item: item.update(timestamp=2**63), "timestamp"),
+        (lambda item: item.update(timestamp=10**59), "timestamp"),
+        (lambda item: item.update(timestamp=-1), "timestamp"),
+        (lambda item: item.update(timestamp=1.5e12), "timestamp"),
+        (lambda item: item.update(message="not an object"), "message"),
+        (lambda item: item.update(message={"mid": 42, "text": "x"}), "message.mid"),
+        (lambda item: item["sender"].update(id=2**64), "sender.id"),
+        (lambda item: item["message"].update(extra=[1, -(2**63) - 1]), "message.extra[1]"),
+        (lambda item: item.update(reaction=["react"]), "reaction"),
+    ],
+)
+async def test_a_signed_item_that_cannot_be_stored_is_400_and_nothing_is_stored(
+    client: Client, services: Services, change: Any, field: str
+) -> None:
+    # given a body with a good item first and a bad one after it
+    body = text_item(mid="mid-good")
+    bad = json.loads(json.dumps(body["entry"][0]["messaging"][0]))
+    bad["message"]["mid"] = "mid-bad"
+    change(bad)
+    body["entry"][0]["messaging"].append(bad)
+
+    response = await post_webhook(client, encode(body))
+
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert f"entry[0].messaging[1].{field}" in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_a_reply_with_a_nul_is_422_naming_the_field(
+    client: Client, services: Services
+) -> None:
+    await post_webhook(client, encode(text_item()))
+    key = bearer(issue_key(services, "account", ACCOUNT))
+    before = len(event_types(services))
+
+    response = await client.post(
+        f"{BASE}/conversations/{CONVERSATION}/replies",
+        json={"text": "hi\u0000there"},
+        headers={**key, "idempotency-key": "nul-1"},
+    )
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == "text"
+    assert "NUL" in problem["detail"]
+    assert len(event_types(services)) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field"),
+    [
+        ("/rules", {"name": "x\u0000", "triggers": [], "reply": "r"}, "name"),
+        (
+            "/rules",
+            {"name": "x", "triggers": [{"type": "keyword", "value": "a\u0000"}], "reply": "r"},
+            "triggers[0].value",
+        ),
+        ("/rules", {"name": "x", "priority": 2**63, "triggers": [], "reply": "r"}, "priority"),
+        ("", {"settings": {"fallback_reply": "\u0000"}}, "settings.fallback_reply"),
+    ],
+)
+async def test_any_api_body_with_a_nul_or_an_oversized_integer_is_422(
+    client: Client, services: Services, path: str, payload: dict[str, Any], field: str
+) -> None:
+    admin = bearer(issue_key(services, "admin"))
+    before = len(event_types(services))
+
+    send = client.patch if path == "" else client.post
+    response = await send(f"{BASE}{path}", json=payload, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert len(event_types(services)) == before
