@@ -124,6 +124,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = projections.add_parser("status", help="each projection's position and lag")
     status.set_defaults(run=_projections_status)
+    parked = projections.add_parser(
+        "parked", help="the events projections skipped because they failed on them"
+    )
+    parked.set_defaults(run=_projections_parked)
+    retry = projections.add_parser(
+        "retry-parked",
+        help="apply parked events again (after the cause is fixed)",
+        description="Applies each parked event again, in log order, beside running "
+        "runners; those that still fail stay parked (exit status 1).",
+    )
+    retry.add_argument("names", nargs="*", metavar="NAME", help="only these projections")
+    retry.set_defaults(run=_projections_retry_parked)
     rebuild = projections.add_parser(
         "rebuild", help="drop a read model and rebuild it from the log"
     )
@@ -409,15 +421,47 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
 def _projections_status(settings: Settings, _: argparse.Namespace) -> int:
     services = _services(settings)
     try:
-        head = services.ledger.recorder.max_notification_id() or 0
-        rows = []
-        for name, runner in services.read_models.runners.items():
-            position = runner.position()
-            rows.append((name, str(position), str(head), str(head - position)))
+        health = services.read_models.health()
     finally:
         services.close()
-    _table(("PROJECTION", "POSITION", "HEAD", "LAG"), rows)
+    rows = [(p.name, str(p.position), str(p.head), str(p.lag), str(p.parked)) for p in health]
+    _table(("PROJECTION", "POSITION", "HEAD", "LAG", "PARKED"), rows)
     return 0
+
+
+def _projections_parked(settings: Settings, _: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        parked = services.read_models.parked()
+    finally:
+        services.close()
+    rows = [
+        (
+            p.projection,
+            str(p.notification_id),
+            p.topic.split(":", 1)[-1],
+            p.originator_id,
+            str(p.attempts),
+            p.error.splitlines()[0][:80] if p.error else "",
+        )
+        for p in parked
+    ]
+    _table(("PROJECTION", "POSITION", "EVENT", "AGGREGATE", "ATTEMPTS", "ERROR"), rows)
+    return 0
+
+
+def _projections_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
+    services = _services(settings)
+    try:
+        known = services.read_models.runners
+        unknown = [name for name in args.names if name not in known]
+        if unknown:
+            raise CliError(f"there is no projection {unknown[0]!r}; there are: {', '.join(known)}")
+        applied, failing = services.read_models.retry_parked(args.names or None)
+    finally:
+        services.close()
+    print(f"{applied} applied, {failing} still parked")
+    return 1 if failing else 0
 
 
 def _projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+import msgspec
+from sqlalchemy import Engine, select
 
 from application.auto_reply import AutoReplies
 from application.ledger import Ledger
@@ -20,9 +21,25 @@ from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
 from projections.outbox.projection import Outboxes
 from projections.outbox.view import OutboxView
+from projections.parked import ParkedEvent, parked_counts, parked_events
 from projections.projection import LedgerProjection
 from projections.rebuild import rebuild
 from projections.runner import Progress, ProjectionRunner
+from projections.schema import tracking
+
+
+class ProjectionHealth(msgspec.Struct, frozen=True):
+    """How far one projection has followed the log."""
+
+    name: str
+    position: int
+    head: int
+    parked: int
+    """Events it skipped because it failed on them (see `projections.parked`)."""
+
+    @property
+    def lag(self) -> int:
+        return self.head - self.position
 
 
 class ProjectionBusy(Exception):
@@ -116,6 +133,43 @@ class ReadModels:
                 if not held.enter_context(runner.exclusively()):
                     raise ProjectionBusy(runner.name)
             return rebuild(chosen, progress=progress)
+
+    def parked(self) -> list[ParkedEvent]:
+        """Every event a projection parked, in log order."""
+        return parked_events(self.conversation_list.engine)
+
+    def retry_parked(self, names: Sequence[str] | None = None) -> tuple[int, int]:
+        """Apply the parked events of these projections (all by default) again; how many
+        were applied, and how many still fail."""
+        applied = failing = 0
+        for name in names or self.runners:
+            done, left = self.runners[name].retry_parked()
+            applied += done
+            failing += left
+        return applied, failing
+
+    def health(self) -> list[ProjectionHealth]:
+        """Each projection's position, the log's head, and its parked events, read now."""
+        head = self.ledger.recorder.max_notification_id() or 0
+        with self.conversation_list.engine.connect() as conn:
+            counts = parked_counts(conn)
+            positions = {
+                row.projection: int(row.notification_id)
+                for row in conn.execute(
+                    select(tracking.c.projection, tracking.c.notification_id).where(
+                        tracking.c.application_name == self.ledger.name
+                    )
+                )
+            }
+        return [
+            ProjectionHealth(
+                name=name,
+                position=positions.get(name, 0),
+                head=max(head, positions.get(name, 0)),
+                parked=counts.get(name, 0),
+            )
+            for name in self.runners
+        ]
 
     def wait_for(self, name: str, timeout: float = 5.0) -> None:
         """Wait until read model `name` has applied everything committed so far."""

@@ -22,10 +22,12 @@ from typing import Any
 
 from eventsourcing.persistence import Notification, Tracking
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from application.errors import StorageUnavailable
 from application.ledger import Ledger
 from projections.notifications import listen
+from projections.parked import describe, park, parked_events, still_failing, unpark
 from projections.projection import LedgerProjection
 from projections.view import Batch, SqlView, ViewMovedOn
 
@@ -38,6 +40,23 @@ at most, and must not pause, or it would fall further behind."""
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head of the log) after each batch."""
+
+
+def is_poison(error: BaseException) -> bool:
+    """Whether `error` comes from the event being applied rather than from the database.
+
+    A poison is retried a few times and then parked: a value the database refuses
+    (DataError: a NUL, an integer out of range), a constraint it breaks (IntegrityError),
+    or a handler's own exception. The database being away or refusing every statement
+    (OperationalError, InterfaceError, a missing table: ProgrammingError) is no event's
+    fault: the batch waits and is tried again, however long that takes.
+    """
+    if isinstance(error, ViewMovedOn | StorageUnavailable):
+        return False
+    if isinstance(error, DBAPIError):
+        return isinstance(error, DataError | IntegrityError) and not error.connection_invalidated
+    persistence = getattr(error, "__module__", "").startswith(("eventsourcing", "psycopg"))
+    return not persistence and isinstance(error, Exception)
 
 
 class Wakeup:
@@ -74,6 +93,7 @@ class ProjectionRunner:
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
         gather_seconds: float = 0.025,
+        attempts: int = 3,
     ) -> None:
         self.ledger = ledger
         self.projection = projection
@@ -97,6 +117,8 @@ class ProjectionRunner:
         timeout) until they caught up."""
         ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
+        self.attempts = attempts
+        """How many times an event that fails is tried before it is parked."""
 
     @property
     def name(self) -> str:
@@ -183,31 +205,102 @@ class ProjectionRunner:
 
     def apply(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
         """Apply decoded (event, position) pairs that follow `after`, moving the view to
-        `upto`, in one transaction; `ViewMovedOn` if the view is no longer at `after`."""
-        tracking = Tracking(self.ledger.name, upto)
-        self.projection.act(items)
+        `upto`, in one transaction; `ViewMovedOn` if the view is no longer at `after`.
+
+        When the batch fails on an event (not on the database being away), the events are
+        applied one by one instead, so that only the bad one is held back: it is tried
+        `attempts` times, then parked (see `projections.parked`) and the view moves on.
+        """
         try:
-            self.view.apply(tracking, lambda batch: self._project(batch, items), after=after)
-        except (DBAPIError, ViewMovedOn):
-            raise
-        except Exception:
-            # A handler failed on some event: apply them one by one, to skip only that one.
-            log.exception("projection %s failed on a batch; applying it event by event", self.name)
-            for item in items:
-                one = Tracking(self.ledger.name, item[1])
+            self.projection.act(items)
+            self.view.apply(
+                Tracking(self.ledger.name, upto),
+                lambda batch: self._project(batch, items),
+                after=after,
+            )
+        except Exception as error:
+            if not is_poison(error):
+                raise
+            log.warning(
+                "projection %s failed on a batch (%s); applying it event by event",
+                self.name,
+                describe(error),
+            )
+            self._apply_each(items, upto=upto, after=after)
+
+    def _apply_each(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+        position = after
+        for item in items:
+            failure: Exception | None = None
+            for _ in range(self.attempts):
                 try:
-                    self.view.apply(one, partial(self._project, items=[item]))
-                except DBAPIError:
-                    raise
-                except Exception:
-                    log.exception(
-                        "projection %s skips notification %d (%s): its handler failed",
-                        self.name,
-                        item[1],
-                        type(item[0]).TOPIC,
+                    self.projection.act([item])
+                    self.view.apply(
+                        Tracking(self.ledger.name, item[1]),
+                        partial(self._project, items=[item]),
+                        after=position,
                     )
-                    self.view.insert_tracking(one)
-            self.view.insert_tracking(tracking)
+                except Exception as error:
+                    if not is_poison(error):
+                        raise
+                    failure = error
+                else:
+                    failure = None
+                    break
+            if failure is not None:
+                self._park(item, failure, after=position)
+            position = item[1]
+        if position != upto:  # the batch ended with events this projection could not decode
+            self.view.apply(Tracking(self.ledger.name, upto), lambda _: None, after=position)
+
+    def _park(self, item: tuple[Any, int], error: Exception, *, after: int) -> None:
+        event, position = item
+        log.error(
+            "projection %s parks the event at %d (%s of %s): it failed %d times, last with %s; "
+            "`dmledger projections retry-parked` applies it again",
+            self.name,
+            position,
+            type(event).TOPIC,
+            event.originator_id,
+            self.attempts,
+            describe(error),
+        )
+        self.view.apply(
+            Tracking(self.ledger.name, position),
+            lambda batch: park(
+                batch.conn, self.name, self.ledger.name, event, position, error, self.attempts
+            ),
+            after=after,
+        )
+
+    def retry_parked(self) -> tuple[int, int]:
+        """Apply this projection's parked events again, in log order, each in a transaction
+        of its own; (how many now applied, how many still fail). Runs beside a live runner:
+        the view's position row is locked for each, so they take turns."""
+        applied = failing = 0
+        for parked in parked_events(self.view.engine, self.name):
+            found = self.ledger.recorder.select_notifications(start=parked.notification_id, limit=1)
+            event = self.decode(found[0]) if found else None
+            if event is None or found[0].id != parked.notification_id:
+                failing += 1
+                continue
+            item = (event, parked.notification_id)
+            try:
+                self.projection.act([item])
+                self.view.reapply(partial(self._unpark, item=item))
+            except Exception as error:
+                if not is_poison(error):
+                    raise
+                still_failing(self.view.engine, self.name, parked.notification_id, error)
+                failing += 1
+            else:
+                log.info("projection %s applied the parked event at %d", self.name, item[1])
+                applied += 1
+        return applied, failing
+
+    def _unpark(self, batch: Batch, item: tuple[Any, int]) -> None:
+        self._project(batch, [item])
+        unpark(batch.conn, self.name, item[1])
 
     def _project(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
         self.projection.preload(batch, items)

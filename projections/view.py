@@ -28,6 +28,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from projections.parked import forget, projection_failures
 from projections.schema import metadata, rows_with_keys, tracking, upsert, upsert_many, writing
 
 Row = dict[str, Any]
@@ -242,7 +243,7 @@ class SqlView(TrackingRecorder):
         return lambda: self._listeners.remove(listener)
 
     def create_tables(self) -> None:
-        metadata.create_all(self.engine, tables=[tracking, *self.tables])
+        metadata.create_all(self.engine, tables=[tracking, projection_failures, *self.tables])
 
     def drop(self) -> None:
         """Forget everything: the rows and the tracking position (for a rebuild).
@@ -261,6 +262,7 @@ class SqlView(TrackingRecorder):
                 for table in reversed(self.tables):
                     conn.execute(delete(table))
             conn.execute(delete(tracking).where(tracking.c.projection == self.name))
+            forget(conn, self.name)
 
     def apply(
         self,
@@ -289,6 +291,26 @@ class SqlView(TrackingRecorder):
         with self._advanced:
             self._advanced.notify_all()
         if news:
+            for listener in self._listeners:
+                listener()
+
+    def reapply(self, change: Callable[[Batch], None]) -> None:
+        """Run `change` on a batch and write its rows, leaving the view's position where it
+        is (a parked event applied late); the position's row is locked meanwhile, so a
+        runner's batches wait for it rather than overwrite its rows."""
+        with writing(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(
+                    select(tracking.c.notification_id)
+                    .where(tracking.c.projection == self.name)
+                    .with_for_update()
+                )
+            batch = Batch(conn)
+            change(batch)
+            batch.write()
+        with self._advanced:
+            self._advanced.notify_all()
+        if self._is_news(batch):
             for listener in self._listeners:
                 listener()
 
