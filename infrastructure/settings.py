@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     graph_api_url: str = "https://graph.instagram.com"
     """The Instagram Graph API (tests point it at a fake server on loopback)."""
     graph_api_version: str = "v21.0"
+    ready_stall_seconds: int = 60
+    """`/readyz` says `degraded` when a projection has not moved this long while events wait."""
 
     @property
     def is_production(self) -> bool:
@@ -84,6 +86,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["graph_api_url"] = graph
         if (version := get("GRAPH_API_VERSION")) is not None:
             values["graph_api_version"] = version
+        if (stall := get("READY_STALL_SECONDS")) is not None:
+            values["ready_stall_seconds"] = _whole_number("READY_STALL_SECONDS", stall, 0, 86400)
         return cls(**values)  # type: ignore[arg-type]
 
 

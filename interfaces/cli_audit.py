@@ -10,7 +10,7 @@ import argparse
 import hashlib
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import IO, Any
 
@@ -58,6 +58,14 @@ def add_commands(commands: Any) -> None:
         help="rebuild an account's read models from the log and compare them with the live ones",
     )
     projections.add_argument("--account", required=True, help="the Instagram account id")
+    projections.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait this long for the read models to reach the log's head first (default 10); "
+        "a view still behind then is reported as behind (exit status 1)",
+    )
     projections.set_defaults(run=_projections)
 
 
@@ -217,6 +225,7 @@ def _print_report(report: ChainReport, scope: str) -> None:
 def _projections(settings: Settings, args: argparse.Namespace) -> int:
     with _services(settings) as services:
         _account(services, args.account)
+        _wait_for_head(services, args.wait)
         bar = _progress("rebuilding")
         checks = check_account(
             services.read_models,
@@ -230,9 +239,28 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(check.identical for check in checks) else 1
 
 
+def _wait_for_head(services: Services, seconds: float) -> None:
+    head = services.ledger.recorder.max_notification_id()
+    for runner in services.read_models.rebuildable().values():
+        with suppress(TimeoutError):
+            runner.view.wait(services.ledger.name, head, timeout=seconds)
+
+
 def _print_check(check: ProjectionCheck) -> None:
-    verdict = "identical" if check.identical else f"{len(check.differences)} rows differ"
-    print(f"{check.projection}: {check.rows} rows compared at position {check.position}: {verdict}")
+    differ = f"{len(check.differences)} rows differ"
+    if check.behind:
+        verdict = differ if check.differences else "no difference up to there"
+        print(
+            f"{check.projection}: behind the log by {check.behind} events (at {check.position}"
+            f" of {check.head}); {check.rows} rows compared at position {check.position}: "
+            f"{verdict}"
+        )
+    else:
+        verdict = "identical" if check.identical else differ
+        print(
+            f"{check.projection}: {check.rows} rows compared at position {check.position}: "
+            f"{verdict}"
+        )
     for table in check.skipped_tables:
         print(f"  {table}: not compared (its rows name no account or conversation)")
     for difference in check.differences:

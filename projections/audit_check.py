@@ -55,14 +55,22 @@ class ProjectionCheck(msgspec.Struct):
     projection: str
     position: int
     """The live view's position in the log: the rebuild went exactly as far."""
+    head: int = 0
+    """The log's head when the live view was read."""
     rows: int = 0
     """Rows compared."""
     skipped_tables: list[str] = msgspec.field(default_factory=list)
     differences: list[RowDifference] = msgspec.field(default_factory=list)
 
     @property
+    def behind(self) -> int:
+        """How many events of the log the live view has not applied yet."""
+        return max(0, self.head - self.position)
+
+    @property
     def identical(self) -> bool:
-        return not self.differences
+        """The live view holds exactly what the whole log makes of it."""
+        return not self.differences and not self.behind
 
 
 Progress = Callable[[int, int], None]
@@ -83,6 +91,8 @@ def check_account(
         return []
     application = read_models.ledger.name
     with _scratch_engine() as scratch, _snapshots(runners) as live:
+        # Read after the snapshots: a view behind it is behind, whatever it then applies.
+        head = read_models.ledger.recorder.max_notification_id() or 0
         checks: list[tuple[SqlView, LedgerProjection[Any], Connection, ProjectionCheck]] = []
         for runner, conn in zip(runners, live, strict=True):
             view = runner.view
@@ -90,7 +100,8 @@ def check_account(
             rebuilt_view = type(view)(scratch)
             rebuilt_view.create_tables()
             projection = type(runner.projection)(rebuilt_view)
-            checks.append((view, projection, conn, ProjectionCheck(view.name, position)))
+            check = ProjectionCheck(view.name, position, head=max(head, position))
+            checks.append((view, projection, conn, check))
 
         stop = max(check.position for *_, check in checks)
         ids = audit.aggregate_ids(ig_account_id, stop=stop)

@@ -29,6 +29,7 @@ from interfaces.http.read_only import auditors_read_only
 from interfaces.http.rules import RuleController
 from interfaces.http.storable_input import refuse_unstorable_json
 from interfaces.http.webhooks import WebhookController, WebhookIntake
+from projections.health import ProjectionWatch
 
 CATCH_UP_SHARE = 0.25
 """Runners in the web process take at most a quarter of the time while they follow a
@@ -81,6 +82,11 @@ def create_app(
             "api_keys": provide(services.api_keys),
             "conversations": provide(services.conversations),
             "read_models": provide(services.read_models),
+            "watch": provide(
+                ProjectionWatch(
+                    services.read_models, stall_after=services.settings.ready_stall_seconds
+                )
+            ),
             "rules": provide(services.rules),
             "crm_endpoints": provide(services.crm_endpoints),
             "principal": Provide(provide_principal),

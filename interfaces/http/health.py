@@ -3,14 +3,15 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import get
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
-from application.ledger import Ledger
 from interfaces.http.problems import problem
+from projections.health import ProjectionWatch, Readiness
 
 
 @get("/healthz", tags=["health"])
@@ -20,10 +21,20 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", tags=["health"])
-async def readyz(ledger: NamedDependency[Ledger]) -> Any:
-    """The event store answers."""
+async def readyz(
+    watch: NamedDependency[ProjectionWatch],
+    strict: Annotated[
+        bool,
+        QueryParameter(
+            description="Answer 503 when degraded too (a probe of `dmledger project`, an alert)."
+        ),
+    ] = False,
+) -> Any:
+    """The event store answers (else 503). `degraded`, with the reasons, when a projection
+    parked events or has not moved for `DMLEDGER_READY_STALL_SECONDS` while events wait:
+    webhooks are still stored, so a web process stays ready unless `strict` is asked."""
     try:
-        await asyncio.to_thread(ledger.recorder.max_notification_id)
+        readiness: Readiness = await asyncio.to_thread(watch.check)
     except Exception as error:
         return problem(
             HTTP_503_SERVICE_UNAVAILABLE,
@@ -31,4 +42,12 @@ async def readyz(ledger: NamedDependency[Ledger]) -> Any:
             f"the event store does not answer: {type(error).__name__}",
             "not-ready",
         )
-    return {"status": "ready"}
+    if strict and readiness.status != "ready":
+        return problem(
+            HTTP_503_SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "; ".join(readiness.reasons),
+            "degraded",
+            projections=readiness.projections,
+        )
+    return readiness

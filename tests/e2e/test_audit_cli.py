@@ -363,6 +363,24 @@ def test_the_projection_check_fails_after_a_view_row_is_altered(
     assert "m-2]: missing from the live view" in out
 
 
+def test_the_projection_check_says_a_view_that_lags_is_behind_not_identical(
+    history: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given events the read models have not followed (no runner is running)
+    services = build(settings(), announce=lambda _: None)
+    try:
+        for number in range(5):
+            deliver(services, f"late-{number}")
+    finally:
+        services.close()
+
+    status, out = run(capsys, "audit", "projections", "--account", ACCOUNT, "--wait", "0")
+
+    assert status == 1, out
+    assert "identical" not in out
+    assert "conversation_list: behind the log by 5 events" in out
+
+
 def _pg(sql: Sql) -> bool:
     return sql.__name__ == "run_postgres"
 

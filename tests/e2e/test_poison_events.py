@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from litestar.testing import AsyncTestClient
 
 from application.ingest import sign
 from application.ledger_writer import Changes
@@ -15,6 +16,7 @@ from domain.conversation import Conversation
 from domain.identity import conversation_id
 from interfaces.cli import main
 from interfaces.composition import Services
+from interfaces.http.app import create_app
 from projections.parked import parked_events
 from tests.conftest import (
     ACCOUNT,
@@ -122,3 +124,32 @@ def test_status_and_retry_parked_report_parked_events(
     out = capsys.readouterr().out
     assert "0 applied" in out
     assert "still parked" in out
+
+
+async def test_readyz_reports_parked_events_and_a_projection_that_stands_still(
+    url: str, make_services: Callable[..., Services]
+) -> None:
+    services = make_services(url, ready_stall_seconds=0)
+    register_account(services)
+    record_poison(services, ACCOUNT, PARTICIPANT)
+    services.read_models.catch_up()
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as client:
+        # a parked event: degraded, still 200 (webhooks are still stored)
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert any("message_history has parked 1" in r for r in ready.json()["reasons"])
+        by_name = {p["name"]: p for p in ready.json()["projections"]}
+        assert by_name["message_history"]["parked"] == 1
+        assert by_name["message_history"]["lag"] == 0
+        strict = await client.get("/readyz", params={"strict": "true"})
+        assert strict.status_code == 503
+        assert strict.headers["content-type"] == "application/problem+json"
+
+        # a message no runner follows: the projections stand still while it waits
+        deliver(services, ACCOUNT, "mid-late", "late")
+        await client.get("/readyz")
+        later = (await client.get("/readyz")).json()
+        assert any("conversation_list has not moved" in r for r in later["reasons"])
+        assert {p["name"]: p for p in later["projections"]}["conversation_list"]["lag"] >= 1
