@@ -2,10 +2,10 @@
 once and applied to every projection being rebuilt.
 
 Three runners catching up one after the other read and decode the whole log three times;
-reading and decoding was about a quarter of each runner's time. Each projection still
-writes its own rows and tracking position in one transaction per batch, refused with
-`ViewMovedOn` if another runner moved its view meanwhile (that projection then finishes
-on its own runner, from where its view stands).
+reading and decoding was about a quarter of each runner's time. Each projection writes
+its own rows and tracking position in one transaction per batch, into new views in a
+space of the rebuild's own; each new view replaces its live one only when complete (see
+`projections.rebuild_space`), so a rebuild that stops midway changes nothing.
 
 Batches are larger than a live runner's: a rebuild is far behind the head, and each batch
 has costs its size does not change (round trips, statements, and rewriting the rows every
@@ -16,15 +16,12 @@ bounded however long the log.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from projections.rebuild_space import RebuildSpace
 from projections.runner import Progress, ProjectionRunner
-from projections.view import ViewMovedOn
-
-log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 10_000
 """Events per transaction of a rebuild."""
@@ -36,13 +33,33 @@ def rebuild(
     batch_size: int = REBUILD_BATCH,
     progress: Progress | None = None,
 ) -> int:
-    """Drop these projections' views and rebuild them from the whole log, in one pass;
-    the number of notifications applied to each."""
+    """Rebuild these projections' views from the whole log, in one pass, and swap each in
+    for its live view when complete (see `projections.rebuild_space`); the number of
+    notifications applied to each. Until the swap the live views are left as they are."""
     if not runners:
         return 0
+    with RebuildSpace(runners[0].view.engine) as space:
+        built = [_in(space, runner) for runner in runners]
+        applied = _build(built, batch_size, progress)
+        for runner, new in zip(runners, built, strict=True):
+            space.swap(runner.view, new.view)
+    # What was committed since the new views caught up.
+    return applied + max((runner.catch_up() for runner in runners), default=0)
+
+
+def _in(space: RebuildSpace, runner: ProjectionRunner) -> ProjectionRunner:
+    """A runner of the same projection, over a new, empty view in `space`."""
+    view = type(runner.view)(space.engine)
+    view.create_tables()
+    projection = type(runner.projection)(view)
+    return ProjectionRunner(
+        runner.ledger, projection, attempts=runner.attempts, follow_commits=False
+    )
+
+
+def _build(runners: Sequence[ProjectionRunner], batch_size: int, progress: Progress | None) -> int:
+    """Apply the whole log to these (new) views in one pass; how many notifications."""
     ledger = runners[0].ledger
-    for runner in runners:
-        runner.view.drop()
     head = ledger.recorder.max_notification_id() or 0 if progress else 0
     with _Appliers(runners) as appliers:
         position = 0
@@ -65,11 +82,8 @@ def rebuild(
                 progress(position, max(head, position))
             if len(notifications) < batch_size:
                 break
-    for runner in appliers.lost:
-        runner.catch_up()  # from wherever the other runner left its view
     # What was committed while the pass ran.
-    together = [runner for runner in runners if runner not in appliers.lost]
-    return applied + max((runner.catch_up() for runner in together), default=0)
+    return applied + max((runner.catch_up() for runner in runners), default=0)
 
 
 class _Appliers:
@@ -84,8 +98,6 @@ class _Appliers:
 
     def __init__(self, runners: Sequence[ProjectionRunner]) -> None:
         self.runners = list(runners)
-        self.lost: list[ProjectionRunner] = []
-        """Runners whose view another runner moved on: they stop taking part."""
         threaded = all(r.view.engine.dialect.name == "postgresql" for r in runners)
         self._pools = (
             {r.name: ThreadPoolExecutor(1, f"rebuild-{r.name}") for r in runners}
@@ -122,10 +134,4 @@ class _Appliers:
     def _apply(
         self, runner: ProjectionRunner, items: list[tuple[Any, int]], upto: int, after: int
     ) -> None:
-        if runner in self.lost:
-            return
-        try:
-            runner.apply(items, upto=upto, after=after)
-        except ViewMovedOn:
-            log.warning("rebuild of %s: another runner moved its view", runner.name)
-            self.lost.append(runner)
+        runner.apply(items, upto=upto, after=after)

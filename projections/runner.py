@@ -94,6 +94,7 @@ class ProjectionRunner:
         poll_seconds: float = 0.5,
         gather_seconds: float = 0.025,
         attempts: int = 3,
+        follow_commits: bool = True,
     ) -> None:
         self.ledger = ledger
         self.projection = projection
@@ -115,7 +116,8 @@ class ProjectionRunner:
         head: runners in a web process share its interpreter with the requests, and a
         restart with a backlog kept webhooks waiting for seconds (once 20 s, Meta's
         timeout) until they caught up."""
-        ledger.on_commit(self.wakeup.notify)
+        if follow_commits:  # not a rebuild's runner, which lives only as long as it
+            ledger.on_commit(self.wakeup.notify)
         self._unknown_topics: set[str] = set()
         self.attempts = attempts
         """How many times an event that fails is tried before it is parked."""

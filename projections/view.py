@@ -263,6 +263,11 @@ class SqlView(TrackingRecorder):
                     conn.execute(delete(table))
             conn.execute(delete(tracking).where(tracking.c.projection == self.name))
             forget(conn, self.name)
+            self.replaced(conn)
+
+    def replaced(self, conn: Connection) -> None:
+        """Called in the transaction that drops the view or swaps a rebuilt one in: what
+        else must change with its rows (nothing, unless a view says otherwise)."""
 
     def apply(
         self,

@@ -137,12 +137,10 @@ class OutboxView(SqlView):
         super().create_tables()
         metadata.create_all(self.engine, tables=[delivery_state, delivery_queue, delivery_cursors])
 
-    def drop(self) -> None:
+    def replaced(self, conn: Connection) -> None:
         # A rebuilt outbox may hold rows the old one did not: adopt from the start again
         # (what is finished stays finished, by its state).
-        super().drop()
-        with writing(self.engine) as conn:
-            conn.execute(delete(delivery_cursors))
+        conn.execute(delete(delivery_cursors))
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """When the participant last wrote, as far as the outbox has followed the log: at

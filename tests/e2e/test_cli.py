@@ -236,8 +236,8 @@ def test_projections_status_and_rebuild(
     assert main(["projections", "status"]) == 0
     status = capsys.readouterr().out.splitlines()
 
-    assert status[0].split() == ["PROJECTION", "POSITION", "HEAD", "LAG"]
-    assert ["message_history", "3", "3", "0"] in [line.split() for line in status]
+    assert status[0].split() == ["PROJECTION", "POSITION", "HEAD", "LAG", "PARKED"]
+    assert ["message_history", "3", "3", "0", "0"] in [line.split() for line in status]
     assert main(["projections", "rebuild", "nonsense"]) == 2
 
 
@@ -267,7 +267,7 @@ def test_projections_rebuild_all_rebuilds_every_read_model_in_one_pass(
     assert main(["projections", "status"]) == 0
     status = [line.split() for line in capsys.readouterr().out.splitlines()]
     for name in ("conversation_list", "message_history", "outbox"):
-        assert [name, "3", "3", "0"] in status
+        assert [name, "3", "3", "0", "0"] in status
     assert main(["projections", "rebuild", "outbox", "auto_reply"]) == 2
 
 

@@ -116,3 +116,33 @@ def test_a_one_pass_rebuild_of_some_read_models_leaves_the_others_alone(filled: 
     assert rows(filled.read_models) == live
     with pytest.raises(KeyError):
         filled.read_models.rebuild(["auto_reply"])  # a policy keeps no rows to rebuild
+
+
+class Interrupted(Exception):
+    """Stands for what can stop a rebuild midway: the database gone, an operator's ^C."""
+
+
+def test_a_rebuild_that_stops_midway_leaves_the_live_views_as_they_were(
+    filled: Services,
+) -> None:
+    # given read models that followed the whole log
+    settle(filled.read_models)
+    live = rows(filled.read_models)
+
+    # when a rebuild of all of them stops after its first batch
+    def stop_after_first_batch(position: int, head: int) -> None:
+        raise Interrupted(f"stopped at {position} of {head}")
+
+    with pytest.raises(Interrupted):
+        rebuild(
+            list(filled.read_models.rebuildable().values()),
+            batch_size=7,
+            progress=stop_after_first_batch,
+        )
+
+    # then every view still holds every row it had, at the position it had
+    assert rows(filled.read_models) == live
+
+    # and a rebuild that completes gives them again
+    filled.read_models.rebuild()
+    assert rows(filled.read_models) == live
