@@ -82,18 +82,37 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
     return msgspec.to_builtins(definition)  # type: ignore[no-any-return]
 
 
+MAX_REPLY_BYTES = 1000
+"""Meta's limit on a text message, in bytes of UTF-8."""
+
+
 def check_template(template: str, field: str) -> None:
-    """Refuse an empty template, or one with a placeholder we cannot fill."""
+    """Refuse an empty template, one with a placeholder we cannot fill, one with a format
+    spec or conversion (`{first_name:>50000000}` would render 50 MB into an event), and
+    one whose fixed text alone is over Meta's limit."""
     if not template.strip():
         raise InvalidInput(field, "the reply must not be empty")
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parts = list(string.Formatter().parse(template))
     except ValueError as error:
         raise InvalidInput(field, f"the reply is not a valid template: {error}") from None
-    for name in names:
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
         if name not in PLACEHOLDERS:
             known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
             raise InvalidInput(field, f"unknown placeholder {{{name}}}; use {known} (or {{{{ }}}})")
+        if spec or conversion:
+            raise InvalidInput(
+                field, f"placeholders take no format spec or conversion: write {{{name}}}"
+            )
+    fixed = sum(len(literal.encode()) for literal, _, _, _ in parts)
+    if fixed > MAX_REPLY_BYTES:
+        raise InvalidInput(
+            field,
+            f"the reply's text is {fixed} bytes of UTF-8 before any placeholder is filled; "
+            f"Instagram takes at most {MAX_REPLY_BYTES}",
+        )
 
 
 def uses_profile(template: str) -> bool:
@@ -111,7 +130,12 @@ def render(template: str, *, profile: dict[str, Any], account_username: str) -> 
         "first_name": name.split()[0] if name else (username or "there"),
         "account_username": account_username,
     }
-    return template.format_map(values)
+    # Placeholder by placeholder, never `format_map`: a rule stored before specs were
+    # refused must not render one.
+    return "".join(
+        literal + (values.get(name, "") if name is not None else "")
+        for literal, name, _, _ in string.Formatter().parse(template)
+    )
 
 
 # -- matching --------------------------------------------------------------------------

@@ -250,6 +250,11 @@ async def test_rules_can_be_listed_replaced_disabled_enabled_and_removed(
         ({**SHIPPING, "reply": "Hi {nickname}"}, "reply"),
         ({**SHIPPING, "triggers": [{"type": "regex", "value": "[a-"}]}, "triggers[0].value"),
         ({**SHIPPING, "triggers": []}, "triggers"),
+        # a format spec would render a 50 MB reply into an event
+        ({**SHIPPING, "reply": "Hi {first_name:>50000000}"}, "reply"),
+        ({**SHIPPING, "reply": "Hi {first_name!r}"}, "reply"),
+        ({**SHIPPING, "reply": "Hi {first_name[0]}"}, "reply"),
+        ({**SHIPPING, "reply": "x" * 1001}, "reply"),
     ],
 )
 async def test_an_invalid_rule_is_a_422_naming_the_field(
