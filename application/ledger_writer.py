@@ -5,6 +5,12 @@ through a `Changes` and returns a result. The writer runs the commands that are 
 commits all their events in one transaction (group commit), and only then answers each
 caller. A caller is never answered before its events are durable.
 
+The contract of a command: it refuses (raises an `ApplicationError`) before it changes
+anything, since its batch's other commands are committed with whatever it leaves behind.
+The writer enforces it: a command that raises after changing an aggregate is treated as
+a crash (its caller gets its error, and the batch runs again without it, on aggregates
+reloaded from the store), never committed half-made.
+
 Aggregates stay in memory between commands, so a busy conversation is not replayed from
 the store for each message. Another process may have written to a cached aggregate: the
 store then refuses our events (a version conflict), the batch's aggregates are evicted
@@ -80,6 +86,9 @@ class Changes:
         self.touched_by: dict[UUID, set[int]] = {}
         """The commands that read or changed each aggregate."""
         self._new_events: dict[UUID, list[Any]] = {}
+        self._pending_when_touched: dict[UUID, int] = {}
+        """How many pending events each aggregate had when the running command first
+        touched it (see `changed_by_command`)."""
 
     def get(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
         """The aggregate with this id, or None if it does not exist.
@@ -109,7 +118,7 @@ class Changes:
         elif fresh and aggregate_id not in self.read_versions:
             # First read earlier in this batch without `fresh`: its stored version.
             self.read_versions[aggregate_id] = aggregate.version - len(aggregate.pending_events)
-        self.touched_by.setdefault(aggregate_id, set()).add(self.command)
+        self._touch(aggregate)
         if not isinstance(aggregate, kind):
             return None
         return aggregate
@@ -117,7 +126,24 @@ class Changes:
     def add(self, aggregate: Aggregate) -> None:
         """Include a new aggregate in this batch."""
         self.touched[aggregate.id] = aggregate
+        self._pending_when_touched.setdefault(aggregate.id, 0)  # new: all of it is a change
+        self._touch(aggregate)
+
+    def _touch(self, aggregate: Aggregate) -> None:
         self.touched_by.setdefault(aggregate.id, set()).add(self.command)
+        self._pending_when_touched.setdefault(aggregate.id, len(aggregate.pending_events))
+
+    def start_command(self, index: int) -> None:
+        """The command at `index` of the batch runs now."""
+        self.command = index
+        self._pending_when_touched.clear()
+
+    def changed_by_command(self) -> bool:
+        """Whether the running command has added events to any aggregate."""
+        return any(
+            len(self.touched[a].pending_events) > before
+            for a, before in self._pending_when_touched.items()
+        )
 
     def new_events(self, aggregate_id: UUID) -> list[Any]:
         """The events the batch added to this aggregate. They are collected from it, and
@@ -370,11 +396,18 @@ class LedgerWriter:
         results: list[tuple[int, Future[Any], Any]] = []
         rejected: list[tuple[Future[Any], ApplicationError]] = []
         for index, (command, future) in enumerate(pending):
-            changes.command = index
+            changes.start_command(index)
             try:
                 results.append((index, future, command(changes)))
             except ApplicationError as refusal:
-                # Commands raise these before they change anything.
+                if changes.changed_by_command():
+                    log.error(
+                        "a command refused (%s) after changing an aggregate: a bug; its "
+                        "changes are dropped and its batch runs again without it",
+                        refusal.detail,
+                    )
+                    future.set_exception(refusal)
+                    return None
                 rejected.append((future, refusal))
             except PersistenceError:
                 raise

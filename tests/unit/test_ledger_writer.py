@@ -102,6 +102,27 @@ def test_a_rejected_command_does_not_affect_the_others(ledger: Ledger) -> None:
     assert mids(ledger) == ["m1"]
 
 
+def test_a_command_that_refuses_after_changing_something_loses_its_changes(
+    ledger: Ledger,
+) -> None:
+    # given a command that breaks the contract: it records a message, then refuses
+    writer = LedgerWriter(ledger)
+
+    def change_then_refuse(changes: Changes) -> None:
+        receive("half-made")(changes)
+        raise InvalidInput("text", "refused after a change")
+
+    # when it runs in one batch between two good commands
+    futures = writer.run_all([receive("m1"), change_then_refuse, receive("m2")])
+
+    # then its caller gets the refusal, its change is not stored, and the others are
+    assert futures[0].result() is True
+    with pytest.raises(InvalidInput):
+        futures[1].result()
+    assert futures[2].result() is True
+    assert mids(ledger) == ["m1", "m2"]
+
+
 def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger) -> None:
     writer = LedgerWriter(ledger)
     release = threading.Event()
