@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, select
-
-from projections.schema import upsert, writing
+from sqlalchemy.dialects import postgresql, sqlite
 
 _metadata = MetaData()
 key_usage = Table(
@@ -28,12 +27,17 @@ class SqlKeyUsage:
         _metadata.create_all(self.engine)
 
     def touch(self, key_id: str, at: datetime) -> None:
-        with writing(self.engine) as conn:
-            upsert(
-                conn,
-                key_usage,
-                [{"key_id": key_id, "last_used_at": int(at.timestamp() * 1000)}],
-                keys=["key_id"],
+        # One statement, so SQLite needs no write lock taken up front.
+        with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(key_usage).values(
+                key_id=key_id, last_used_at=int(at.timestamp() * 1000)
+            )
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["key_id"],
+                    set_={"last_used_at": statement.excluded.last_used_at},
+                )
             )
 
     def last_used(self, key_ids: Iterable[str]) -> dict[str, datetime]:

@@ -16,14 +16,11 @@ from application.errors import ApplicationError
 from infrastructure.secret_box import FernetSecretBox, SecretKeyError
 from infrastructure.settings import Settings, SettingsError
 from interfaces.access_log import RedactVerifyToken
+from interfaces.cli_support import CliError, ProgressBar
 from interfaces.composition import Services, build, settings_from_environment
 from projections.registry import ProjectionBusy
 
 SECRET_OPTIONS = ("app_secret", "access_token", "verify_token")
-
-
-class CliError(Exception):
-    """A message for the operator; the command exits with status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -501,27 +498,6 @@ def _secrets_reencrypt(settings: Settings, _: argparse.Namespace) -> int:
         services.close()
     print(f"re-encrypted the credentials of {len(accounts)} accounts under the newest key")
     return 0
-
-
-class ProgressBar:
-    """A progress bar on a terminal's standard error; nothing when it is not a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.shown = sys.stderr.isatty()
-
-    def update(self, position: int, head: int) -> None:
-        if not self.shown or head <= 0:
-            return
-        width = 30
-        filled = int(width * position / head)
-        bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {position}/{head}")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from application.audit import AuditEvent, AuditLog, ChainReport, parse_types
 from domain import conversation as conversation_events
 from infrastructure.chained_recorders import chain_verifier
 from infrastructure.settings import Settings
+from interfaces.cli_support import CliError, ProgressBar
 from interfaces.composition import Services, build
 from projections.audit_check import ProjectionCheck, check_account
 
@@ -70,9 +71,6 @@ def add_commands(commands: Any) -> None:
 
 
 def _error(message: str) -> Exception:
-    # Imported here: interfaces.cli imports this module while it builds its parser.
-    from interfaces.cli import CliError
-
     return CliError(message)
 
 
@@ -86,8 +84,6 @@ def _services(settings: Settings) -> Iterator[Services]:
 
 
 def _progress(label: str) -> Any:
-    from interfaces.cli import ProgressBar
-
     return ProgressBar(label)
 
 

@@ -26,7 +26,7 @@ from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings, SettingsError
-from infrastructure.view_database import create_view_engine
+from projections.database import create_view_engine
 from projections.registry import ReadModels
 
 DEVELOPMENT_KEY_FILE = "development-secret.key"

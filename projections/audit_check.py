@@ -24,7 +24,7 @@ from eventsourcing.persistence import Tracking
 from sqlalchemy import Connection, Engine, Table, select
 
 from application.audit import AuditLog
-from infrastructure.view_database import create_view_engine
+from projections.database import create_view_engine
 from projections.projection import LedgerProjection
 from projections.registry import ReadModels
 from projections.schema import tracking

@@ -205,7 +205,7 @@ def test_stopping_runners_is_prompt(postgres_url: str, make_services: MakeServic
 def test_many_rows_written_at_once_are_stored_as_written_one_at_a_time(postgres_url: str) -> None:
     from sqlalchemy import String, cast
 
-    from infrastructure.view_database import create_view_engine
+    from projections.database import create_view_engine
     from projections.message_history.view import MessageHistoryView
     from projections.schema import upsert, upsert_many, writing
 

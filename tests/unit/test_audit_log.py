@@ -13,10 +13,10 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from domain.account import Account
 from domain.conversation import Conversation
-from infrastructure.view_database import create_view_engine
 from projections.as_of import conversation_as_of
 from projections.audit_check import check_account
 from projections.conversation_list.view import conversations
+from projections.database import create_view_engine
 from projections.registry import ReadModels
 
 ACCOUNT, OTHER = "17841400000000001", "17841400000000002"

@@ -10,9 +10,9 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from domain.conversation import Conversation
-from infrastructure.view_database import create_view_engine
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
+from projections.database import create_view_engine
 from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
 

@@ -9,7 +9,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
-from infrastructure.view_database import create_view_engine
+from projections.database import create_view_engine
 from projections.view import Batch, SqlView
 
 _metadata = MetaData()
