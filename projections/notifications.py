@@ -13,10 +13,15 @@ log = logging.getLogger(__name__)
 
 
 def listen(
-    engine: Engine, channel: str, wake: Callable[[], None], done: Callable[[], bool]
+    engine: Engine,
+    channel: str,
+    wake: Callable[[], None],
+    done: Callable[[], bool],
+    listening: Callable[[], None] = lambda: None,
 ) -> None:
     """Call `wake` on each NOTIFY on `channel` until `done()`; blocks (run it in a thread).
-    If it cannot listen it logs why and returns: the caller's polling carries on."""
+    `listening` is called once LISTEN is in force. If it cannot listen it logs why and
+    returns: the caller's polling carries on."""
     url = engine.url
     try:
         with psycopg.connect(
@@ -28,6 +33,7 @@ def listen(
             autocommit=True,
         ) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            listening()
             while not done():
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     wake()

@@ -109,6 +109,9 @@ class ProjectionRunner:
         runners take most of the GIL from the requests. This bounds each runner to
         about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
+        self.following = threading.Event()
+        """Set while this runner is the active one and hears other processes' commits
+        (on PostgreSQL: it holds the projection's lock and LISTENs)."""
         self._stopping: threading.Event | None = None
         self.catch_up_share = 1.0
         """The share of the time the runner takes while it follows a backlog. Below 1 it
@@ -359,6 +362,8 @@ class _AdvisoryLock:
     def __enter__(self) -> bool:
         engine = self._runner.view.engine
         if engine.dialect.name != "postgresql":
+            if self._listens:
+                self._runner.following.set()
             return True
         schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None, "")
         lock_name = f"dmledger-projection:{schema}:{self._runner.name}"
@@ -387,10 +392,13 @@ class _AdvisoryLock:
             self._runner.ledger.name.lower() + "_events",
             self._runner.wakeup.notify,
             lambda: self._stop.is_set() or self._released.is_set(),
+            self._runner.following.set,
         )
 
     def __exit__(self, *_: object) -> None:
         self._released.set()
+        if self._listens:
+            self._runner.following.clear()
         if self._conn is not None:
             if self._held is not None:
                 # Released now: the server notices a closed session only a moment later,
