@@ -25,7 +25,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
@@ -254,11 +254,21 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 "PRIMARY KEY (originator_id, originator_version))"
             ).format(schema=schema, table=table)
         )
-        # A chain table made before the log chain existed gets the column here.
+        # A chain table made before the log chain existed gets the column here (looked
+        # up first: ALTER TABLE would lock the table on every start, even with IF NOT EXISTS).
         self.sql_create_statements.append(
             SQL(
-                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS previous_position bigint"
-            ).format(schema=schema, table=table)
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM information_schema.columns "
+                "WHERE table_schema = {schema_name} AND table_name = {table_name} "
+                "AND column_name = 'previous_position') THEN "
+                "ALTER TABLE {schema}.{table} ADD COLUMN previous_position bigint; "
+                "END IF; END $$"
+            ).format(
+                schema=schema,
+                table=table,
+                schema_name=Literal(self.datastore.schema),
+                table_name=Literal(self.chain_table_name),
+            )
         )
         self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)").format(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 
 from application.audit import ChainBreak, ChainReport
@@ -381,47 +383,76 @@ def test_a_ledger_without_keys_stores_unchained_events(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_a_sqlite_chain_made_before_the_log_chain_is_upgraded_and_continued(
-    tmp_path: Path,
+Sql = Callable[..., list[tuple[Any, ...]]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Sql]:
+    """A database URL and a way to run SQL on it (written for SQLite's table names)."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+
+        def run_sqlite(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as db:
+                return db.execute(statement, params).fetchall()
+
+        return f"sqlite:///{path}", run_sqlite
+    url: str = request.getfixturevalue("postgres_url")
+    base, _, schema = url.partition("?schema=")
+
+    def run_postgres(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f'SET search_path TO "{schema}"')
+            translated = (
+                statement.replace("stored_events", "dmledger_events")
+                .replace("rowid", "notification_id")
+                .replace("?", "%s")
+            )
+            cursor = db.execute(translated, params)
+            return cursor.fetchall() if cursor.description else []
+
+    return url, run_postgres
+
+
+def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
+    database: tuple[str, Sql],
 ) -> None:
     # given a database as the previous version left it: its chain table without
     # previous_position, aggregate-only links, no genesis
-    path = tmp_path / "ledger.sqlite3"
-    old = Ledger(env=persistence_env(f"sqlite:///{path}"))
+    url, sql = database
+    old = Ledger(env=persistence_env(url))
     conversation = Conversation(ig_account_id="1", participant_id="2")
     conversation.receive_message(mid="m0", sent_at=0)
     old.save(conversation)
     old.close()
     keyring = ChainKeyring([KEY])
-    with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE stored_events_chain")
-        db.execute("DROP TABLE stored_events_chain_genesis")
-        db.execute(
-            "CREATE TABLE stored_events_chain (originator_id TEXT, originator_version INTEGER, "
-            "notification_id INTEGER NOT NULL, key_id TEXT NOT NULL, hash BLOB NOT NULL, "
-            "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
+    sql("DROP TABLE stored_events_chain_genesis")
+    sql("ALTER TABLE stored_events_chain DROP COLUMN previous_position")
+    previous = None
+    rows = sql(
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+        "ORDER BY rowid"
+    )
+    for position, originator_id, version, topic, state in rows:
+        previous = keyring.digest(
+            keyring.signing_key_id,
+            originator_id=originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+            version=version,
+            position=position,
+            topic=topic,
+            state=bytes(state),
+            previous=previous,
         )
-        previous = None
-        rows = db.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            "FROM stored_events ORDER BY rowid"
-        ).fetchall()
-        for position, originator_id, version, topic, state in rows:
-            previous = keyring.digest(
-                keyring.signing_key_id,
-                originator_id=UUID(originator_id),
-                version=version,
-                position=position,
-                topic=topic,
-                state=state,
-                previous=previous,
-            )
-            db.execute(
-                "INSERT INTO stored_events_chain VALUES (?,?,?,?,?)",
-                (originator_id, version, position, keyring.signing_key_id, previous),
-            )
+        sql(
+            "INSERT INTO stored_events_chain VALUES (?,?,?,?,?)",
+            originator_id,
+            version,
+            position,
+            keyring.signing_key_id,
+            previous,
+        )
     # when this version opens it and stores more
-    ledger = Ledger(env=persistence_env(f"sqlite:///{path}"))
+    ledger = Ledger(env=persistence_env(url))
     assert install_chain(ledger.recorder, [KEY])
     mine = ledger.repository.get(conversation.id)
     mine.receive_message(mid="m1", sent_at=1)
@@ -433,7 +464,7 @@ def test_a_sqlite_chain_made_before_the_log_chain_is_upgraded_and_continued(
     report = verifier.verify()
     assert report.intact, report.broken
     assert (report.chained, report.chain_began_at) == (3, 1)
-    genesis = ledger.recorder.chain_tail().genesis
+    genesis = verifier.log.chain_tail().genesis
     assert genesis is not None
     assert genesis.log_began_at == 3
     ledger.close()
