@@ -353,12 +353,14 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
             elif version > 1:
                 wanted.append((originator_id, version - 1))
         tail = stack.enter_context(conn.cursor())
-        tail.execute(self._select_tail)
+        tail.execute(self._select_tail, prepare=True)
         previous = None
         if wanted:
             previous = stack.enter_context(conn.cursor())
             previous.execute(
-                self._select_previous, ([i for i, _ in wanted], [v for _, v in wanted])
+                self._select_previous,
+                ([i for i, _ in wanted], [v for _, v in wanted]),
+                prepare=True,
             )
         return known, tail, previous
 
@@ -386,7 +388,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 for position, e in zip(positions, stored_events, strict=True)
             ],
             lambda originator_id, version: stored.get((originator_id, version)),
-            _tail(tail_cursor.fetchone()),
+            _tail_of(tail_cursor.fetchone()),
         )
         curs.execute(
             self._insert_links,
@@ -419,7 +421,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
     def chain_tail(self) -> Tail:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_tail)
-            return _tail(curs.fetchone())
+            return _tail_of(curs.fetchone())
 
     def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -457,7 +459,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         ]
 
 
-def _tail(row: DictRow | None) -> Tail:
+def _tail_of(row: DictRow | None) -> Tail:
     assert row is not None  # the statement always answers one row
     genesis = (
         Genesis(row["began_at"], row["log_began_at"], row["key_id"], bytes(row["genesis_hash"]))
