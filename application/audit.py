@@ -64,15 +64,18 @@ class AuditEvent(msgspec.Struct, frozen=True):
         )
 
 
-class ChainBreak(msgspec.Struct, frozen=True):
-    """The first event whose hash chain does not hold."""
+class ChainBreak(msgspec.Struct, frozen=True, kw_only=True):
+    """The first place where the hash chain does not hold."""
 
     position: int
-    aggregate_id: str
-    version: int
     kind: str
-    """altered, deleted, reordered, unlinked (no link after the chain began), unknown-key."""
+    """altered, deleted, reordered, unlinked (no link after the chain began), no-chain
+    (events, but no link and no genesis), no-genesis, unknown-key; against a checkpoint
+    also truncated and not-extended."""
     detail: str
+    aggregate_id: str | None = None
+    """The event's aggregate (None for a break of the genesis or of a checkpoint)."""
+    version: int | None = None
 
 
 class ChainReport(msgspec.Struct):
@@ -81,12 +84,14 @@ class ChainReport(msgspec.Struct):
     head: int
     """The last position of the log when the walk began."""
     chain_began_at: int | None
-    """The first position that got a link (None: no event has one)."""
+    """Where the genesis says the chain began (None: there is no genesis)."""
     checked: int = 0
     chained: int = 0
     unchained: int = 0
-    """Events stored before the chain existed: reported, not failed."""
+    """Events stored before the chain began: reported, not failed."""
     last_position: int = 0
+    extends: int | None = None
+    """The position of the checkpoint the log was found to extend, if one was given."""
     broken: ChainBreak | None = None
 
     @property

@@ -2,8 +2,11 @@
 
 The links go to a table beside the events (`stored_events_chain` on SQLite,
 `dmledger_events_chain` on PostgreSQL), in the transaction that inserts the events,
-after the events have their positions: on PostgreSQL while the insert holds the events
-table's lock. See `infrastructure.event_chain` for what a link is.
+after the events have their positions, and the genesis to `<that table>_genesis` with
+the first links. The newest link of the log and the genesis are read while the insert
+holds the write lock (SQLite's, once the events are inserted; on PostgreSQL the events
+table's lock, in the insert's first round trip), so concurrent writers make one chain.
+See `infrastructure.event_chain` for what a link is.
 
 A recorder without a keyring (a ledger built outside the composition root, as some
 tests do) stores events without links, and says so once in the log.
@@ -14,16 +17,18 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
-from infrastructure.event_chain import ChainKeyring, ChainVerifier, Link, LinkedEvent
+from infrastructure.chain_verifier import ChainVerifier
+from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
 
 log = logging.getLogger(__name__)
@@ -47,17 +52,27 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         self.chain_table_name = f"{events_table_name}_chain"
+        self.genesis_table_name = f"{self.chain_table_name}_genesis"
         self.chain: ChainKeyring | None = None
         super().__init__(datastore, events_table_name)
-        events, chain = self.events_table_name, self.chain_table_name
+        events, chain, genesis = (
+            self.events_table_name,
+            self.chain_table_name,
+            self.genesis_table_name,
+        )
         # Table names are ours, never input: the f-strings below build no injection.
         self._select_previous = (
             f"SELECT hash FROM {chain} WHERE originator_id=? AND originator_version=?"  # noqa: S608
         )
-        self._insert_links = f"INSERT INTO {chain} VALUES (?,?,?,?,?)"  # noqa: S608
+        self._insert_links = (
+            f"INSERT INTO {chain} (originator_id, originator_version, notification_id, "  # noqa: S608
+            "key_id, hash, previous_position) VALUES (?,?,?,?,?,?)"
+        )
+        self._insert_genesis = f"INSERT INTO {genesis} VALUES (?,?,?,?)"  # noqa: S608
         self._select_linked = (
             "SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic, "  # noqa: S608
-            "e.state, c.notification_id AS link_position, c.key_id, c.hash "
+            "e.state, c.notification_id AS link_position, c.key_id, c.hash, "
+            "c.previous_position "
             f"FROM {events} e LEFT JOIN {chain} c ON c.originator_id = e.originator_id "
             "AND c.originator_version = e.originator_version "
             "WHERE e.rowid >= ? ORDER BY e.rowid LIMIT ?"
@@ -67,7 +82,15 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             "ON c.originator_id = e.originator_id AND c.originator_version = e.originator_version "
             "WHERE e.originator_id IS NULL ORDER BY c.notification_id"
         )
+        self._select_last = (
+            f"SELECT notification_id, hash FROM {chain} "  # noqa: S608
+            "WHERE previous_position IS NOT NULL ORDER BY notification_id DESC LIMIT 1"
+        )
         self._select_first = f"SELECT MIN(notification_id) FROM {chain}"  # noqa: S608
+        self._select_genesis = (
+            f"SELECT began_at, log_began_at, key_id, hash FROM {genesis} "  # noqa: S608
+            "ORDER BY began_at LIMIT 1"
+        )
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
@@ -78,6 +101,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             "notification_id INTEGER NOT NULL, "
             "key_id TEXT NOT NULL, "
             "hash BLOB NOT NULL, "
+            "previous_position INTEGER, "
             "PRIMARY KEY (originator_id, originator_version)) "
             "WITHOUT ROWID"
         )
@@ -85,7 +109,21 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             f"CREATE INDEX IF NOT EXISTS {self.chain_table_name}_position "
             f"ON {self.chain_table_name} (notification_id)"
         )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {self.genesis_table_name} ("
+            "began_at INTEGER PRIMARY KEY, "
+            "log_began_at INTEGER NOT NULL, "
+            "key_id TEXT NOT NULL, "
+            "hash BLOB NOT NULL)"
+        )
         return statements
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        super()._create_table(c)
+        # A chain table made before the log chain existed has no previous_position.
+        c.execute(f"PRAGMA table_info({self.chain_table_name})")
+        if "previous_position" not in {row["name"] for row in c.fetchall()}:
+            c.execute(f"ALTER TABLE {self.chain_table_name} ADD COLUMN previous_position INTEGER")
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -101,20 +139,56 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
             return bytes(row[0]) if row is not None else None
 
-        links = self.chain.links(
-            (
+        # The inserts above took SQLite's write lock: no other writer can move the tail.
+        links, genesis = self.chain.extend(
+            [
                 (position, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
                 for position, e in zip(positions, stored_events, strict=True)
-            ),
+            ],
             previous,
+            self._tail(c),
         )
         c.executemany(
             self._insert_links,
-            [(k.originator_id.hex, k.version, k.position, k.key_id, k.digest) for k in links],
+            [
+                (
+                    k.originator_id.hex,
+                    k.version,
+                    k.position,
+                    k.key_id,
+                    k.digest,
+                    k.previous_position,
+                )
+                for k in links
+            ],
         )
+        if genesis is not None:
+            c.execute(
+                self._insert_genesis,
+                (genesis.began_at, genesis.log_began_at, genesis.key_id, genesis.digest),
+            )
         return positions
 
+    def _tail(self, c: SQLiteCursor) -> Tail:
+        c.execute(self._select_last)
+        last = c.fetchone()
+        c.execute(self._select_first)
+        first = c.fetchone()[0]
+        c.execute(self._select_genesis)
+        genesis = c.fetchone()
+        return Tail(
+            genesis=Genesis(genesis[0], genesis[1], genesis[2], bytes(genesis[3]))
+            if genesis is not None
+            else None,
+            last=(int(last[0]), bytes(last[1])) if last is not None else None,
+            first_linked=int(first) if first is not None else None,
+        )
+
     # -- reading for the verifier ------------------------------------------------------
+
+    def chain_tail(self) -> Tail:
+        with self.datastore.transaction(commit=False) as c:
+            return self._tail(c)
 
     def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
         with self.datastore.transaction(commit=False) as c:
@@ -130,6 +204,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 row["link_position"],
                 row["key_id"],
                 row["hash"],
+                row["previous_position"],
             )
             for row in rows
         ]
@@ -145,15 +220,10 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 row["notification_id"],
                 row["key_id"],
                 bytes(row["hash"]),
+                row["previous_position"],
             )
             for row in rows
         ]
-
-    def first_linked_position(self) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(self._select_first)
-            found = c.fetchone()[0]
-        return int(found) if found is not None else None
 
 
 class ChainedPostgresRecorder(LedgerPostgresRecorder):
@@ -168,9 +238,11 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         self._new_links: dict[UUID, tuple[int, bytes]] = {}
         """The last link of each aggregate of the insert in progress, until it commits."""
         self.chain_table_name = f"{self.events_table_name}_chain"
-        self.check_identifier_length(self.chain_table_name)
+        self.genesis_table_name = f"{self.chain_table_name}_genesis"
+        self.check_identifier_length(self.genesis_table_name)
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.chain_table_name)
+        genesis = Identifier(self.genesis_table_name)
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
@@ -182,10 +254,35 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 "PRIMARY KEY (originator_id, originator_version))"
             ).format(schema=schema, table=table)
         )
+        # A chain table made before the log chain existed gets the column here (looked
+        # up first: ALTER TABLE would lock the table on every start, even with IF NOT EXISTS).
+        self.sql_create_statements.append(
+            SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM information_schema.columns "
+                "WHERE table_schema = {schema_name} AND table_name = {table_name} "
+                "AND column_name = 'previous_position') THEN "
+                "ALTER TABLE {schema}.{table} ADD COLUMN previous_position bigint; "
+                "END IF; END $$"
+            ).format(
+                schema=schema,
+                table=table,
+                schema_name=Literal(self.datastore.schema),
+                table_name=Literal(self.chain_table_name),
+            )
+        )
         self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)").format(
                 index=Identifier(f"{self.chain_table_name}_position"), schema=schema, table=table
             )
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{genesis} ("
+                "began_at bigint PRIMARY KEY, "
+                "log_began_at bigint NOT NULL, "
+                "key_id text NOT NULL, "
+                "hash bytea NOT NULL)"
+            ).format(schema=schema, genesis=genesis)
         )
         self._select_previous = SQL(
             "SELECT c.originator_id, c.originator_version, c.hash FROM {schema}.{table} c "
@@ -195,14 +292,32 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         ).format(schema=schema, table=table)
         self._insert_links = SQL(
             "INSERT INTO {schema}.{table} "
-            "(originator_id, originator_version, notification_id, key_id, hash) "
+            "(originator_id, originator_version, notification_id, key_id, hash, "
+            "previous_position) "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[], "
-            "%s::bytea[])"
+            "%s::bytea[], %s::bigint[])"
         ).format(schema=schema, table=table)
+        self._insert_genesis = SQL(
+            "INSERT INTO {schema}.{genesis} (began_at, log_began_at, key_id, hash) "
+            "VALUES (%s, %s, %s, %s)"
+        ).format(schema=schema, genesis=genesis)
+        # One row: the newest link of the log chain, the first link of any kind, and the
+        # genesis (each NULL if there is none).
+        self._select_tail = SQL(
+            "SELECT l.notification_id AS last_position, l.hash AS last_hash, "
+            "(SELECT min(notification_id) FROM {schema}.{table}) AS first_linked, "
+            "g.began_at, g.log_began_at, g.key_id, g.hash AS genesis_hash "
+            "FROM (VALUES (1)) AS one(x) "
+            "LEFT JOIN LATERAL (SELECT notification_id, hash FROM {schema}.{table} "
+            "  WHERE previous_position IS NOT NULL ORDER BY notification_id DESC LIMIT 1) l "
+            "ON true "
+            "LEFT JOIN LATERAL (SELECT * FROM {schema}.{genesis} ORDER BY began_at LIMIT 1) g "
+            "ON true"
+        ).format(schema=schema, table=table, genesis=genesis)
         events = Identifier(self.events_table_name)
         self._select_linked = SQL(
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
-            "c.notification_id AS link_position, c.key_id, c.hash "
+            "c.notification_id AS link_position, c.key_id, c.hash, c.previous_position "
             "FROM {schema}.{events} e LEFT JOIN {schema}.{table} c "
             "ON c.originator_id = e.originator_id "
             "AND c.originator_version = e.originator_version "
@@ -214,16 +329,47 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
             "AND c.originator_version = e.originator_version "
             "WHERE e.originator_id IS NULL ORDER BY c.notification_id"
         ).format(schema=schema, events=events, table=table)
-        self._select_first = SQL(
-            "SELECT MIN(notification_id) AS first FROM {schema}.{table}"
-        ).format(schema=schema, table=table)
 
     @property
     def links_events(self) -> bool:  # type: ignore[override]
         return True
 
+    def _read_for_link(
+        self, conn: Connection[DictRow], stack: ExitStack, stored_events: Sequence[StoredEvent]
+    ) -> Any:
+        # Sent in the insert's pipeline, with the events table locked: the log's newest
+        # link cannot move until this transaction ends.
+        if self.chain is None:
+            return None
+        known: dict[tuple[UUID, int], bytes] = {}
+        wanted = []
+        first_of: dict[UUID, int] = {}
+        for e in stored_events:
+            first_of.setdefault(_uuid(e.originator_id), e.originator_version)
+        for originator_id, version in first_of.items():
+            remembered = self._last_links.get(originator_id)
+            if remembered is not None and remembered[0] == version - 1:
+                known[(originator_id, version - 1)] = remembered[1]
+            elif version > 1:
+                wanted.append((originator_id, version - 1))
+        tail = stack.enter_context(conn.cursor())
+        tail.execute(self._select_tail, prepare=True)
+        previous = None
+        if wanted:
+            previous = stack.enter_context(conn.cursor())
+            previous.execute(
+                self._select_previous,
+                ([i for i, _ in wanted], [v for _, v in wanted]),
+                prepare=True,
+            )
+        return known, tail, previous
+
     def _link(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], positions: list[int]
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        positions: list[int],
+        reads: Any,
     ) -> None:
         # Runs inside the insert's transaction, with the events table locked, once the
         # events have their positions.
@@ -231,27 +377,18 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
             _warn_unchained(self)
             return
         self._new_links = {}
-        first_of: dict[UUID, int] = {}
-        for e in stored_events:
-            first_of.setdefault(_uuid(e.originator_id), e.originator_version)
-        stored: dict[tuple[UUID, int], bytes] = {}
-        wanted = []
-        for originator_id, version in first_of.items():
-            known = self._last_links.get(originator_id)
-            if known is not None and known[0] == version - 1:
-                stored[(originator_id, version - 1)] = known[1]
-            elif version > 1:
-                wanted.append((originator_id, version - 1))
-        if wanted:
-            curs.execute(self._select_previous, ([i for i, _ in wanted], [v for _, v in wanted]))
-            for row in curs.fetchall():
+        known, tail_cursor, previous_cursor = reads
+        stored: dict[tuple[UUID, int], bytes] = dict(known)
+        if previous_cursor is not None:
+            for row in previous_cursor.fetchall():
                 stored[(row["originator_id"], row["originator_version"])] = bytes(row["hash"])
-        links = self.chain.links(
-            (
+        links, genesis = self.chain.extend(
+            [
                 (position, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
                 for position, e in zip(positions, stored_events, strict=True)
-            ),
+            ],
             lambda originator_id, version: stored.get((originator_id, version)),
+            _tail_of(tail_cursor.fetchone()),
         )
         curs.execute(
             self._insert_links,
@@ -261,8 +398,14 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 [k.position for k in links],
                 [k.key_id for k in links],
                 [k.digest for k in links],
+                [k.previous_position for k in links],
             ),
         )
+        if genesis is not None:
+            curs.execute(
+                self._insert_genesis,
+                (genesis.began_at, genesis.log_began_at, genesis.key_id, genesis.digest),
+            )
         self._new_links = {k.originator_id: (k.version, k.digest) for k in links}
 
     def _committed(self) -> None:
@@ -274,6 +417,11 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         self._new_links = {}
 
     # -- reading for the verifier ------------------------------------------------------
+
+    def chain_tail(self) -> Tail:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_tail)
+            return _tail_of(curs.fetchone())
 
     def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -289,6 +437,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 row["link_position"],
                 row["key_id"],
                 row["hash"],
+                row["previous_position"],
             )
             for row in rows
         ]
@@ -304,15 +453,26 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
                 row["notification_id"],
                 row["key_id"],
                 bytes(row["hash"]),
+                row["previous_position"],
             )
             for row in rows
         ]
 
-    def first_linked_position(self) -> int | None:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_first)
-            row = curs.fetchone()
-        return int(row["first"]) if row is not None and row["first"] is not None else None
+
+def _tail_of(row: DictRow | None) -> Tail:
+    assert row is not None  # the statement always answers one row
+    genesis = (
+        Genesis(row["began_at"], row["log_began_at"], row["key_id"], bytes(row["genesis_hash"]))
+        if row["began_at"] is not None
+        else None
+    )
+    last = (
+        (int(row["last_position"]), bytes(row["last_hash"]))
+        if row["last_position"] is not None
+        else None
+    )
+    first = row["first_linked"]
+    return Tail(genesis=genesis, last=last, first_linked=int(first) if first is not None else None)
 
 
 def _uuid(originator_id: UUID | str) -> UUID:
@@ -328,9 +488,10 @@ def _linked(
     link_position: int | None,
     key_id: str | None,
     digest: bytes | None,
+    previous_position: int | None,
 ) -> LinkedEvent:
     link = (
-        Link(originator_id, version, link_position, key_id, bytes(digest))
+        Link(originator_id, version, link_position, key_id, bytes(digest), previous_position)
         if link_position is not None and key_id is not None and digest is not None
         else None
     )

@@ -1,26 +1,29 @@
-"""Tamper evidence for the event log: an HMAC chain over each aggregate's events.
+"""Tamper evidence for the event log: an HMAC chain over each aggregate and over the log.
 
 Every stored event gets a *link*, kept beside it in `<events table>_chain` and written in
 the same transaction (see `infrastructure.chained_recorders`):
 
-    link(v) = HMAC-SHA256(chain key, id | v | position | topic | state | link(v - 1))
+    link(e) = HMAC-SHA256(chain key, id | version | position | topic | state
+                          | link of the aggregate's previous event
+                          | previous position | link of the log's previous event)
 
-where `link(v - 1)` is the previous event of the same aggregate (none for its first
-event, or when that one was stored before the chain existed). The position is the
-event's place in the log, so moving an event is as visible as editing it. The chain key
-is derived from a `DMLEDGER_SECRET_KEY` (HKDF), so rewriting events *and* their links
-needs the deployment's secret. Each link names the key it was made with, so a rotated
-key still verifies the links made before the rotation while it stays configured.
+The previous event of the log is the one stored just before `e` (whatever its
+aggregate), read under the insert's table lock, so the links of all writers form one
+chain; its position is kept in the link row, so a missing event is named. The position
+is the event's place in the log, so moving an event is as visible as editing it. Links
+made before the log chain existed (`previous_position` NULL) chain their aggregate only.
 
-`ChainVerifier` walks the log in order and reports the first event whose chain breaks:
-an edited event (its link does not match), a deleted one (a version missing, or a link
-whose event is gone), a moved one (its link was made at another position) or an added
-one (no link, after the chain began). Events stored before the chain existed are
-counted as *unchained*, not as breaks.
+The chain starts at a signed *genesis* record (`<events table>_chain_genesis`), written
+with the first linked events: where links began (`began_at`; events before it were
+stored before the chain existed) and where the log chain began (`log_began_at`, whose
+first link chains to the genesis itself). A *checkpoint* signs the position and link of
+the log's newest event, for an auditor to keep outside the database: the log must go on
+extending it.
 
-The chain protects each aggregate's history and every event's position. It cannot tell
-that an aggregate's newest events were deleted *together with* their links; an auditor
-who keeps the head reported by `dmledger audit verify` can.
+The chain key is derived from a `DMLEDGER_SECRET_KEY` (HKDF), so rewriting events *and*
+their links needs the deployment's secret. Each link, genesis and checkpoint names the
+key it was made with, so a rotated key still verifies what was made before the rotation
+while it stays configured. The verifier is `infrastructure.chain_verifier`.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -37,10 +41,12 @@ from uuid import UUID
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from application.audit import ChainBreak, ChainReport
-
 _INFO = b"dmledger event chain v1"
 _DOMAIN = b"dmledger-event-chain-v1\x00"
+"""Links of an aggregate's chain only (made before the log chain existed)."""
+_DOMAIN_LOG = b"dmledger-event-chain-v2\x00"
+_GENESIS = b"dmledger-chain-genesis-v1\x00"
+_CHECKPOINT = b"dmledger-chain-checkpoint-v1\x00"
 DIGEST_SIZE = 32
 
 
@@ -54,6 +60,9 @@ class Link:
     """The event's position in the log when the link was made."""
     key_id: str
     digest: bytes
+    previous_position: int | None = None
+    """The position of the log's event this link chains to (0: the genesis); None for a
+    link made before the log chain existed."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,72 @@ class LinkedEvent:
     link: Link | None
 
 
+@dataclass(frozen=True)
+class Genesis:
+    """Where the chain began, signed."""
+
+    began_at: int
+    """The first position with a link: events before it were stored before the chain."""
+    log_began_at: int
+    """The first position whose link chains to the log's previous event (or here, to the
+    genesis itself)."""
+    key_id: str
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class Tail:
+    """What an insert needs to know of the chain, read under the insert's table lock."""
+
+    genesis: Genesis | None
+    last: tuple[int, bytes] | None
+    """Position and link of the newest event linked to the log chain."""
+    first_linked: int | None
+    """The first position with any link (a chain begun before the log chain existed)."""
+
+
+_TOKEN = re.compile(
+    r"dmledger-checkpoint-v1:(\d{1,19}):(\d{1,19}):([0-9a-f]{64}):([0-9a-f]{16}):([0-9a-f]{64})"
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The log's newest linked event, as an auditor keeps it outside the database."""
+
+    position: int
+    began_at: int
+    """Where the chain began when the checkpoint was taken."""
+    digest: bytes
+    """The link of the event at `position`."""
+    key_id: str
+    signature: bytes
+
+    def token(self) -> str:
+        return (
+            f"dmledger-checkpoint-v1:{self.position}:{self.began_at}:{self.digest.hex()}:"
+            f"{self.key_id}:{self.signature.hex()}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """A checkpoint from its token; ValueError if `text` is not one."""
+        found = _TOKEN.fullmatch(text.strip())
+        if found is None:
+            msg = "is not a dmledger checkpoint (dmledger-checkpoint-v1:...)"
+            raise ValueError(msg)
+        position, began_at, digest, key_id, signature = found.groups()
+        return cls(
+            int(position), int(began_at), bytes.fromhex(digest), key_id, bytes.fromhex(signature)
+        )
+
+
 def _raw_key(fernet_key: str) -> bytes:
     return base64.urlsafe_b64decode(fernet_key.strip().encode())
+
+
+NewEvent = tuple[int, UUID, int, str, bytes]
+"""(position, aggregate id, version, topic, state) of an event being inserted."""
 
 
 class ChainKeyring:
@@ -105,9 +178,12 @@ class ChainKeyring:
         topic: str,
         state: bytes,
         previous: bytes | None,
+        log_previous: tuple[int, bytes] | None = None,
     ) -> bytes:
-        """The link of an event, given the link of the aggregate's previous event."""
-        mac = hmac.new(self._keys[key_id], _DOMAIN, hashlib.sha256)
+        """The link of an event, given the link of the aggregate's previous event and
+        (position, link) of the log's previous one (None: a link of the aggregate only)."""
+        domain = _DOMAIN if log_previous is None else _DOMAIN_LOG
+        mac = hmac.new(self._keys[key_id], domain, hashlib.sha256)
         mac.update(originator_id.bytes)
         mac.update(struct.pack(">QQ", version, position))
         encoded_topic = topic.encode()
@@ -117,21 +193,66 @@ class ChainKeyring:
         mac.update(state)
         # A flag byte, so that "no previous link" can never equal some previous link.
         mac.update(b"\x01" + previous if previous is not None else b"\x00")
+        if log_previous is not None:
+            mac.update(struct.pack(">Q", log_previous[0]))
+            mac.update(log_previous[1])
         return mac.digest()
 
-    def links(
+    def genesis(self, *, began_at: int, log_began_at: int) -> Genesis:
+        key_id = self.signing_key_id
+        return Genesis(
+            began_at, log_began_at, key_id, self._sign_genesis(key_id, began_at, log_began_at)
+        )
+
+    def genesis_holds(self, genesis: Genesis) -> bool:
+        expected = self._sign_genesis(genesis.key_id, genesis.began_at, genesis.log_began_at)
+        return hmac.compare_digest(expected, genesis.digest)
+
+    def _sign_genesis(self, key_id: str, began_at: int, log_began_at: int) -> bytes:
+        message = _GENESIS + struct.pack(">QQ", began_at, log_began_at)
+        return hmac.new(self._keys[key_id], message, hashlib.sha256).digest()
+
+    def checkpoint(self, *, position: int, began_at: int, digest: bytes) -> Checkpoint:
+        key_id = self.signing_key_id
+        signature = self._sign_checkpoint(key_id, position, began_at, digest)
+        return Checkpoint(position, began_at, digest, key_id, signature)
+
+    def checkpoint_holds(self, checkpoint: Checkpoint) -> bool:
+        expected = self._sign_checkpoint(
+            checkpoint.key_id, checkpoint.position, checkpoint.began_at, checkpoint.digest
+        )
+        return hmac.compare_digest(expected, checkpoint.signature)
+
+    def _sign_checkpoint(self, key_id: str, position: int, began_at: int, digest: bytes) -> bytes:
+        message = _CHECKPOINT + struct.pack(">QQ", position, began_at) + digest
+        return hmac.new(self._keys[key_id], message, hashlib.sha256).digest()
+
+    def extend(
         self,
-        events: Iterable[tuple[int, UUID, int, str, bytes]],
+        events: Sequence[NewEvent],
         previous: Callable[[UUID, int], bytes | None],
-    ) -> list[Link]:
-        """Links for (position, id, version, topic, state) of one insert, in order.
+        tail: Tail,
+    ) -> tuple[list[Link], Genesis | None]:
+        """Links for the events of one insert, and the genesis to store if there is none.
 
         `previous(id, version)` is the stored link of that version (for the first event
-        of each aggregate in the insert); later ones chain to those made here.
+        of each aggregate in the insert); later ones chain to those made here. `tail` is
+        the chain as the insert's lock found it.
         """
+        if not events:
+            return [], None
+        ordered = sorted(events, key=lambda e: e[0])
+        genesis, new_genesis = tail.genesis, None
+        if genesis is None:
+            first = ordered[0][0]
+            began_at = min(first, tail.first_linked) if tail.first_linked is not None else first
+            genesis = new_genesis = self.genesis(began_at=began_at, log_began_at=first)
+        log_previous = (
+            tail.last if tail.last is not None and new_genesis is None else (0, genesis.digest)
+        )
         made: dict[UUID, tuple[int, bytes]] = {}
         links = []
-        for position, originator_id, version, topic, state in events:
+        for position, originator_id, version, topic, state in ordered:
             before = made.get(originator_id)
             if before is not None and before[0] == version - 1:
                 prior: bytes | None = before[1]
@@ -145,10 +266,21 @@ class ChainKeyring:
                 topic=topic,
                 state=state,
                 previous=prior,
+                log_previous=log_previous,
             )
             made[originator_id] = (version, digest)
-            links.append(Link(originator_id, version, position, self.signing_key_id, digest))
-        return links
+            links.append(
+                Link(
+                    originator_id,
+                    version,
+                    position,
+                    self.signing_key_id,
+                    digest,
+                    previous_position=log_previous[0],
+                )
+            )
+            log_previous = (position, digest)
+        return links, new_genesis
 
 
 class ChainedLog(Protocol):
@@ -164,183 +296,8 @@ class ChainedLog(Protocol):
         """Links whose event is no longer in the log, in the order they were made."""
         ...
 
-    def first_linked_position(self) -> int | None:
-        """The position of the first event that got a link: where the chain began."""
+    def chain_tail(self) -> Tail:
+        """The genesis and the newest link of the log chain, as they are now."""
         ...
 
     def max_notification_id(self) -> int | None: ...
-
-
-Progress = Callable[[int, int], None]
-
-
-class ChainVerifier:
-    """Walks the log and checks every link (or those of some aggregates)."""
-
-    def __init__(self, log: ChainedLog, keyring: ChainKeyring, *, page_size: int = 1000) -> None:
-        self.log = log
-        self.keyring = keyring
-        self.page_size = page_size
-
-    def verify(
-        self,
-        aggregate_ids: set[UUID] | None = None,
-        *,
-        also_topics: Iterable[str] = (),
-        progress: Progress | None = None,
-    ) -> ChainReport:
-        """The first break in the chains of `aggregate_ids` (every aggregate if None).
-
-        Events of `also_topics` are checked whatever their aggregate (the events that
-        say which aggregates an account has must themselves be intact).
-        """
-        head = self.log.max_notification_id() or 0
-        chain_began = self.log.first_linked_position()
-        extra_topics = set(also_topics)
-
-        def wanted(originator_id: UUID, topic: str) -> bool:
-            return aggregate_ids is None or originator_id in aggregate_ids or topic in extra_topics
-
-        # A link whose event is gone is a deletion, wherever the walk would reach it (links
-        # and events commit together, so no link is ever legitimately without its event).
-        orphan = next((o for o in self.log.orphan_links() if wanted(o.originator_id, "")), None)
-        stop_at = orphan.position if orphan is not None else head
-
-        report = ChainReport(head=head, chain_began_at=chain_began)
-        last: dict[UUID, tuple[int, bytes | None]] = {}
-        for event in self._walk(stop_at):
-            if not wanted(event.originator_id, event.topic):
-                # Still follow the aggregate's versions for the events we do check.
-                last[event.originator_id] = (event.version, None)
-                continue
-            if aggregate_ids is not None and event.originator_id not in aggregate_ids:
-                broken = self._check_alone(event, chain_began)
-            else:
-                broken = self._check(event, last.get(event.originator_id), chain_began)
-            if broken is not None:
-                report.broken = broken
-                return report
-            report.checked += 1
-            report.last_position = event.position
-            if event.link is None:
-                report.unchained += 1
-                last[event.originator_id] = (event.version, None)
-            else:
-                report.chained += 1
-                last[event.originator_id] = (event.version, event.link.digest)
-            if progress is not None and report.checked % self.page_size == 0:
-                progress(event.position, head)
-        if orphan is not None:
-            report.broken = ChainBreak(
-                position=orphan.position,
-                aggregate_id=str(orphan.originator_id),
-                version=orphan.version,
-                kind="deleted",
-                detail=(
-                    f"version {orphan.version} of aggregate {orphan.originator_id}, recorded at "
-                    f"position {orphan.position}, is missing from the events table"
-                ),
-            )
-        if progress is not None:
-            progress(head, head)
-        return report
-
-    def _walk(self, stop_at: int) -> Iterator[LinkedEvent]:
-        start = 1
-        while start <= stop_at:
-            page = self.log.select_linked(start, self.page_size)
-            for event in page:
-                if event.position > stop_at:
-                    return
-                yield event
-            if len(page) < self.page_size:
-                return
-            start = page[-1].position + 1
-
-    def _check(
-        self, event: LinkedEvent, last: tuple[int, bytes | None] | None, chain_began: int | None
-    ) -> ChainBreak | None:
-        expected_version = last[0] + 1 if last is not None else 1
-        link = event.link
-        if link is not None and link.position != event.position:
-            return _break(
-                event,
-                "reordered",
-                f"it was recorded at position {link.position}, but the log now has it at "
-                f"position {event.position}",
-            )
-        if event.version < expected_version:
-            return _break(
-                event,
-                "reordered",
-                f"it comes after version {expected_version - 1} of the same aggregate",
-            )
-        if event.version > expected_version:
-            missing = (
-                f"version {expected_version}"
-                if event.version == expected_version + 1
-                else f"versions {expected_version} to {event.version - 1}"
-            )
-            return _break(
-                event, "deleted", f"{missing} of this aggregate should come before it and do not"
-            )
-        previous = last[1] if last is not None else None
-        return self._check_link(event, previous, chain_began)
-
-    def _check_alone(self, event: LinkedEvent, chain_began: int | None) -> ChainBreak | None:
-        """An event checked without its aggregate's history: only its own link."""
-        link = event.link
-        if link is not None and link.position != event.position:
-            return self._check(event, None, chain_began)
-        if link is None or event.version == 1:
-            return self._check_link(event, None, chain_began)
-        return None
-
-    def _check_link(
-        self, event: LinkedEvent, previous: bytes | None, chain_began: int | None
-    ) -> ChainBreak | None:
-        link = event.link
-        if link is None:
-            if chain_began is not None and event.position > chain_began:
-                return _break(
-                    event,
-                    "unlinked",
-                    "it has no chain link, yet it was stored after the chain began at "
-                    f"position {chain_began} (added, or its link deleted)",
-                )
-            return None
-        if not self.keyring.knows(link.key_id):
-            return _break(
-                event,
-                "unknown-key",
-                f"its link was made with chain key {link.key_id}, which none of the configured "
-                "DMLEDGER_SECRET_KEY keys gives (was an old key removed?)",
-            )
-        expected = self.keyring.digest(
-            link.key_id,
-            originator_id=event.originator_id,
-            version=event.version,
-            position=event.position,
-            topic=event.topic,
-            state=event.state,
-            previous=previous,
-        )
-        if not hmac.compare_digest(expected, link.digest):
-            return _break(
-                event,
-                "altered",
-                "its content does not match its chain link (the event, or one before it in "
-                "the aggregate, was edited)",
-            )
-        return None
-
-
-def _break(event: LinkedEvent, kind: str, why: str) -> ChainBreak:
-    return ChainBreak(
-        position=event.position,
-        aggregate_id=str(event.originator_id),
-        version=event.version,
-        kind=kind,
-        detail=f"version {event.version} of aggregate {event.originator_id} "
-        f"({event.topic.split(':', 1)[-1]}) at position {event.position}: {why}",
-    )

@@ -13,8 +13,8 @@ The insert is the ledger writer's group commit, so it is made cheap:
   bigint[], text[], bytea[]), which psycopg writes in C.
 - The library waits for the INSERT's answer before it sends COMMIT. Here BEGIN, the
   table lock, NOTIFY, INSERT and COMMIT go out in one pipeline: one round trip (two with
-  the audit chain's links). An error aborts the rest of the pipeline, so a failed INSERT
-  is never committed.
+  the audit chain's links, whose reads go out in the first). An error aborts the rest
+  of the pipeline, so a failed INSERT is never committed.
 - The INSERT also checks, under the table lock, that the aggregates the events were
   decided on (`expected_versions`) have not moved on, so the writer need not re-read
   accounts before each batch.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
@@ -67,8 +68,22 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     links_events = False
     """Whether `_link` writes something beside each insert (the audit chain does)."""
 
+    def _read_for_link(
+        self, conn: Connection[DictRow], stack: ExitStack, stored_events: Sequence[StoredEvent]
+    ) -> Any:
+        """Send what `_link` must read under the table lock (nothing here).
+
+        Runs in the insert's pipeline, after the lock and before the INSERT: the reads go
+        out with it, in its first round trip. Cursors opened here go on `stack`; what is
+        returned is given to `_link`, which fetches their answers.
+        """
+
     def _link(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], positions: list[int]
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        positions: list[int],
+        reads: Any,
     ) -> None:
         """Write what goes with inserted events, in their transaction (nothing here)."""
 
@@ -146,6 +161,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             self.datastore.get_connection() as conn,
             conn.cursor() as curs,
             conn.cursor() as insert,
+            ExitStack() as stack,
         ):
             # BEGIN and COMMIT are sent as statements of the pipeline: psycopg's own
             # transaction block syncs the pipeline after BEGIN, a round trip of its own.
@@ -155,6 +171,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     curs.execute("BEGIN")
                     self._lock_table(curs)
                     self._notify_channel(curs)
+                    reads = (
+                        self._read_for_link(conn, stack, stored_events)
+                        if self.links_events
+                        else None
+                    )
                     insert.execute(self._insert_statement, params, prepare=True)
                     if self.links_events:
                         # The links need the events' positions: fetching the INSERT's
@@ -162,7 +183,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                         # together, with the table still locked.
                         notification_ids = [row["notification_id"] for row in insert.fetchall()]
                         if len(notification_ids) == len(stored_events):
-                            self._link(curs, stored_events, notification_ids)
+                            self._link(curs, stored_events, notification_ids, reads)
                     curs.execute("COMMIT")
                 # Leaving the pipeline synced it: the answers, or the first error (which
                 # skipped everything after it, COMMIT included).

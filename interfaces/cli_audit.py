@@ -1,4 +1,4 @@
-"""The auditor's commands: `dmledger replay` and `dmledger audit verify|projections`.
+"""The auditor's commands: `dmledger replay` and `dmledger audit verify|checkpoint|projections`.
 
 Exit status: 0 when all is well, 1 when the log or a projection is not intact, 2 for
 a usage error (as every dmledger command).
@@ -12,13 +12,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 import msgspec
 
 from application.audit import AuditEvent, AuditLog, ChainReport, parse_types
 from domain import conversation as conversation_events
+from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.chained_recorders import chain_verifier
+from infrastructure.event_chain import ChainKeyring, Checkpoint
 from infrastructure.settings import Settings
 from interfaces.cli_support import CliError, ProgressBar
 from interfaces.composition import Services, build
@@ -53,7 +56,22 @@ def add_commands(commands: Any) -> None:
         help="walk the log's hash chain; exit 1 at the first event whose chain breaks",
     )
     verify.add_argument("--account", help="only this account's events (default: the whole log)")
+    verify.add_argument(
+        "--against",
+        metavar="CHECKPOINT",
+        help="also prove the log still extends this checkpoint (its text, or a file holding it) "
+        "taken earlier by `dmledger audit checkpoint`",
+    )
     verify.set_defaults(run=_verify)
+    checkpoint = actions.add_parser(
+        "checkpoint",
+        help="print a signed checkpoint of the log's head, to keep outside the database",
+        description="Prints one line: the position and chain link of the log's newest event, "
+        "signed with the chain key. Keep it outside the database; `dmledger audit verify "
+        "--against CHECKPOINT` later proves the log still extends it (nothing at or before "
+        "it deleted or altered, the log not cut short).",
+    )
+    checkpoint.set_defaults(run=_checkpoint)
     projections = actions.add_parser(
         "projections",
         help="rebuild an account's read models from the log and compare them with the live ones",
@@ -179,10 +197,11 @@ def _time(value: str) -> datetime:
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    if args.against and args.account:
+        raise _error("--against checks the whole log: leave out --account")
     with _services(settings) as services:
-        verifier = chain_verifier(services.ledger.recorder)
-        if verifier is None:
-            raise _error("this event store keeps no hash chain (memory:// keeps nothing to verify)")
+        verifier = _verifier(services)
+        against = _checkpoint_given(args.against, verifier.keyring) if args.against else None
         aggregates = None
         scope = "the whole log"
         if args.account:
@@ -191,28 +210,81 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
             scope = f"account {args.account}"
         bar = _progress("verifying")
         report = verifier.verify(
-            aggregates, also_topics=[conversation_events.STARTED], progress=bar.update
+            aggregates,
+            also_topics=[conversation_events.STARTED],
+            progress=bar.update,
+            against=against,
         )
         bar.done()
     _print_report(report, scope)
     return 0 if report.intact else 1
 
 
+def _verifier(services: Services) -> ChainVerifier:
+    verifier = chain_verifier(services.ledger.recorder)
+    if verifier is None:
+        raise _error("this event store keeps no hash chain (memory:// keeps nothing to verify)")
+    return verifier
+
+
+def _checkpoint_given(given: str, keyring: ChainKeyring) -> Checkpoint:
+    path = Path(given)
+    text = path.read_text() if len(given) < 4096 and path.is_file() else given
+    try:
+        checkpoint = Checkpoint.parse(text)
+    except ValueError as error:
+        raise _error(f"--against {error}") from None
+    if not keyring.knows(checkpoint.key_id):
+        raise _error(
+            f"the checkpoint was signed with chain key {checkpoint.key_id}, which none of the "
+            "configured DMLEDGER_SECRET_KEY keys gives (was an old key removed?)"
+        )
+    if not keyring.checkpoint_holds(checkpoint):
+        raise _error(
+            "the checkpoint's signature does not match: it was altered, or taken by another "
+            "deployment"
+        )
+    return checkpoint
+
+
 def _print_report(report: ChainReport, scope: str) -> None:
     print(f"checked {report.checked} events of {scope} (log head: position {report.head})")
     print(f"  chained:   {report.chained}")
     if report.unchained:
-        began = (
-            f"the chain began at position {report.chain_began_at}"
-            if report.chain_began_at
-            else "no event has a link"
+        print(
+            f"  unchained: {report.unchained} (stored before the hash chain began at position "
+            f"{report.chain_began_at})"
         )
-        print(f"  unchained: {report.unchained} (stored before the hash chain existed; {began})")
     if report.broken is None:
         print("intact: every event matches its hash chain")
+        if report.extends is not None:
+            print(f"the log extends the checkpoint at position {report.extends}")
         return
     broken = report.broken
     print(f"BROKEN ({broken.kind}) at position {broken.position}: {broken.detail}")
+
+
+# -- audit checkpoint --------------------------------------------------------------------
+
+
+def _checkpoint(settings: Settings, args: argparse.Namespace) -> int:
+    with _services(settings) as services:
+        verifier = _verifier(services)
+        tail = verifier.log.chain_tail()
+    if tail.genesis is None or tail.last is None:
+        raise _error("the log's chain has not begun yet: it begins with the next event stored")
+    position, digest = tail.last
+    checkpoint = verifier.keyring.checkpoint(
+        position=position, began_at=tail.genesis.began_at, digest=digest
+    )
+    print(checkpoint.token())
+    print(
+        f"checkpoint of the log at position {position} (the chain began at position "
+        f"{tail.genesis.began_at}); keep it outside the database and check it with "
+        "`dmledger audit verify --against CHECKPOINT`",
+        file=sys.stderr,
+    )
+    return 0
 
 
 # -- audit projections -------------------------------------------------------------------

@@ -311,6 +311,164 @@ def test_events_stored_before_the_chain_are_reported_unchained(
     assert "chained:   1" in out
 
 
+def test_verify_fails_after_the_chain_table_is_emptied(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    sql("DELETE FROM stored_events_chain")
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1, out
+    assert "BROKEN (unlinked) at position" in out
+    assert "unchained" not in out
+
+
+def test_verify_fails_after_the_chain_table_is_emptied_and_an_event_edited(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given the intruder's way: drop every link, then edit an event at leisure
+    _, sql = database
+    sql("DELETE FROM stored_events_chain")
+    position = positions(sql, "m-2")
+    [(state,)] = sql(_q(sql, "SELECT state FROM stored_events WHERE rowid = ?"), position)
+    edited = bytes(state).replace(b"message m-2", b"message m-X")
+    sql(_q(sql, "UPDATE stored_events SET state = ? WHERE rowid = ?"), edited, position)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1, out
+    assert "BROKEN (unlinked)" in out
+
+
+def test_verify_fails_after_the_whole_chain_and_its_genesis_are_deleted(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sql = database
+    sql("DELETE FROM stored_events_chain")
+    sql("DELETE FROM stored_events_chain_genesis")
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1, out
+    assert "BROKEN (no-chain)" in out
+
+
+def test_verify_fails_after_a_whole_conversation_is_deleted_with_its_links(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given the other account's conversation gone from the log, events and links alike
+    _, sql = database
+    gone = str(conversation_id(OTHER, PARTICIPANT))
+    ids = [gone.replace("-", "")] if not _pg(sql) else [gone]
+    sql(_q(sql, "DELETE FROM stored_events WHERE originator_id = ?"), *ids)
+    sql(_q(sql, "DELETE FROM stored_events_chain WHERE originator_id = ?"), *ids)
+
+    status, out = run(capsys, "audit", "verify")
+
+    assert status == 1, out
+    assert "BROKEN (deleted)" in out
+    assert "the event before it in the log" in out
+
+
+def checkpoint(capsys: pytest.CaptureFixture[str]) -> str:
+    status = main(["audit", "checkpoint"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
+    [token] = captured.out.split()
+    return token
+
+
+def test_a_checkpoint_verifies_while_the_log_grows_after_it(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a checkpoint taken now, and more events stored after it
+    token = checkpoint(capsys)
+    services = build(settings(), announce=lambda _: None)
+    try:
+        deliver(services, "m-4")
+    finally:
+        services.close()
+
+    status, out = run(capsys, "audit", "verify", "--against", token)
+
+    assert status == 0, out
+    assert f"extends the checkpoint at position {positions(database[1], 'm-3')}" in out
+    assert "checked 9 events" in out
+
+
+def test_a_checkpoint_can_be_given_as_a_file(
+    history: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = tmp_path / "checkpoint.txt"
+    kept.write_text(checkpoint(capsys) + "\n")
+
+    status, out = run(capsys, "audit", "verify", "--against", str(kept))
+
+    assert status == 0, out
+
+
+def test_verify_against_a_checkpoint_fails_after_the_newest_events_are_deleted(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a checkpoint, then the newest events deleted with their links
+    _, sql = database
+    token = checkpoint(capsys)
+    newest, kept = positions(sql, "m-3"), positions(sql, "o-1")
+    sql(_q(sql, "DELETE FROM stored_events_chain WHERE notification_id > ?"), kept)
+    sql(_q(sql, "DELETE FROM stored_events WHERE rowid > ?"), kept)
+    assert run(capsys, "audit", "verify")[0] == 0  # without the checkpoint: nothing to see
+
+    status, out = run(capsys, "audit", "verify", "--against", token)
+
+    assert status == 1, out
+    assert f"BROKEN (truncated) at position {newest}" in out
+    assert f"the log ends at position {kept}" in out
+
+
+def test_verify_against_a_checkpoint_fails_when_the_chain_was_begun_again(
+    history: None, database: tuple[str, Sql], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a checkpoint, then the chain and its genesis deleted and a new event stored,
+    # which begins a new chain there: the log alone would look pre-chain, then chained
+    _, sql = database
+    token = checkpoint(capsys)
+    sql("DELETE FROM stored_events_chain")
+    sql("DELETE FROM stored_events_chain_genesis")
+    services = build(settings(), announce=lambda _: None)
+    try:
+        deliver(services, "m-4")
+    finally:
+        services.close()
+    assert run(capsys, "audit", "verify")[0] == 0
+
+    status, out = run(capsys, "audit", "verify", "--against", token)
+
+    assert status == 1, out
+    assert "BROKEN (not-extended)" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t[:-2] + ("00" if not t.endswith("00") else "11"), "signature does not match"),
+        (lambda t: "not a checkpoint", "is not a dmledger checkpoint"),
+    ],
+)
+def test_verify_refuses_a_forged_or_garbled_checkpoint(
+    history: None,
+    capsys: pytest.CaptureFixture[str],
+    change: Callable[[str], str],
+    message: str,
+) -> None:
+    token = change(checkpoint(capsys))
+
+    status, out = run(capsys, "audit", "verify", "--against", token)
+
+    assert status == 2, out
+    assert message in out
+
+
 def test_verify_on_memory_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

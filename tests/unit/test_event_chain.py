@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 
 from application.audit import ChainBreak, ChainReport
 from application.ledger import Ledger
 from domain.conversation import Conversation
+from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.chained_recorders import ChainedSQLiteRecorder, chain_verifier, install_chain
-from infrastructure.event_chain import ChainKeyring, ChainVerifier, Link, LinkedEvent
+from infrastructure.event_chain import ChainKeyring, Checkpoint, Genesis, Link, LinkedEvent, Tail
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
 
 KEY = FernetSecretBox.new_key()
-A, B = uuid4(), uuid4()
+A, B, C = uuid4(), uuid4(), uuid4()
 
 
 class FakeLog:
@@ -29,16 +34,30 @@ class FakeLog:
     ) -> None:
         """The first `unchained` events were stored before the chain existed."""
         self.chain: ChainKeyring | None = keyring
+        self.keyring = keyring
+        self.events: list[LinkedEvent] = []
+        self.links: list[Link] = []
+        self.genesis: Genesis | None = None
+        self.append(events[:unchained], linked=False)
+        self.append(events[unchained:])
+
+    def append(self, events: list[tuple[UUID, int]], *, linked: bool = True) -> None:
+        """Store events as one insert does, chaining them if `linked`."""
+        start = max((e.position for e in self.events), default=0) + 1
         stored = [
-            (i + 1, oid, v, "dmledger:T", f"{oid}:{v}".encode())
+            (start + i, oid, v, "dmledger:T", f"{oid}:{v}".encode())
             for i, (oid, v) in enumerate(events)
         ]
-        self.events = [LinkedEvent(*s, link=None) for s in stored[:unchained]]
-        self.links: list[Link] = keyring.links(stored[unchained:], lambda o, v: None)
-        self.events += [
-            LinkedEvent(*s, link=link)
-            for s, link in zip(stored[unchained:], self.links, strict=True)
-        ]
+        if not linked:
+            self.events += [LinkedEvent(*s, link=None) for s in stored]
+            return
+        digests = {(k.originator_id, k.version): k.digest for k in self.links}
+        links, genesis = self.keyring.extend(
+            stored, lambda o, v: digests.get((o, v)), self.chain_tail()
+        )
+        self.genesis = self.genesis or genesis
+        self.links += links
+        self.events += [LinkedEvent(*s, link=k) for s, k in zip(stored, links, strict=True)]
 
     def select_linked(self, start: int, limit: int) -> Sequence[LinkedEvent]:
         found = sorted((e for e in self.events if e.position >= start), key=lambda e: e.position)
@@ -48,8 +67,14 @@ class FakeLog:
         present = {(e.originator_id, e.version) for e in self.events}
         return [k for k in self.links if (k.originator_id, k.version) not in present]
 
-    def first_linked_position(self) -> int | None:
-        return min((k.position for k in self.links), default=None)
+    def chain_tail(self) -> Tail:
+        logged = [k for k in self.links if k.previous_position is not None]
+        newest = max(logged, key=lambda k: k.position, default=None)
+        return Tail(
+            genesis=self.genesis,
+            last=(newest.position, newest.digest) if newest is not None else None,
+            first_linked=min((k.position for k in self.links), default=None),
+        )
 
     def max_notification_id(self) -> int | None:
         return max((e.position for e in self.events), default=None)
@@ -164,6 +189,168 @@ def test_checking_one_aggregate_ignores_breaks_in_others() -> None:
     assert verify(log, {B}).broken == first_break(log)
 
 
+def delete_aggregate(log: FakeLog, originator_id: UUID) -> None:
+    """As an intruder would: the aggregate's events and their links, all of them."""
+    log.events = [e for e in log.events if e.originator_id != originator_id]
+    log.links = [k for k in log.links if k.originator_id != originator_id]
+
+
+def test_an_aggregate_deleted_with_its_links_breaks_the_log_chain() -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY)
+    delete_aggregate(log, B)  # positions 2 and 5
+
+    broken = first_break(log)
+
+    assert (broken.kind, broken.position) == ("deleted", 3)
+    assert "the event before it in the log, at position 2, is missing" in broken.detail
+
+
+def test_the_oldest_chained_events_deleted_with_their_links_are_found() -> None:
+    log = FakeLog(ChainKeyring([KEY]), [(B, 1), *HISTORY[:1], (C, 1), (C, 2)])
+    delete_aggregate(log, B)  # the first event of the log chain
+
+    broken = first_break(log)
+
+    assert (broken.kind, broken.position) == ("deleted", 2)
+
+
+def test_the_chain_emptied_of_its_links_is_a_break_at_its_first_event() -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY, unchained=2)
+    log.events = [dataclasses.replace(e, link=None) for e in log.events]
+    log.links = []
+
+    report = verify(log)
+
+    assert report.broken is not None
+    assert (report.broken.kind, report.broken.position) == ("unlinked", 3)
+    assert report.unchained == 2  # the two stored before the chain began
+
+
+@pytest.mark.parametrize(("links", "kind"), [(True, "no-genesis"), (False, "no-chain")])
+def test_a_log_without_its_genesis_is_a_break(links: bool, kind: str) -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY)
+    log.genesis = None
+    if not links:
+        log.events = [dataclasses.replace(e, link=None) for e in log.events]
+        log.links = []
+
+    broken = first_break(log)
+
+    assert (broken.kind, broken.position) == (kind, 1)
+
+
+def test_an_altered_genesis_is_a_break() -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY, unchained=2)
+    assert log.genesis is not None
+    log.genesis = dataclasses.replace(log.genesis, began_at=5)  # to pass events 3 and 4 off
+
+    assert first_break(log).kind == "altered"
+
+
+def test_an_empty_log_verifies() -> None:
+    assert verify(FakeLog(ChainKeyring([KEY]), [])).intact
+
+
+def test_links_made_before_the_log_chain_still_verify_and_the_log_chain_follows() -> None:
+    # given a log whose first three events got aggregate-only links (as dmledger made them
+    # before the log chain existed), and no genesis yet
+    keyring = ChainKeyring([KEY])
+    log = FakeLog(keyring, HISTORY[:3], unchained=3)
+    made: dict[UUID, bytes] = {}
+    for i, event in enumerate(log.events):
+        digest = keyring.digest(
+            keyring.signing_key_id,
+            originator_id=event.originator_id,
+            version=event.version,
+            position=event.position,
+            topic=event.topic,
+            state=event.state,
+            previous=made.get(event.originator_id),
+        )
+        made[event.originator_id] = digest
+        link = Link(
+            event.originator_id, event.version, event.position, keyring.signing_key_id, digest
+        )
+        log.links.append(link)
+        log.events[i] = dataclasses.replace(event, link=link)
+    # when this version stores more
+    log.append(HISTORY[3:])
+
+    report = verify(log)
+
+    assert report.intact, report.broken
+    assert (report.chained, report.chain_began_at) == (6, 1)
+    assert log.genesis is not None
+    assert log.genesis.log_began_at == 4
+    # and an aggregate-only link after the log chain began would be a break
+    late = log.events[4]
+    assert late.link is not None
+    log.events[4] = dataclasses.replace(
+        late, link=dataclasses.replace(late.link, previous_position=None)
+    )
+    assert first_break(log).position == 5
+
+
+def test_a_checkpoint_round_trips_as_text_and_its_signature_holds() -> None:
+    keyring = ChainKeyring([KEY])
+    checkpoint = keyring.checkpoint(position=12, began_at=3, digest=b"\x07" * 32)
+
+    parsed = Checkpoint.parse(checkpoint.token() + "\n")
+
+    assert parsed == checkpoint
+    assert keyring.checkpoint_holds(parsed)
+    assert not keyring.checkpoint_holds(dataclasses.replace(parsed, position=13))
+    with pytest.raises(ValueError, match="not a dmledger checkpoint"):
+        Checkpoint.parse("dmledger-checkpoint-v1:12")
+
+
+def checkpoint_of(log: FakeLog) -> Checkpoint:
+    tail = log.chain_tail()
+    assert tail.genesis is not None
+    assert tail.last is not None
+    return log.keyring.checkpoint(
+        position=tail.last[0], began_at=tail.genesis.began_at, digest=tail.last[1]
+    )
+
+
+def test_a_log_that_grew_after_a_checkpoint_extends_it() -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY[:4])
+    checkpoint = checkpoint_of(log)
+    log.append(HISTORY[4:])
+
+    report = ChainVerifier(log, log.keyring).verify(against=checkpoint)
+
+    assert report.intact
+    assert report.extends == 4
+
+
+def test_a_log_cut_short_below_a_checkpoint_does_not_extend_it() -> None:
+    log = FakeLog(ChainKeyring([KEY]), HISTORY)
+    checkpoint = checkpoint_of(log)
+    log.events, log.links = log.events[:4], log.links[:4]
+
+    assert verify(log).intact  # alone, the log cannot tell
+    report = ChainVerifier(log, log.keyring).verify(against=checkpoint)
+
+    assert report.broken is not None
+    assert (report.broken.kind, report.broken.position) == ("truncated", 6)
+
+
+def test_a_chain_begun_again_does_not_extend_an_older_checkpoint() -> None:
+    # given a checkpoint, then every link and the genesis deleted, and new events chained
+    log = FakeLog(ChainKeyring([KEY]), HISTORY)
+    checkpoint = checkpoint_of(log)
+    log.events = [dataclasses.replace(e, link=None) for e in log.events]
+    log.links, log.genesis = [], None
+    log.append([(C, 1)])
+
+    assert verify(log).intact  # alone, the log looks chained from position 7 on
+    report = ChainVerifier(log, log.keyring).verify(against=checkpoint)
+
+    assert report.broken is not None
+    assert report.broken.kind == "not-extended"
+
+
 def test_the_sqlite_ledger_writes_a_link_for_every_event_in_the_same_insert(
     tmp_path: Path,
 ) -> None:
@@ -193,6 +380,93 @@ def test_a_ledger_without_keys_stores_unchained_events(tmp_path: Path) -> None:
     assert isinstance(ledger.recorder, ChainedSQLiteRecorder)
     assert [e.link for e in ledger.recorder.select_linked(1, 10)] == [None]
     assert chain_verifier(ledger.recorder) is None
+    ledger.close()
+
+
+Sql = Callable[..., list[tuple[Any, ...]]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Sql]:
+    """A database URL and a way to run SQL on it (written for SQLite's table names)."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+
+        def run_sqlite(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as db:
+                return db.execute(statement, params).fetchall()
+
+        return f"sqlite:///{path}", run_sqlite
+    url: str = request.getfixturevalue("postgres_url")
+    base, _, schema = url.partition("?schema=")
+
+    def run_postgres(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f'SET search_path TO "{schema}"')
+            translated = (
+                statement.replace("stored_events", "dmledger_events")
+                .replace("rowid", "notification_id")
+                .replace("?", "%s")
+            )
+            cursor = db.execute(translated, params)
+            return cursor.fetchall() if cursor.description else []
+
+    return url, run_postgres
+
+
+def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
+    database: tuple[str, Sql],
+) -> None:
+    # given a database as the previous version left it: its chain table without
+    # previous_position, aggregate-only links, no genesis
+    url, sql = database
+    old = Ledger(env=persistence_env(url))
+    conversation = Conversation(ig_account_id="1", participant_id="2")
+    conversation.receive_message(mid="m0", sent_at=0)
+    old.save(conversation)
+    old.close()
+    keyring = ChainKeyring([KEY])
+    sql("DROP TABLE stored_events_chain_genesis")
+    sql("ALTER TABLE stored_events_chain DROP COLUMN previous_position")
+    previous = None
+    rows = sql(
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+        "ORDER BY rowid"
+    )
+    for position, originator_id, version, topic, state in rows:
+        previous = keyring.digest(
+            keyring.signing_key_id,
+            originator_id=originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+            version=version,
+            position=position,
+            topic=topic,
+            state=bytes(state),
+            previous=previous,
+        )
+        sql(
+            "INSERT INTO stored_events_chain VALUES (?,?,?,?,?)",
+            originator_id,
+            version,
+            position,
+            keyring.signing_key_id,
+            previous,
+        )
+    # when this version opens it and stores more
+    ledger = Ledger(env=persistence_env(url))
+    assert install_chain(ledger.recorder, [KEY])
+    mine = ledger.repository.get(conversation.id)
+    mine.receive_message(mid="m1", sent_at=1)
+    ledger.save(mine)
+
+    # then the old links verify, and the new one chains the log from a genesis after them
+    verifier = chain_verifier(ledger.recorder)
+    assert verifier is not None
+    report = verifier.verify()
+    assert report.intact, report.broken
+    assert (report.chained, report.chain_began_at) == (3, 1)
+    genesis = verifier.log.chain_tail().genesis
+    assert genesis is not None
+    assert genesis.log_began_at == 3
     ledger.close()
 
 
@@ -235,3 +509,44 @@ def test_postgres_links_chain_across_inserts_and_processes(postgres_url: str) ->
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.postgres
+def test_two_processes_writing_at_once_make_one_log_chain(postgres_url: str) -> None:
+    # given two processes' ledgers on one PostgreSQL log
+    env = persistence_env(postgres_url)
+    ledgers = [Ledger(env=env), Ledger(env=env)]
+    for ledger in ledgers:
+        assert install_chain(ledger.recorder, [KEY])
+    errors: list[BaseException] = []
+
+    def write(ledger: Ledger, participant: str) -> None:
+        try:
+            for i in range(30):
+                conversation = Conversation(ig_account_id="1", participant_id=f"{participant}{i}")
+                conversation.receive_message(mid=f"{participant}{i}", sent_at=i)
+                ledger.save(conversation)
+        except BaseException as error:  # reported by the test below
+            errors.append(error)
+
+    # when both store conversations at the same time
+    threads = [
+        threading.Thread(target=write, args=(ledger, name))
+        for ledger, name in zip(ledgers, ("a", "b"), strict=True)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors
+
+        # then every event is linked to the log's previous one, whichever process wrote it
+        verifier = chain_verifier(ledgers[0].recorder)
+        assert verifier is not None
+        report = verifier.verify()
+        assert report.intact, report.broken
+        assert report.chained == 120
+    finally:
+        for ledger in ledgers:
+            ledger.close()
