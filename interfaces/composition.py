@@ -18,6 +18,7 @@ from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
+from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.graph_api import GraphApiProfiles
@@ -40,6 +41,7 @@ class Services:
     ledger: Ledger
     writer: LedgerWriter
     ingest: WebhookIngest
+    app_secrets: ServedAppSecrets
     accounts: Accounts
     api_keys: ApiKeys
     conversations: Conversations
@@ -84,6 +86,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         ledger=ledger,
         writer=writer,
         ingest=WebhookIngest(secrets),
+        app_secrets=ServedAppSecrets(ledger, secrets),
         accounts=Accounts(ledger, secrets),
         api_keys=ApiKeys(ledger, key_usage),
         conversations=Conversations(),
