@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     graph_api_url: str = "https://graph.instagram.com"
     """The Instagram Graph API (tests point it at a fake server on loopback)."""
     graph_api_version: str = "v21.0"
+    crm_allow_private_urls: bool = False
+    """Whether CRM endpoints may be on loopback or private addresses, and use http://
+    (outside production): for tests and local trials."""
 
     @property
     def is_production(self) -> bool:
@@ -84,7 +87,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["graph_api_url"] = graph
         if (version := get("GRAPH_API_VERSION")) is not None:
             values["graph_api_version"] = version
+        if (allow := get("CRM_ALLOW_PRIVATE_URLS")) is not None:
+            values["crm_allow_private_urls"] = _yes_or_no("CRM_ALLOW_PRIVATE_URLS", allow)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _yes_or_no(name: str, value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise SettingsError(f"{PREFIX}{name} must be 'true' or 'false', got {value!r}")
 
 
 def _whole_number(name: str, value: str, low: int, high: int) -> int:

@@ -20,6 +20,7 @@ from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
+from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
@@ -71,6 +72,9 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
     profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
     auto_replies = AutoReplies(ledger, secrets, profiles)
     read_models = ReadModels.build(ledger, views, writer, auto_replies)
+    crm_urls = CrmUrlPolicy(
+        allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
+    )
     dispatcher = Dispatcher(
         ledger=ledger,
         writer=writer,
@@ -78,7 +82,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         windows=read_models.outbox,
         secrets=secrets,
         instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
-        crm=StandardWebhooksClient(),
+        crm=StandardWebhooksClient(crm_urls),
         owner=f"{socket.gethostname()}:{os.getpid()}",
     )
     return Services(
@@ -94,7 +98,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         rules=Rules(ledger, profiles, secrets),
         read_models=read_models,
         dispatcher=dispatcher,
-        crm_endpoints=CrmEndpoints(ledger, secrets, new_secret),
+        crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
     )
 
 
