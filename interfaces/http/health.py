@@ -2,7 +2,6 @@
 
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
-import asyncio
 from typing import Any
 
 from litestar import get
@@ -11,6 +10,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from application.ledger import Ledger
 from interfaces.http.problems import problem
+from interfaces.http.readiness import event_store_answers
 
 
 @get("/healthz", tags=["health"])
@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(ledger: NamedDependency[Ledger]) -> Any:
     """The event store answers."""
     try:
-        await asyncio.to_thread(ledger.recorder.max_notification_id)
+        await event_store_answers(ledger)
     except Exception as error:
         return problem(
             HTTP_503_SERVICE_UNAVAILABLE,
