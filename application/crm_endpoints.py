@@ -41,10 +41,19 @@ class CrmEndpointView(msgspec.Struct, frozen=True):
 class CrmEndpoints:
     """Use cases on an account's CRM endpoint."""
 
-    def __init__(self, ledger: Ledger, box: SecretBox, new_secret: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        box: SecretBox,
+        new_secret: Callable[[], str],
+        problem_with_url: Callable[[str], str | None],
+    ) -> None:
+        """`problem_with_url` says why a URL may not be an endpoint (one on our own
+        network, say), or None; it may resolve the URL's host, so `set` blocks."""
         self._ledger = ledger
         self._box = box
         self._new_secret = new_secret
+        self._problem_with_url = problem_with_url
 
     def set(
         self,
@@ -62,6 +71,9 @@ class CrmEndpoints:
         unknown = sorted(set(chosen) - set(EVENT_TYPES))
         if unknown:
             raise InvalidInput("event_types", f"unknown event types: {', '.join(unknown)}")
+        problem = self._problem_with_url(url)
+        if problem is not None:
+            raise InvalidInput("url", f"{problem}: {url}")
         secret = self._new_secret()
         sealed = self._box.encrypt(secret)
 

@@ -8,17 +8,17 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from application.errors import InvalidSignature
+from application.errors import InvalidSignature, MalformedWebhook
 from application.instagram_webhook import RoutedItem, read_webhook, record_item, route_items
+from application.json_nesting import MAX_DEPTH, nests_deeper_than
 from application.ledger_writer import Changes, Command
 from application.ports import SecretBox
+from application.webhook_signatures import SIGNATURE_PREFIX, signature_digest
 from domain.account import Account
 from domain.conversation import Conversation
 from domain.identity import account_id, conversation_id
 
 log = logging.getLogger(__name__)
-
-SIGNATURE_PREFIX = "sha256="
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class WebhookIngest:
 
     def command(self, body: bytes, signature: str | None) -> Command[IngestReport]:
         """The command that verifies `body` against `signature` and records its items."""
-        given = _signature_digest(signature)
+        given = signature_digest(signature)
 
         def ingest(changes: Changes) -> IngestReport:
             return self._ingest(changes, body, given)
@@ -55,6 +55,9 @@ class WebhookIngest:
         return ingest
 
     def _ingest(self, changes: Changes, body: bytes, given: str) -> IngestReport:
+        if nests_deeper_than(body, MAX_DEPTH):
+            # JSON parsers recurse: a body nested thousands deep would exhaust the stack.
+            raise MalformedWebhook(f"the body is nested more than {MAX_DEPTH} levels deep")
         webhook = read_webhook(body)
         routed, unroutable = route_items(webhook)
         by_account: dict[str, list[RoutedItem]] = defaultdict(list)
@@ -118,14 +121,6 @@ class WebhookIngest:
             secret = self._secrets.decrypt(account.app_secret).encode()
             self._app_secrets[account.app_secret] = secret
         return hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def _signature_digest(signature: str | None) -> str:
-    if not signature:
-        raise InvalidSignature("the X-Hub-Signature-256 header is missing")
-    if not signature.startswith(SIGNATURE_PREFIX):
-        raise InvalidSignature("X-Hub-Signature-256 must look like 'sha256=<hex digest>'")
-    return signature.removeprefix(SIGNATURE_PREFIX).strip().lower()
 
 
 def sign(body: bytes, app_secret: str) -> str:

@@ -31,14 +31,24 @@ class Ledger(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)
         self._commit_listeners: list[Callable[[], None]] = []
+        self._account_listeners: list[Callable[[], None]] = []
 
     def on_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit of this process (to wake the projection runners)."""
         self._commit_listeners.append(listener)
 
+    def on_account_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit of this process that changed an account."""
+        self._account_listeners.append(listener)
+
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         for listener in self._commit_listeners:
             listener()
+        if self._account_listeners and any(
+            isinstance(r.domain_event, Account.Event) for r in recordings
+        ):
+            for listener in self._account_listeners:
+                listener()
 
     # A snapshot store, written by the ledger writer (not by `save`: the library's own
     # snapshotting reloads the aggregate from the store, while the writer has it in

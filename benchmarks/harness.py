@@ -135,6 +135,8 @@ class Bench:
             DMLEDGER_SECRET_KEY=self.secret_key,
             DMLEDGER_LOG_LEVEL="warning",
             DMLEDGER_DATA_DIR=str(self.workdir / "var"),
+            # The benchmark's CRM receiver listens on loopback.
+            DMLEDGER_CRM_ALLOW_PRIVATE_URLS="true",
             BENCH_APP_SECRET=APP_SECRET,
             PYTHONPATH=str(ROOT),
         )
@@ -168,6 +170,7 @@ class Bench:
             secret_keys=(self.secret_key,),
             data_dir=str(self.workdir / "var"),
             log_level="warning",
+            crm_allow_private_urls=True,  # the receiver listens on loopback
         )
         services = build(settings, announce=lambda _: None)
         try:

@@ -8,9 +8,11 @@ import hmac
 import secrets
 import time
 
+import httpcore
 import httpx
 
 from application.delivery import DeliveryResult
+from infrastructure.crm_urls import REFUSED, CheckedNetworkBackend, CrmUrlPolicy
 
 TIMEOUT = httpx.Timeout(15.0)
 CLIENTS = 16
@@ -36,9 +38,12 @@ def signature(secret: str, delivery_id: str, timestamp: int, body: str) -> str:
 
 
 class StandardWebhooksClient:
-    """`CrmEndpoint` over HTTP: 15 s timeouts, redirects are failures (never followed)."""
+    """`CrmEndpoint` over HTTP: 15 s timeouts, redirects are failures (never followed),
+    only to addresses `policy` allows (checked as each connection is made), never
+    through a proxy from the environment."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: CrmUrlPolicy) -> None:
+        self._policy = policy
         self._clients: list[httpx.AsyncClient] = []
         self._turn = 0
 
@@ -49,7 +54,12 @@ class StandardWebhooksClient:
                 max_keepalive_connections=CONNECTIONS_PER_CLIENT,
             )
             self._clients = [
-                httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, limits=limits)
+                httpx.AsyncClient(
+                    timeout=TIMEOUT,
+                    follow_redirects=False,
+                    trust_env=False,
+                    transport=_checked_transport(self._policy, limits),
+                )
                 for _ in range(CLIENTS)
             ]
         self._turn = (self._turn + 1) % len(self._clients)
@@ -66,12 +76,16 @@ class StandardWebhooksClient:
             "webhook-signature": signature(secret, delivery_id, timestamp, body),
             "user-agent": "dmledger",
         }
+        refused = self._policy.problem_with_scheme(url)
+        if refused is not None:
+            return DeliveryResult(status_code=None, latency_ms=0, error=f"{REFUSED}: {refused}")
         started = time.monotonic()
         try:
             response = await self._http().post(url, content=body.encode(), headers=headers)
         except httpx.HTTPError as error:
             latency = int((time.monotonic() - started) * 1000)
-            return DeliveryResult(status_code=None, latency_ms=latency, error=type(error).__name__)
+            reason = str(error) if str(error).startswith(REFUSED) else type(error).__name__
+            return DeliveryResult(status_code=None, latency_ms=latency, error=reason)
         latency = int((time.monotonic() - started) * 1000)
         retry_after = response.headers.get("retry-after")
         return DeliveryResult(
@@ -85,3 +99,17 @@ class StandardWebhooksClient:
         clients, self._clients = self._clients, []
         for client in clients:
             await client.aclose()
+
+
+def _checked_transport(policy: CrmUrlPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's transport, connecting through `CheckedNetworkBackend`.
+
+    httpx takes no network backend; its connection pool (httpcore's) does, and makes
+    every connection through the one it holds, so it is replaced there."""
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    pool = transport._pool
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
+        msg = "httpx's transport no longer has an httpcore pool with a network backend"
+        raise RuntimeError(msg)
+    pool._network_backend = CheckedNetworkBackend(policy)
+    return transport

@@ -28,6 +28,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     log_level: str = "info"
     webhook_max_body_bytes: int = 1024 * 1024
+    keep_alive_timeout: int = 5
+    """Seconds an idle keep-alive connection stays open after a response."""
+    header_timeout: int = 10
+    """Seconds a client has to send a request's line and headers."""
+    body_timeout: int = 30
+    """Seconds a client has to send a request's whole body, once its headers are in."""
+    max_connections: int = 1000
+    """Connections served at once; more are closed as soon as they are made."""
     data_dir: str = "./var"
     """Where development state lives (the SQLite default, a generated development key)."""
     graph_api_url: str = "https://graph.instagram.com"
@@ -35,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     graph_api_version: str = "v21.0"
     ready_stall_seconds: int = 60
     """`/readyz` says `degraded` when a projection has not moved this long while events wait."""
+    crm_allow_private_urls: bool = False
+    """Whether CRM endpoints may be on loopback or private addresses, and use http://
+    (outside production): for tests and local trials."""
 
     @property
     def is_production(self) -> bool:
@@ -78,6 +89,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["webhook_max_body_bytes"] = _whole_number(
                 "WEBHOOK_MAX_BODY_BYTES", limit, 1024, 64 * 1024 * 1024
             )
+        for name, high in (
+            ("KEEP_ALIVE_TIMEOUT", 3600),
+            ("HEADER_TIMEOUT", 3600),
+            ("BODY_TIMEOUT", 3600),
+            ("MAX_CONNECTIONS", 1_000_000),
+        ):
+            if (number := get(name)) is not None:
+                values[name.lower()] = _whole_number(name, number, 1, high)
         if (data_dir := get("DATA_DIR")) is not None:
             values["data_dir"] = data_dir
         if (graph := get("GRAPH_API_URL")) is not None:
@@ -88,7 +107,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["graph_api_version"] = version
         if (stall := get("READY_STALL_SECONDS")) is not None:
             values["ready_stall_seconds"] = _whole_number("READY_STALL_SECONDS", stall, 0, 86400)
+        if (allow := get("CRM_ALLOW_PRIVATE_URLS")) is not None:
+            values["crm_allow_private_urls"] = _yes_or_no("CRM_ALLOW_PRIVATE_URLS", allow)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _yes_or_no(name: str, value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise SettingsError(f"{PREFIX}{name} must be 'true' or 'false', got {value!r}")
 
 
 def _whole_number(name: str, value: str, low: int, high: int) -> int:

@@ -18,6 +18,7 @@ from infrastructure.settings import Settings, SettingsError
 from interfaces.access_log import RedactVerifyToken
 from interfaces.cli_support import CliError, ProgressBar
 from interfaces.composition import Services, build, settings_from_environment
+from interfaces.refusal_log import RateLimitedAccessLog
 from projections.registry import ProjectionBusy
 
 SECRET_OPTIONS = ("app_secret", "access_token", "verify_token")
@@ -174,8 +175,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.http.app import create_app
+    from interfaces.http_server import ConnectionLimits, guarded_protocol
 
     services = build(settings, announce=lambda text: print(text, file=sys.stderr))
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
     try:
         config = uvicorn.Config(
             create_app(
@@ -186,9 +193,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=settings.log_level,
+            http=guarded_protocol(limits),
+            timeout_keep_alive=settings.keep_alive_timeout,
         )
-        # uvicorn has configured its loggers by now; the filter must come after that.
-        logging.getLogger("uvicorn.access").addFilter(RedactVerifyToken())
+        # uvicorn has configured its loggers by now; the filters must come after that.
+        access_log = logging.getLogger("uvicorn.access")
+        access_log.addFilter(RedactVerifyToken())
+        access_log.addFilter(RateLimitedAccessLog())
         uvicorn.Server(config).run()
     finally:
         services.close()

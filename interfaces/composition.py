@@ -18,7 +18,9 @@ from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.rule_management import Rules
+from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
+from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
@@ -40,6 +42,7 @@ class Services:
     ledger: Ledger
     writer: LedgerWriter
     ingest: WebhookIngest
+    app_secrets: ServedAppSecrets
     accounts: Accounts
     api_keys: ApiKeys
     conversations: Conversations
@@ -69,6 +72,9 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
     profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
     auto_replies = AutoReplies(ledger, secrets, profiles)
     read_models = ReadModels.build(ledger, views, writer, auto_replies)
+    crm_urls = CrmUrlPolicy(
+        allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
+    )
     dispatcher = Dispatcher(
         ledger=ledger,
         writer=writer,
@@ -76,7 +82,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         windows=read_models.outbox,
         secrets=secrets,
         instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
-        crm=StandardWebhooksClient(),
+        crm=StandardWebhooksClient(crm_urls),
         owner=f"{socket.gethostname()}:{os.getpid()}",
     )
     return Services(
@@ -84,6 +90,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         ledger=ledger,
         writer=writer,
         ingest=WebhookIngest(secrets),
+        app_secrets=ServedAppSecrets(ledger, secrets),
         accounts=Accounts(ledger, secrets),
         api_keys=ApiKeys(ledger, key_usage),
         conversations=Conversations(),
@@ -91,7 +98,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         rules=Rules(ledger, profiles, secrets),
         read_models=read_models,
         dispatcher=dispatcher,
-        crm_endpoints=CrmEndpoints(ledger, secrets, new_secret),
+        crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
     )
 
 

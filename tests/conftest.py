@@ -100,6 +100,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": str(tmp_path / "var"),
             # Tests never reach Meta: nothing listens on port 9 of loopback.
             "graph_api_url": "http://127.0.0.1:9",
+            # The fake CRM listens on loopback, over http.
+            "crm_allow_private_urls": True,
         }
         values.update(overrides)
         return Settings(**values)

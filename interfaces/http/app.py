@@ -77,7 +77,9 @@ def create_app(
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),
             "ingest": provide(services.ingest),
-            "intake": provide(WebhookIntake(services.ingest, services.writer)),
+            "intake": provide(
+                WebhookIntake(services.ingest, services.writer, services.app_secrets)
+            ),
             "accounts": provide(services.accounts),
             "api_keys": provide(services.api_keys),
             "conversations": provide(services.conversations),

@@ -100,8 +100,11 @@ class CrmController(Controller):
         crm_endpoints: NamedDependency[CrmEndpoints],
         writer: NamedDependency[LedgerWriter],
     ) -> CrmEndpointView:
-        """Set the CRM endpoint (`CrmEndpointSet`); the secret is stored encrypted."""
-        command = crm_endpoints.set(
+        """Set the CRM endpoint (`CrmEndpointSet`); the secret is stored encrypted. A URL
+        whose host is on loopback, a private network or a metadata service gets 422."""
+        # It resolves the URL's host: not on the event loop.
+        command = await asyncio.to_thread(
+            crm_endpoints.set,
             writable_account,
             url=data.url,
             event_types=data.event_types,

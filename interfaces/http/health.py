@@ -2,7 +2,6 @@
 
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
-import asyncio
 from typing import Annotated, Any
 
 from litestar import get
@@ -11,7 +10,8 @@ from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from interfaces.http.problems import problem
-from projections.health import ProjectionWatch, Readiness
+from interfaces.http.readiness import readiness_within_deadline
+from projections.health import ProjectionWatch
 
 
 @get("/healthz", tags=["health"])
@@ -34,7 +34,7 @@ async def readyz(
     parked events or has not moved for `DMLEDGER_READY_STALL_SECONDS` while events wait:
     webhooks are still stored, so a web process stays ready unless `strict` is asked."""
     try:
-        readiness: Readiness = await asyncio.to_thread(watch.check)
+        readiness = await readiness_within_deadline(watch)
     except Exception as error:
         return problem(
             HTTP_503_SERVICE_UNAVAILABLE,

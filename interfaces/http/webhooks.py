@@ -3,7 +3,8 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
@@ -12,9 +13,14 @@ from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_403_FORBIDDEN
 
 from application.accounts import Accounts
+from application.errors import InvalidSignature, MalformedWebhook
 from application.ingest import WebhookIngest
 from application.ledger_writer import LedgerWriter
+from application.webhook_signatures import ServedAppSecrets, refuse
 from interfaces.http.problems import problem
+from interfaces.refusal_log import RefusalLog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,18 @@ class WebhookIntake:
 
     ingest: WebhookIngest
     writer: LedgerWriter
+    app_secrets: ServedAppSecrets
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "webhook bodies"))
+
+    async def authenticate(self, body: bytes, signature: str | None) -> None:
+        """Refuse a body signed with none of the served app secrets, before reading it."""
+        if self.app_secrets.signed(body, signature):
+            return
+        if self.app_secrets.may_reload():
+            await asyncio.to_thread(self.app_secrets.reload)
+            if self.app_secrets.signed(body, signature):
+                return
+        raise refuse()
 
 
 class WebhookController(Controller):
@@ -66,11 +84,17 @@ class WebhookController(Controller):
     ) -> str:
         """Store every messaging item of a signed body, then answer `EVENT_RECEIVED`.
 
-        The answer comes only after the events are committed: 401 for a bad signature,
-        400 for a body that is not an Instagram webhook, 503 when nothing could be stored
-        (Meta delivers it again), 413 for a body over the size limit.
+        The answer comes only after the events are committed: 401 for a body signed with
+        no app secret of a served account (whatever accounts it names), 400 for a body
+        that is not an Instagram webhook, 503 when nothing could be stored (Meta delivers
+        it again), 413 for a body over the size limit.
         """
         body = await request.body()
-        command = intake.ingest.command(body, request.headers.get("x-hub-signature-256"))
-        await intake.writer.run(command)
+        signature = request.headers.get("x-hub-signature-256")
+        try:
+            await intake.authenticate(body, signature)
+            await intake.writer.run(intake.ingest.command(body, signature))
+        except (InvalidSignature, MalformedWebhook) as refusal:
+            intake.refusals.note(type(refusal).__name__)
+            raise
         return "EVENT_RECEIVED"

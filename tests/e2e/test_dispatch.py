@@ -481,19 +481,21 @@ async def test_crm_endpoint_management(
         f"{BASE}/crm-endpoint",
         headers=key,
         json={
-            "url": "https://crm.example/hooks",
+            "url": "https://93.184.215.14/hooks",
             "event_types": ["message.received"],
             "rotate_secret": True,
         },
     )
     kept = await api.put(
-        f"{BASE}/crm-endpoint", headers=key, json={"url": "https://crm.example/v2"}
+        f"{BASE}/crm-endpoint", headers=key, json={"url": "https://93.184.215.14/v2"}
     )
     bad = await api.put(
         f"{BASE}/crm-endpoint", headers=key, json={"url": "ftp://x", "event_types": []}
     )
     unknown = await api.put(
-        f"{BASE}/crm-endpoint", headers=key, json={"url": "https://x", "event_types": ["nope"]}
+        f"{BASE}/crm-endpoint",
+        headers=key,
+        json={"url": "https://93.184.215.14", "event_types": ["nope"]},
     )
     removed = await api.delete(f"{BASE}/crm-endpoint", headers=key)
     gone = await api.get(f"{BASE}/crm-endpoint", headers=key)
@@ -506,3 +508,150 @@ async def test_crm_endpoint_management(
     assert (removed.status_code, gone.status_code) == (204, 404)
     set_event = of_type(services, "Account.CrmEndpointSet")[-1]
     assert set_event["secret"].startswith("gAAAA")  # stored encrypted
+
+
+# -- CRM endpoints must not reach into our own network (SSRF) ---------------------------------
+
+
+async def _put_endpoint(services: Services, url: str) -> Any:
+    key = bearer(issue_key(services, "account", ACCOUNT))
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as client:
+        return await client.put(f"{BASE}/crm-endpoint", headers=key, json={"url": url})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:9/hooks", "must be an https:// URL"),
+        ("https://127.0.0.1:9/hooks", "loopback"),
+        ("https://localhost/hooks", "loopback"),
+        ("https://[::1]/hooks", "loopback"),
+        ("https://[::ffff:127.0.0.1]/hooks", "loopback"),
+        ("https://10.1.2.3/hooks", "private"),
+        ("https://192.168.0.10/hooks", "private"),
+        ("https://169.254.169.254/latest/meta-data/", "metadata"),
+        ("https://[fd00:ec2::254]/latest/meta-data/", "metadata"),
+        ("https://0.0.0.0/hooks", "unspecified"),
+    ],
+)
+async def test_a_crm_endpoint_on_our_own_network_is_refused_with_a_422_naming_the_problem(
+    make_services: Callable[..., Services], url: str, problem: str
+) -> None:
+    services = make_services("memory://", crm_allow_private_urls=False)
+    register_account(services)
+
+    response = await _put_endpoint(services, url)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "url"
+    assert problem in response.json()["detail"]
+    assert "Account.CrmEndpointSet" not in types(services)
+
+
+async def test_a_public_https_crm_endpoint_is_accepted(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services("memory://", crm_allow_private_urls=False, environment="production")
+    register_account(services)
+
+    response = await _put_endpoint(services, "https://93.184.215.14/hooks")
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_production_takes_only_https_crm_endpoints(
+    make_services: Callable[..., Services], allow_private: bool
+) -> None:
+    services = make_services(
+        "memory://", crm_allow_private_urls=allow_private, environment="production"
+    )
+    register_account(services)
+
+    response = await _put_endpoint(services, "http://93.184.215.14/hooks")
+
+    assert response.status_code == 422, response.text
+    assert "https://" in response.json()["detail"]
+
+
+async def test_the_operator_may_allow_private_crm_endpoints_but_never_metadata(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services("memory://", crm_allow_private_urls=True)
+    register_account(services)
+
+    private = await _put_endpoint(services, "http://127.0.0.1:9/hooks")
+    metadata = await _put_endpoint(services, "http://169.254.169.254/latest/meta-data/")
+
+    assert private.status_code == 200, private.text
+    assert metadata.status_code == 422
+    assert "metadata" in metadata.json()["detail"]
+
+
+async def test_a_stored_endpoint_on_loopback_is_not_posted_to_once_private_urls_are_off(
+    tmp_path: Any, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    # given an endpoint on loopback, set while private URLs were allowed
+    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    before = make_services(url, crm_allow_private_urls=True)
+    register_account(before)
+    before.writer.run_now(
+        before.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+
+    # when a dispatcher that does not allow them sends a notification
+    services = make_services(url, crm_allow_private_urls=False)
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as client:
+        await deliver(client, message("hello", "m-ssrf"))
+    await step(services)
+
+    # then nothing reached the address, and the attempt says why
+    assert crm.received == []
+    rows = services.read_models.outbox.deliveries(
+        ACCOUNT, status=None, limit=10, before_position=None
+    )
+    assert rows, "a delivery was due"
+    errors = [a.get("error") or "" for r in rows for a in (r.get("history") or [])]
+    assert errors
+    assert all(e.startswith("refused: ") for e in errors), errors
+
+
+async def test_a_host_that_resolves_to_loopback_when_connecting_is_refused(crm: FakeCrm) -> None:
+    # A name that pointed elsewhere when the endpoint was set (DNS rebinding): the address
+    # is checked when the delivery connects. The fake resolver stands in for DNS.
+    from infrastructure.crm_urls import CrmUrlPolicy
+    from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
+
+    port = crm.url.split(":")[2].split("/")[0]
+    crm.secret = new_secret()
+
+    def resolve(host: str, _: int) -> list[str]:
+        return ["127.0.0.1"] if host == "crm.test" else []
+
+    for allow_private in (False, True):
+        client = StandardWebhooksClient(
+            CrmUrlPolicy(allow_private=allow_private, https_only=False, resolve=resolve)
+        )
+        # (https when refused: refused before any TLS; the fake CRM speaks plain http)
+        scheme = "http" if allow_private else "https"
+        try:
+            result = await client.deliver(
+                url=f"{scheme}://crm.test:{port}/hooks",
+                secret=crm.secret,
+                delivery_id="msg_rebound",
+                body='{"type": "message.received"}',
+            )
+        finally:
+            await client.close()
+        if allow_private:
+            assert result.status_code == 200, result
+        else:
+            assert result.status_code is None
+            assert "loopback" in (result.error or "")
+            assert crm.received == []
+    assert len(crm.received) == 1

@@ -325,3 +325,91 @@ async def test_secrets_never_appear_in_responses_or_logs(
     seen = caplog.text + "".join(r.text for r in responses)
     assert APP_SECRET not in seen
     assert VERIFY_TOKEN not in seen
+
+
+def deeply_nested(levels: int) -> bytes:
+    """A webhook whose one item nests `levels` arrays: valid JSON Meta never sends."""
+    return (
+        b'{"object":"instagram","entry":[{"id":"'
+        + ACCOUNT.encode()
+        + b'","messaging":[{"sender":{"id":"'
+        + PARTICIPANT.encode()
+        + b'"},"recipient":{"id":"'
+        + ACCOUNT.encode()
+        + b'"},"timestamp":1767225600000,"x":'
+        + b"[" * levels
+        + b"]" * levels
+        + b"}]}]}"
+    )
+
+
+@pytest.mark.parametrize("levels", [1_000, 100_000])
+@pytest.mark.parametrize("signature", [None, "sha256=" + "0" * 64, "bogus"])
+async def test_deeply_nested_body_without_a_valid_signature_is_401_and_never_read(
+    client: Client, services: Services, levels: int, signature: str | None
+) -> None:
+    body = deeply_nested(levels)
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers["x-hub-signature-256"] = signature
+
+    response = await post(client, body, headers)
+
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert event_types(services) == ["Account.Registered"]
+
+
+@pytest.mark.parametrize("levels", [65, 1_000, 100_000])
+async def test_deeply_nested_signed_body_is_400_naming_the_nesting(
+    client: Client, services: Services, levels: int
+) -> None:
+    response = await post(client, deeply_nested(levels))
+
+    assert response.status_code == 400, response.text
+    assert "nested" in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_nesting_meta_could_send_is_stored(client: Client, services: Services) -> None:
+    body = deeply_nested(40)
+
+    response = await post(client, body)
+
+    assert response.status_code == 200, response.text
+    assert "Conversation.UnrecognisedItemReceived" in event_types(services)
+
+
+async def test_a_flood_of_rejected_bodies_writes_a_bounded_number_of_log_lines(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    body = deeply_nested(100_000)
+
+    for _ in range(40):
+        assert (await post(client, body, signed_headers(body, "bogus"))).status_code == 401
+        assert (await post(client, body)).status_code == 400
+
+    # (the test client's own httpx logs a line per request: not ours)
+    ours = [r for r in caplog.records if not r.name.startswith("httpx")]
+    lines = sum(len(r.getMessage().splitlines()) + bool(r.exc_info) * 50 for r in ours)
+    assert lines <= 10, caplog.text[:2000]
+
+
+@pytest.mark.parametrize("signature", [None, "wrong-secret"])
+async def test_an_unsigned_or_wrongly_signed_body_gets_401_whether_its_account_is_served_or_not(
+    client: Client, services: Services, signature: str | None
+) -> None:
+    served = meta_body("text")
+    unserved = served.replace(ACCOUNT.encode(), b"17841499999999999")
+
+    def headers(body: bytes) -> dict[str, str]:
+        if signature is None:
+            return {"content-type": "application/json"}
+        return signed_headers(body, signature)
+
+    answers = [await post(client, body, headers(body)) for body in (served, unserved)]
+
+    assert [a.status_code for a in answers] == [401, 401]
+    assert answers[0].json() == answers[1].json()
+    assert event_types(services) == ["Account.Registered"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -166,3 +167,63 @@ async def test_accounts_sharing_one_meta_app_are_served_from_one_body(
     started = [t for t in event_types(services) if t == "Conversation.Started"]
     assert len(started) == 2
     assert ACCOUNT in {a.ig_account_id for a in services.ledger.accounts()}
+
+
+async def test_during_an_outage_webhooks_and_readiness_probes_fail_fast_then_recover(
+    postgres_url: str, make_services: MakeServices
+) -> None:
+    # given a process whose database goes through a proxy we can cut, serving an account
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    through_proxy = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
+    services = make_services(through_proxy)
+    register_account(services)
+    observer = make_services(postgres_url)
+    try:
+        async with AsyncTestClient(app=create_app(services)) as client:
+            first = text_body("before")
+            assert (
+                await client.post(
+                    "/webhooks/instagram", content=first, headers=signed_headers(first)
+                )
+            ).status_code == 200
+
+            # when the database goes away, and the first delivery finds out the hard way
+            proxy.cut()
+            body = text_body("during")
+            await client.post("/webhooks/instagram", content=body, headers=signed_headers(body))
+
+            # then every later delivery and probe is answered 503 at once
+            webhook_times, probe_times = [], []
+            for _ in range(5):
+                started = time.monotonic()
+                down = await client.post(
+                    "/webhooks/instagram", content=body, headers=signed_headers(body)
+                )
+                webhook_times.append(time.monotonic() - started)
+                assert down.status_code == 503
+                started = time.monotonic()
+                ready = await client.get("/readyz")
+                probe_times.append(time.monotonic() - started)
+                assert ready.status_code == 503
+            assert max(webhook_times) < 0.5, webhook_times
+            assert max(probe_times) < 0.1, probe_times
+
+            # and once it is back, Meta's redelivery is stored, and what was acknowledged
+            # before the outage is there
+            proxy.restore()
+            statuses = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                again = await client.post(
+                    "/webhooks/instagram", content=body, headers=signed_headers(body)
+                )
+                statuses.append(again.status_code)
+                if again.status_code != 503:
+                    break
+                await asyncio.sleep(0.2)
+            assert statuses[-1] == 200, statuses
+            assert (await client.get("/readyz")).status_code == 200
+            assert event_types(observer).count("Conversation.MessageReceived") == 2
+    finally:
+        proxy.close()
