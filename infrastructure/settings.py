@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     graph_api_url: str = "https://graph.instagram.com"
     """The Instagram Graph API (tests point it at a fake server on loopback)."""
     graph_api_version: str = "v21.0"
+    dispatch_lease_seconds: int = 60
+    """How long a dispatcher holds the deliveries it leased: a dispatcher that dies holding
+    them leaves them to the others after this long."""
 
     @property
     def is_production(self) -> bool:
@@ -84,6 +87,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["graph_api_url"] = graph
         if (version := get("GRAPH_API_VERSION")) is not None:
             values["graph_api_version"] = version
+        if (lease := get("DISPATCH_LEASE_SECONDS")) is not None:
+            values["dispatch_lease_seconds"] = _whole_number(
+                "DISPATCH_LEASE_SECONDS", lease, 1, 86_400
+            )
         return cls(**values)  # type: ignore[arg-type]
 
 
