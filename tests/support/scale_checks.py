@@ -119,7 +119,8 @@ def sent_to_instagram(events: Sequence[Event], sends: Sequence[dict[str, Any]]) 
     first_sends: dict[str, list[str]] = defaultdict(list)
     for send in sends:
         ig_account_id = send["path"].rstrip("/").split("/")[-2]
-        key = (ig_account_id, send["body"]["recipient"]["id"], send["body"]["message"]["text"])
+        recipient, message = send["body"].get("recipient") or {}, send["body"].get("message") or {}
+        key = (ig_account_id, recipient.get("id", ""), message.get("text", ""))
         reply_id = by_send.get(key)
         if reply_id is None:
             failures.append(f"a send of no queued reply: {key}")

@@ -316,7 +316,7 @@ class ScaleOut:
             )
         sends: dict[tuple[str, str], int] = {}
         for send in self.graph.sent:
-            key = (send["body"]["recipient"]["id"], send["body"]["message"]["text"])
+            key = (str(send["body"].get("recipient")), str(send["body"].get("message")))
             sends[key] = sends.get(key, 0) + 1
         crm_ids: dict[str, int] = {}
         for crm in self.crms.values():
