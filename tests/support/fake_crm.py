@@ -27,6 +27,8 @@ class FakeCrm:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:
+                    return  # the sender died mid-request: nothing was delivered
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
                     payload = Webhook(fake.secret or "").verify(raw, headers)

@@ -77,7 +77,10 @@ class FakeGraphApi:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if len(raw) < length:
+                    return  # the client died mid-request: Meta would not have sent it either
+                body = json.loads(raw or b"{}")
                 parts = urlsplit(self.path)
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 record = {"path": parts.path, "body": body, "token": token}
