@@ -64,10 +64,19 @@ class Report:
     failures: list[str] = field(default_factory=list)
 
 
-def connect(database_url: str) -> psycopg.Connection[Any]:
+def connect(database_url: str, *, patience: float = 30.0) -> psycopg.Connection[Any]:
+    """A connection in the scenario's schema; on a shared server, waits for a free slot
+    ("too many clients already") for up to `patience` seconds."""
     base, _, query = database_url.partition("?")
     schema = parse_qs(query).get("schema", ["public"])[0]
-    return psycopg.connect(base, autocommit=True, options=f"-c search_path={schema}")
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return psycopg.connect(base, autocommit=True, options=f"-c search_path={schema}")
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def advisory_locks(database_url: str) -> int:
