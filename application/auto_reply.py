@@ -205,10 +205,14 @@ def preview(
 def echo_command(event: Any) -> Command[bool]:
     """The command that pauses automation when an echo shows a person answered from the
     Instagram app: an echo of none of our replies, with none of ours on its way (the echo
-    of a reply can arrive before the Send API's answer)."""
+    of a reply can arrive before the Send API's answer).
+
+    The conversation is read fresh: the dispatcher records sends from its own process,
+    and a copy kept here from before would still show the reply in flight (and change
+    nothing, so no conflict would tell)."""
 
     def check(changes: Changes) -> bool:
-        conversation = changes.get(event.originator_id, Conversation)
+        conversation = changes.get(event.originator_id, Conversation, fresh=True)
         if conversation is None or event.mid in conversation.sent_message_ids:
             return False
         if conversation.replies_in_flight:

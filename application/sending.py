@@ -1,4 +1,11 @@
-"""Commands that record what came of sending: on the conversation, and on the account."""
+"""Commands that record what came of sending: on the conversation, and on the account.
+
+Each reads what it changes with `fresh=True`: the dispatcher's process keeps aggregates in
+memory, and other processes write them meanwhile (the auto-reply policy queues replies,
+a person rotates credentials). A command that found nothing to change on a stale copy
+(a reply it does not know yet) would store nothing and raise no conflict: the send would
+go unrecorded. Read fresh, a stale copy makes the batch run again on the stored state.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ def reply_sent(
     conversation_id: UUID, reply_id: str, message_id: str | None, at: int
 ) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        conversation = changes.get(conversation_id, Conversation)
+        conversation = changes.get(conversation_id, Conversation, fresh=True)
         if conversation is None:
             return False
         return conversation.record_reply_sent(reply_id=reply_id, message_id=message_id, sent_at=at)
@@ -34,7 +41,7 @@ def reply_failed(
     attempt: int,
 ) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        conversation = changes.get(conversation_id, Conversation)
+        conversation = changes.get(conversation_id, Conversation, fresh=True)
         if conversation is None:
             return False
         return conversation.record_reply_failed(
@@ -53,7 +60,7 @@ def reply_failed(
 
 def token_rejected(ig_account_id: str, error: MetaError, at: int) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        account = changes.get(account_id(ig_account_id), Account)
+        account = changes.get(account_id(ig_account_id), Account, fresh=True)
         if account is None:
             return False
         return account.reject_token(
@@ -65,7 +72,7 @@ def token_rejected(ig_account_id: str, error: MetaError, at: int) -> Command[boo
 
 def sends_paused(ig_account_id: str, *, until: int, code: int | None, reason: str) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        account = changes.get(account_id(ig_account_id), Account)
+        account = changes.get(account_id(ig_account_id), Account, fresh=True)
         if account is None:
             return False
         account.pause_sends(until=until, code=code, reason=reason)
@@ -76,7 +83,7 @@ def sends_paused(ig_account_id: str, *, until: int, code: int | None, reason: st
 
 def crm_endpoint_gone(ig_account_id: str, reason: str) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        account = changes.get(account_id(ig_account_id), Account)
+        account = changes.get(account_id(ig_account_id), Account, fresh=True)
         if account is None:
             return False
         return account.disable_crm_endpoint(reason=reason)
@@ -97,7 +104,7 @@ def token_refreshed(ig_account_id: str, sealed_token: str, at: int) -> Command[b
 
 def token_refresh_failed(ig_account_id: str, message: str, at: int) -> Command[bool]:
     def record(changes: Changes) -> bool:
-        account = changes.get(account_id(ig_account_id), Account)
+        account = changes.get(account_id(ig_account_id), Account, fresh=True)
         if account is None:
             return False
         account.fail_token_refresh(message=message, at=at)

@@ -246,6 +246,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
+        if not datastore.enable_db_functions:
+            # The library creates its insert function on every start, unused with db
+            # functions off; `CREATE OR REPLACE FUNCTION` run by processes starting at the
+            # same moment fails with "tuple concurrently updated", and the process with it.
+            del self.sql_create_statements[self.create_insert_function_statement_index]
         if datastore.pre_ping:
             _ping_only_idle_connections(datastore)
         install_circuit(datastore)

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     crm_allow_private_urls: bool = False
     """Whether CRM endpoints may be on loopback or private addresses, and use http://
     (outside production): for tests and local trials."""
+    dispatch_lease_seconds: int = 60
+    """How long a dispatcher holds the deliveries it leased: a dispatcher that dies holding
+    them leaves them to the others after this long."""
 
     @property
     def is_production(self) -> bool:
@@ -109,6 +112,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["ready_stall_seconds"] = _whole_number("READY_STALL_SECONDS", stall, 0, 86400)
         if (allow := get("CRM_ALLOW_PRIVATE_URLS")) is not None:
             values["crm_allow_private_urls"] = _yes_or_no("CRM_ALLOW_PRIVATE_URLS", allow)
+        if (lease := get("DISPATCH_LEASE_SECONDS")) is not None:
+            values["dispatch_lease_seconds"] = _whole_number(
+                "DISPATCH_LEASE_SECONDS", lease, 1, 86_400
+            )
         return cls(**values)  # type: ignore[arg-type]
 
 

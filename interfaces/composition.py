@@ -84,6 +84,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
         crm=StandardWebhooksClient(crm_urls),
         owner=f"{socket.gethostname()}:{os.getpid()}",
+        lease_ms=settings.dispatch_lease_seconds * 1000,
     )
     return Services(
         settings=settings,

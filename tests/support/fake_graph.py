@@ -35,6 +35,12 @@ TEMPORARY = meta_error(2, "An unexpected error has occurred. Please retry your r
 RATE_LIMITED = meta_error(613, "Calls to this api have exceeded the rate limit.")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024
+    """The listen backlog: the default 5 resets connections when a dispatcher opens many
+    at once, which the dispatcher rightly counts as a send that may have gone (ambiguous)."""
+
+
 class FakeGraphApi:
     """Serves profiles (`GET /{version}/{igsid}`) and the Send API
     (`POST /{version}/{ig_account_id}/messages`); records every request.
@@ -77,7 +83,10 @@ class FakeGraphApi:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if len(raw) < length:
+                    return  # the client died mid-request: Meta would not have sent it either
+                body = json.loads(raw or b"{}")
                 parts = urlsplit(self.path)
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 record = {"path": parts.path, "body": body, "token": token}
@@ -110,7 +119,7 @@ class FakeGraphApi:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -50,11 +50,20 @@ def test_values_are_read_from_prefixed_variables() -> None:
         ("DMLEDGER_LOG_LEVEL", "loud"),
         ("DMLEDGER_DATABASE_URL", "mysql://x/y"),
         ("DMLEDGER_WEBHOOK_MAX_BODY_BYTES", "-1"),
+        ("DMLEDGER_DISPATCH_LEASE_SECONDS", "0"),
+        ("DMLEDGER_DISPATCH_LEASE_SECONDS", "a minute"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_environ({variable: value})
+
+
+def test_a_dispatcher_holds_its_leases_a_minute_unless_told_otherwise() -> None:
+    assert Settings.from_environ({}).dispatch_lease_seconds == 60
+    assert (
+        Settings.from_environ({"DMLEDGER_DISPATCH_LEASE_SECONDS": "5"}).dispatch_lease_seconds == 5
+    )
 
 
 def test_postgres_url_becomes_the_postgres_module_env() -> None:
