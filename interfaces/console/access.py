@@ -5,6 +5,7 @@
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Request
 from litestar.di import NamedDependency
@@ -58,15 +59,21 @@ async def provide_viewer(
     except Unauthenticated:
         raise NotSignedIn("this API key is no longer valid: sign in again") from None
     if request.method in UNSAFE_METHODS:
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-            raise Forbidden("this form was not sent from the console")
+        from_here(request)
         given = request.headers.get("x-csrf-token")
         if given is None:
             given = (await request.form()).get("csrf_token")
         if not same_token(session.csrf, given):
             raise Forbidden("this form is out of date or was not sent from the console: reload")
     return Viewer(principal, session.csrf)
+
+
+def from_here(request: Request[Any, Any, Any]) -> None:
+    """`Forbidden` unless the browser says the form came from a page of this host (or says
+    nothing): a form on another site cannot post here."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("this form was not sent from the console")
 
 
 async def provide_console_account(

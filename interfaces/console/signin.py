@@ -11,8 +11,8 @@ from litestar.di import NamedDependency
 from litestar.response import Redirect, Template
 
 from application.api_keys import ApiKeys
-from application.errors import Forbidden, Unauthenticated
-from interfaces.console.access import Viewer
+from application.errors import Unauthenticated
+from interfaces.console.access import Viewer, from_here
 from interfaces.console.pages import page
 from interfaces.console.session import COOKIE, LIFETIME_SECONDS, SessionCodec
 
@@ -42,9 +42,7 @@ async def sign_in(
     api_keys: NamedDependency[ApiKeys],
 ) -> Redirect | Template:
     """Check the key, then keep it in the session cookie."""
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-        raise Forbidden("this form was not sent from the console")
+    from_here(request)
     api_key = str((await request.form()).get("api_key") or "").strip()
     try:
         await asyncio.to_thread(api_keys.authenticate, f"Bearer {api_key}")
