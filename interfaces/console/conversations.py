@@ -89,10 +89,16 @@ class ConversationPages(Controller):
         conversation_id: FromPath[UUID],
         read_models: NamedDependency[ReadModels],
     ) -> Template:
-        """The thread's messages alone, for the page to swap in when they change."""
+        """The thread's state and messages, for the page to swap in when they change."""
         conversation = await _conversation(read_models, console_account, conversation_id)
         messages = await asyncio.to_thread(_thread, read_models, conversation_id)
-        return page("_messages.html", conversation=conversation, messages=messages)
+        return page(
+            "_thread.html",
+            viewer=viewer,
+            account=console_account,
+            conversation=conversation,
+            messages=messages,
+        )
 
     @get("/{conversation_id:uuid}/live")
     async def follow_thread(

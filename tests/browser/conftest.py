@@ -112,14 +112,15 @@ def server(services: Services) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def send_webhook(server: LiveServer) -> Callable[..., None]:
-    """Posts a signed text message from the participant, as Meta would."""
+    """Posts a signed message from the participant (a text, an image), as Meta would."""
 
-    def send(text: str, mid: str, *, participant: str = "5500000000000001") -> None:
+    def send(text: str | None, mid: str, *, image: str | None = None) -> None:
         body = meta_json("text")
         item = body["entry"][0]["messaging"][0]
-        item["sender"]["id"] = participant
         item["timestamp"] = int(time.time() * 1000)
-        item["message"] = {"mid": mid, "text": text}
+        item["message"] = {"mid": mid, "text": text} if text is not None else {"mid": mid}
+        if image is not None:
+            item["message"]["attachments"] = [{"type": "image", "payload": {"url": image}}]
         raw = json.dumps(body).encode()
         answer = httpx.post(f"{server.url}/webhooks/instagram", content=raw, headers=signed(raw))
         assert answer.status_code == 200, answer.text

@@ -20,6 +20,7 @@ from tests.support.fake_graph import FakeGraphApi
 pytestmark = pytest.mark.browser
 
 PARTICIPANT = "5500000000000001"
+META_IMAGE = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=18050000000000001&signature=s"
 THREAD = f"/console/accounts/{ACCOUNT}/conversations/{conversation_id(ACCOUNT, PARTICIPANT)}"
 
 
@@ -59,12 +60,15 @@ def test_signing_in_lists_the_conversations_and_a_new_message_appears_in_the_ope
     page.locator("[data-reply-status=sent]", has_text="sent").wait_for()
     page.evaluate("window.notReloaded = true")
 
-    # when Meta posts a new message while the thread is open
-    send_webhook("And to Vienna?", "mid-2")
+    # when Meta posts new messages while the thread is open
+    send_webhook(None, "mid-2", image=META_IMAGE)
+    send_webhook("And to Vienna?", "mid-3")
 
-    # then it appears, and the page was not loaded again
+    # then they appear, and the page was not loaded again
     page.get_by_text("And to Vienna?").wait_for()
     assert page.evaluate("window.notReloaded") is True
+    # Meta's image URL cannot be loaded here (as when it has expired): a placeholder.
+    page.get_by_text("image (expired or unavailable)").wait_for()
     page.screenshot(path=screenshots / "thread.png", full_page=True)
 
 
