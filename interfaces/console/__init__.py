@@ -1,1 +1,1 @@
-"""The browser console at `/console`: server-rendered pages over the same use cases as the REST API."""
+"""The browser console at `/console`: server-rendered pages over the REST API's use cases."""

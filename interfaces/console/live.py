@@ -10,6 +10,7 @@ announces batches here, so the stream also looks every `POLL_SECONDS`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,10 +53,8 @@ class Announcements:
             yield ServerSentEventMessage(comment="following", retry=1000)
             deadline = time.monotonic() + lifetime
             while (left := deadline - time.monotonic()) > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), timeout=min(POLL_SECONDS, left))
-                except TimeoutError:
-                    pass
                 woken.clear()
                 now = await _fingerprint(rows)
                 if now != seen:

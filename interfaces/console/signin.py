@@ -47,11 +47,11 @@ async def sign_in(
     try:
         await asyncio.to_thread(api_keys.authenticate, f"Bearer {api_key}")
     except Unauthenticated:
-        return page(
-            "login.html", status_code=401, viewer=None, error="This API key is not valid."
-        )
+        return page("login.html", status_code=401, viewer=None, error="This API key is not valid.")
     _, value = session_codec.new(api_key)
-    return Redirect("/console", status_code=303, cookies=[_cookie(request, value, LIFETIME_SECONDS)])
+    return Redirect(
+        "/console", status_code=303, cookies=[_cookie(request, value, LIFETIME_SECONDS)]
+    )
 
 
 @post("/logout")

@@ -89,8 +89,10 @@ def test_a_reply_reaches_the_graph_api_and_turns_sent(
     page.get_by_role("button", name="Send").click()
 
     wait_until(
-        lambda: any(s["body"].get("message", {}).get("text") == "Yes, in blue and green."
-                    for s in graph.sent),
+        lambda: any(
+            s["body"].get("message", {}).get("text") == "Yes, in blue and green."
+            for s in graph.sent
+        ),
         "the reply reaches the Graph API",
     )
     reply = page.locator("li.message.outbound", has_text="Yes, in blue and green.")
@@ -110,7 +112,9 @@ def test_a_rule_is_created_and_answers_the_dry_run(
     form.locator("input[name=name]").fill("shipping")
     form.locator("input[name=priority]").fill("10")
     form.locator("textarea[name=triggers]").fill("keyword: ship")
-    form.locator("textarea[name=reply]").fill("Hi {first_name}! {account_username} ships worldwide.")
+    form.locator("textarea[name=reply]").fill(
+        "Hi {first_name}! {account_username} ships worldwide."
+    )
     form.get_by_role("button", name="Add rule").click()
     page.locator("table.rules", has_text="shipping").wait_for()
 
