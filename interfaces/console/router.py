@@ -23,6 +23,7 @@ from interfaces.console.access import NotSignedIn, provide_console_account, prov
 from interfaces.console.accounts import AccountPages, start
 from interfaces.console.audit import AuditPages
 from interfaces.console.conversations import ConversationPages
+from interfaces.console.deliveries import DeliveryPages
 from interfaces.console.live import Announcements
 from interfaces.console.pages import STATIC, page
 from interfaces.console.rules import RulePages
@@ -53,11 +54,15 @@ def console_router(services: Services) -> Router:
             ConversationPages,
             RulePages,
             AuditPages,
+            DeliveryPages,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         dependencies={
             "session_codec": Provide(lambda: codec, use_cache=True, sync_to_thread=False),
             "announcements": Provide(lambda: announcements, use_cache=True, sync_to_thread=False),
+            "dispatcher": Provide(
+                lambda: services.dispatcher, use_cache=True, sync_to_thread=False
+            ),
             "viewer": Provide(provide_viewer),
             "console_account": Provide(provide_console_account),
         },

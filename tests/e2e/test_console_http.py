@@ -200,3 +200,42 @@ async def test_attachment_urls_other_than_metas_cdns_are_never_shown(
 )
 def test_only_https_urls_of_metas_cdns_are_media(url: str | None, shown: bool) -> None:
     assert meta_media_url(url) == (url if shown else None)
+
+
+async def test_a_failed_crm_delivery_is_listed_with_its_attempt_and_redelivered(
+    console: Client, services: Services
+) -> None:
+    from tests.support.fake_crm import FakeCrm
+
+    crm = FakeCrm()
+    try:
+        view = services.writer.run_now(
+            services.crm_endpoints.set(
+                ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+            )
+        )
+        crm.secret = view.secret
+        crm.answers.append((500, {}))
+        await deliver(console, services, {"mid": "mid-1", "text": "Hello"})
+        for name in services.read_models.runners:
+            services.read_models.wait_for(name)
+        await services.dispatcher.drain()
+        csrf = await sign_in(console, services)
+
+        listed = await console.get(f"/console/accounts/{ACCOUNT}/deliveries")
+        assert "message.received" in listed.text
+        assert "HTTP 500" in listed.text
+        assert crm.url in listed.text
+        found = re.search(r"/deliveries/([^/]+)/redeliver", listed.text)
+        assert found is not None
+
+        again = await console.post(
+            f"/console/accounts/{ACCOUNT}/deliveries/{found.group(1)}/redeliver",
+            data={"csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert again.status_code == 303
+        await services.dispatcher.drain()
+        assert [d["id"] for d in crm.delivered()] == [found.group(1)]
+    finally:
+        crm.close()
