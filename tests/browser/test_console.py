@@ -207,3 +207,22 @@ def test_a_message_written_as_html_is_shown_as_text_and_runs_nothing(
     assert page.locator("img[src=x]").count() == 0
     assert dialogs == []
     page.screenshot(path=screenshots / "thread-hostile-text.png", full_page=True)
+
+
+def test_an_admin_suspends_and_reactivates_an_account(
+    browser_page: Any, server: LiveServer, sign_in: Callable[..., None], screenshots: Path
+) -> None:
+    page = browser_page
+    sign_in(page, "admin")
+    row = page.locator("tr", has_text="@shop")
+    assert "active" in row.inner_text()
+
+    row.get_by_role("button", name="Suspend").click()
+    page.locator("tr", has_text="@shop").get_by_text("suspended").wait_for()
+    page.screenshot(path=screenshots / "accounts.png", full_page=True)
+
+    page.locator("tr", has_text="@shop").get_by_role("button", name="Reactivate").click()
+    page.locator("tr", has_text="@shop").get_by_role("button", name="Suspend").wait_for()
+    page.goto(f"{server.url}/console/accounts/{ACCOUNT}/deliveries")
+    page.get_by_text("This account has no CRM endpoint").wait_for()
+    page.screenshot(path=screenshots / "deliveries.png", full_page=True)
