@@ -6,15 +6,16 @@ import asyncio
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from application.audit import AuditLog, type_of
 from application.ledger import Ledger
 from interfaces.console.access import Viewer
 from interfaces.console.pages import page
+from interfaces.console.verification import Verifications
 from projections.as_of import conversation_as_of
 
 
@@ -30,6 +31,7 @@ class AuditPages(Controller):
         console_account: NamedDependency[str],
         conversation_id: FromPath[UUID],
         ledger: NamedDependency[Ledger],
+        verifications: NamedDependency[Verifications],
         version: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> Template:
         """The conversation's events, and its state at `version` (the latest by default),
@@ -53,4 +55,19 @@ class AuditPages(Controller):
             latest=latest,
             state=row,
             messages=messages,
+            verifiable=verifications.available,
+            verified=verifications.last(console_account),
         )
+
+    @post("/verify")
+    async def verify(
+        self,
+        console_account: NamedDependency[str],
+        conversation_id: FromPath[UUID],
+        verifications: NamedDependency[Verifications],
+    ) -> Redirect:
+        """Verify the account's hash chain (`audit verify --account`); it changes nothing,
+        so auditors may too."""
+        await asyncio.to_thread(verifications.run, console_account)
+        path = f"/console/accounts/{console_account}/conversations/{conversation_id}/audit"
+        return Redirect(path, status_code=303)

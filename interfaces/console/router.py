@@ -29,6 +29,7 @@ from interfaces.console.pages import STATIC, page
 from interfaces.console.rules import RulePages
 from interfaces.console.session import SessionCodec
 from interfaces.console.signin import sign_in, sign_in_page, sign_out
+from interfaces.console.verification import Verifications
 
 _STATUS: dict[type[ApplicationError], int] = {
     NotFound: 404,
@@ -43,6 +44,7 @@ def console_router(services: Services) -> Router:
     """Every route of the console, on the services the REST API uses."""
     codec = SessionCodec(secret_keys(services.settings, announce=lambda _: None)[0])
     announcements = Announcements(services.read_models)
+    verifications = Verifications(services.ledger)
     return Router(
         path="/console",
         route_handlers=[
@@ -60,6 +62,7 @@ def console_router(services: Services) -> Router:
         dependencies={
             "session_codec": Provide(lambda: codec, use_cache=True, sync_to_thread=False),
             "announcements": Provide(lambda: announcements, use_cache=True, sync_to_thread=False),
+            "verifications": Provide(lambda: verifications, use_cache=True, sync_to_thread=False),
             "dispatcher": Provide(
                 lambda: services.dispatcher, use_cache=True, sync_to_thread=False
             ),

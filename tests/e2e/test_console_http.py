@@ -239,3 +239,35 @@ async def test_a_failed_crm_delivery_is_listed_with_its_attempt_and_redelivered(
         assert [d["id"] for d in crm.delivered()] == [found.group(1)]
     finally:
         crm.close()
+
+
+async def test_an_auditor_verifies_the_hash_chain_and_sees_where_it_breaks(
+    make_services: Callable[..., Services], tmp_path: Any
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    services = make_services(f"sqlite:///{path}")
+    register_account(services)
+    app = create_app(services, run_dispatcher=False)
+    async with AsyncTestClient(app=app, base_url="http://console.test") as console:
+        await deliver(console, services, {"mid": "mid-1", "text": "Hello there"})
+        csrf = await sign_in(console, services, "auditor")
+        audit = f"{THREAD}/audit"
+        assert "Not verified from the console" in (await console.get(audit)).text
+
+        await console.post(f"{audit}/verify", data={"csrf_token": csrf}, follow_redirects=False)
+        assert "intact" in (await console.get(audit)).text
+
+        with sqlite3.connect(path) as db:
+            rowid, state = next(
+                (r, s)
+                for r, s in db.execute("SELECT rowid, state FROM stored_events")
+                if b"Hello there" in bytes(s)
+            )
+            db.execute(
+                "UPDATE stored_events SET state = ? WHERE rowid = ?",
+                (bytes(state).replace(b"Hello there", b"Hello thera"), rowid),
+            )
+        await console.post(f"{audit}/verify", data={"csrf_token": csrf}, follow_redirects=False)
+        assert f"BROKEN (altered) at position {rowid}" in (await console.get(audit)).text
