@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, Template
 
-from application.conversations import Conversations
+from application.conversations import Conversations, StatusChange
 from application.errors import NotFound
 from application.ledger_writer import LedgerWriter
 from application.replies import ReplyRequest, request_reply
@@ -26,6 +26,7 @@ THREAD_LENGTH = 200
 """A thread shows its latest messages, up to this many."""
 
 ACTIONS = ("archive", "block", "reopen", "read", "handover", "resume")
+STATUS_OF: dict[str, StatusChange] = {"archive": "archived", "block": "blocked", "reopen": "active"}
 
 
 class ConversationPages(Controller):
@@ -161,11 +162,10 @@ class ConversationPages(Controller):
         elif action == "resume":
             command = conversations.resume(console_account, conversation_id, by=by)
         else:
-            status = {"archive": "archived", "block": "blocked", "reopen": "active"}.get(action)
             command = conversations.change(
                 console_account,
                 conversation_id,
-                status=status,  # type: ignore[arg-type]
+                status=STATUS_OF.get(action),
                 read=action == "read",
                 by=by,
             )
