@@ -17,7 +17,7 @@ from application.errors import NotFound
 from application.ledger_writer import LedgerWriter
 from application.replies import ReplyRequest, request_reply
 from interfaces.console.access import Viewer, acting
-from interfaces.console.live import Announcements
+from interfaces.console.live import Announcements, digest
 from interfaces.console.pages import page
 from interfaces.console.session import now_ms
 from projections.registry import ReadModels
@@ -79,6 +79,7 @@ class ConversationPages(Controller):
             account=console_account,
             conversation=conversation,
             messages=messages,
+            shown=digest([conversation, messages]),
             idempotency_key=secrets.token_urlsafe(16),
         )
 
@@ -108,15 +109,17 @@ class ConversationPages(Controller):
         conversation_id: FromPath[UUID],
         read_models: NamedDependency[ReadModels],
         announcements: NamedDependency[Announcements],
+        shown: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> ServerSentEvent:
-        """Server-sent events: `changed` whenever the thread's messages or state change."""
+        """Server-sent events: `changed` whenever the thread's messages or state change
+        (or have changed since the page showed the rows `shown` digests)."""
         await _conversation(read_models, console_account, conversation_id)
 
         def rows() -> object:
             row = read_models.conversation_list.get(console_account, str(conversation_id))
             return [row, _thread(read_models, conversation_id)]
 
-        return ServerSentEvent(announcements.changes(rows))
+        return ServerSentEvent(announcements.changes(rows, shown=shown))
 
     @post("/{conversation_id:uuid}/replies")
     async def send_reply(

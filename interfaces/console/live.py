@@ -42,21 +42,27 @@ class Announcements:
             loop.call_soon_threadsafe(event.set)
 
     async def changes(
-        self, rows: ThreadRows, *, lifetime: float = STREAM_SECONDS
+        self, rows: ThreadRows, *, shown: str | None = None
     ) -> AsyncIterator[ServerSentEventMessage]:
-        """`changed` each time what `rows()` returns differs, until `lifetime` is over."""
+        """`changed` each time what `rows()` returns differs, for `STREAM_SECONDS`.
+
+        `shown` is the fingerprint of the rows the page was rendered with: what changed
+        between the page and this stream's start is news too.
+        """
         woken = asyncio.Event()
         waiter = (asyncio.get_running_loop(), woken)
         self._waiters.add(waiter)
         try:
-            seen = await _fingerprint(rows)
+            seen = await fingerprint(rows)
             yield ServerSentEventMessage(comment="following", retry=1000)
-            deadline = time.monotonic() + lifetime
+            if shown is not None and shown != seen:
+                yield ServerSentEventMessage(event="changed", data="")
+            deadline = time.monotonic() + STREAM_SECONDS
             while (left := deadline - time.monotonic()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), timeout=min(POLL_SECONDS, left))
                 woken.clear()
-                now = await _fingerprint(rows)
+                now = await fingerprint(rows)
                 if now != seen:
                     seen = now
                     yield ServerSentEventMessage(event="changed", data="")
@@ -64,6 +70,10 @@ class Announcements:
             self._waiters.discard(waiter)
 
 
-async def _fingerprint(rows: ThreadRows) -> str:
-    found = await asyncio.to_thread(rows)
-    return hashlib.sha256(msgspec.json.encode(found)).hexdigest()
+async def fingerprint(rows: ThreadRows) -> str:
+    """A digest of what `rows()` returns (read in a worker thread)."""
+    return digest(await asyncio.to_thread(rows))
+
+
+def digest(found: object) -> str:
+    return hashlib.sha256(msgspec.json.encode(found)).hexdigest()[:32]

@@ -271,3 +271,33 @@ async def test_an_auditor_verifies_the_hash_chain_and_sees_where_it_breaks(
             )
         await console.post(f"{audit}/verify", data={"csrf_token": csrf}, follow_redirects=False)
         assert f"BROKEN (altered) at position {rowid}" in (await console.get(audit)).text
+
+
+async def test_a_message_that_came_before_the_live_stream_opened_is_announced(
+    console: Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from interfaces.console import live as live_updates
+
+    # The test client waits for a stream to end before it closes it.
+    monkeypatch.setattr(live_updates, "STREAM_SECONDS", 1.0)
+
+    await deliver(console, services, {"mid": "mid-1", "text": "Hello"})
+    await sign_in(console, services)
+    page = await console.get(THREAD, follow_redirects=False)
+    found = re.search(r'data-live="([^"]+)"', page.text)
+    assert found is not None
+    live = found.group(1)
+
+    # given a message that arrives after the page was rendered, before its stream opens
+    await deliver(console, services, {"mid": "mid-2", "text": "Are you there?"})
+
+    async def first_change() -> None:
+        async with console.stream("GET", live) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("event: changed"):
+                    return
+        raise AssertionError("the stream ended without announcing the change")
+
+    await asyncio.wait_for(first_change(), timeout=5)
