@@ -13,6 +13,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Redirect
 
 from interfaces.composition import Services
+from interfaces.console.pages import template_config
+from interfaces.console.router import console_router
 from interfaces.dispatching import run_dispatcher
 from interfaces.http.accounts import AccountController
 from interfaces.http.audit import AuditController
@@ -68,7 +70,9 @@ def create_app(
             healthz,
             readyz,
             docs,
+            console_router(services),  # the browser console, /console
         ],
+        template_config=template_config(),
         # Audit keys never write, whatever endpoint they try (see read_only.py).
         guards=[auditors_read_only(services.api_keys)],
         # A NUL or a 65-bit integer anywhere in a JSON body is a 422 (storable_input.py).

@@ -1,0 +1,118 @@
+"""The console's CRM deliveries: the failed and dead ones with every attempt, redelivery,
+and the account's endpoint with its circuit state."""
+
+# Litestar reads handler annotations at run time: no `from __future__ import annotations`.
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Redirect, Template
+
+from application.crm_endpoints import CrmEndpoints
+from application.dispatcher import Dispatcher
+from application.errors import InvalidInput, NotFound
+from interfaces.console.access import Viewer, acting
+from interfaces.console.pages import page
+from interfaces.console.session import now_ms
+from projections.registry import ReadModels
+
+Shown = Literal["failed", "dead", "retrying", "delivered", "pending", "all"]
+
+
+class DeliveryPages(Controller):
+    """What the account's CRM was sent, and what came of it."""
+
+    path = "/accounts/{account_id:str}/deliveries"
+
+    @get()
+    async def list_deliveries(
+        self,
+        viewer: NamedDependency[Viewer],
+        console_account: NamedDependency[str],
+        read_models: NamedDependency[ReadModels],
+        crm_endpoints: NamedDependency[CrmEndpoints],
+        dispatcher: NamedDependency[Dispatcher],
+        status: Annotated[Shown, QueryParameter()] = "failed",
+    ) -> Template:
+        """Deliveries (the failed ones first shown), newest first, each with its attempts."""
+        rows = await asyncio.to_thread(
+            read_models.outbox.deliveries,
+            console_account,
+            status=None if status == "all" else status,
+            limit=100,
+            before_position=None,
+        )
+        try:
+            endpoint = await asyncio.to_thread(crm_endpoints.get, console_account)
+        except NotFound:
+            endpoint = None
+        failures, resting_until = dispatcher.crm_circuit(endpoint.url) if endpoint else (0, 0)
+        return page(
+            "deliveries.html",
+            viewer=viewer,
+            account=console_account,
+            status=status,
+            deliveries=[_delivery(r) for r in rows],
+            endpoint=endpoint,
+            failures=failures,
+            resting_until=resting_until if resting_until > now_ms() else None,
+        )
+
+    @post("/redeliver")
+    async def redeliver_since(
+        self,
+        request: Request[Any, Any, Any],
+        viewer: NamedDependency[Viewer],
+        console_account: NamedDependency[str],
+        read_models: NamedDependency[ReadModels],
+    ) -> Redirect:
+        """Deliver every notification since a time (UTC) again."""
+        acting(viewer, console_account)
+        given = str((await request.form()).get("since") or "")
+        try:
+            since = datetime.fromisoformat(given).replace(tzinfo=UTC)
+        except ValueError:
+            raise InvalidInput("since", "give the time to redeliver from") from None
+        await asyncio.to_thread(
+            read_models.outbox.redeliver,
+            console_account,
+            since_ms=int(since.timestamp() * 1000),
+            now=now_ms(),
+        )
+        return Redirect(f"/console/accounts/{console_account}/deliveries", status_code=303)
+
+    @post("/{delivery_id:str}/redeliver")
+    async def redeliver_one(
+        self,
+        viewer: NamedDependency[Viewer],
+        console_account: NamedDependency[str],
+        delivery_id: FromPath[str],
+        read_models: NamedDependency[ReadModels],
+    ) -> Redirect:
+        """Deliver one notification again, with the same `webhook-id`."""
+        acting(viewer, console_account)
+        outbox = read_models.outbox
+        if await asyncio.to_thread(outbox.delivery, console_account, delivery_id) is None:
+            raise NotFound(f"there is no delivery {delivery_id}")
+        await asyncio.to_thread(
+            outbox.redeliver, console_account, delivery_id=delivery_id, now=now_ms()
+        )
+        return Redirect(f"/console/accounts/{console_account}/deliveries", status_code=303)
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    payload = msgspec.json.decode(row["body"])
+    return {
+        "id": row["delivery_id"],
+        "type": row["kind"],
+        "status": row.get("status") or "pending",
+        "created_at": row.get("created_at"),
+        "next_attempt_at": row.get("next_attempt_at") if row.get("status") == "retrying" else None,
+        "attempts": row.get("history") or [],
+        "conversation_id": (payload.get("data") or {}).get("conversation_id"),
+    }
