@@ -28,6 +28,40 @@ class Credential(msgspec.Struct, frozen=True):
     rotated_at: datetime | None
 
 
+TOKEN_LIFETIME_MS = 60 * 24 * 60 * 60 * 1000
+"""How long Meta's long-lived Instagram tokens last from when they were issued."""
+TOKEN_EXPIRING_MS = 10 * 24 * 60 * 60 * 1000
+"""A token with less than this left is expiring: the dispatcher refreshes it after 50 days,
+so one this close to its end was not refreshed."""
+
+
+class SendingState(msgspec.Struct, frozen=True):
+    """What stands between the account and Instagram's Send API now."""
+
+    token_rejected: bool
+    """Meta refused the access token (code 190): sends wait for new credentials."""
+    sends_paused_until: datetime | None
+    """Meta's rate limit paused the account's sends until then (null: not paused)."""
+    token_refresh_failed_at: datetime | None
+    """The last refresh of the token that failed, since it was last rotated."""
+    token_expires_at: datetime
+    """When the access token runs out, 60 days after it was issued or refreshed."""
+    token_expiring: bool
+    """Less than 10 days are left: it was not refreshed in time."""
+
+    @classmethod
+    def of(cls, account: Account, now: int) -> SendingState:
+        issued = account.rotated_at.get("access_token") or _ms(account.created_on)
+        paused = account.sends_paused_until
+        return cls(
+            token_rejected=account.token_rejected,
+            sends_paused_until=_time(paused) if paused is not None and paused > now else None,
+            token_refresh_failed_at=_time(account.token_refresh_failed_at),
+            token_expires_at=_time(issued + TOKEN_LIFETIME_MS),  # type: ignore[arg-type]
+            token_expiring=issued + TOKEN_LIFETIME_MS - now < TOKEN_EXPIRING_MS,
+        )
+
+
 class AccountSummary(msgspec.Struct, frozen=True):
     """An account as shown to operators: never a credential, only whether each is set."""
 
@@ -38,6 +72,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
     registered_at: datetime
     settings: dict[str, Any]
     credentials: dict[str, Credential]
+    sending: SendingState
 
     @classmethod
     def of(cls, account: Account) -> AccountSummary:
@@ -55,6 +90,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
                 )
                 for name in CREDENTIALS
             },
+            sending=SendingState.of(account, _ms(datetime.now(UTC))),
         )
 
 
@@ -101,6 +137,10 @@ def validate_settings(change: SettingsChange) -> dict[str, Any]:
 
 def _time(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 class Accounts:

@@ -449,3 +449,39 @@ async def test_a_message_answered_after_the_24_hour_window_is_skipped_with_the_r
 
     skipped = [d for k, d in stored_events(bare) if k == "Conversation.AutoReplySkipped"]
     assert [d["reason"] for d in skipped] == ["window_closed"]
+
+
+async def test_an_accounts_sending_state_is_shown_to_operators(
+    api: Client, admin: dict[str, str], bare: Services
+) -> None:
+    from datetime import datetime, timedelta
+
+    from application.delivery import MetaError
+    from application.sending import sends_paused, token_refresh_failed, token_rejected
+
+    # given a registered account whose token works
+    registered = await register(api, admin)
+    path = f"/api/v1/accounts/{ACCOUNT}"
+    fresh = (await api.get(path, headers=admin)).json()["sending"]
+    assert fresh["token_rejected"] is False
+    assert fresh["sends_paused_until"] is None
+    assert fresh["token_refresh_failed_at"] is None
+    expires = datetime.fromisoformat(fresh["token_expires_at"])
+    since = expires - datetime.fromisoformat(registered["registered_at"])
+    assert abs(since - timedelta(days=60)) < timedelta(milliseconds=1)
+    assert fresh["token_expiring"] is False
+
+    # when Meta rejects the token, pauses the account's sends and refuses a refresh
+    now = int(time.time() * 1000)
+    bare.writer.run_now(token_rejected(ACCOUNT, MetaError(190, None, "invalid token"), now))
+    bare.writer.run_now(sends_paused(ACCOUNT, until=now + 3_600_000, code=4, reason="limit"))
+    bare.writer.run_now(token_refresh_failed(ACCOUNT, "refresh refused", now))
+
+    # then the account says so, shown alone and in the list
+    shown = (await api.get(path, headers=admin)).json()["sending"]
+    listed = (await api.get("/api/v1/accounts", headers=admin)).json()[0]["sending"]
+    assert shown == listed
+    assert shown["token_rejected"] is True
+    paused = datetime.fromisoformat(shown["sends_paused_until"])
+    assert int(paused.timestamp() * 1000) == now + 3_600_000
+    assert int(datetime.fromisoformat(shown["token_refresh_failed_at"]).timestamp()) == now // 1000
