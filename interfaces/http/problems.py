@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventsourcing.persistence
+import psycopg
+import sqlalchemy.exc
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
@@ -96,6 +99,30 @@ def _invalid_parameters(error: ValidationException) -> Response[Any]:
     )
 
 
+def _storage_away(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """The database did not answer: nothing was changed, and the request may be made again."""
+    log.warning("a request found the database away: %s", type(error).__name__)
+    return problem(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        _title(HTTP_503_SERVICE_UNAVAILABLE),
+        "the database is unavailable; nothing was changed, try again",
+        "storage-unavailable",
+    )
+
+
+STORAGE_AWAY: tuple[type[Exception], ...] = (
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+"""What the event store's and the read models' drivers raise when the database is away
+(connections refused, cut, or the pool empty): a 503, like `StorageUnavailable`."""
+
+
 def _unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.exception("unexpected error", exc_info=error)
     return problem(
@@ -115,6 +142,7 @@ def _title(status: int) -> str:
 exception_handlers: dict[Any, Any] = {
     ApplicationError: _application_error,
     HTTPException: _http_error,
+    **dict.fromkeys(STORAGE_AWAY, _storage_away),
     Exception: _unexpected,
 }
 
