@@ -1,4 +1,5 @@
-"""The auditor's commands: `dmledger replay` and `dmledger audit verify|checkpoint|projections`.
+"""The auditor's proofs: `dmledger audit verify|checkpoint|projections` (`replay` is in
+`interfaces/cli_replay.py`).
 
 Exit status: 0 when all is well, 1 when the log or a projection is not intact, 2 for
 a usage error (as every dmledger command).
@@ -7,48 +8,26 @@ a usage error (as every dmledger command).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import datetime
+from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
-from application.audit import AuditEvent, AuditLog, ChainReport, parse_types
+from application.audit import AuditLog, ChainReport
 from domain import conversation as conversation_events
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.chained_recorders import chain_verifier
 from infrastructure.event_chain import ChainKeyring, Checkpoint
 from infrastructure.settings import Settings
-from interfaces.cli_support import CliError, ProgressBar
-from interfaces.composition import Services, build
+from interfaces.cli_support import CliError, ProgressBar, services_of
+from interfaces.composition import Services
 from projections.audit_check import ProjectionCheck, check_account
 
 
 def add_commands(commands: Any) -> None:
-    """Add `replay` and `audit` to the `dmledger` command's subparsers."""
-    replay = commands.add_parser(
-        "replay",
-        help="print or export an account's events in log order",
-        description="Every event of the account and its conversations, in log order, up to "
-        "the head of the log when the command starts. Credentials are shown as the "
-        "ciphertext they are stored as.",
-    )
-    replay.add_argument("--account", required=True, help="the Instagram account id")
-    replay.add_argument("--after", type=int, default=0, help="only events after this position")
-    replay.add_argument("--until", help="only events recorded at or before this RFC 3339 time")
-    replay.add_argument(
-        "--types", help="only these event types, comma-separated (e.g. Conversation.Archived)"
-    )
-    replay.add_argument("--format", choices=("jsonl", "table"), default=None)
-    replay.add_argument(
-        "--out", help="write to this file (JSON lines unless --format table) and print a summary"
-    )
-    replay.set_defaults(run=_replay)
-
+    """Add `audit` to the `dmledger` command's subparsers."""
     audit = commands.add_parser("audit", help="prove the log and the projections intact")
     actions = audit.add_subparsers(required=True, metavar="ACTION")
     verify = actions.add_parser(
@@ -92,15 +71,6 @@ def _error(message: str) -> Exception:
     return CliError(message)
 
 
-@contextmanager
-def _services(settings: Settings) -> Iterator[Services]:
-    services = build(settings, announce=lambda text: print(text, file=sys.stderr))
-    try:
-        yield services
-    finally:
-        services.close()
-
-
 def _progress(label: str) -> Any:
     return ProgressBar(label)
 
@@ -110,96 +80,13 @@ def _account(services: Services, ig_account_id: str) -> None:
         raise _error(f"Instagram account {ig_account_id} is not registered")
 
 
-# -- replay ------------------------------------------------------------------------------
-
-
-def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    until = _time(args.until) if args.until else None
-    types = parse_types([args.types] if args.types else None)
-    fmt = args.format or ("jsonl" if args.out else "table")
-    with _services(settings) as services:
-        _account(services, args.account)
-        audit = AuditLog(services.ledger)
-        bar = _progress(f"replaying {args.account}")
-        # Rows printed to the terminal are their own progress; a bar would garble them.
-        bar.shown = bar.shown and (args.out is not None or not sys.stdout.isatty())
-        events = audit.events(
-            args.account, after=args.after, until=until, types=types, progress=bar.update
-        )
-        if args.out:
-            with open(args.out, "wb") as out:
-                count, digest = _write(events, out, fmt)
-            bar.done()
-            print(
-                f"exported {count} events of account {args.account} to {args.out} (sha256 {digest})"
-            )
-            return 0
-        stdout: IO[bytes] = sys.stdout.buffer
-        _write(events, stdout, fmt)
-        stdout.flush()
-        bar.done()
-    return 0
-
-
-def _write(events: Iterator[AuditEvent], out: IO[bytes], fmt: str) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    count = 0
-    encoder = msgspec.json.Encoder()
-    if fmt == "table":
-        header = _row("POSITION", "TYPE", "AGGREGATE", "VERSION", "RECORDED AT", "DATA")
-        out.write(header)
-        digest.update(header)
-    for event in events:
-        if fmt == "table":
-            line = _row(
-                str(event.position),
-                event.type,
-                event.aggregate_id[:8],
-                str(event.version),
-                event.timestamp.isoformat(timespec="milliseconds"),
-                _summary(event.data),
-            )
-        else:
-            line = encoder.encode(event) + b"\n"
-        out.write(line)
-        digest.update(line)
-        count += 1
-    return count, digest.hexdigest()
-
-
-_WIDTHS = (9, 36, 9, 8, 30)
-
-
-def _row(*values: str) -> bytes:
-    cells = [v.ljust(w) for v, w in zip(values, _WIDTHS, strict=False)]
-    return ("  ".join([*cells, values[-1]]).rstrip() + "\n").encode()
-
-
-def _summary(data: dict[str, Any]) -> str:
-    # Credentials are ciphertext, but a table is no place for them.
-    hidden = ("app_secret", "access_token", "verify_token", "key", "secret_hash")
-    shown = {k: v for k, v in data.items() if k not in hidden and v not in (None, [], {}, False)}
-    text = msgspec.json.encode(shown).decode()
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _error(f"--until must be an RFC 3339 time, got {value!r}") from None
-    if parsed.tzinfo is None:
-        raise _error("--until needs a time zone (RFC 3339), e.g. 2026-01-31T10:00:00Z")
-    return parsed
-
-
 # -- audit verify ------------------------------------------------------------------------
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
     if args.against and args.account:
         raise _error("--against checks the whole log: leave out --account")
-    with _services(settings) as services:
+    with services_of(settings) as services:
         verifier = _verifier(services)
         against = _checkpoint_given(args.against, verifier.keyring) if args.against else None
         aggregates = None
@@ -268,7 +155,7 @@ def _print_report(report: ChainReport, scope: str) -> None:
 
 
 def _checkpoint(settings: Settings, args: argparse.Namespace) -> int:
-    with _services(settings) as services:
+    with services_of(settings) as services:
         verifier = _verifier(services)
         tail = verifier.log.chain_tail()
     if tail.genesis is None or tail.last is None:
@@ -291,7 +178,7 @@ def _checkpoint(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _projections(settings: Settings, args: argparse.Namespace) -> int:
-    with _services(settings) as services:
+    with services_of(settings) as services:
         _account(services, args.account)
         _wait_for_head(services, args.wait)
         bar = _progress("rebuilding")

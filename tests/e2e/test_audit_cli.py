@@ -24,7 +24,16 @@ from infrastructure.persistence import persistence_env
 from infrastructure.settings import Settings
 from interfaces.cli import main
 from interfaces.composition import build
-from tests.conftest import ACCOUNT, APP_SECRET, PARTICIPANT, TEST_KEY, meta_json, register_account
+from tests.conftest import (
+    ACCESS_TOKEN,
+    ACCOUNT,
+    APP_SECRET,
+    PARTICIPANT,
+    TEST_KEY,
+    VERIFY_TOKEN,
+    meta_json,
+    register_account,
+)
 
 OTHER = "17841400000000002"
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
@@ -132,7 +141,7 @@ def test_replay_prints_the_accounts_events_as_json_lines(
         "MessageReceived",
     ]
     assert "o-1" not in out
-    assert events[0]["data"]["app_secret"].startswith("gAAAA")
+    assert events[0]["data"]["app_secret"] == "<redacted>"
 
 
 def test_replay_until_a_time_between_two_events_stops_there(
@@ -191,6 +200,76 @@ def test_replay_as_a_table_hides_credentials(
     ]
     assert "Account.Registered" in out
     assert "gAAAA" not in out
+
+
+def test_replay_shows_no_secret_nor_its_ciphertext_in_any_format(
+    database: tuple[str, Sql],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given an account registered, given a CRM endpoint, its credentials rotated and
+    # re-encrypted: every event that carries a secret
+    monkeypatch.setenv("DMLEDGER_CRM_ALLOW_PRIVATE_URLS", "yes")
+    rotated = {"app_secret": "app-2", "access_token": "token-2", "verify_token": "verify-2"}
+    services = build(settings(), announce=lambda _: None)
+    try:
+        register_account(services)
+        endpoint = services.writer.run_now(
+            services.crm_endpoints.set(
+                ACCOUNT,
+                url="http://127.0.0.1:9/hooks",
+                event_types=None,
+                rotate_secret=False,
+                by="test",
+            )
+        )
+        services.writer.run_now(
+            services.accounts.rotate_credentials(ACCOUNT, dict(rotated), at=0, by="test")
+        )
+        services.writer.run_now(services.accounts.reencrypt(ACCOUNT, by="test"))
+        stored = [vars(event) for _, event in services.ledger.account_history(ACCOUNT)]
+    finally:
+        services.close()
+    assert endpoint.secret is not None
+    assert endpoint.secret.startswith("whsec_")
+    secrets = {APP_SECRET, ACCESS_TOKEN, VERIFY_TOKEN, endpoint.secret, *rotated.values()}
+    # Fernet tokens, whatever field they are stored in: 3 + 1 + 3 + 3 of them
+    ciphertexts = {
+        value
+        for data in stored
+        for value in data.values()
+        if isinstance(value, str) and value.startswith("gAAAA")
+    }
+    assert len(ciphertexts) == 10
+
+    # when the account's events are printed in every format, under both names
+    outputs: dict[str, str] = {}
+    for command in ("replay", "events"):
+        for fmt in ("table", "jsonl"):
+            status, out = run(capsys, command, "--account", ACCOUNT, "--format", fmt)
+            assert status == 0, out
+            outputs[f"{command} {fmt}"] = out
+            export = tmp_path / f"{command}.{fmt}"
+            status, out = run(
+                capsys, command, "--account", ACCOUNT, "--format", fmt, "--out", str(export)
+            )
+            assert status == 0, out
+            outputs[f"{command} {fmt} --out"] = out + export.read_text()
+
+    # then none shows a secret or its ciphertext; JSON lines say where one was
+    for name, out in outputs.items():
+        assert "CrmEndpointSet" in out, name
+        for secret in (*secrets, *ciphertexts, "whsec_", "gAAAA"):
+            assert secret not in out, f"{name} shows {secret}"
+    events = [json.loads(line) for line in outputs["replay jsonl"].splitlines()]
+    shown = {e["type"]: e["data"] for e in events}
+    assert shown["Account.CrmEndpointSet"]["secret"] == "<redacted>"
+    assert shown["Account.CrmEndpointSet"]["url"] == "http://127.0.0.1:9/hooks"
+    for name in rotated:
+        assert shown["Account.Registered"][name] == "<redacted>"
+        assert shown["Account.CredentialsRotated"][name] == "<redacted>"
+        assert shown["Account.CredentialsReencrypted"][name] == "<redacted>"
 
 
 @pytest.mark.parametrize(

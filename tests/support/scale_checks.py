@@ -1,5 +1,5 @@
 """What the scale-out scenario checks once everything settled, from the event log (as
-`dmledger events --format jsonl` prints it) and from what the fake servers received.
+`dmledger replay --format jsonl` prints it) and from what the fake servers received.
 
 Each check returns the failures it found, as sentences; none means it held.
 """

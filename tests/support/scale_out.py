@@ -343,7 +343,7 @@ class ScaleOut:
 
     def _events(self, account: Account) -> list[dict[str, Any]]:
         out = self.cluster.command(
-            "events", "--account", account.ig_account_id, "--format", "jsonl"
+            "replay", "--account", account.ig_account_id, "--format", "jsonl"
         )
         events = [msgspec.json.decode(line) for line in out.splitlines() if line.strip()]
         for event in events:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from eventsourcing.domain import Aggregate
 from sqlalchemy import update
 
-from application.audit import AuditLog, event_types, parse_types
+from application.audit import (
+    REDACTED,
+    SECRET_FIELDS,
+    AuditLog,
+    event_types,
+    parse_types,
+    redacted,
+)
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from domain.account import Account
@@ -73,6 +84,57 @@ def test_history_is_the_accounts_and_its_conversations_events_in_log_order(
     assert [e.position for e in events] == [1, 3, 4, 7, 8, 9]
     assert events[0].data["app_secret"] == "gAAAA-secret"
     assert "originator_id" not in events[2].data
+
+
+NOT_SECRET = {
+    "key": "what identifies a recorded item, e.g. message:<mid>",
+    "key_id": "an API key's public id, as `keys list` shows it",
+    "request_hash": "the hash of a CRM reply request's body, to spot a reused idempotency key",
+}
+LOOKS_SECRET = re.compile(r"secret|token|hash|password|key|credential|signature")
+
+
+def stored_event_fields() -> set[tuple[str, str]]:
+    """(event type, field) of every event dmledger stores."""
+    import domain.account
+    import domain.api_key
+    import domain.conversation  # noqa: F401 - their events must be defined
+
+    found = set()
+    pending: list[type[Any]] = [Aggregate.Event]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__dict__.get("TOPIC", "").removeprefix("dmledger:") in event_types():
+            for base in cls.__mro__:
+                found |= {(cls.TOPIC, name) for name in inspect.get_annotations(base)}
+    return found
+
+
+def test_every_field_that_looks_secret_is_redacted_or_known_harmless() -> None:
+    fields = stored_event_fields()
+    looks_secret = {name for _, name in fields if LOOKS_SECRET.search(name)}
+
+    assert ("dmledger:Account.CrmEndpointSet", "secret") in fields  # the walk finds them
+    assert looks_secret - SECRET_FIELDS - set(NOT_SECRET) == set()
+    assert looks_secret >= SECRET_FIELDS  # no stale name in the list
+
+
+def test_redacting_replaces_every_secret_at_any_depth_and_keeps_the_rest() -> None:
+    data = {
+        "url": "https://crm.example/hooks",
+        "secret": "gAAAA-crm",
+        "access_token": None,
+        "nested": [{"app_secret": "gAAAA-app", "key": "message:m-1"}],
+    }
+
+    assert redacted(data) == {
+        "url": "https://crm.example/hooks",
+        "secret": REDACTED,
+        "access_token": None,
+        "nested": [{"app_secret": REDACTED, "key": "message:m-1"}],
+    }
+    assert data["secret"] == "gAAAA-crm"  # a copy
 
 
 def test_history_filters_by_position_time_and_type(

@@ -1,0 +1,109 @@
+"""The long-running processes: `dmledger serve`, `dmledger project`, `dmledger dispatch`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from infrastructure.settings import Settings
+from interfaces.access_log import RedactVerifyToken
+from interfaces.cli_support import services_of
+from interfaces.refusal_log import RateLimitedAccessLog
+
+
+def add_commands(commands: Any) -> None:
+    """Add `serve`, `dispatch` and `project` to the `dmledger` command's subparsers."""
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="address to listen on (default: DMLEDGER_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: DMLEDGER_PORT or 8000)")
+    serve.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="do not run the projection runners here (separate `dmledger project` processes do)",
+    )
+    serve.add_argument(
+        "--no-dispatcher",
+        action="store_true",
+        help="do not run the dispatcher here (separate `dmledger dispatch` processes do)",
+    )
+    serve.set_defaults(run=_serve)
+
+    dispatch = commands.add_parser(
+        "dispatch", help="send the outboxes (Instagram, CRM) until stopped"
+    )
+    dispatch.add_argument("--once", action="store_true", help="send what is due now, then stop")
+    dispatch.set_defaults(run=_dispatch)
+    project = commands.add_parser("project", help="run the projection runners until stopped")
+    project.set_defaults(run=_project)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.http.app import create_app
+    from interfaces.http_server import ConnectionLimits, guarded_protocol
+
+    limits = ConnectionLimits(
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+    with services_of(settings) as services:
+        config = uvicorn.Config(
+            create_app(
+                services,
+                run_projections=not args.no_projections,
+                run_dispatcher=not args.no_dispatcher,
+            ),
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level,
+            http=guarded_protocol(limits),
+            timeout_keep_alive=settings.keep_alive_timeout,
+        )
+        # uvicorn has configured its loggers by now; the filters must come after that.
+        access_log = logging.getLogger("uvicorn.access")
+        access_log.addFilter(RedactVerifyToken())
+        access_log.addFilter(RateLimitedAccessLog())
+        uvicorn.Server(config).run()
+    return 0
+
+
+def _project(settings: Settings, _: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    with services_of(settings) as services:
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        print(f"running projections: {', '.join(services.read_models.runners)}", file=sys.stderr)
+        services.read_models.start()
+        stop.wait()
+    return 0
+
+
+def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from interfaces.dispatching import run_dispatcher
+
+    with services_of(settings) as services:
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            if args.once:
+                await services.dispatcher.drain()
+            else:
+                print("dispatching the outboxes", file=sys.stderr)
+                await run_dispatcher(services, stop)
+
+        services.writer.start()
+        asyncio.run(main())
+    return 0
