@@ -10,14 +10,16 @@ decrypted once and kept in `DecryptedAppSecrets`.
 After a rotation of an app secret (`CredentialsRotated`) the old secret verifies nothing
 more, in any process, from the moment the rotation is committed: the ingest command checks
 each body against the account read fresh (on PostgreSQL a batch decided on an account that
-has moved on is refused at commit and decided again; elsewhere it catches up first), and `DecryptedAppSecrets` keys each secret by the
-ciphertext it came from. No grace period is kept for the old secret. What Meta's retries
-need is the secret Meta signs with: once the secret is reset in Meta's dashboard that is
-the new one, which verifies as soon as its rotation is stored (what was refused in between
-Meta delivers again). A delivery signed with the old secret before the reset and retried
-after the rotation would be refused, if Meta does not sign a retry again (it does not say);
-that is the price of the choice, since a secret is mostly rotated because it may have
-leaked, and a grace period would let the leaked secret forge webhooks for its length.
+has moved on is refused at commit and decided again; elsewhere it catches up first), and
+`DecryptedAppSecrets` keys each secret by the ciphertext it came from.
+
+No grace period is kept for the old secret. What Meta's retries need is the secret Meta
+signs with: once the secret is reset in Meta's dashboard that is the new one, which
+verifies as soon as its rotation is stored (what was refused in between, Meta delivers
+again). A delivery signed with the old secret before the reset and retried after the
+rotation would be refused, if Meta does not sign a retry again (it does not say): that is
+the price of the choice, since a secret is mostly rotated because it may have leaked, and
+a grace period would let the leaked secret forge webhooks for its length.
 The old plaintext is dropped at once in the process that rotates (and from
 `ServedAppSecrets`, which then reloads), elsewhere at that account's next webhook.
 """

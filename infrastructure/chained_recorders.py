@@ -15,12 +15,12 @@ tests do) stores events without links, and says so once in the log.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
+from cachetools import LRUCache
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
@@ -232,7 +232,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chain: ChainKeyring | None = None
-        self._last_links: OrderedDict[UUID, tuple[int, bytes]] = OrderedDict()
+        self._last_links: LRUCache[UUID, tuple[int, bytes]] = LRUCache(LAST_LINKS_KEPT)
         """The latest link this process stored for each recently written aggregate, so
         the next insert need not read it back: (version, digest)."""
         self._new_links: dict[UUID, tuple[int, bytes]] = {}
@@ -409,11 +409,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         self._new_links = {k.originator_id: (k.version, k.digest) for k in links}
 
     def _committed(self) -> None:
-        for originator_id, link in self._new_links.items():
-            self._last_links[originator_id] = link
-            self._last_links.move_to_end(originator_id)
-        while len(self._last_links) > LAST_LINKS_KEPT:
-            self._last_links.popitem(last=False)
+        self._last_links.update(self._new_links)
         self._new_links = {}
 
     # -- reading for the verifier ------------------------------------------------------
