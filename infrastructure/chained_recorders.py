@@ -22,13 +22,14 @@ from uuid import UUID
 
 from cachetools import LRUCache
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
+from infrastructure.eventsourcing_compat import SQLiteRecorderHooks
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _warn_unchained(recorder: object) -> None:
         log.warning("%s has no chain keys: events are stored without hash-chain links", name)
 
 
-class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+class ChainedSQLiteRecorder(SQLiteRecorderHooks):
     """`SQLiteApplicationRecorder` that writes a chain link for every event."""
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
@@ -118,20 +119,18 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         )
         return statements
 
-    def _create_table(self, c: SQLiteCursor) -> None:
-        super()._create_table(c)
+    def after_create_table(self, c: SQLiteCursor) -> None:
         # A chain table made before the log chain existed has no previous_position.
         c.execute(f"PRAGMA table_info({self.chain_table_name})")
         if "previous_position" not in {row["name"] for row in c.fetchall()}:
             c.execute(f"ALTER TABLE {self.chain_table_name} ADD COLUMN previous_position INTEGER")
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        positions = super()._insert_events(c, stored_events, **kwargs)
+    def after_insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
+    ) -> None:
         if self.chain is None:
             _warn_unchained(self)
-            return positions
+            return
         assert positions is not None
 
         def previous(originator_id: UUID, version: int) -> bytes | None:
@@ -167,7 +166,6 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 self._insert_genesis,
                 (genesis.began_at, genesis.log_began_at, genesis.key_id, genesis.digest),
             )
-        return positions
 
     def _tail(self, c: SQLiteCursor) -> Tail:
         c.execute(self._select_last)
