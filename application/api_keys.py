@@ -13,8 +13,10 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
+from cachetools import TTLCache
 
 from application.errors import InvalidInput, NotFound, Unauthenticated
 from application.ledger import Ledger
@@ -28,6 +30,9 @@ CACHE_SECONDS = 2.0
 """How long a checked key is trusted before it is read again (a revocation elsewhere shows
 within this time; in the process that revokes it, at once)."""
 USAGE_EVERY_SECONDS = 60.0
+KEYS_KEPT = 10_000
+"""Key ids remembered at most, checked (known or not) and recently used: the least
+recently used go first."""
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -80,8 +85,14 @@ class ApiKeys:
     def __init__(self, ledger: Ledger, usage: KeyUsage) -> None:
         self._ledger = ledger
         self._usage = usage
-        self._checked: dict[str, tuple[float, ApiKey | None]] = {}
-        self._touched: dict[str, float] = {}
+        # A key as read (None: no such key), trusted for CACHE_SECONDS.
+        self._checked: TTLCache[str, ApiKey | None] = TTLCache(
+            maxsize=KEYS_KEPT, ttl=CACHE_SECONDS, timer=time.monotonic
+        )
+        # Keys whose use was noted within USAGE_EVERY_SECONDS.
+        self._touched: TTLCache[str, bool] = TTLCache(
+            maxsize=KEYS_KEPT, ttl=USAGE_EVERY_SECONDS, timer=time.monotonic
+        )
         self._lock = threading.Lock()
 
     def issue(
@@ -158,26 +169,26 @@ class ApiKeys:
         )
 
     def _key(self, key_id: str) -> ApiKey | None:
-        now = time.monotonic()
         with self._lock:
-            cached = self._checked.get(key_id)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            cached = self._checked.get(key_id, _UNCHECKED)
+        if cached is not _UNCHECKED:
+            return cast(ApiKey | None, cached)
         found = self._ledger.find(api_key_id(key_id)) if key_id.isalnum() else None
         key = found if isinstance(found, ApiKey) else None
         with self._lock:
-            if len(self._checked) > 10_000:
-                self._checked.clear()
-            self._checked[key_id] = (now, key)
+            self._checked[key_id] = key
         return key
 
     def _note_use(self, key_id: str) -> None:
-        now = time.monotonic()
         with self._lock:
-            if now - self._touched.get(key_id, -USAGE_EVERY_SECONDS) < USAGE_EVERY_SECONDS:
+            if key_id in self._touched:
                 return
-            self._touched[key_id] = now
+            self._touched[key_id] = True
         self._usage.touch(key_id, datetime.now(UTC))
+
+
+_UNCHECKED = object()
+"""Marks a key id that was not checked recently (None means: checked, no such key)."""
 
 
 def _hash(secret: str) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid5
 
+from cachetools import LRUCache
+
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import ParticipantProfiles, SecretBox
@@ -68,7 +70,7 @@ class AutoReplies:
         self._secrets = secrets
         self._profiles = profiles
         self._clock = clock
-        self._started: dict[UUID, Any] = {}
+        self._started: LRUCache[UUID, Any] = LRUCache(maxsize=STARTED_CACHE_SIZE)
         """Conversations' first events (they never change), by conversation id."""
 
     def commands_for(self, events: list[Any]) -> list[Command[str | None]]:
@@ -171,8 +173,6 @@ class AutoReplies:
             started = next(iter(self._ledger.events.get(event.originator_id, lte=1)), None)
             if started is None:
                 return None
-            if len(self._started) >= STARTED_CACHE_SIZE:
-                self._started.pop(next(iter(self._started)))
             self._started[event.originator_id] = started
         ig_account_id: str = started.ig_account_id
         if ig_account_id not in accounts:

@@ -13,7 +13,12 @@ from application.instagram_webhook import RoutedItem, read_webhook, record_item,
 from application.json_nesting import MAX_DEPTH, nests_deeper_than
 from application.ledger_writer import Changes, Command
 from application.ports import SecretBox
-from application.webhook_signatures import SIGNATURE_PREFIX, signature_digest
+from application.webhook_signatures import (
+    APP_SECRETS_KEPT,
+    SIGNATURE_PREFIX,
+    DecryptedAppSecrets,
+    signature_digest,
+)
 from domain.account import Account
 from domain.conversation import Conversation
 from domain.identity import account_id, conversation_id
@@ -40,10 +45,9 @@ class IngestReport:
 class WebhookIngest:
     """Turns signed webhook bodies into commands for the ledger writer."""
 
-    def __init__(self, secrets: SecretBox) -> None:
-        self._secrets = secrets
-        # Decrypted app secrets by ciphertext: decrypting on every webhook would be slow.
-        self._app_secrets: dict[str, bytes] = {}
+    def __init__(self, secrets: SecretBox, *, app_secrets_kept: int = APP_SECRETS_KEPT) -> None:
+        self.app_secrets = DecryptedAppSecrets(secrets, kept=app_secrets_kept)
+        """The decrypted app secrets; `forget` them when an account changes."""
 
     def command(self, body: bytes, signature: str | None) -> Command[IngestReport]:
         """The command that verifies `body` against `signature` and records its items."""
@@ -116,10 +120,7 @@ class WebhookIngest:
         return conversation
 
     def _digest(self, account: Account, body: bytes) -> str:
-        secret = self._app_secrets.get(account.app_secret)
-        if secret is None:
-            secret = self._secrets.decrypt(account.app_secret).encode()
-            self._app_secrets[account.app_secret] = secret
+        secret = self.app_secrets.of(account)
         return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 

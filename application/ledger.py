@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import Notification, Recording
 
+from application.eventsourcing_compat import HookedApplication
 from domain import account as account_events
 from domain import conversation as conversation_events
 from domain.account import Account
@@ -22,7 +23,7 @@ from domain.conversation import Conversation
 from domain.identity import account_id
 
 
-class Ledger(Application[UUID]):
+class Ledger(HookedApplication):
     """Stores every event of every account and conversation."""
 
     # The name becomes table names and is stored: never change it.
@@ -41,7 +42,8 @@ class Ledger(Application[UUID]):
         """Call `listener` after each commit of this process that changed an account."""
         self._account_listeners.append(listener)
 
-    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+    def committed(self, recordings: list[Recording[UUID]]) -> None:
+        """Tell the commit listeners, and the account listeners if an account changed."""
         for listener in self._commit_listeners:
             listener()
         if self._account_listeners and any(
@@ -50,12 +52,10 @@ class Ledger(Application[UUID]):
             for listener in self._account_listeners:
                 listener()
 
-    # A snapshot store, written by the ledger writer (not by `save`: the library's own
-    # snapshotting reloads the aggregate from the store, while the writer has it in
-    # memory). The repository then loads a long conversation from its latest snapshot
-    # and the events after it, instead of replaying every event.
-    is_snapshotting_enabled = True
-    snapshot_intervals: ClassVar[dict[type[Aggregate], int]] = {Conversation: 500}
+    # A snapshot store, written by the ledger writer (see application.eventsourcing_compat
+    # for why not by the library). The repository then loads a long conversation from its
+    # latest snapshot and the events after it, instead of replaying every event.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Conversation: 500}
     """Take a snapshot each time an aggregate's version passes a multiple of this."""
 
     @property
@@ -75,11 +75,11 @@ class Ledger(Application[UUID]):
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         processing_event.events.extend(events)
         processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
+        recordings = self.record_events(processing_event)
         if recordings:
             # Only news wakes the projection runners: a batch of decisions that stored
             # nothing (most messages match no rule) would wake all of them again.
-            self._notify(recordings)
+            self.committed(recordings)
 
     def stored_versions(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, int]:
         """The version of each of these aggregates in the store now; absent ones are left out."""

@@ -23,12 +23,12 @@ import asyncio
 import logging
 import queue
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+from cachetools import LRUCache
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import PersistenceError, RecordConflictError
@@ -45,23 +45,21 @@ _STOP = object()
 
 
 class AggregateCache:
-    """The most recently used aggregates, as committed."""
+    """The most recently used aggregates, as committed (at most `maxsize`).
+
+    Not the library's aggregate cache (`AGGREGATE_CACHE_MAXSIZE`): see
+    `application.eventsourcing_compat` for why the writer keeps its own.
+    """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._items: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._items: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
 
     def get(self, aggregate_id: UUID) -> Aggregate | None:
-        aggregate = self._items.get(aggregate_id)
-        if aggregate is not None:
-            self._items.move_to_end(aggregate_id)
-        return aggregate
+        return self._items.get(aggregate_id)
 
     def put(self, aggregate: Aggregate) -> None:
         self._items[aggregate.id] = aggregate
-        self._items.move_to_end(aggregate.id)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
 
     def evict(self, aggregate_ids: Iterable[UUID]) -> None:
         for aggregate_id in aggregate_ids:
@@ -378,7 +376,7 @@ class LedgerWriter:
         if snapshots is None:
             return
         for aggregate in aggregates:
-            interval = self.ledger.snapshot_intervals.get(type(aggregate))
+            interval = self.ledger.snapshotting_intervals.get(type(aggregate))
             before = stored_before.get(aggregate.id, aggregate.version)
             if interval and aggregate.version // interval > before // interval:
                 try:

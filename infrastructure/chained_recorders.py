@@ -15,20 +15,21 @@ tests do) stores events without links, and says so once in the log.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
+from cachetools import LRUCache
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
+from infrastructure.eventsourcing_compat import SQLiteRecorderHooks
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _warn_unchained(recorder: object) -> None:
         log.warning("%s has no chain keys: events are stored without hash-chain links", name)
 
 
-class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+class ChainedSQLiteRecorder(SQLiteRecorderHooks):
     """`SQLiteApplicationRecorder` that writes a chain link for every event."""
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
@@ -118,20 +119,18 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         )
         return statements
 
-    def _create_table(self, c: SQLiteCursor) -> None:
-        super()._create_table(c)
+    def after_create_table(self, c: SQLiteCursor) -> None:
         # A chain table made before the log chain existed has no previous_position.
         c.execute(f"PRAGMA table_info({self.chain_table_name})")
         if "previous_position" not in {row["name"] for row in c.fetchall()}:
             c.execute(f"ALTER TABLE {self.chain_table_name} ADD COLUMN previous_position INTEGER")
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        positions = super()._insert_events(c, stored_events, **kwargs)
+    def after_insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
+    ) -> None:
         if self.chain is None:
             _warn_unchained(self)
-            return positions
+            return
         assert positions is not None
 
         def previous(originator_id: UUID, version: int) -> bytes | None:
@@ -167,7 +166,6 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 self._insert_genesis,
                 (genesis.began_at, genesis.log_began_at, genesis.key_id, genesis.digest),
             )
-        return positions
 
     def _tail(self, c: SQLiteCursor) -> Tail:
         c.execute(self._select_last)
@@ -232,7 +230,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chain: ChainKeyring | None = None
-        self._last_links: OrderedDict[UUID, tuple[int, bytes]] = OrderedDict()
+        self._last_links: LRUCache[UUID, tuple[int, bytes]] = LRUCache(LAST_LINKS_KEPT)
         """The latest link this process stored for each recently written aggregate, so
         the next insert need not read it back: (version, digest)."""
         self._new_links: dict[UUID, tuple[int, bytes]] = {}
@@ -409,11 +407,7 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         self._new_links = {k.originator_id: (k.version, k.digest) for k in links}
 
     def _committed(self) -> None:
-        for originator_id, link in self._new_links.items():
-            self._last_links[originator_id] = link
-            self._last_links.move_to_end(originator_id)
-        while len(self._last_links) > LAST_LINKS_KEPT:
-            self._last_links.popitem(last=False)
+        self._last_links.update(self._new_links)
         self._new_links = {}
 
     # -- reading for the verifier ------------------------------------------------------

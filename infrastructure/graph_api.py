@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
+from cachetools import TTLCache
 
 log = logging.getLogger(__name__)
 
 PROFILE_TTL_SECONDS = 24 * 3600
 """A looked-up profile is reused this long (people rarely rename themselves)."""
+PROFILES_KEPT = 50_000
+"""Participants whose profile is kept at most (the least recently used go first)."""
+
+_NOT_KEPT = object()
 
 
 class GraphApiProfiles:
@@ -21,20 +26,19 @@ class GraphApiProfiles:
     def __init__(self, base_url: str, version: str, *, timeout: float = 5.0) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
-        self._cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+        self._cache: TTLCache[str, dict[str, str] | None] = TTLCache(
+            maxsize=PROFILES_KEPT, ttl=PROFILE_TTL_SECONDS, timer=time.monotonic
+        )
         self._lock = threading.Lock()
 
     def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
-        now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(participant_id)
-        if cached is not None and now - cached[0] < PROFILE_TTL_SECONDS:
-            return cached[1]
+            cached = self._cache.get(participant_id, _NOT_KEPT)
+        if cached is not _NOT_KEPT:
+            return cast(dict[str, str] | None, cached)
         profile = self._fetch(access_token, participant_id)
         with self._lock:
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            self._cache[participant_id] = (now, profile)
+            self._cache[participant_id] = profile
         return profile
 
     def _fetch(self, access_token: str, participant_id: str) -> dict[str, str] | None:

@@ -22,6 +22,8 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import JSONTranscoder
 
+from infrastructure.eventsourcing_compat import decode_marked
+
 _PLAIN = (str, int, bool, type(None))
 _MARKER = b'"_type_"'
 
@@ -82,7 +84,7 @@ class MsgspecTranscoder(JSONTranscoder):
                 if type(value) is dict or type(value) is list:
                     obj[key] = self._revive(value)
             if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
-                return self._decode_obj(obj)
+                return decode_marked(self, obj)
             return obj
         if kind is list:
             for index, value in enumerate(obj):

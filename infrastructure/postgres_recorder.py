@@ -59,6 +59,15 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
+from infrastructure.eventsourcing_compat import (
+    drop_insert_function_statement,
+    insert_events_once,
+    lock_table,
+    max_notification_id_once,
+    notify_channel,
+    set_pool_check,
+)
+
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2
@@ -210,7 +219,6 @@ def retry(
     return decorate
 
 
-_base = PostgresApplicationRecorder
 _MOVED_ON = "an aggregate these events were decided on has changed since it was read"
 
 
@@ -250,7 +258,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # The library creates its insert function on every start, unused with db
             # functions off; `CREATE OR REPLACE FUNCTION` run by processes starting at the
             # same moment fails with "tuple concurrently updated", and the process with it.
-            del self.sql_create_statements[self.create_insert_function_statement_index]
+            drop_insert_function_statement(self)
         if datastore.pre_ping:
             _ping_only_idle_connections(datastore)
         install_circuit(datastore)
@@ -329,8 +337,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             try:
                 with conn.pipeline():
                     curs.execute("BEGIN")
-                    self._lock_table(curs)
-                    self._notify_channel(curs)
+                    lock_table(self, curs)
+                    notify_channel(self, curs)
                     reads = (
                         self._read_for_link(conn, stack, stored_events)
                         if self.links_events
@@ -417,8 +425,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def max_notification_id(self) -> int | None:
-        result: int | None = _base.max_notification_id.__wrapped__(self)
-        return result
+        return max_notification_id_once(self)
 
 
 _used: weakref.WeakKeyDictionary[Connection[Any], float] = weakref.WeakKeyDictionary()
@@ -444,7 +451,7 @@ def _ping_only_idle_connections(datastore: PostgresDatastore) -> None:
         ConnectionPool.check_connection(conn)
 
     # psycopg_pool takes its check only when built, and eventsourcing builds the pool.
-    datastore.pool._check = check
+    set_pool_check(datastore, check)
 
 
 def _select_events_binary(
@@ -498,10 +505,7 @@ class SnapshotPostgresRecorder(PostgresAggregateRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        result: Sequence[int] | None = PostgresAggregateRecorder.insert_events.__wrapped__(
-            self, stored_events, **kwargs
-        )
-        return result
+        return insert_events_once(self, stored_events, **kwargs)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def select_events(self, *args: Any, **kwargs: Any) -> Sequence[StoredEvent]:

@@ -86,11 +86,14 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         owner=f"{socket.gethostname()}:{os.getpid()}",
         lease_ms=settings.dispatch_lease_seconds * 1000,
     )
+    ingest = WebhookIngest(secrets)
+    # A rotated app secret must not stay in memory (see application.webhook_signatures).
+    ledger.on_account_change(ingest.app_secrets.forget)
     return Services(
         settings=settings,
         ledger=ledger,
         writer=writer,
-        ingest=WebhookIngest(secrets),
+        ingest=ingest,
         app_secrets=ServedAppSecrets(ledger, secrets),
         accounts=Accounts(ledger, secrets),
         api_keys=ApiKeys(ledger, key_usage),

@@ -287,7 +287,7 @@ def test_a_long_conversation_is_snapshotted_and_loads_from_its_snapshot(
     ledger: Ledger, sqlite_env: dict[str, str]
 ) -> None:
     # given a conversation that passed its snapshot interval
-    interval = ledger.snapshot_intervals[Conversation]
+    interval = ledger.snapshotting_intervals[Conversation]
     writer = LedgerWriter(ledger)
     for n in range(interval + 10):
         writer.run_now(receive(f"m{n}"))
