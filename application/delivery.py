@@ -6,14 +6,19 @@ The classification follows Meta's Graph API error codes for the Send API.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Literal
 
-RETRY_CODES = {1, 2, 1200}
-THROTTLE_CODES = {4, 17, 32, 613}
-PERMISSION_CODES = {10, *range(200, 300)}
-TERMINAL = {(10, 2018278), (None, 2534022), (551, None), (100, 2018001)}
-"""(code, subcode) pairs that no retry will fix (None matches any)."""
+RETRY_CODES = frozenset({1, 2, 1200})
+THROTTLE_CODES = frozenset({4, 17, 32, 613})
+TOKEN_CODES = frozenset({190})
+PERMISSION_CODES = frozenset({10, *range(200, 300)})
+TERMINAL = ((10, 2018278), (None, 2534022), (551, None), (100, 2018001))
+"""(code, subcode) pairs that no retry will fix (None matches any); they win over the
+code's own class (10/2018278 is outside the messaging window, not a permission)."""
 
 CRM_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 """When each attempt of a CRM delivery is made, after the previous one failed."""
@@ -43,43 +48,100 @@ class SendResult:
     detail: str = ""
 
 
-Action = Literal[
-    "sent", "retry", "pause_account", "token_rejected", "pause_alert", "terminal", "ambiguous"
-]
+class MetaErrorClass(StrEnum):
+    """What kind of answer (or silence) the Send API gave."""
+
+    SENT = "sent"
+    NOT_SENT = "not_sent"
+    """The request never reached Meta (no connection): safe to send again."""
+    TIMED_OUT = "timed_out"
+    """Meta may have got it: sending again might send twice."""
+    TRANSIENT = "transient"
+    """Codes 1, 2, 1200, or any HTTP 5xx: Meta asks to try again later."""
+    THROTTLED = "throttled"
+    """Codes 4, 17, 32, 613: the account sends too much."""
+    TOKEN_INVALID = "token_invalid"  # noqa: S105 - a name, not a secret
+    """Code 190: the access token is expired or revoked."""
+    PERMISSION = "permission"
+    """Codes 10 and 200-299: the app lacks a permission for this account."""
+    TERMINAL = "terminal"
+    """Listed in `TERMINAL`, or anything not known: no retry will fix it."""
+
+
+class Action(StrEnum):
+    """What the dispatcher does about a reply's answer."""
+
+    SENT = "sent"
+    """Record `ReplySent`; the delivery is done."""
+    RETRY = "retry"
+    """Record a retryable `ReplyFailed` and try again after a backoff (until the last attempt)."""
+    PAUSE_ACCOUNT = "pause_account"
+    """Pause the account's sends (`SendsPaused`) for as long as Meta says; the reply waits."""
+    TOKEN_REJECTED = "token_rejected"  # noqa: S105 - a name, not a secret
+    """Record `TokenRejected`: the account's sends wait for new credentials."""
+    PAUSE_ALERT = "pause_alert"
+    """Pause the account's sends for an hour and log an error for the operator."""
+    TERMINAL = "terminal"
+    """Record a final `ReplyFailed`; the delivery is dead."""
+    AMBIGUOUS = "ambiguous"
+    """Record a final `ReplyFailed` (`ambiguous`): never sent again, it may have gone."""
+
+
+ACTIONS: Mapping[MetaErrorClass, Action] = MappingProxyType(
+    {
+        MetaErrorClass.SENT: Action.SENT,
+        MetaErrorClass.NOT_SENT: Action.RETRY,
+        MetaErrorClass.TIMED_OUT: Action.AMBIGUOUS,
+        MetaErrorClass.TRANSIENT: Action.RETRY,
+        MetaErrorClass.THROTTLED: Action.PAUSE_ACCOUNT,
+        MetaErrorClass.TOKEN_INVALID: Action.TOKEN_REJECTED,
+        MetaErrorClass.PERMISSION: Action.PAUSE_ALERT,
+        MetaErrorClass.TERMINAL: Action.TERMINAL,
+    }
+)
+"""What to do about each class of answer."""
+
+_CODE_CLASSES = (
+    (TOKEN_CODES, MetaErrorClass.TOKEN_INVALID),
+    (THROTTLE_CODES, MetaErrorClass.THROTTLED),
+    (PERMISSION_CODES, MetaErrorClass.PERMISSION),
+    (RETRY_CODES, MetaErrorClass.TRANSIENT),
+)
+"""Each class of Meta's codes, in the order they are tried (after `TERMINAL`)."""
+
+
+def error_class(result: SendResult) -> MetaErrorClass:
+    """Which class of answer a Send API result is."""
+    if result.transport == "not_sent":
+        return MetaErrorClass.NOT_SENT
+    if result.transport == "timed_out":
+        return MetaErrorClass.TIMED_OUT
+    status = result.status_code or 0
+    if 200 <= status < 300 and result.error is None:
+        return MetaErrorClass.SENT
+    code = result.error.code if result.error else None
+    subcode = result.error.subcode if result.error else None
+    if _terminal(code, subcode):
+        return MetaErrorClass.TERMINAL
+    for codes, kind in _CODE_CLASSES:
+        if code in codes:
+            return kind
+    if status >= 500:
+        return MetaErrorClass.TRANSIENT
+    return MetaErrorClass.TERMINAL
 
 
 def classify(result: SendResult) -> Action:
     """What to do about a Send API result."""
-    if result.transport == "not_sent":
-        return "retry"
-    if result.transport == "timed_out":
-        return "ambiguous"
-    status = result.status_code or 0
-    if 200 <= status < 300 and result.error is None:
-        return "sent"
-    error = result.error
-    code = error.code if error else None
-    subcode = error.subcode if error else None
-    if _terminal(code, subcode):
-        return "terminal"
-    if code == 190:
-        return "token_rejected"
-    if code in THROTTLE_CODES:
-        return "pause_account"
-    if code in PERMISSION_CODES:
-        return "pause_alert"
-    if code in RETRY_CODES or status >= 500:
-        return "retry"
-    return "terminal"
+    return ACTIONS[error_class(result)]
 
 
 def _terminal(code: int | None, subcode: int | None) -> bool:
-    for terminal_code, terminal_subcode in TERMINAL:
-        if (terminal_code is None or terminal_code == code) and (
-            terminal_subcode is None or terminal_subcode == subcode
-        ):
-            return True
-    return False
+    return any(
+        (terminal_code is None or terminal_code == code)
+        and (terminal_subcode is None or terminal_subcode == subcode)
+        for terminal_code, terminal_subcode in TERMINAL
+    )
 
 
 def backoff_ms(attempt: int, *, base_ms: int = 2_000, cap_ms: int = 3_600_000) -> int:

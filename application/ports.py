@@ -118,6 +118,22 @@ class Outbox(Protocol):
         """Record how several attempts went, together."""
         ...
 
+    def delivery(self, ig_account_id: str, delivery_id: str) -> dict[str, Any] | None:
+        """One delivery of the account, with its state; None if it has no such delivery."""
+        ...
+
+    def redeliver(
+        self,
+        ig_account_id: str,
+        *,
+        delivery_id: str | None = None,
+        since_ms: int | None = None,
+        now: int,
+    ) -> int:
+        """Make CRM deliveries due again (one, or every one made since a time, finished
+        ones included); the number of deliveries."""
+        ...
+
 
 class ConversationWindows(Protocol):
     """When a participant last wrote (Meta's time, ms): the reply windows start there."""

@@ -30,6 +30,7 @@ SENDS_PAUSED = "dmledger:Account.SendsPaused"
 CRM_ENDPOINT_SET = "dmledger:Account.CrmEndpointSet"
 CRM_ENDPOINT_REMOVED = "dmledger:Account.CrmEndpointRemoved"
 CRM_ENDPOINT_DISABLED = "dmledger:Account.CrmEndpointDisabled"
+DELIVERIES_REDELIVERED = "dmledger:Account.DeliveriesRedelivered"
 
 CREDENTIALS = ("app_secret", "access_token", "verify_token")
 
@@ -382,3 +383,16 @@ class Account(Aggregate):
     def _crm_endpoint_disabled(self, ig_account_id: str, reason: str) -> None:
         if self.crm_endpoint is not None:
             self.crm_endpoint = {**self.crm_endpoint, "enabled": False}
+
+    def redeliver(self, *, by: str, delivery_ids: list[str], since: int | None) -> None:
+        """Someone asked for CRM deliveries again: these ids, or every one made since
+        `since` (ms); recorded so that an auditor sees who did."""
+        self._deliveries_redelivered(
+            ig_account_id=self.ig_account_id, by=by, delivery_ids=delivery_ids, since=since
+        )
+
+    @event("DeliveriesRedelivered", topic=DELIVERIES_REDELIVERED)
+    def _deliveries_redelivered(
+        self, ig_account_id: str, by: str, delivery_ids: list[str], since: int | None
+    ) -> None:
+        pass

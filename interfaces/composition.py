@@ -13,15 +13,17 @@ from application.api_keys import ApiKeys
 from application.auto_reply import AutoReplies
 from application.conversations import Conversations
 from application.crm_endpoints import CrmEndpoints
-from application.dispatcher import Dispatcher
+from application.dispatcher import Dispatcher, now_ms
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from application.redeliveries import Redeliveries
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
+from infrastructure.delivery_queue import DeliveryQueue
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
 from infrastructure.key_usage import SqlKeyUsage
@@ -50,6 +52,8 @@ class Services:
     rules: Rules
     read_models: ReadModels
     dispatcher: Dispatcher
+    delivery_queue: DeliveryQueue
+    redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
 
     def close(self) -> None:
@@ -72,13 +76,17 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
     profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
     auto_replies = AutoReplies(ledger, secrets, profiles)
     read_models = ReadModels.build(ledger, views, writer, auto_replies)
+    delivery_queue = DeliveryQueue(views)
+    delivery_queue.create_tables()
+    # A rebuilt outbox is adopted from its start again, in the transaction that swaps it in.
+    read_models.outbox.when_replaced(delivery_queue.outbox_replaced)
     crm_urls = CrmUrlPolicy(
         allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
     )
     dispatcher = Dispatcher(
         ledger=ledger,
         writer=writer,
-        outbox=read_models.outbox,
+        outbox=delivery_queue,
         windows=read_models.outbox,
         secrets=secrets,
         instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
@@ -102,6 +110,8 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         rules=Rules(ledger, profiles, secrets),
         read_models=read_models,
         dispatcher=dispatcher,
+        delivery_queue=delivery_queue,
+        redeliveries=Redeliveries(writer, delivery_queue, now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
     )
 

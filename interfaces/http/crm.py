@@ -3,7 +3,6 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,11 +15,12 @@ from msgspec import Meta
 
 from application.api_keys import Principal
 from application.crm_endpoints import CrmEndpoints, CrmEndpointView
-from application.errors import InvalidInput, NotFound
+from application.errors import InvalidInput
 from application.ledger_writer import LedgerWriter
+from application.redeliveries import Redeliveries
+from infrastructure.delivery_queue import DeliveryQueue
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
-from projections.registry import ReadModels
 
 
 class SetCrmEndpoint(msgspec.Struct, forbid_unknown_fields=True):
@@ -135,7 +135,7 @@ class CrmController(Controller):
     async def list_deliveries(
         self,
         account: NamedDependency[str],
-        read_models: NamedDependency[ReadModels],
+        delivery_queue: NamedDependency[DeliveryQueue],
         status: Annotated[
             Literal["pending", "sending", "retrying", "delivered", "dead", "failed"] | None,
             QueryParameter(description="`failed` means retrying or dead."),
@@ -147,7 +147,7 @@ class CrmController(Controller):
         latency, error, the start of the response)."""
         before = cursors.decode(cursor, fields=("p",))["p"] if cursor else None
         rows = await asyncio.to_thread(
-            read_models.outbox.deliveries,
+            delivery_queue.deliveries,
             account,
             status=status,
             limit=limit + 1,
@@ -166,20 +166,14 @@ class CrmController(Controller):
     async def redeliver_one(
         self,
         writable_account: NamedDependency[str],
+        principal: NamedDependency[Principal],
         delivery_id: FromPath[str],
-        read_models: NamedDependency[ReadModels],
+        redeliveries: NamedDependency[Redeliveries],
     ) -> Redelivered:
-        """Deliver one notification again, with the same `webhook-id`."""
-        if (
-            await asyncio.to_thread(read_models.outbox.delivery, writable_account, delivery_id)
-            is None
-        ):
-            raise NotFound(f"there is no delivery {delivery_id}")
-        count = await asyncio.to_thread(
-            read_models.outbox.redeliver,
-            writable_account,
-            delivery_id=delivery_id,
-            now=int(time.time() * 1000),
+        """Deliver one notification again, with the same `webhook-id`
+        (`DeliveriesRedelivered` records who asked)."""
+        count = await redeliveries.one(
+            writable_account, delivery_id, by=f"api-key:{principal.key_id}"
         )
         return Redelivered(count)
 
@@ -187,16 +181,15 @@ class CrmController(Controller):
     async def redeliver_since(
         self,
         writable_account: NamedDependency[str],
-        read_models: NamedDependency[ReadModels],
+        principal: NamedDependency[Principal],
+        redeliveries: NamedDependency[Redeliveries],
         since: Annotated[datetime, QueryParameter(description="Every delivery made since then.")],
     ) -> Redelivered:
-        """Deliver every notification since a time again (after a CRM outage, say)."""
+        """Deliver every notification since a time again (after a CRM outage, say);
+        `DeliveriesRedelivered` records who asked."""
         if since.tzinfo is None:
             raise InvalidInput("since", "since needs a time zone (RFC 3339)")
-        count = await asyncio.to_thread(
-            read_models.outbox.redeliver,
-            writable_account,
-            since_ms=int(since.timestamp() * 1000),
-            now=int(time.time() * 1000),
+        count = await redeliveries.since(
+            writable_account, int(since.timestamp() * 1000), by=f"api-key:{principal.key_id}"
         )
         return Redelivered(count)

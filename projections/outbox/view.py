@@ -1,45 +1,31 @@
-"""The outbox tables, and leasing due deliveries to a dispatcher.
+"""The outbox tables: what must leave dmledger, as the log says.
 
 `outbox` rows are written by the projection, from events: one per reply to send and one per
 notification to the account's CRM. Row ids come from the events, so a rebuilt outbox has
-the same rows. `delivery_state` belongs to the dispatcher (attempts, leases, outcomes) and
-survives a rebuild: what was delivered is not sent again.
-
-The dispatcher leases from `delivery_queue`, which holds only the deliveries not finished
-yet: each lease first adopts the outbox rows past its channel's cursor, and a delivery
-leaves the queue when it is settled for good. Leasing then reads a few rows of a small
-table, however long the outbox has grown (it used to scan the whole outbox, finished
-rows included, each time: ~100 ms with 20,000 rows).
+the same rows. What becomes of each delivery (leases, attempts, outcomes) is the
+dispatcher's, kept by the delivery queue (`infrastructure/delivery_queue.py`) in tables of
+its own that survive a rebuild: what was delivered is not sent again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
     Connection,
+    Engine,
     Index,
     Integer,
     String,
     Table,
     Text,
-    and_,
-    delete,
-    func,
-    literal,
-    or_,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql import exists
 
-from application.ports import Settlement
-from projections.schema import metadata, upsert_many, writing
+from projections.schema import metadata
 from projections.view import SqlView
 
 outbox = Table(
@@ -80,52 +66,9 @@ conversation_parties = Table(
 """Each conversation's account and participant, its last CRM sequence number, and when
 the participant last wrote (Meta's time, ms): the reply windows start there."""
 
-delivery_state = Table(
-    "delivery_state",
-    metadata,
-    Column("delivery_id", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", BigInteger, nullable=False),
-    Column("leased_until", BigInteger, nullable=False),
-    Column("lease_owner", String(64)),
-    Column("history", JSON, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
-)
-"""The dispatcher's: `status` is pending, sending, retrying, delivered, dead or ambiguous."""
-
-delivery_queue = Table(
-    "delivery_queue",
-    metadata,
-    Column("delivery_id", String(64), primary_key=True),
-    Column("channel", String(16), nullable=False),
-    Column("ig_account_id", String(32), nullable=False),
-    Column("conversation_id", String(36), nullable=False),
-    Column("position", BigInteger, nullable=False),
-    Index("delivery_queue_due", "channel", "position"),
-    Index("delivery_queue_by_conversation", "conversation_id", "channel", "position"),
-)
-"""The dispatcher's: the deliveries adopted from the outbox and not finished yet."""
-
-delivery_cursors = Table(
-    "delivery_cursors",
-    metadata,
-    Column("channel", String(16), primary_key=True),
-    Column("position", BigInteger, nullable=False),
-)
-"""The dispatcher's: how far into the outbox each channel's queue has adopted rows."""
-
-FINISHED = ("delivered", "dead", "ambiguous")
-"""States after which a conversation's next delivery may leave."""
-
-
-def _insert_ignore(conn: Connection, table: Table, row: dict[str, Any]) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(row).on_conflict_do_nothing())
-
 
 class OutboxView(SqlView):
-    """The outboxes, and the dispatcher's leases on them."""
+    """The outboxes, and when each participant last wrote."""
 
     name = "outbox"
     tables = (outbox, crm_subscriptions, conversation_parties)
@@ -133,14 +76,18 @@ class OutboxView(SqlView):
     announced = (outbox,)
     """Only new or finished deliveries concern the dispatcher, not the parties' times."""
 
-    def create_tables(self) -> None:
-        super().create_tables()
-        metadata.create_all(self.engine, tables=[delivery_state, delivery_queue, delivery_cursors])
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._on_replaced: list[Callable[[Connection], None]] = []
+
+    def when_replaced(self, listener: Callable[[Connection], None]) -> None:
+        """Call `listener` in the transaction that drops or swaps in this view's rows (the
+        delivery queue adopts the outbox from its start again)."""
+        self._on_replaced.append(listener)
 
     def replaced(self, conn: Connection) -> None:
-        # A rebuilt outbox may hold rows the old one did not: adopt from the start again
-        # (what is finished stays finished, by its state).
-        conn.execute(delete(delivery_cursors))
+        for listener in self._on_replaced:
+            listener(conn)
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """When the participant last wrote, as far as the outbox has followed the log: at
@@ -152,281 +99,6 @@ class OutboxView(SqlView):
         with self.engine.connect() as conn:
             found = conn.execute(query).scalar()
         return int(found) if found is not None else None
-
-    def lease(
-        self,
-        channel: str,
-        *,
-        now: int,
-        limit: int,
-        owner: str,
-        lease_ms: int,
-        skip_accounts: set[str],
-    ) -> list[dict[str, Any]]:
-        """Take up to `limit` due deliveries, each the next of its conversation, for
-        `lease_ms`. On PostgreSQL rows are locked with SKIP LOCKED, so several dispatchers
-        take different rows; on SQLite the write transaction serialises dispatchers."""
-        o, q, s = outbox.c, delivery_queue.c, delivery_state.c
-        # The queue holds only unfinished deliveries, so the next of each conversation is
-        # its first row there: one pass over the queue, not a probe per row.
-        heads = (
-            select(q.conversation_id, func.min(q.position).label("position"))
-            .where(q.channel == channel)
-            .group_by(q.conversation_id)
-            .subquery("heads")
-        )
-        query = (
-            select(outbox, s.attempts, s.history)
-            .select_from(
-                heads.join(
-                    delivery_queue,
-                    and_(
-                        q.conversation_id == heads.c.conversation_id,
-                        q.channel == channel,
-                        q.position == heads.c.position,
-                    ),
-                )
-                .join(outbox, o.delivery_id == q.delivery_id)
-                .outerjoin(delivery_state, s.delivery_id == q.delivery_id)
-            )
-            .where(
-                q.channel == channel,
-                or_(
-                    s.status.is_(None),
-                    and_(
-                        s.status.in_(("pending", "retrying", "sending")),
-                        s.next_attempt_at <= now,
-                        s.leased_until < now,
-                    ),
-                ),
-            )
-            .order_by(q.position)
-            .limit(limit)
-        )
-        if skip_accounts:
-            query = query.where(q.ig_account_id.not_in(sorted(skip_accounts)))
-        with writing(self.engine) as conn:
-            self._adopt(conn, channel)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(of=delivery_queue, skip_locked=True)
-            rows = [dict(r) for r in conn.execute(query).mappings()]
-            # A reply the log says was sent or failed for good (its dispatcher died before
-            # settling it) leaves the queue, and its conversation's next one goes.
-            done = [r["delivery_id"] for r in rows if r["outcome"] is not None]
-            if done:
-                conn.execute(delete(delivery_queue).where(q.delivery_id.in_(done)))
-                rows = [r for r in rows if r["outcome"] is None]
-            upsert_many(
-                conn,
-                delivery_state,
-                [
-                    {
-                        "delivery_id": r["delivery_id"],
-                        "status": "sending",
-                        "attempts": (r["attempts"] or 0) + 1,
-                        "next_attempt_at": now,
-                        "leased_until": now + lease_ms,
-                        "lease_owner": owner,
-                        "history": r["history"] or [],
-                        "updated_at": now,
-                    }
-                    for r in rows
-                ],
-                keys=["delivery_id"],
-            )
-        for row in rows:
-            row["attempts"] = (row["attempts"] or 0) + 1
-            row["history"] = row["history"] or []
-        return rows
-
-    def _adopt(self, conn: Connection, channel: str) -> None:
-        """Queue the channel's outbox rows past its cursor that are not finished yet.
-
-        The projection commits its rows in the order of their positions, so once a
-        position is visible every row before it is: the cursor moves to the highest
-        position seen before the rows are read, and no row is passed over."""
-        o, c = outbox.c, delivery_cursors.c
-        cursor_query = select(c.position).where(c.channel == channel)
-        if conn.dialect.name == "postgresql":
-            # One dispatcher adopts at a time; the others wait for this short transaction.
-            cursor_query = cursor_query.with_for_update()
-        cursor = conn.execute(cursor_query).scalar()
-        if cursor is None:
-            _insert_ignore(conn, delivery_cursors, {"channel": channel, "position": 0})
-            cursor = conn.execute(cursor_query).scalar() or 0
-        head = conn.execute(
-            select(func.max(o.position)).where(o.channel == channel, o.outcome.is_(None))
-        ).scalar()
-        if head is None or head <= cursor:
-            return
-        finished = exists(
-            select(delivery_state.c.delivery_id).where(
-                delivery_state.c.delivery_id == o.delivery_id,
-                delivery_state.c.status.in_(FINISHED),
-            )
-        )
-        rows = select(
-            o.delivery_id, literal(channel), o.ig_account_id, o.conversation_id, o.position
-        ).where(
-            o.channel == channel,
-            o.outcome.is_(None),
-            o.position > cursor,
-            o.position <= head,
-            ~finished,
-        )
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        conn.execute(
-            dialect.insert(delivery_queue)
-            .from_select(
-                ["delivery_id", "channel", "ig_account_id", "conversation_id", "position"], rows
-            )
-            .on_conflict_do_nothing()
-        )
-        conn.execute(update(delivery_cursors).where(c.channel == channel).values(position=head))
-
-    def settle(
-        self,
-        delivery_id: str,
-        *,
-        status: str,
-        now: int,
-        next_attempt_at: int | None = None,
-        attempt: dict[str, Any] | None = None,
-        keep_attempt_count: bool = False,
-    ) -> None:
-        """Record how an attempt went: delivered, retrying (at `next_attempt_at`), dead,
-        ambiguous, or pending again without counting the attempt (an account pause)."""
-        self.settle_many(
-            [
-                Settlement(
-                    delivery_id,
-                    status=status,
-                    now=now,
-                    next_attempt_at=next_attempt_at,
-                    attempt=attempt,
-                    keep_attempt_count=keep_attempt_count,
-                )
-            ]
-        )
-
-    def settle_many(self, settlements: Sequence[Settlement]) -> None:
-        """`settle` each, in one transaction (the last settlement of a delivery wins)."""
-        if not settlements:
-            return
-        ids = sorted({each.delivery_id for each in settlements})
-        with writing(self.engine) as conn:
-            current = {
-                r["delivery_id"]: r
-                for r in conn.execute(
-                    select(
-                        delivery_state.c.delivery_id,
-                        delivery_state.c.attempts,
-                        delivery_state.c.history,
-                    ).where(delivery_state.c.delivery_id.in_(ids))
-                ).mappings()
-            }
-            rows: dict[str, dict[str, Any]] = {}
-            for each in settlements:
-                before = rows.get(each.delivery_id) or current.get(each.delivery_id)
-                history = list(before["history"]) if before else []
-                if each.attempt is not None:
-                    history = [*history, each.attempt][-20:]
-                attempts = before["attempts"] if before else 0
-                if each.keep_attempt_count:
-                    attempts = max(attempts - 1, 0)
-                rows[each.delivery_id] = {
-                    "delivery_id": each.delivery_id,
-                    "status": each.status,
-                    "attempts": attempts,
-                    "next_attempt_at": each.next_attempt_at
-                    if each.next_attempt_at is not None
-                    else each.now,
-                    "leased_until": 0,
-                    "lease_owner": None,
-                    "history": history,
-                    "updated_at": each.now,
-                }
-            upsert_many(conn, delivery_state, list(rows.values()), keys=["delivery_id"])
-            done = [i for i, row in rows.items() if row["status"] in FINISHED]
-            if done:
-                conn.execute(delete(delivery_queue).where(delivery_queue.c.delivery_id.in_(done)))
-
-    def redeliver(
-        self,
-        ig_account_id: str,
-        *,
-        delivery_id: str | None = None,
-        since_ms: int | None = None,
-        now: int,
-    ) -> int:
-        """Send CRM deliveries again (dead ones included); the number of deliveries."""
-        o = outbox.c
-        query = select(o.delivery_id).where(o.channel == "crm", o.ig_account_id == ig_account_id)
-        if delivery_id is not None:
-            query = query.where(o.delivery_id == delivery_id)
-        if since_ms is not None:
-            query = query.where(o.created_at >= since_ms)
-        with writing(self.engine) as conn:
-            ids = [r[0] for r in conn.execute(query)]
-            for chunk_start in range(0, len(ids), 500):
-                chunk = ids[chunk_start : chunk_start + 500]
-                # A delivery never attempted has no state row: it is pending already.
-                conn.execute(
-                    delivery_state.update()
-                    .where(delivery_state.c.delivery_id.in_(chunk))
-                    .values(status="pending", next_attempt_at=now, leased_until=0, attempts=0)
-                )
-                # Finished deliveries left the queue: back in, at their place in the
-                # conversation (one not adopted yet will be, past the cursor).
-                cursors = select(delivery_cursors.c.position).where(
-                    delivery_cursors.c.channel == o.channel
-                )
-                again = select(
-                    o.delivery_id, o.channel, o.ig_account_id, o.conversation_id, o.position
-                ).where(o.delivery_id.in_(chunk), o.position <= cursors.scalar_subquery())
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                conn.execute(
-                    dialect.insert(delivery_queue)
-                    .from_select(
-                        ["delivery_id", "channel", "ig_account_id", "conversation_id", "position"],
-                        again,
-                    )
-                    .on_conflict_do_nothing()
-                )
-        return len(ids)
-
-    def deliveries(
-        self, ig_account_id: str, *, status: str | None, limit: int, before_position: int | None
-    ) -> list[dict[str, Any]]:
-        """CRM deliveries of an account, newest first, with their attempts."""
-        o, s = outbox.c, delivery_state.c
-        status_column = func.coalesce(s.status, "pending")
-        query = (
-            select(outbox, status_column.label("status"), s.attempts, s.history, s.next_attempt_at)
-            .select_from(outbox.outerjoin(delivery_state, s.delivery_id == o.delivery_id))
-            .where(o.channel == "crm", o.ig_account_id == ig_account_id)
-            .order_by(o.position.desc())
-            .limit(limit)
-        )
-        if status == "failed":
-            query = query.where(status_column.in_(("retrying", "dead")))
-        elif status is not None:
-            query = query.where(status_column == status)
-        if before_position is not None:
-            query = query.where(o.position < before_position)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
-
-    def delivery(self, ig_account_id: str, delivery_id: str) -> dict[str, Any] | None:
-        o, s = outbox.c, delivery_state.c
-        query = (
-            select(outbox, s.status, s.attempts, s.history, s.next_attempt_at)
-            .select_from(outbox.outerjoin(delivery_state, s.delivery_id == o.delivery_id))
-            .where(o.ig_account_id == ig_account_id, o.delivery_id == delivery_id)
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row is not None else None
 
     def notify_channel(self) -> str:
         return "dmledger_outbox"

@@ -338,9 +338,7 @@ class Killed(BaseException):
 
 
 def _crm(services: Services) -> list[dict[str, Any]]:
-    rows = services.read_models.outbox.deliveries(
-        ACCOUNT, status=None, limit=500, before_position=None
-    )
+    rows = services.delivery_queue.deliveries(ACCOUNT, status=None, limit=500, before_position=None)
     return [{"payload": json.loads(r["body"]), "status": r["status"]} for r in rows]
 
 
@@ -450,7 +448,7 @@ async def test_a_dispatcher_killed_after_the_call_delivers_once_more_with_the_sa
     services.read_models.catch_up()
 
     # the first dispatcher delivers, then dies before it records the outcome
-    outbox = services.read_models.outbox
+    outbox = services.delivery_queue
     real_settle = outbox.settle_many
 
     def die(*_: Any, **__: Any) -> None:
@@ -612,9 +610,7 @@ async def test_a_stored_endpoint_on_loopback_is_not_posted_to_once_private_urls_
 
     # then nothing reached the address, and the attempt says why
     assert crm.received == []
-    rows = services.read_models.outbox.deliveries(
-        ACCOUNT, status=None, limit=10, before_position=None
-    )
+    rows = services.delivery_queue.deliveries(ACCOUNT, status=None, limit=10, before_position=None)
     assert rows, "a delivery was due"
     errors = [a.get("error") or "" for r in rows for a in (r.get("history") or [])]
     assert errors

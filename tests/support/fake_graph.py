@@ -45,8 +45,9 @@ class FakeGraphApi:
     """Serves profiles (`GET /{version}/{igsid}`) and the Send API
     (`POST /{version}/{ig_account_id}/messages`); records every request.
 
-    `answers` holds scripted answers for the next sends, as (status, body) or ("sleep",
-    seconds); when it is empty a send succeeds with a new `message_id`.
+    `answers` holds scripted answers for the next sends, as (status, body), ("sleep",
+    seconds), or ("drop", None): the connection closes without an answer, after Meta got
+    the request. When it is empty a send succeeds with a new `message_id`.
     """
 
     def __init__(
@@ -95,6 +96,9 @@ class FakeGraphApi:
                     kind, value = fake.answers.popleft()
                     if kind == "sleep":
                         time.sleep(value)
+                    elif kind == "drop":
+                        self.close_connection = True
+                        return
                     else:
                         self._answer(kind, value)
                         return

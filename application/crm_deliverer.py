@@ -1,0 +1,131 @@
+"""Delivering one notification to an account's CRM endpoint, and recording the attempt.
+
+Every attempt goes into the delivery's history. A 2xx delivers it; a 410 disables the
+endpoint (`CrmEndpointDisabled`) and the delivery is dead; anything else is retried on
+`CRM_RETRY_SCHEDULE_SECONDS` (or after the endpoint's `Retry-After` on a 429 or 503) until
+the schedule runs out. An endpoint that fails `breaker_limit` times in a row rests for
+`breaker_rest_ms`: its deliveries wait meanwhile, without an attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from application.delivery import DeliveryResult, crm_retry_delay_ms
+from application.ledger_writer import LedgerWriter
+from application.ports import CrmEndpoint, SecretBox
+from application.sending import crm_endpoint_gone
+from application.served_accounts import ServedAccounts
+from application.settlements import Settlements
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Breaker:
+    """A circuit breaker per CRM endpoint: after `limit` failures in a row, rest a while."""
+
+    failures: int = 0
+    open_until: int = 0
+
+
+class CrmDeliverer:
+    """Delivers CRM notifications for every account."""
+
+    def __init__(
+        self,
+        *,
+        writer: LedgerWriter,
+        accounts: ServedAccounts,
+        secrets: SecretBox,
+        crm: CrmEndpoint,
+        settlements: Settlements,
+        now: Callable[[], int],
+        breaker_limit: int,
+        breaker_rest_ms: int,
+    ) -> None:
+        self._writer = writer
+        self._accounts = accounts
+        self._secrets = secrets
+        self._crm = crm
+        self._settlements = settlements
+        self._now = now
+        self._breaker_limit = breaker_limit
+        self._breaker_rest_ms = breaker_rest_ms
+        self._breakers: dict[str, _Breaker] = {}
+
+    async def deliver(self, row: dict[str, Any]) -> None:
+        """Deliver one leased notification and record the attempt; a failure of ours
+        leaves the lease to run out, and the delivery goes again later."""
+        try:
+            await self._deliver(row)
+        except Exception:
+            log.exception("delivery %s failed in dmledger", row["delivery_id"])
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        now = self._now()
+        account = await self._accounts.get(row["ig_account_id"])
+        endpoint = account.crm_endpoint if account is not None else None
+        if endpoint is None or not endpoint["enabled"]:
+            attempt = {
+                "at": now,
+                "status_code": None,
+                "latency_ms": 0,
+                "error": "no CRM endpoint is set",
+            }
+            await self._settlements.settle(row, "dead", now, attempt=attempt)
+            return
+        breaker = self._breakers.setdefault(endpoint["url"], _Breaker())
+        if breaker.open_until > now:
+            await self._settlements.requeue(row, breaker.open_until)
+            return
+        result = await self._crm.deliver(
+            url=endpoint["url"],
+            secret=self._secrets.decrypt(endpoint["secret"]),
+            delivery_id=row["delivery_id"],
+            body=row["body"],
+        )
+        await self._record(row, breaker, result)
+
+    async def _record(self, row: dict[str, Any], breaker: _Breaker, result: DeliveryResult) -> None:
+        now = self._now()
+        attempt = {
+            "at": now,
+            "status_code": result.status_code,
+            "latency_ms": result.latency_ms,
+            "error": result.error,
+            "response": result.response,
+        }
+        status = result.status_code or 0
+        if 200 <= status < 300:
+            breaker.failures = 0
+            await self._settlements.settle(row, "delivered", now, attempt=attempt)
+            return
+        if status == 410:
+            await self._writer.run(
+                crm_endpoint_gone(row["ig_account_id"], "the endpoint answered 410 Gone")
+            )
+            self._accounts.forget(row["ig_account_id"])
+            await self._settlements.settle(row, "dead", now, attempt=attempt)
+            return
+        breaker.failures += 1
+        if breaker.failures >= self._breaker_limit:
+            breaker.open_until = now + self._breaker_rest_ms
+            log.warning("CRM endpoint of %s keeps failing: resting it", row["ig_account_id"])
+        delay = retry_delay_ms(row["attempts"], result)
+        if delay is None:
+            await self._settlements.settle(row, "dead", now, attempt=attempt)
+            return
+        await self._settlements.settle(row, "retrying", now, next_at=now + delay, attempt=attempt)
+
+
+def retry_delay_ms(attempt: int, result: DeliveryResult) -> int | None:
+    """The wait before the next attempt after a failed `attempt`-th, or None when the
+    schedule has run out; a 429 or 503 with `Retry-After` waits as long as it says."""
+    delay = crm_retry_delay_ms(attempt)
+    if result.status_code in (429, 503) and result.retry_after_seconds is not None:
+        delay = result.retry_after_seconds * 1000
+    return delay

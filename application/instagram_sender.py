@@ -1,0 +1,272 @@
+"""Sending one reply to the Instagram Send API, and recording what came of it.
+
+Before a reply goes, the account must be served and not held (suspended, its token
+rejected, its sends paused), its token bucket must have room (Meta allows about 300 text
+sends a second per account), and Meta must be willing to take it (see
+`application.reply_windows`). Meta's answer is classified (`application.delivery`:
+`error_class`, then the `ACTIONS` table) and each action has its handler here, in
+`InstagramSender._outcomes`: `ReplySent` / `ReplyFailed` on the conversation,
+`TokenRejected` or `SendsPaused` on the account, and the delivery settled or put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from application.delivery import Action, MetaError, SendResult, backoff_ms, classify
+from application.ledger_writer import LedgerWriter
+from application.ports import ConversationWindows, InstagramSendApi, SecretBox
+from application.reply_windows import HOUR_MS, window
+from application.sending import reply_failed, reply_sent, sends_paused, token_rejected
+from application.served_accounts import ServedAccounts
+from application.settlements import Settlements
+from domain.account import Account, AccountStatus
+
+log = logging.getLogger(__name__)
+
+MAX_SEND_ATTEMPTS = 8
+HOLD_MS = 60_000
+"""How long a suspended account, or one whose token was rejected, waits between checks."""
+
+
+@dataclass
+class _Bucket:
+    """A token bucket: Meta allows each account about 300 text sends a second."""
+
+    rate: float
+    tokens: float
+    at: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One reply and what the Send API answered to it."""
+
+    row: dict[str, Any]
+    conversation_id: UUID
+    account: Account
+    result: SendResult
+
+    @property
+    def reply_id(self) -> str:
+        return str(self.row["delivery_id"])
+
+    @property
+    def attempt(self) -> int:
+        return int(self.row["attempts"])
+
+    @property
+    def code(self) -> int | None:
+        return self.result.error.code if self.result.error else None
+
+    @property
+    def detail(self) -> str:
+        return self.result.detail or f"HTTP {self.result.status_code}"
+
+
+class InstagramSender:
+    """Sends replies for every account, holding back the accounts that must wait."""
+
+    def __init__(
+        self,
+        *,
+        writer: LedgerWriter,
+        accounts: ServedAccounts,
+        windows: ConversationWindows,
+        secrets: SecretBox,
+        instagram: InstagramSendApi,
+        settlements: Settlements,
+        now: Callable[[], int],
+        sends_per_second: float,
+    ) -> None:
+        self._writer = writer
+        self._accounts = accounts
+        self._windows = windows
+        self._secrets = secrets
+        self._instagram = instagram
+        self._settlements = settlements
+        self._now = now
+        self._rate = sends_per_second
+        self._buckets: dict[str, _Bucket] = {}
+        self._held: dict[str, int] = {}
+        """Accounts whose sends wait, until (ms)."""
+        self._outcomes: dict[Action, Callable[[_Answer], Awaitable[None]]] = {
+            Action.SENT: self._sent,
+            Action.RETRY: self._retry,
+            Action.PAUSE_ACCOUNT: self._pause_account,
+            Action.TOKEN_REJECTED: self._token_rejected,
+            Action.PAUSE_ALERT: self._pause_for_permission,
+            Action.TERMINAL: self._fail,
+            Action.AMBIGUOUS: self._fail,
+        }
+
+    def held_accounts(self, now: int) -> set[str]:
+        """The accounts whose replies must not be leased now."""
+        self._held = {a: until for a, until in self._held.items() if until > now}
+        return set(self._held)
+
+    async def send(self, row: dict[str, Any]) -> None:
+        """Send one leased reply and record the outcome; a failure of ours leaves the
+        lease to run out, and the reply goes again later."""
+        try:
+            await self._send(row)
+        except Exception:
+            log.exception("sending reply %s failed in dmledger", row["delivery_id"])
+
+    async def _send(self, row: dict[str, Any]) -> None:
+        reply = json.loads(row["body"])
+        ig_account_id = row["ig_account_id"]
+        conversation_id = UUID(row["conversation_id"])
+        now = self._now()
+        account = await self._accounts.get(ig_account_id)
+        if account is None or account.status == AccountStatus.DEACTIVATED:
+            await self._refuse(row, conversation_id, "the account is not served")
+            return
+        hold_until = _hold_until(account, now)
+        if hold_until is not None:
+            self._held[ig_account_id] = hold_until
+            await self._settlements.requeue(row, hold_until)
+            return
+        bucket = self._buckets.setdefault(ig_account_id, _Bucket(self._rate, self._rate))
+        if not bucket.take():
+            await self._settlements.requeue(row, now + 50)
+            return
+        last_inbound = await asyncio.to_thread(
+            self._windows.last_inbound_at, ig_account_id, row["conversation_id"]
+        )
+        refusal, tag = window(reply, last_inbound, now)
+        if refusal is not None:
+            await self._refuse(row, conversation_id, refusal)
+            return
+        result = await self._instagram.send(
+            ig_account_id=ig_account_id,
+            access_token=self._secrets.decrypt(account.access_token),
+            recipient_id=reply["participant_id"],
+            text=reply.get("text"),
+            attachment=reply.get("attachment"),
+            tag=tag,
+        )
+        answer = _Answer(row, conversation_id, account, result)
+        await self._outcomes[classify(result)](answer)
+
+    # -- one handler per `Action` -------------------------------------------------------------
+
+    async def _sent(self, answer: _Answer) -> None:
+        now = self._now()
+        await self._writer.run(
+            reply_sent(answer.conversation_id, answer.reply_id, answer.result.message_id, now)
+        )
+        await self._settlements.settle(answer.row, "delivered", now)
+
+    async def _retry(self, answer: _Answer) -> None:
+        if answer.attempt >= MAX_SEND_ATTEMPTS:
+            await self._fail(answer, error_class="retries_exhausted")
+            return
+        now = self._now()
+        await self._writer.run(
+            reply_failed(
+                answer.conversation_id,
+                answer.reply_id,
+                error_class="transient",
+                retryable=True,
+                error=answer.result.error,
+                detail=answer.detail,
+                attempt=answer.attempt,
+            )
+        )
+        await self._settlements.settle(
+            answer.row, "retrying", now, next_at=now + backoff_ms(answer.attempt)
+        )
+
+    async def _pause_account(self, answer: _Answer) -> None:
+        seconds = answer.result.regain_access_seconds
+        until = self._now() + (
+            seconds * 1000 if seconds else backoff_ms(answer.attempt, base_ms=60_000)
+        )
+        await self._pause(answer, until, reason="rate limited by Meta")
+
+    async def _pause_for_permission(self, answer: _Answer) -> None:
+        log.error(
+            "Meta refused sends of %s for lack of permission (code %s): paused for an hour",
+            answer.account.ig_account_id,
+            answer.code,
+        )
+        await self._pause(answer, self._now() + HOUR_MS, reason="permission")
+
+    async def _pause(self, answer: _Answer, until: int, *, reason: str) -> None:
+        ig_account_id = answer.account.ig_account_id
+        await self._writer.run(
+            sends_paused(ig_account_id, until=until, code=answer.code, reason=reason)
+        )
+        self._held[ig_account_id] = until
+        await self._settlements.requeue(answer.row, until)
+
+    async def _token_rejected(self, answer: _Answer) -> None:
+        now = self._now()
+        ig_account_id = answer.account.ig_account_id
+        result = answer.result
+        await self._writer.run(
+            token_rejected(ig_account_id, result.error or MetaError(190, None, result.detail), now)
+        )
+        self._accounts.forget(ig_account_id)
+        self._held[ig_account_id] = now + HOLD_MS
+        await self._settlements.requeue(answer.row, now + HOLD_MS)
+
+    async def _fail(self, answer: _Answer, *, error_class: str | None = None) -> None:
+        """A final `ReplyFailed`: terminal, ambiguous (it may have gone: never again), or
+        retries exhausted."""
+        now = self._now()
+        ambiguous = classify(answer.result) == Action.AMBIGUOUS
+        await self._writer.run(
+            reply_failed(
+                answer.conversation_id,
+                answer.reply_id,
+                error_class=error_class or ("ambiguous" if ambiguous else "terminal"),
+                retryable=False,
+                error=answer.result.error,
+                detail=answer.detail,
+                attempt=answer.attempt,
+            )
+        )
+        await self._settlements.settle(answer.row, "ambiguous" if ambiguous else "dead", now)
+
+    async def _refuse(self, row: dict[str, Any], conversation_id: UUID, reason: str) -> None:
+        """Record what Meta would refuse as a failed reply, without sending it."""
+        await self._writer.run(
+            reply_failed(
+                conversation_id,
+                row["delivery_id"],
+                error_class="refused",
+                retryable=False,
+                error=None,
+                detail=reason,
+                attempt=row["attempts"],
+            )
+        )
+        await self._settlements.settle(row, "dead", self._now())
+
+
+def _hold_until(account: Account, now: int) -> int | None:
+    """Until when the account's sends wait, or None if they may go."""
+    if account.status == AccountStatus.SUSPENDED or account.token_rejected:
+        return now + HOLD_MS
+    paused = getattr(account, "sends_paused_until", None)
+    if paused is not None and paused > now:
+        return int(paused)
+    return None
