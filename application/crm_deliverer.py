@@ -57,6 +57,11 @@ class CrmDeliverer:
         self._breaker_rest_ms = breaker_rest_ms
         self._breakers: dict[str, _Breaker] = {}
 
+    def circuit(self, url: str) -> tuple[int, int]:
+        """The endpoint at `url`: its failures in a row, and until when (ms) it rests."""
+        breaker = self._breakers.get(url)
+        return (breaker.failures, breaker.open_until) if breaker is not None else (0, 0)
+
     async def deliver(self, row: dict[str, Any]) -> None:
         """Deliver one leased notification and record the attempt; a failure of ours
         leaves the lease to run out, and the delivery goes again later."""

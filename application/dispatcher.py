@@ -171,8 +171,7 @@ class Dispatcher:
     def crm_circuit(self, url: str) -> tuple[int, int]:
         """The CRM endpoint at `url`: its failures in a row, and until when (ms) it rests.
         Each dispatcher process keeps its own count; this is this process's."""
-        breaker = self._breakers.get(url)
-        return (breaker.failures, breaker.open_until) if breaker is not None else (0, 0)
+        return self.crm.circuit(url)
 
     async def drain(self, *, rounds: int = 50) -> None:
         """Dispatch until nothing is due now (tests, the CLI's --once)."""

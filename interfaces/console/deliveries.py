@@ -16,10 +16,11 @@ from litestar.response import Redirect, Template
 from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
 from application.errors import InvalidInput, NotFound
+from application.redeliveries import Redeliveries
+from infrastructure.delivery_queue import DeliveryQueue
 from interfaces.console.access import Viewer, acting
 from interfaces.console.pages import page
 from interfaces.console.session import now_ms
-from projections.registry import ReadModels
 
 Shown = Literal["failed", "dead", "retrying", "delivered", "pending", "all"]
 
@@ -34,14 +35,14 @@ class DeliveryPages(Controller):
         self,
         viewer: NamedDependency[Viewer],
         console_account: NamedDependency[str],
-        read_models: NamedDependency[ReadModels],
+        delivery_queue: NamedDependency[DeliveryQueue],
         crm_endpoints: NamedDependency[CrmEndpoints],
         dispatcher: NamedDependency[Dispatcher],
         status: Annotated[Shown, QueryParameter()] = "failed",
     ) -> Template:
         """Deliveries (the failed ones first shown), newest first, each with its attempts."""
         rows = await asyncio.to_thread(
-            read_models.outbox.deliveries,
+            delivery_queue.deliveries,
             console_account,
             status=None if status == "all" else status,
             limit=100,
@@ -69,21 +70,16 @@ class DeliveryPages(Controller):
         request: Request[Any, Any, Any],
         viewer: NamedDependency[Viewer],
         console_account: NamedDependency[str],
-        read_models: NamedDependency[ReadModels],
+        redeliveries: NamedDependency[Redeliveries],
     ) -> Redirect:
         """Deliver every notification since a time (UTC) again."""
-        acting(viewer, console_account)
+        by = acting(viewer, console_account)
         given = str((await request.form()).get("since") or "")
         try:
             since = datetime.fromisoformat(given).replace(tzinfo=UTC)
         except ValueError:
             raise InvalidInput("since", "give the time to redeliver from") from None
-        await asyncio.to_thread(
-            read_models.outbox.redeliver,
-            console_account,
-            since_ms=int(since.timestamp() * 1000),
-            now=now_ms(),
-        )
+        await redeliveries.since(console_account, int(since.timestamp() * 1000), by=by)
         return Redirect(f"/console/accounts/{console_account}/deliveries", status_code=303)
 
     @post("/{delivery_id:str}/redeliver")
@@ -92,16 +88,11 @@ class DeliveryPages(Controller):
         viewer: NamedDependency[Viewer],
         console_account: NamedDependency[str],
         delivery_id: FromPath[str],
-        read_models: NamedDependency[ReadModels],
+        redeliveries: NamedDependency[Redeliveries],
     ) -> Redirect:
         """Deliver one notification again, with the same `webhook-id`."""
-        acting(viewer, console_account)
-        outbox = read_models.outbox
-        if await asyncio.to_thread(outbox.delivery, console_account, delivery_id) is None:
-            raise NotFound(f"there is no delivery {delivery_id}")
-        await asyncio.to_thread(
-            outbox.redeliver, console_account, delivery_id=delivery_id, now=now_ms()
-        )
+        by = acting(viewer, console_account)
+        await redeliveries.one(console_account, delivery_id, by=by)
         return Redirect(f"/console/accounts/{console_account}/deliveries", status_code=303)
 
 
