@@ -9,7 +9,9 @@ from uuid import UUID, uuid5
 import msgspec
 
 from application.errors import Conflict, InvalidInput, NotFound
+from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
+from application.reply_windows import refusal
 from domain.conversation import Conversation
 
 
@@ -19,6 +21,29 @@ class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True):
     text: str | None = None
     attachment_url: str | None = None
     attachment_type: Literal["image", "video", "audio", "file"] | None = None
+
+
+class ReplyState(msgspec.Struct, frozen=True):
+    """A reply as its conversation records it (before the message history may show it)."""
+
+    reply_id: str
+    state: str
+    """queued, sent or failed."""
+    message_id: str | None
+
+
+def reply_state(
+    ledger: Ledger, ig_account_id: str, conversation_id: UUID, reply_id: str
+) -> ReplyState | None:
+    """Our reply `reply_id` as the conversation's own events say, or None: what a CRM is
+    answered right after its reply was accepted, while the read models catch up."""
+    conversation = ledger.find(conversation_id)
+    if not isinstance(conversation, Conversation) or conversation.ig_account_id != ig_account_id:
+        return None
+    found = conversation.replies.get(reply_id)
+    if found is None:
+        return None
+    return ReplyState(reply_id, str(found["state"]), found.get("message_id"))
 
 
 class ReplyAccepted(msgspec.Struct, frozen=True):
@@ -75,6 +100,15 @@ def request_reply(
                     "this Idempotency-Key was used for another reply; use a new key for a new reply"
                 )
             return ReplyAccepted(reply_id=earlier["reply_id"], created=False)
+        refused = refusal(
+            request.text or "",
+            automated=False,
+            last_inbound=conversation.last_inbound_at,
+            now=at,
+        )
+        if refused is not None:
+            # Meta would refuse it: say so now rather than accept a reply that must fail.
+            raise InvalidInput(*refused)
         conversation.queue_reply(
             reply_id=reply_id,
             text=request.text or "",

@@ -9,6 +9,16 @@ DAY_MS = 24 * HOUR_MS
 MAX_TEXT_BYTES = 1000
 
 
+def refusal(
+    text: str, *, automated: bool, last_inbound: int | None, now: int
+) -> tuple[str, str] | None:
+    """The field at fault and the reason Meta would refuse this reply now, or None."""
+    reason, _ = window({"text": text, "automated": automated}, last_inbound, now)
+    if reason is None:
+        return None
+    return ("text" if reason.startswith("the text") else "conversation"), reason
+
+
 def window(
     reply: dict[str, Any], last_inbound: int | None, now: int
 ) -> tuple[str | None, str | None]:

@@ -16,12 +16,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from application.api_keys import Principal
 from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
+from application.ledger import Ledger
 from application.ledger_writer import Command, LedgerWriter
-from application.replies import ReplyRequest, request_reply
+from application.replies import ReplyRequest, reply_state, request_reply
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
 from interfaces.http.wire import (
     ChangeConversation,
+    ChangeStored,
     Conversation,
     ConversationPage,
     Message,
@@ -29,6 +31,11 @@ from interfaces.http.wire import (
     ReplyStatus,
 )
 from projections.registry import ReadModels
+
+READ_MODEL_WAIT = 2.0
+"""Seconds a change waits for the conversation list to show it before answering 202."""
+BEHIND = {"Dmledger-Read-Models": "behind"}
+"""Says the change is stored but the read models do not show it yet."""
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="At most this many items.")]
 Cursor = Annotated[
@@ -99,7 +106,7 @@ class ConversationController(Controller):
         conversations: NamedDependency[Conversations],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
-    ) -> Conversation:
+    ) -> Response[Conversation | ChangeStored]:
         """Archive, reopen or block a conversation, or mark it read; each is an event on it.
 
         Answers with the conversation as the conversation list shows it once the change
@@ -127,7 +134,7 @@ class ConversationController(Controller):
         conversations: NamedDependency[Conversations],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
-    ) -> Conversation:
+    ) -> Response[Conversation | ChangeStored]:
         """A person takes over: automation pauses for this conversation (`AutomationPaused`)."""
         command = conversations.hand_over(
             writable_account,
@@ -150,7 +157,7 @@ class ConversationController(Controller):
         conversations: NamedDependency[Conversations],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
-    ) -> Conversation:
+    ) -> Response[Conversation | ChangeStored]:
         """Automation may answer this conversation again (`AutomationResumed`)."""
         command = conversations.resume(
             writable_account, conversation_id, by=f"api-key:{principal.key_id}"
@@ -209,21 +216,28 @@ class ConversationController(Controller):
         conversation_id: FromPath[UUID],
         reply_id: FromPath[str],
         read_models: NamedDependency[ReadModels],
+        ledger: NamedDependency[Ledger],
     ) -> ReplyStatus:
-        """Show a reply: queued, sent (with Meta's message id), failed (with Meta's error)."""
-        return await self._reply(read_models, account, conversation_id, reply_id)
+        """Show a reply: queued, sent (with Meta's message id), failed (with Meta's error).
 
-    @staticmethod
-    async def _reply(
-        read_models: ReadModels, account: str, conversation_id: UUID, reply_id: str
-    ) -> ReplyStatus:
-        await ConversationController._conversation(read_models, account, conversation_id)
+        Answers from the moment the reply was accepted: until the message history shows
+        it, from the conversation's own events."""
         row = await asyncio.to_thread(
             read_models.message_history.reply, str(conversation_id), reply_id
         )
-        if row is None:
+        if row is not None:
+            listed = await asyncio.to_thread(
+                read_models.conversation_list.get, account, str(conversation_id)
+            )
+            if listed is not None:  # the conversation is this account's
+                return ReplyStatus.of(row, account)
+        # The account's own events say whether the conversation and the reply are its.
+        state = await asyncio.to_thread(reply_state, ledger, account, conversation_id, reply_id)
+        if state is None:
             raise NotFound(f"there is no reply {reply_id} in this conversation")
-        return ReplyStatus.of(row, account)
+        if row is not None:
+            return ReplyStatus.of(row, account)
+        return ReplyStatus.recorded(account, str(conversation_id), state)
 
     @get("/{conversation_id:uuid}/messages", responses=problems(401, 404, 422))
     async def list_messages(
@@ -275,11 +289,21 @@ class ConversationController(Controller):
         read_models: ReadModels,
         account: str,
         conversation_id: UUID,
-    ) -> Conversation:
-        """Run a change, then answer with the conversation once the list shows it."""
+    ) -> Response[Conversation | ChangeStored]:
+        """Run a change, then answer with the conversation once the list shows it.
+
+        The change is stored when the command returns: if the conversation list does not
+        follow within `READ_MODEL_WAIT` seconds (its runner is stopped or far behind), the
+        answer is 202 with `Dmledger-Read-Models: behind`, never an error."""
         await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "conversation_list")
-        return await cls._conversation(read_models, account, conversation_id)
+        try:
+            await asyncio.to_thread(
+                read_models.wait_for, "conversation_list", timeout=READ_MODEL_WAIT
+            )
+        except TimeoutError:
+            stored = ChangeStored(conversation_id=str(conversation_id))
+            return Response(stored, status_code=HTTP_202_ACCEPTED, headers=BEHIND)
+        return Response(await cls._conversation(read_models, account, conversation_id))
 
     @staticmethod
     async def _conversation(

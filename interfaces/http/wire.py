@@ -219,6 +219,20 @@ class ReplyStatus(msgspec.Struct):
         )
 
     @classmethod
+    def recorded(cls, account_id: str, conversation_id: str, state: Any) -> ReplyStatus:
+        """A reply as its conversation's events record it (`application.replies.ReplyState`),
+        before the message history shows it."""
+        return cls(
+            reply_id=state.reply_id,
+            conversation_id=conversation_id,
+            status=state.state,
+            text=None,
+            message_id=state.message_id,
+            error=None,
+            status_url=_status_url(account_id, conversation_id, state.reply_id),
+        )
+
+    @classmethod
     def of(cls, row: dict[str, Any], account_id: str) -> ReplyStatus:
         conversation_id = row["conversation_id"]
         return cls(
@@ -230,6 +244,14 @@ class ReplyStatus(msgspec.Struct):
             error=row["delivery_error"],
             status_url=_status_url(account_id, conversation_id, row["reply_id"]),
         )
+
+
+class ChangeStored(msgspec.Struct):
+    """A change that is stored, which the read models do not show yet (a 202 with the
+    `Dmledger-Read-Models: behind` header): read the conversation again in a moment."""
+
+    conversation_id: str
+    stored: bool = True
 
 
 def _status_url(account_id: str, conversation_id: str, reply_id: str) -> str:

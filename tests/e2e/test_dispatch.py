@@ -375,11 +375,10 @@ async def test_what_meta_would_refuse_is_refused_without_sending(
     )
     await step(services)
 
-    assert (await api.get(long.json()["status_url"], headers=key)).json()["status"] == "failed"
-    [refused] = [
-        f for f in of_type(services, "Conversation.ReplyFailed") if f["error_class"] == "refused"
-    ]
-    assert "1002 bytes" in refused["message"]
+    # a text Meta would refuse is refused at once (422), never queued to fail later
+    assert long.status_code == 422, long.text
+    assert "1002 bytes" in long.json()["detail"]
+    assert not of_type(services, "Conversation.ReplyFailed")
     assert human.status_code == 202
     assert graph.sent[0]["body"]["tag"] == "HUMAN_AGENT"
     assert graph.sent[0]["body"]["messaging_type"] == "MESSAGE_TAG"
