@@ -4,6 +4,7 @@
 
 import asyncio
 import secrets
+from contextlib import suppress
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -173,7 +174,10 @@ class ConversationPages(Controller):
                 by=by,
             )
         await writer.run(command)
-        await asyncio.to_thread(read_models.wait_for, "conversation_list")
+        # Stored: show the thread once the list has it, or at once if it is behind (the
+        # page refreshes itself), never an error for a stored change.
+        with suppress(TimeoutError):
+            await asyncio.to_thread(read_models.wait_for, "conversation_list", timeout=2.0)
         return Redirect(_thread_path(console_account, conversation_id), status_code=303)
 
 
