@@ -204,8 +204,8 @@ def preview(
 
 def echo_command(event: Any) -> Command[bool]:
     """The command that pauses automation when an echo shows a person answered from the
-    Instagram app: an echo of none of our replies, with none of ours on its way (the echo
-    of a reply can arrive before the Send API's answer).
+    Instagram app: an echo of none of our replies, and not one of a reply of ours on its
+    way (whose echo can arrive before the Send API's answer: it has that reply's text).
 
     The conversation is read fresh: the dispatcher records sends from its own process,
     and a copy kept here from before would still show the reply in flight (and change
@@ -215,7 +215,7 @@ def echo_command(event: Any) -> Command[bool]:
         conversation = changes.get(event.originator_id, Conversation, fresh=True)
         if conversation is None or event.mid in conversation.sent_message_ids:
             return False
-        if conversation.replies_in_flight:
+        if conversation.may_echo_a_queued_reply(event.text):
             return False
         return conversation.pause_automation(
             at=event.sent_at, by="instagram-app", reason="human_replied_in_app"

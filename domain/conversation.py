@@ -12,6 +12,7 @@ fields Meta adds after this code was written.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -53,6 +54,11 @@ class Status(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"
     BLOCKED = "blocked"
+
+
+def _echo_digest(text: str) -> str:
+    """What identifies a reply's text in its echo, without keeping the text itself."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Conversation(Aggregate):
@@ -487,7 +493,11 @@ class Conversation(Aggregate):
         request_hash: str | None = None,
     ) -> None:
         self.recorded[key] = None
-        self.replies[reply_id] = {"state": "queued", "automated": automated}
+        self.replies[reply_id] = {
+            "state": "queued",
+            "automated": automated,
+            "echo": _echo_digest(text) if text else None,
+        }
         if request_hash is not None:
             self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
         if automated and trigger_at is not None:
@@ -558,6 +568,16 @@ class Conversation(Aggregate):
     def replies_in_flight(self) -> bool:
         """Whether a reply is queued and not yet sent or failed (its echo may come first)."""
         return any(r["state"] == "queued" for r in self.replies.values())
+
+    def may_echo_a_queued_reply(self, text: str | None) -> bool:
+        """Whether an echo with this text may be that of one of our replies on its way
+        (its echo can come before the Send API's answer). A text reply's echo carries its
+        text; a reply queued before texts were remembered, or an attachment, may be any."""
+        digest = _echo_digest(text) if text else None
+        return any(
+            r["state"] == "queued" and (r.get("echo") is None or r.get("echo") == digest)
+            for r in self.replies.values()
+        )
 
     def skip_auto_reply(
         self, *, key: str, in_reply_to: str | None, rule_id: str | None, reason: str
