@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID, uuid5
 
 import msgspec
@@ -12,7 +13,7 @@ from application.errors import Conflict, InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.reply_windows import refusal
-from domain.conversation import Conversation
+from domain.conversation import REPLY_FAILED, REPLY_SENT, Conversation
 
 
 class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,6 +45,41 @@ def reply_state(
     if found is None:
         return None
     return ReplyState(reply_id, str(found["state"]), found.get("message_id"))
+
+
+class ReplyAttempt(msgspec.Struct, frozen=True):
+    """One try at sending a reply, as recorded: failed (retrying or for good) or sent."""
+
+    at: datetime
+    outcome: str
+    """retrying, failed or sent."""
+    error: dict[str, Any] | None = None
+    """Meta's error (class, code, subcode, message, fbtrace_id) when it failed."""
+    message_id: str | None = None
+    """Meta's id of the sent message."""
+
+
+def reply_attempts(ledger: Ledger, conversation_id: UUID, reply_id: str) -> list[ReplyAttempt]:
+    """Every recorded try at sending `reply_id`, oldest first, from the conversation's events."""
+    attempts: list[ReplyAttempt] = []
+    for stored in ledger.events.get(conversation_id):
+        event: Any = stored
+        if getattr(event, "reply_id", None) != reply_id:
+            continue
+        at = event.timestamp
+        if type(event).TOPIC == REPLY_SENT:
+            attempts.append(ReplyAttempt(at, "sent", message_id=event.message_id))
+        elif type(event).TOPIC == REPLY_FAILED:
+            error = {
+                "class": event.error_class,
+                "code": event.code,
+                "subcode": event.subcode,
+                "message": event.message,
+                "fbtrace_id": event.fbtrace_id,
+            }
+            outcome = "retrying" if event.retryable else "failed"
+            attempts.append(ReplyAttempt(at, outcome, error=error))
+    return attempts
 
 
 class ReplyAccepted(msgspec.Struct, frozen=True):

@@ -18,7 +18,7 @@ from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Command, LedgerWriter
-from application.replies import ReplyRequest, reply_state, request_reply
+from application.replies import ReplyRequest, reply_attempts, reply_state, request_reply
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
 from interfaces.http.wire import (
@@ -222,6 +222,14 @@ class ConversationController(Controller):
 
         Answers from the moment the reply was accepted: until the message history shows
         it, from the conversation's own events."""
+        status = await self._reply_status(read_models, ledger, account, conversation_id, reply_id)
+        status.attempts = await asyncio.to_thread(reply_attempts, ledger, conversation_id, reply_id)
+        return status
+
+    @staticmethod
+    async def _reply_status(
+        read_models: ReadModels, ledger: Ledger, account: str, conversation_id: UUID, reply_id: str
+    ) -> ReplyStatus:
         row = await asyncio.to_thread(
             read_models.message_history.reply, str(conversation_id), reply_id
         )

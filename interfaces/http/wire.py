@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from application.replies import ReplyAttempt
+
 DAY_MS = 24 * 60 * 60 * 1000
 
 
@@ -202,6 +204,10 @@ class ReplyStatus(msgspec.Struct):
     message_id: Annotated[str | None, Meta(description="Meta's id, once sent.")]
     error: dict[str, Any] | None
     status_url: str
+    attempts: Annotated[
+        list[ReplyAttempt],
+        Meta(description="Every recorded try at sending it, oldest first (on GET)."),
+    ] = msgspec.field(default_factory=list)
 
     @classmethod
     def queued(

@@ -243,7 +243,8 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     @on(topics.REPLY_SENT)
     def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
-        row.update(delivery_status="sent", mid=event.message_id)
+        # Sent: the transient errors before it are its history (the log), not its status.
+        row.update(delivery_status="sent", mid=event.message_id, delivery_error=None)
         if event.message_id:
             _replies_by_mid(batch)[(row["conversation_id"], event.message_id)] = event.reply_id
         # Meta's echo of this reply may have come first: it is the same message.

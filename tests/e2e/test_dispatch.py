@@ -289,7 +289,7 @@ async def test_a_transient_error_is_retried_with_backoff(
     await step(services)
     graph.answers.extend([(500, TEMPORARY), (400, TEMPORARY)])
 
-    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k"}, json={"text": "Hi"})
+    accepted = await api.post(REPLIES, headers={**key, "Idempotency-Key": "k"}, json={"text": "Hi"})
     await step(services)
     assert graph.sent == []
     for _ in range(2):
@@ -299,6 +299,12 @@ async def test_a_transient_error_is_retried_with_backoff(
     assert len(graph.sent) == 1
     assert [f["retryable"] for f in of_type(services, "Conversation.ReplyFailed")] == [True, True]
     assert len(of_type(services, "Conversation.ReplySent")) == 1
+    # the sent reply carries no error any more; its attempts stay visible
+    status = (await api.get(accepted.json()["status_url"], headers=key)).json()
+    assert status["status"] == "sent"
+    assert status["error"] is None
+    assert [a["outcome"] for a in status["attempts"]] == ["retrying", "retrying", "sent"]
+    assert status["attempts"][0]["error"]["code"] == 2
 
 
 def _later(clock: Callable[[], int], ms: int) -> Callable[[], int]:
