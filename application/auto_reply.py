@@ -206,6 +206,8 @@ def echo_command(event: Any) -> Command[bool]:
     """The command that pauses automation when an echo shows a person answered from the
     Instagram app: an echo of none of our replies, and not one of a reply of ours on its
     way (whose echo can arrive before the Send API's answer: it has that reply's text).
+    The echo of a reply whose send got no answer (`ambiguous`) records that reply as sent,
+    under the echo's id: it is never sent a second time.
 
     The conversation is read fresh: the dispatcher records sends from its own process,
     and a copy kept here from before would still show the reply in flight (and change
@@ -215,6 +217,12 @@ def echo_command(event: Any) -> Command[bool]:
         conversation = changes.get(event.originator_id, Conversation, fresh=True)
         if conversation is None or event.mid in conversation.sent_message_ids:
             return False
+        ambiguous = conversation.ambiguous_reply_echoed(event.text)
+        if ambiguous is not None:
+            # A send that got no answer went after all: its echo says so, and gives its id.
+            return conversation.record_reply_sent(
+                reply_id=ambiguous, message_id=event.mid, sent_at=event.sent_at
+            )
         if conversation.may_echo_a_queued_reply(event.text):
             return False
         return conversation.pause_automation(

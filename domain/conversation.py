@@ -562,12 +562,31 @@ class Conversation(Aggregate):
         attempt: int,
     ) -> None:
         if not retryable:
-            self.replies[reply_id] = {**self.replies[reply_id], "state": "failed"}
+            self.replies[reply_id] = {
+                **self.replies[reply_id],
+                "state": "failed",
+                "ambiguous": error_class == "ambiguous",
+            }
 
     @property
     def replies_in_flight(self) -> bool:
         """Whether a reply is queued and not yet sent or failed (its echo may come first)."""
         return any(r["state"] == "queued" for r in self.replies.values())
+
+    def ambiguous_reply_echoed(self, text: str | None) -> str | None:
+        """The reply whose send got no answer (`ambiguous`) that an echo with this text is
+        the echo of, if any: Meta did send it after all."""
+        if not text:
+            return None
+        digest = _echo_digest(text)
+        for reply_id, reply in self.replies.items():
+            if (
+                reply["state"] == "failed"
+                and reply.get("ambiguous")
+                and reply.get("echo") == digest
+            ):
+                return reply_id
+        return None
 
     def may_echo_a_queued_reply(self, text: str | None) -> bool:
         """Whether an echo with this text may be that of one of our replies on its way

@@ -26,7 +26,7 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_dispatch import deliver, message
+from tests.e2e.test_dispatch import deliver, echo, message
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import TEMPORARY, FakeGraphApi, meta_error
 
@@ -147,6 +147,32 @@ async def test_a_send_that_got_no_answer_is_ambiguous_and_never_sent_again(
     [failed] = of_type(services, "Conversation.ReplyFailed")
     assert (failed["error_class"], failed["retryable"]) == ("ambiguous", False)
     assert len(graph.requests) == 1
+
+
+async def test_the_echo_of_an_ambiguous_send_marks_it_sent_and_tells_the_crm(
+    api: Client, services: Services, graph: FakeGraphApi, crm: FakeCrm, key: dict[str, str]
+) -> None:
+    # given a reply whose send got no answer: it may or may not have gone
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    graph.answers.append(("drop", None))
+    await reply(api, key, "Yes, it went!", "k1")
+    await step(services)
+    [failed] = of_type(services, "Conversation.ReplyFailed")
+    assert failed["error_class"] == "ambiguous"
+
+    # when Meta's echo of that very text comes back from our account
+    body = json.loads(echo("m-echo-1"))
+    item = body["entry"][0]["messaging"][0]
+    item["message"]["text"] = "Yes, it went!"
+    await deliver(api, json.dumps(body).encode())
+    await step(services)
+
+    # then the reply is sent, under the echo's id, sent once, and the CRM is told
+    [sent] = of_type(services, "Conversation.ReplySent")
+    assert (sent["reply_id"], sent["message_id"]) == (failed["reply_id"], "m-echo-1")
+    assert len(graph.requests) == 1
+    assert "reply.sent" in [d["payload"]["type"] for d in crm.delivered()]
 
 
 async def test_retries_end_after_the_last_attempt(
