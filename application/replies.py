@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid5
 
@@ -80,6 +80,27 @@ def reply_attempts(ledger: Ledger, conversation_id: UUID, reply_id: str) -> list
             outcome = "retrying" if event.retryable else "failed"
             attempts.append(ReplyAttempt(at, outcome, error=error))
     return attempts
+
+
+def held_because(ledger: Ledger, ig_account_id: str, now: int) -> dict[str, Any] | None:
+    """Why the account's replies wait now, if they do: Meta rejected its token (they wait
+    for new credentials) or paused its sends (until a time); else None."""
+    account = ledger.account(ig_account_id)
+    if account is None:
+        return None
+    if account.token_rejected:
+        return {
+            "class": "token_rejected",
+            "message": "Meta rejected the account's access token: replies wait for new credentials",
+        }
+    until = account.sends_paused_until
+    if until is not None and until > now:
+        return {
+            "class": "sends_paused",
+            "message": "Meta's rate limit paused the account's sends",
+            "until": datetime.fromtimestamp(until / 1000, UTC).isoformat(),
+        }
+    return None
 
 
 class ReplyAccepted(msgspec.Struct, frozen=True):

@@ -18,7 +18,13 @@ from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Command, LedgerWriter
-from application.replies import ReplyRequest, reply_attempts, reply_state, request_reply
+from application.replies import (
+    ReplyRequest,
+    held_because,
+    reply_attempts,
+    reply_state,
+    request_reply,
+)
 from interfaces.http import cursors
 from interfaces.http.openapi import problems
 from interfaces.http.wire import (
@@ -224,6 +230,11 @@ class ConversationController(Controller):
         it, from the conversation's own events."""
         status = await self._reply_status(read_models, ledger, account, conversation_id, reply_id)
         status.attempts = await asyncio.to_thread(reply_attempts, ledger, conversation_id, reply_id)
+        if status.status in ("queued", "retrying"):
+            now = int(time.time() * 1000)
+            held = await asyncio.to_thread(held_because, ledger, account, now)
+            if held is not None:
+                status.status, status.error = "held", held
         return status
 
     @staticmethod

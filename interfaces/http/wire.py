@@ -198,7 +198,10 @@ class ReplyStatus(msgspec.Struct):
     conversation_id: str
     status: Annotated[
         str,
-        Meta(description="queued, retrying, sent, delivered (its echo came back) or failed"),
+        Meta(
+            description="queued, held (the account's sends wait: see `error`), retrying, "
+            "sent, delivered (its echo came back) or failed"
+        ),
     ]
     text: str | None
     message_id: Annotated[str | None, Meta(description="Meta's id, once sent.")]

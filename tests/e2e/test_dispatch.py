@@ -320,12 +320,16 @@ async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_
 
     await api.post(REPLIES, headers={**key, "Idempotency-Key": "k1"}, json={"text": "one"})
     await step(services)
-    await api.post(REPLIES, headers={**key, "Idempotency-Key": "k2"}, json={"text": "two"})
+    two = await api.post(REPLIES, headers={**key, "Idempotency-Key": "k2"}, json={"text": "two"})
     services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
     await step(services)
     assert of_type(services, "Account.TokenRejected")[0]["code"] == 190
     assert graph.sent == []
     assert len(graph.requests) == 1
+    # a reply waiting for new credentials says so
+    held = (await api.get(two.json()["status_url"], headers=key)).json()
+    assert held["status"] == "held"
+    assert held["error"]["class"] == "token_rejected"
 
     services.writer.run_now(
         services.accounts.rotate_credentials(
@@ -337,6 +341,7 @@ async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_
 
     assert [s["body"]["message"]["text"] for s in graph.sent] == ["one", "two"]
     assert any(d["payload"]["type"] == "account.token_rejected" for d in _crm(services))
+    assert (await api.get(two.json()["status_url"], headers=key)).json()["status"] == "sent"
 
 
 class Killed(BaseException):
