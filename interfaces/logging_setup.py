@@ -124,16 +124,17 @@ class JsonLines(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         line.update(getattr(record, CONTEXT, None) or {})
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line["error"] = record.exc_text
+            line["error"] = redact(record.exc_text)
         if record.stack_info:
-            line["stack"] = record.stack_info
-        return redact(json.dumps(line, ensure_ascii=False, default=str))
+            line["stack"] = redact(record.stack_info)
+        # Redacted field by field: masking the encoded line could eat a quote's escape.
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 class _Handler(logging.StreamHandler[TextIO]):
