@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from infrastructure.secret_redaction import remember_secret
+
 
 class SecretKeyError(ValueError):
     """A configured secret key is not a Fernet key."""
@@ -14,13 +16,17 @@ class SecretDecryptionError(ValueError):
 
 
 class FernetSecretBox:
-    """Encrypts with the first (newest) key; decrypts with any configured key."""
+    """Encrypts with the first (newest) key; decrypts with any configured key.
+
+    Every plaintext that passes through, and every key, is remembered by
+    `infrastructure/secret_redaction.py`, so no log line shows it."""
 
     def __init__(self, keys: list[str]) -> None:
         if not keys:
             raise SecretKeyError("at least one secret key is needed")
         fernets = []
         for position, key in enumerate(keys, start=1):
+            remember_secret(key)
             try:
                 fernets.append(Fernet(key.encode()))
             except ValueError:
@@ -36,15 +42,18 @@ class FernetSecretBox:
         return Fernet.generate_key().decode()
 
     def encrypt(self, plaintext: str) -> str:
+        remember_secret(plaintext)
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, ciphertext: str) -> str:
         try:
-            return self._fernet.decrypt(ciphertext.encode()).decode()
+            plaintext = self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
             raise SecretDecryptionError(
                 "a stored credential cannot be decrypted with the configured secret keys"
             ) from None
+        remember_secret(plaintext)
+        return plaintext
 
     def __repr__(self) -> str:
         return "FernetSecretBox(<keys hidden>)"

@@ -10,6 +10,7 @@ import msgspec
 PREFIX = "DMLEDGER_"
 DEFAULT_DATABASE_URL = "sqlite:///./var/dmledger.sqlite3"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("auto", "text", "json")
 
 
 class SettingsError(ValueError):
@@ -27,6 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["auto", "text", "json"] = "auto"
+    """`text` for people, `json` (one object per line) for log collectors; `auto` picks
+    text when standard error is a terminal, JSON otherwise."""
     webhook_max_body_bytes: int = 1024 * 1024
     keep_alive_timeout: int = 5
     """Seconds an idle keep-alive connection stays open after a response."""
@@ -88,6 +92,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
                 )
             values["log_level"] = level.lower()
+        if (form := get("LOG_FORMAT")) is not None:
+            if form.lower() not in LOG_FORMATS:
+                known = ", ".join(LOG_FORMATS)
+                raise SettingsError(f"{PREFIX}LOG_FORMAT must be one of {known}, got {form!r}")
+            values["log_format"] = form.lower()
         if (limit := get("WEBHOOK_MAX_BODY_BYTES")) is not None:
             values["webhook_max_body_bytes"] = _whole_number(
                 "WEBHOOK_MAX_BODY_BYTES", limit, 1024, 64 * 1024 * 1024

@@ -17,7 +17,6 @@ a refused command) exits with status 2 and its message on standard error.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +34,7 @@ from interfaces import (
 )
 from interfaces.cli_support import CliError
 from interfaces.composition import settings_from_environment
+from interfaces.logging_setup import configure_logging
 
 COMMAND_GROUPS = (
     cli_serve,
@@ -52,9 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = settings_from_environment()
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         result: int = args.run(settings, args)
     except (SettingsError, SecretKeyError, CliError, ApplicationError) as error:
         print(f"dmledger: {error}", file=sys.stderr)

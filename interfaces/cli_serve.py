@@ -60,10 +60,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=settings.log_level,
+            # uvicorn's loggers write through ours (interfaces/logging_setup.py): one format.
+            log_config=None,
             http=guarded_protocol(limits),
             timeout_keep_alive=settings.keep_alive_timeout,
         )
-        # uvicorn has configured its loggers by now; the filters must come after that.
         access_log = logging.getLogger("uvicorn.access")
         access_log.addFilter(RedactVerifyToken())
         access_log.addFilter(RateLimitedAccessLog())

@@ -28,6 +28,7 @@ from interfaces.http.crm import CrmController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
+from interfaces.http.request_context import RequestContext
 from interfaces.http.rules import RuleController
 from interfaces.http.storable_input import refuse_unstorable_json
 from interfaces.http.webhooks import WebhookController, WebhookIntake
@@ -59,7 +60,7 @@ def create_app(
         dispatching = InProcessDispatcher(services)
         starts.append(dispatching.start)
         stops.insert(0, dispatching.stop)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             WebhookController,
             AccountController,
@@ -114,7 +115,12 @@ def create_app(
             path="/schema",
             render_plugins=[ScalarRenderPlugin(path="/docs")],
         ),
+        # Our records go to the process's one handler (interfaces/logging_setup.py).
+        logging_config=None,
     )
+    # Outside Litestar's own handler, so that requests no route matches get an id too.
+    app.asgi_handler = RequestContext(app.asgi_handler)
+    return app
 
 
 @get("/docs", include_in_schema=False)

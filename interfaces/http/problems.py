@@ -21,6 +21,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from application import log_context
 from application.errors import (
     AccountAlreadyRegistered,
     AccountNotFound,
@@ -56,10 +57,12 @@ _STATUS: dict[type[ApplicationError], tuple[int, str]] = {
 def problem(
     status: int, title: str, detail: str, kind: str, **extra: Any
 ) -> Response[dict[str, Any]]:
-    """A problem+json response."""
+    """A problem+json response, with the request's id (`X-Request-ID`) when it has one."""
     body = {"type": f"https://dmledger.dev/problems/{kind}", "title": title, "status": status}
     body["detail"] = detail
     body.update(extra)
+    if (request_id := log_context.request_id.get()) is not None:
+        body["request_id"] = request_id
     headers = {"Retry-After": "5"} if status == HTTP_503_SERVICE_UNAVAILABLE else None
     if kind == "unauthenticated":
         headers = {"WWW-Authenticate": 'Bearer realm="dmledger"'}

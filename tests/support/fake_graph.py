@@ -42,8 +42,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeGraphApi:
-    """Serves profiles (`GET /{version}/{igsid}`) and the Send API
-    (`POST /{version}/{ig_account_id}/messages`); records every request.
+    """Serves profiles (`GET /{version}/{igsid}`), the Send API
+    (`POST /{version}/{ig_account_id}/messages`) and the refresh of tokens
+    (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
+    or an error when it is None); records every request.
 
     `answers` holds scripted answers for the next sends, as (status, body), ("sleep",
     seconds), or ("drop", None): the connection closes without an answer, after Meta got
@@ -58,6 +60,7 @@ class FakeGraphApi:
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self.answers: deque[tuple[Any, Any]] = deque()
+        self.refresh_to: str | None = None
         self._count = 0
         fake = self
 
@@ -75,7 +78,9 @@ class FakeGraphApi:
                 )
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 participant = parts.path.rsplit("/", 1)[-1]
-                if token != fake.access_token:
+                if parts.path == "/refresh_access_token":
+                    self._refresh(parse_qs(parts.query))
+                elif token != fake.access_token:
                     self._answer(401, TOKEN_EXPIRED)
                 elif participant in fake.profiles:
                     self._answer(200, {"id": participant, **fake.profiles[participant]})
@@ -110,6 +115,20 @@ class FakeGraphApi:
                 fake.sent.append({**record, "message_id": message_id})
                 self._answer(
                     200, {"recipient_id": body["recipient"]["id"], "message_id": message_id}
+                )
+
+            def _refresh(self, query: dict[str, list[str]]) -> None:
+                if query.get("access_token") != [fake.access_token] or not fake.refresh_to:
+                    self._answer(400, TOKEN_EXPIRED)
+                    return
+                fake.access_token = fake.refresh_to
+                self._answer(
+                    200,
+                    {
+                        "access_token": fake.refresh_to,
+                        "token_type": "bearer",
+                        "expires_in": 5183944,
+                    },
                 )
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:

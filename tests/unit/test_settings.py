@@ -48,6 +48,7 @@ def test_values_are_read_from_prefixed_variables() -> None:
         ("DMLEDGER_PORT", "70000"),
         ("DMLEDGER_ENV", "staging"),
         ("DMLEDGER_LOG_LEVEL", "loud"),
+        ("DMLEDGER_LOG_FORMAT", "xml"),
         ("DMLEDGER_DATABASE_URL", "mysql://x/y"),
         ("DMLEDGER_WEBHOOK_MAX_BODY_BYTES", "-1"),
         ("DMLEDGER_DISPATCH_LEASE_SECONDS", "0"),

@@ -1,0 +1,76 @@
+"""Each HTTP request's id (`X-Request-ID`), and the account and conversation of its path,
+for the log (`application/log_context.py`) and for problem+json bodies.
+
+A client's `X-Request-ID` is kept when it is a sane token (1 to 128 letters, digits and
+`.`, `_`, `:`, `-`), so a caller can follow its request through our log; otherwise a new
+id is made. Every response carries the id back. This wraps Litestar's whole handler, so
+requests no route matches (404, 405) get an id too.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar, Token
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from application import log_context
+
+HEADER = b"x-request-id"
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ACCOUNT = re.compile(r"/accounts/([0-9]{1,32})(?:/|$)")
+_CONVERSATION = re.compile(r"/conversations/([0-9a-fA-F-]{36})(?:/|$)")
+
+
+class RequestContext:
+    """ASGI middleware: sets the request's ids for its duration, echoes `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        path = scope.get("path", "")
+        account = _ACCOUNT.search(path)
+        conversation = _CONVERSATION.search(path)
+        tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = [
+            (log_context.request_id, log_context.request_id.set(request_id)),
+            (log_context.account_id, log_context.account_id.set(account and account[1])),
+            (
+                log_context.conversation_id,
+                log_context.conversation_id.set(conversation and conversation[1]),
+            ),
+        ]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers") or []
+                    if name.lower() != HEADER
+                ]
+                headers.append((HEADER, request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            for variable, token in reversed(tokens):
+                variable.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers") or []:
+        if name.lower() == HEADER:
+            given: Any = value.decode("latin-1")
+            if _SANE.fullmatch(given):
+                return str(given)
+            break
+    return uuid.uuid4().hex
