@@ -13,7 +13,8 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.dispatcher import DAY_MS, now_ms
+from application.dispatcher import now_ms
+from application.reply_windows import DAY_MS
 from interfaces.cli import main
 from interfaces.composition import Services
 from interfaces.http.app import create_app
