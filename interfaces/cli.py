@@ -8,6 +8,7 @@
 | projections status, parked, retry-parked, rebuild | `interfaces/cli_projections.py` |
 | secrets new-key, reencrypt | `interfaces/cli_secrets.py` |
 | replay (also named events) | `interfaces/cli_replay.py` |
+| deliveries list, show, redeliver | `interfaces/cli_deliveries.py` |
 | audit verify, checkpoint, projections | `interfaces/cli_audit.py` |
 
 Each command is `run(settings, args) -> exit status`; a `CliError` (and a bad setting or
@@ -26,6 +27,7 @@ from infrastructure.settings import SettingsError
 from interfaces import (
     cli_accounts,
     cli_audit,
+    cli_deliveries,
     cli_keys,
     cli_projections,
     cli_replay,
@@ -42,6 +44,7 @@ COMMAND_GROUPS = (
     cli_replay,
     cli_keys,
     cli_projections,
+    cli_deliveries,
     cli_secrets,
     cli_audit,
 )
