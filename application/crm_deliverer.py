@@ -5,6 +5,11 @@ endpoint (`CrmEndpointDisabled`) and the delivery is dead; anything else is retr
 `CRM_RETRY_SCHEDULE_SECONDS` (or after the endpoint's `Retry-After` on a 429 or 503) until
 the schedule runs out. An endpoint that fails `breaker_limit` times in a row rests for
 `breaker_rest_ms`: its deliveries wait meanwhile, without an attempt.
+
+A delivery is never given up for want of an endpoint: while the account has none, or it
+is disabled, its deliveries are held (put back without an attempt) and go, in order, once
+an endpoint is set again. The cache of accounts is read again before holding, so a fresh
+endpoint is never missed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
 
 log = logging.getLogger(__name__)
+
+HOLD_MS = 10_000
+"""How long the deliveries of an account without an enabled endpoint wait before the
+endpoint is read again."""
 
 
 @dataclass
@@ -56,6 +65,14 @@ class CrmDeliverer:
         self._breaker_limit = breaker_limit
         self._breaker_rest_ms = breaker_rest_ms
         self._breakers: dict[str, _Breaker] = {}
+        self._held: dict[str, int] = {}
+
+    def held_accounts(self, now: int) -> set[str]:
+        """The accounts whose deliveries wait for an endpoint: not leased meanwhile."""
+        for ig_account_id, until in list(self._held.items()):
+            if until <= now:
+                del self._held[ig_account_id]
+        return set(self._held)
 
     def circuit(self, url: str) -> tuple[int, int]:
         """The endpoint at `url`: its failures in a row, and until when (ms) it rests."""
@@ -72,16 +89,10 @@ class CrmDeliverer:
 
     async def _deliver(self, row: dict[str, Any]) -> None:
         now = self._now()
-        account = await self._accounts.get(row["ig_account_id"])
-        endpoint = account.crm_endpoint if account is not None else None
-        if endpoint is None or not endpoint["enabled"]:
-            attempt = {
-                "at": now,
-                "status_code": None,
-                "latency_ms": 0,
-                "error": "no CRM endpoint is set",
-            }
-            await self._settlements.settle(row, "dead", now, attempt=attempt)
+        endpoint = await self._endpoint(row["ig_account_id"])
+        if endpoint is None:
+            self._held[row["ig_account_id"]] = now + HOLD_MS
+            await self._settlements.requeue(row, now + HOLD_MS)
             return
         breaker = self._breakers.setdefault(endpoint["url"], _Breaker())
         if breaker.open_until > now:
@@ -94,6 +105,16 @@ class CrmDeliverer:
             body=row["body"],
         )
         await self._record(row, breaker, result)
+
+    async def _endpoint(self, ig_account_id: str) -> dict[str, Any] | None:
+        """The account's enabled endpoint, or None; a cached "none" is read again, so an
+        endpoint set a moment ago is found."""
+        for fresh in (False, True):
+            account = await self._accounts.get(ig_account_id, fresh=fresh)
+            endpoint = account.crm_endpoint if account is not None else None
+            if endpoint is not None and endpoint["enabled"]:
+                return endpoint
+        return None
 
     async def _record(self, row: dict[str, Any], breaker: _Breaker, result: DeliveryResult) -> None:
         now = self._now()

@@ -151,7 +151,7 @@ class Dispatcher:
             limit=max(room - len(replies), 0),
             owner=self._owner,
             lease_ms=self._lease_ms,
-            skip_accounts=set(),
+            skip_accounts=self.crm.held_accounts(now),
         )
         for row in replies:
             self._start(self.instagram.send(row))

@@ -1,0 +1,138 @@
+"""CRM deliveries that used to be lost or never end: a fresh endpoint, a disabled one,
+`Retry-After`, and a conversation blocked behind one failing delivery. Through HTTP, the
+real dispatcher, and a fake CRM on loopback that verifies Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.identity import conversation_id
+from interfaces.composition import Services
+from interfaces.http.app import create_app
+from tests.conftest import (
+    ACCESS_TOKEN,
+    ACCOUNT,
+    PARTICIPANT,
+    bearer,
+    issue_key,
+    register_account,
+    stored_events,
+)
+from tests.e2e.test_dispatch import deliver, message
+from tests.support.fake_crm import FakeCrm
+from tests.support.fake_graph import FakeGraphApi
+
+Client = AsyncTestClient[Any]
+CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
+BASE = f"/api/v1/accounts/{ACCOUNT}"
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraphApi]:
+    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def crm() -> Iterator[FakeCrm]:
+    fake = FakeCrm()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def services(
+    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
+) -> Services:
+    """An account without a CRM endpoint yet; the dispatcher's clock stands still."""
+    built = make_services(database_url, graph_api_url=graph.url)
+    register_account(built)
+    now = built.dispatcher.clock()
+    built.dispatcher.clock = lambda: now
+    return built
+
+
+@pytest.fixture
+async def api(services: Services) -> AsyncIterator[Client]:
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as client:
+        yield client
+
+
+@pytest.fixture
+def key(services: Services) -> dict[str, str]:
+    return bearer(issue_key(services, "account", ACCOUNT))
+
+
+async def step(services: Services, rounds: int = 3) -> None:
+    for _ in range(rounds):
+        services.read_models.catch_up()
+        await services.dispatcher.drain()
+    services.read_models.catch_up()
+
+
+def later(services: Services, ms: int) -> None:
+    clock = services.dispatcher.clock
+    services.dispatcher.clock = lambda: clock() + ms
+
+
+async def put_endpoint(api: Client, key: dict[str, str], crm: FakeCrm) -> None:
+    response = await api.put(f"{BASE}/crm-endpoint", headers=key, json={"url": crm.url})
+    assert response.status_code == 200, response.text
+    if response.json()["secret"] is not None:
+        crm.secret = response.json()["secret"]
+
+
+def from_participant(text: str, mid: str, participant: str) -> bytes:
+    body = json.loads(message(text, mid))
+    body["entry"][0]["messaging"][0]["sender"]["id"] = participant
+    return json.dumps(body).encode()
+
+
+def mids(crm: FakeCrm) -> list[str]:
+    return [
+        d["payload"]["data"]["mid"]
+        for d in crm.delivered()
+        if d["payload"]["type"] == "message.received"
+    ]
+
+
+def crm_rows(services: Services) -> list[dict[str, Any]]:
+    rows = services.delivery_queue.deliveries(ACCOUNT, status=None, limit=500, before_position=None)
+    return [r for r in rows if r["kind"] == "message.received"]
+
+
+def of_type(services: Services, kind: str) -> list[dict[str, Any]]:
+    return [data for k, data in stored_events(services) if k == kind]
+
+
+# -- a fresh endpoint -------------------------------------------------------------------------
+
+
+async def test_a_message_right_after_the_endpoint_is_set_is_delivered_not_given_up(
+    api: Client, services: Services, crm: FakeCrm, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    # the dispatcher has just read the account, without an endpoint (it sent a reply)
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    replies = f"{BASE}/conversations/{CONVERSATION}/replies"
+    sent = await api.post(replies, headers={**key, "Idempotency-Key": "r-1"}, json={"text": "Hi"})
+    assert sent.status_code == 202, sent.text
+    await step(services)
+    assert len(graph.sent) == 1
+
+    # when the CRM endpoint is set and a message arrives at once (the clock stands still)
+    await put_endpoint(api, key, crm)
+    await deliver(api, message("are you there?", "m-2"))
+    await step(services)
+
+    # then the CRM gets it, and nothing is dead
+    assert mids(crm) == ["m-2"]
+    assert [r["status"] for r in crm_rows(services)] == ["delivered"]
