@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from application.crm_deliverer import HOLD_MS
 from domain.identity import conversation_id
 from interfaces.composition import Services
 from interfaces.http.app import create_app
@@ -136,3 +137,38 @@ async def test_a_message_right_after_the_endpoint_is_set_is_delivered_not_given_
     # then the CRM gets it, and nothing is dead
     assert mids(crm) == ["m-2"]
     assert [r["status"] for r in crm_rows(services)] == ["delivered"]
+
+
+# -- a disabled endpoint ----------------------------------------------------------------------
+
+
+async def test_messages_that_arrive_while_the_endpoint_is_disabled_go_once_it_is_set_again(
+    api: Client, services: Services, crm: FakeCrm, key: dict[str, str]
+) -> None:
+    await put_endpoint(api, key, crm)
+    crm.answers.append((410, {}))
+    await deliver(api, message("one", "m-1"))
+    await step(services)
+    assert of_type(services, "Account.CrmEndpointDisabled")
+
+    # while it is disabled, two more messages arrive: they are held, not dropped
+    await deliver(api, message("two", "m-2"), message("three", "m-3"))
+    await step(services)
+    assert [r["status"] for r in crm_rows(services)] == ["pending", "pending", "dead"]
+    assert crm.delivered() == []
+
+    # when the CRM sets its endpoint again, they go, in order
+    await put_endpoint(api, key, crm)
+    later(services, HOLD_MS)
+    await step(services)
+    assert mids(crm) == ["m-2", "m-3"]
+
+    # and a redelivery since before the 410 sends all three, in order
+    again = await api.post(
+        f"{BASE}/deliveries/redeliver", headers=key, params={"since": "2000-01-01T00:00:00Z"}
+    )
+    assert again.json()["redelivered"] == 3
+    await step(services)
+    assert mids(crm)[2:] == ["m-1", "m-2", "m-3"]
+    sequences = [d["payload"]["data"]["sequence"] for d in crm.delivered()[2:]]
+    assert sequences == [1, 2, 3]
