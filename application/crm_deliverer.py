@@ -2,9 +2,9 @@
 
 Every attempt goes into the delivery's history. A 2xx delivers it; a 410 disables the
 endpoint (`CrmEndpointDisabled`) and the delivery is dead; anything else is retried on
-`CRM_RETRY_SCHEDULE_SECONDS` (or after the endpoint's `Retry-After` on a 429 or 503) until
-the schedule runs out. An endpoint that fails `breaker_limit` times in a row rests for
-`breaker_rest_ms`: its deliveries wait meanwhile, without an attempt.
+`CRM_RETRY_SCHEDULE_SECONDS` (or after the endpoint's `Retry-After` on a 429 or 503, up to
+an hour) until the schedule runs out. An endpoint that fails `breaker_limit` times in a
+row rests for `breaker_rest_ms`: its deliveries wait meanwhile, without an attempt.
 
 A delivery is never given up for want of an endpoint: while the account has none, or it
 is disabled, its deliveries are held (put back without an attempt) and go, in order, once
@@ -27,6 +27,9 @@ from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_SECONDS = 3_600
+"""The longest an endpoint's `Retry-After` delays an attempt."""
 
 HOLD_MS = 10_000
 """How long the deliveries of an account without an enabled endpoint wait before the
@@ -150,8 +153,11 @@ class CrmDeliverer:
 
 def retry_delay_ms(attempt: int, result: DeliveryResult) -> int | None:
     """The wait before the next attempt after a failed `attempt`-th, or None when the
-    schedule has run out; a 429 or 503 with `Retry-After` waits as long as it says."""
+    schedule has run out. A 429 or 503 with `Retry-After` waits as long as it says, up to
+    `MAX_RETRY_AFTER_SECONDS`; it never adds an attempt to the schedule."""
     delay = crm_retry_delay_ms(attempt)
+    if delay is None:
+        return None
     if result.status_code in (429, 503) and result.retry_after_seconds is not None:
-        delay = result.retry_after_seconds * 1000
+        delay = min(result.retry_after_seconds, MAX_RETRY_AFTER_SECONDS) * 1000
     return delay

@@ -172,3 +172,40 @@ async def test_messages_that_arrive_while_the_endpoint_is_disabled_go_once_it_is
     assert mids(crm)[2:] == ["m-1", "m-2", "m-3"]
     sequences = [d["payload"]["data"]["sequence"] for d in crm.delivered()[2:]]
     assert sequences == [1, 2, 3]
+
+
+# -- Retry-After ------------------------------------------------------------------------------
+
+
+async def test_retry_after_delays_an_attempt_but_never_adds_one(
+    api: Client, services: Services, crm: FakeCrm, key: dict[str, str]
+) -> None:
+    await put_endpoint(api, key, crm)
+    crm.answers.extend([(429, {"Retry-After": "1"})] * 20)
+    await deliver(api, message("one", "m-1"))
+    for _ in range(12):
+        await step(services)
+        later(services, 11 * HOUR)
+
+    [row] = crm_rows(services)
+    assert row["status"] == "dead"
+    assert [a["status_code"] for a in row["history"]] == [429] * 8
+    assert len(crm.received) == 8
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_retry_after_of_a_day_waits_an_hour_at_most(
+    api: Client, services: Services, crm: FakeCrm, key: dict[str, str], status: int
+) -> None:
+    await put_endpoint(api, key, crm)
+    crm.answers.append((status, {"Retry-After": "86400"}))
+    await deliver(api, message("one", "m-1"))
+    await step(services)
+    now = services.dispatcher.clock()
+
+    [row] = crm_rows(services)
+    assert row["status"] == "retrying"
+    assert now < row["next_attempt_at"] <= now + HOUR
+    later(services, HOUR)
+    await step(services)
+    assert mids(crm) == ["m-1"]
