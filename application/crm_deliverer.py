@@ -1,10 +1,13 @@
 """Delivering one notification to an account's CRM endpoint, and recording the attempt.
 
-Every attempt goes into the delivery's history. A 2xx delivers it; a 410 disables the
-endpoint (`CrmEndpointDisabled`) and the delivery is dead; anything else is retried on
-`CRM_RETRY_SCHEDULE_SECONDS` (or after the endpoint's `Retry-After` on a 429 or 503, up to
-an hour) until the schedule runs out. An endpoint that fails `breaker_limit` times in a
-row rests for `breaker_rest_ms`: its deliveries wait meanwhile, without an attempt.
+Every attempt goes into the delivery's history. A 2xx delivers it, and the account's
+other deliveries waiting for a retry go at once (the endpoint is healthy again: a
+conversation is not held for hours behind one failed delivery). A 410 disables the
+endpoint (`CrmEndpointDisabled`) and the delivery is dead. Anything else is retried on the
+schedule (`DMLEDGER_CRM_RETRY_SCHEDULE`), or after the endpoint's `Retry-After` on a 429
+or 503 (up to an hour), until the schedule runs out. An endpoint that fails
+`breaker_limit` times in a row rests for `breaker_rest_ms`: its deliveries wait
+meanwhile, without an attempt.
 
 A delivery is never given up for want of an endpoint: while the account has none, or it
 is disabled, its deliveries are held (put back without an attempt) and go, in order, once
@@ -15,11 +18,11 @@ endpoint is never missed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from application.delivery import DeliveryResult, crm_retry_delay_ms
+from application.delivery import CRM_RETRY_SCHEDULE_SECONDS, DeliveryResult, crm_retry_delay_ms
 from application.ledger_writer import LedgerWriter
 from application.ports import CrmEndpoint, SecretBox
 from application.sending import crm_endpoint_gone
@@ -58,7 +61,9 @@ class CrmDeliverer:
         now: Callable[[], int],
         breaker_limit: int,
         breaker_rest_ms: int,
+        retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
     ) -> None:
+        """`retry_schedule`: the seconds before each retry (the ladder)."""
         self._writer = writer
         self._accounts = accounts
         self._secrets = secrets
@@ -67,6 +72,7 @@ class CrmDeliverer:
         self._now = now
         self._breaker_limit = breaker_limit
         self._breaker_rest_ms = breaker_rest_ms
+        self._schedule = (0, *retry_schedule)
         self._breakers: dict[str, _Breaker] = {}
         self._held: dict[str, int] = {}
 
@@ -131,7 +137,10 @@ class CrmDeliverer:
         status = result.status_code or 0
         if 200 <= status < 300:
             breaker.failures = 0
-            await self._settlements.settle(row, "delivered", now, attempt=attempt)
+            # The endpoint is healthy: conversations held behind a failed head go now.
+            await self._settlements.settle(
+                row, "delivered", now, attempt=attempt, endpoint_healthy=True
+            )
             return
         if status == 410:
             await self._writer.run(
@@ -144,18 +153,22 @@ class CrmDeliverer:
         if breaker.failures >= self._breaker_limit:
             breaker.open_until = now + self._breaker_rest_ms
             log.warning("CRM endpoint of %s keeps failing: resting it", row["ig_account_id"])
-        delay = retry_delay_ms(row["attempts"], result)
+        delay = retry_delay_ms(row["attempts"], result, self._schedule)
         if delay is None:
             await self._settlements.settle(row, "dead", now, attempt=attempt)
             return
         await self._settlements.settle(row, "retrying", now, next_at=now + delay, attempt=attempt)
 
 
-def retry_delay_ms(attempt: int, result: DeliveryResult) -> int | None:
+def retry_delay_ms(
+    attempt: int,
+    result: DeliveryResult,
+    schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS,
+) -> int | None:
     """The wait before the next attempt after a failed `attempt`-th, or None when the
     schedule has run out. A 429 or 503 with `Retry-After` waits as long as it says, up to
     `MAX_RETRY_AFTER_SECONDS`; it never adds an attempt to the schedule."""
-    delay = crm_retry_delay_ms(attempt)
+    delay = crm_retry_delay_ms(attempt, schedule)
     if delay is None:
         return None
     if result.status_code in (429, 503) and result.retry_after_seconds is not None:

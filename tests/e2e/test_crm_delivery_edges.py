@@ -209,3 +209,56 @@ async def test_a_retry_after_of_a_day_waits_an_hour_at_most(
     later(services, HOUR)
     await step(services)
     assert mids(crm) == ["m-1"]
+
+
+# -- a conversation blocked behind one failing delivery ---------------------------------------
+
+
+async def test_a_blocked_conversation_goes_at_once_when_another_delivery_succeeds(
+    api: Client, services: Services, crm: FakeCrm, key: dict[str, str]
+) -> None:
+    await put_endpoint(api, key, crm)
+    # the CRM fails three times: the first message now waits 30 minutes, the second behind it
+    crm.answers.extend([(500, {})] * 3)
+    await deliver(api, message("one", "m-1"))
+    await step(services)
+    for _ in range(2):
+        later(services, 400_000)
+        await step(services)
+    await deliver(api, message("two", "m-2"))
+    await step(services)
+    assert mids(crm) == []
+    [retrying] = [r for r in crm_rows(services) if r["status"] == "retrying"]
+    assert retrying["next_attempt_at"] - services.dispatcher.clock() > 20 * 60_000
+
+    # when a message of another conversation is delivered (the CRM is healthy again)
+    await deliver(api, from_participant("hi", "m-other", "another-participant"))
+    await step(services)
+
+    # then the blocked conversation goes at once, in order
+    assert mids(crm) == ["m-other", "m-1", "m-2"]
+
+
+async def test_the_retry_schedule_is_a_setting(
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    services = make_services(database_url, crm_retry_schedule_seconds=(1, 2))
+    register_account(services)
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    crm.answers.extend([(500, {})] * 5)
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app) as api:
+        await deliver(api, message("one", "m-1"))
+    now = services.dispatcher.clock()
+    for seconds in (0, 2, 5, 10):
+        services.dispatcher.clock = lambda seconds=seconds: now + seconds * 1000
+        await step(services)
+
+    [row] = crm_rows(services)
+    assert row["status"] == "dead"
+    assert [a["at"] - now for a in row["history"]] == [0, 2000, 5000]
