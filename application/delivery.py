@@ -6,7 +6,7 @@ The classification follows Meta's Graph API error codes for the Send API.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -150,11 +150,14 @@ def backoff_ms(attempt: int, *, base_ms: int = 2_000, cap_ms: int = 3_600_000) -
     return int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not secrecy
 
 
-def crm_retry_delay_ms(attempt: int) -> int | None:
-    """The wait before CRM attempt `attempt + 1` (±20 % jitter), or None when exhausted."""
-    if attempt >= len(CRM_RETRY_SCHEDULE_SECONDS):
+def crm_retry_delay_ms(
+    attempt: int, schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS
+) -> int | None:
+    """The wait before CRM attempt `attempt + 1` (±20 % jitter), or None when exhausted.
+    `schedule` holds, for each attempt, its wait after the one before failed (0 first)."""
+    if attempt >= len(schedule):
         return None
-    seconds = CRM_RETRY_SCHEDULE_SECONDS[attempt]
+    seconds = schedule[attempt]
     return int(seconds * 1000 * random.uniform(0.8, 1.2))  # noqa: S311
 
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from application.crm_deliverer import CrmDeliverer
+from application.delivery import CRM_RETRY_SCHEDULE_SECONDS
 from application.instagram_sender import InstagramSender
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
@@ -58,6 +59,7 @@ class Dispatcher:
         sends_per_second: float = 300.0,
         breaker_limit: int = 5,
         breaker_rest_ms: int = 60_000,
+        crm_retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
     ) -> None:
         self._outbox = outbox
         self._owner = owner
@@ -89,6 +91,7 @@ class Dispatcher:
             now=now,
             breaker_limit=breaker_limit,
             breaker_rest_ms=breaker_rest_ms,
+            retry_schedule=crm_retry_schedule,
         )
         self.tokens = TokenRefresher(
             ledger=ledger,
@@ -151,7 +154,7 @@ class Dispatcher:
             limit=max(room - len(replies), 0),
             owner=self._owner,
             lease_ms=self._lease_ms,
-            skip_accounts=set(),
+            skip_accounts=self.crm.held_accounts(now),
         )
         for row in replies:
             self._start(self.instagram.send(row))

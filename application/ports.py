@@ -83,6 +83,9 @@ class Settlement:
     next_attempt_at: int | None = None
     attempt: dict[str, Any] | None = None
     keep_attempt_count: bool = False
+    endpoint_healthy: bool = False
+    """The delivery got through: its account's other deliveries on the same channel that
+    wait for a retry are due now (the endpoint is healthy again)."""
 
 
 class Outbox(Protocol):

@@ -20,10 +20,11 @@ class ServedAccounts:
         self._now = now
         self._accounts: dict[str, tuple[int, Account | None]] = {}
 
-    async def get(self, ig_account_id: str) -> Account | None:
-        """The account as stored at most `FRESH_FOR_MS` ago, or None if there is none."""
+    async def get(self, ig_account_id: str, *, fresh: bool = False) -> Account | None:
+        """The account as stored at most `FRESH_FOR_MS` ago (now, if `fresh`), or None
+        if there is none."""
         cached = self._accounts.get(ig_account_id)
-        if cached is not None and self._now() - cached[0] < FRESH_FOR_MS:
+        if not fresh and cached is not None and self._now() - cached[0] < FRESH_FOR_MS:
             return cached[1]
         account = await asyncio.to_thread(self._ledger.account, ig_account_id)
         self._accounts[ig_account_id] = (self._now(), account)

@@ -29,11 +29,18 @@ class Settlements:
         *,
         next_at: int | None = None,
         attempt: dict[str, Any] | None = None,
+        endpoint_healthy: bool = False,
     ) -> None:
-        """Record an attempt: delivered, retrying (at `next_at`), dead or ambiguous."""
+        """Record an attempt: delivered, retrying (at `next_at`), dead or ambiguous;
+        `endpoint_healthy` brings the account's waiting retries forward to now."""
         await self.record(
             Settlement(
-                row["delivery_id"], status=status, now=now, next_attempt_at=next_at, attempt=attempt
+                row["delivery_id"],
+                status=status,
+                now=now,
+                next_attempt_at=next_at,
+                attempt=attempt,
+                endpoint_healthy=endpoint_healthy,
             )
         )
 

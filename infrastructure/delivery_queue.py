@@ -52,6 +52,11 @@ class DeliveryQueue:
 
     def create_tables(self) -> None:
         metadata.create_all(self.engine, tables=list(OWN_TABLES))
+        # Indexes added since a table was made are made on its next start.
+        with self.engine.begin() as conn:
+            for table in OWN_TABLES:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
 
     def outbox_replaced(self, conn: Connection) -> None:
         """The outbox's rows were replaced (a rebuild): adopt from its start again, in the
@@ -250,9 +255,43 @@ class DeliveryQueue:
                     "updated_at": each.now,
                 }
             upsert_states(conn, list(rows.values()))
+            healthy = sorted({e.delivery_id for e in settlements if e.endpoint_healthy})
+            if healthy:
+                self._retry_now(conn, healthy, max(e.now for e in settlements))
             done = [i for i, row in rows.items() if row["status"] in FINISHED]
             if done:
                 conn.execute(delete(delivery_queue).where(delivery_queue.c.delivery_id.in_(done)))
+
+    @staticmethod
+    def _retry_now(conn: Connection, delivered: list[str], now: int) -> None:
+        """The deliveries waiting for a retry of the accounts (and channels) of these
+        delivered ones are due `now`: their endpoint answers again, so a conversation is
+        not held behind its head's long wait."""
+        q, s = delivery_queue.c, delivery_state.c
+        lanes = {
+            (r.ig_account_id, r.channel)
+            for r in conn.execute(
+                select(q.ig_account_id, q.channel).where(q.delivery_id.in_(delivered))
+            )
+        }
+        if not lanes:
+            return
+        waiting = select(q.delivery_id).where(
+            or_(*(and_(q.ig_account_id == a, q.channel == c) for a, c in sorted(lanes)))
+        )
+        due_later = (
+            select(s.delivery_id)
+            .where(s.status == "retrying", s.next_attempt_at > now, s.delivery_id.in_(waiting))
+            .order_by(s.delivery_id)
+        )
+        if conn.dialect.name == "postgresql":
+            # In one order, skipping what another dispatcher is settling: no deadlock.
+            due_later = due_later.with_for_update(skip_locked=True)
+        ids = [r[0] for r in conn.execute(due_later)]
+        if ids:
+            conn.execute(
+                update(delivery_state).where(s.delivery_id.in_(ids)).values(next_attempt_at=now)
+            )
 
     def redeliver(
         self,

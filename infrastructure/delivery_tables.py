@@ -80,6 +80,7 @@ delivery_queue = Table(
     Column("position", BigInteger, nullable=False),
     Index("delivery_queue_due", "channel", "position"),
     Index("delivery_queue_by_conversation", "conversation_id", "channel", "position"),
+    Index("delivery_queue_by_account", "ig_account_id", "channel"),
 )
 """The deliveries adopted from the outbox and not finished yet."""
 

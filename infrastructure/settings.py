@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatch_lease_seconds: int = 60
     """How long a dispatcher holds the deliveries it leased: a dispatcher that dies holding
     them leaves them to the others after this long."""
+    crm_retry_schedule_seconds: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    """The seconds before each retry of a failed CRM delivery (±20 %); after the last
+    retry fails, the delivery is dead."""
 
     @property
     def is_production(self) -> bool:
@@ -125,7 +128,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["dispatch_lease_seconds"] = _whole_number(
                 "DISPATCH_LEASE_SECONDS", lease, 1, 86_400
             )
+        if (schedule := get("CRM_RETRY_SCHEDULE")) is not None:
+            values["crm_retry_schedule_seconds"] = _retry_schedule(schedule)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _retry_schedule(value: str) -> tuple[int, ...]:
+    """Comma-separated whole seconds, 0 to a week each, at most 50 of them; `none`: no
+    retry at all."""
+    if value.lower() == "none":
+        return ()
+    name = "CRM_RETRY_SCHEDULE"
+    steps = [step.strip() for step in value.split(",")]
+    if len(steps) > 50:
+        raise SettingsError(f"{PREFIX}{name} has {len(steps)} steps; at most 50 are allowed")
+    try:
+        return tuple(_whole_number(name, step, 0, 7 * 86_400) for step in steps)
+    except SettingsError:
+        raise SettingsError(
+            f"{PREFIX}{name} must be comma-separated whole seconds from 0 to 604800 "
+            f"(or 'none'), got {value!r}"
+        ) from None
 
 
 def _yes_or_no(name: str, value: str) -> bool:

@@ -93,6 +93,7 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         crm=StandardWebhooksClient(crm_urls),
         owner=f"{socket.gethostname()}:{os.getpid()}",
         lease_ms=settings.dispatch_lease_seconds * 1000,
+        crm_retry_schedule=settings.crm_retry_schedule_seconds,
     )
     ingest = WebhookIngest(secrets)
     # A rotated app secret must not stay in memory (see application.webhook_signatures).

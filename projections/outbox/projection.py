@@ -77,8 +77,9 @@ class Outboxes(LedgerProjection[OutboxView]):
             {"ig_account_id": event.ig_account_id, "event_types": event.event_types, "enabled": 1},
         )
 
+    # A disabled endpoint (it answered 410) is still subscribed: its deliveries are
+    # written and held until it is set again. Only a removed one is not.
     @on(account_topics.CRM_ENDPOINT_REMOVED)
-    @on(account_topics.CRM_ENDPOINT_DISABLED)
     def crm_endpoint_removed(self, batch: Batch, event: Any, position: int) -> None:
         row = batch.get(crm_subscriptions, (event.ig_account_id,))
         if row is not None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from application.crm_deliverer import HOLD_MS
 from application.instagram_sender import MAX_SEND_ATTEMPTS
 from application.served_accounts import FRESH_FOR_MS
 from domain.identity import conversation_id
@@ -271,7 +272,8 @@ async def test_an_endpoint_failing_five_times_in_a_row_rests_a_minute(
 
     later(services, 61_000)
     await step(services)
-    assert [d["payload"]["data"]["mid"] for d in crm.delivered()] == ["m-2"]
+    # the endpoint answers again: the first conversation's head is retried at once
+    assert [d["payload"]["data"]["mid"] for d in crm.delivered()] == ["m-2", "m-1"]
 
 
 async def test_a_crm_delivery_is_dead_after_its_last_attempt(
@@ -289,7 +291,7 @@ async def test_a_crm_delivery_is_dead_after_its_last_attempt(
     assert len(crm.received) == 8
 
 
-async def test_a_delivery_whose_endpoint_is_gone_is_dead_with_the_reason(
+async def test_a_delivery_whose_endpoint_is_gone_waits_for_one_without_an_attempt(
     api: Client, services: Services, crm: FakeCrm
 ) -> None:
     await deliver(api, message("one", "m-1"))
@@ -299,9 +301,19 @@ async def test_a_delivery_whose_endpoint_is_gone_is_dead_with_the_reason(
     await services.dispatcher.drain()
 
     [row] = [r for r in crm_rows(services) if r["kind"] == "message.received"]
-    assert row["status"] == "dead"
-    assert [a["error"] for a in row["history"]] == ["no CRM endpoint is set"]
+    assert (row["status"], row["attempts"], row["history"]) == ("pending", 0, [])
     assert crm.received == []
+
+    # an endpoint set again gets it, once the hold has run out
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    later(services, HOLD_MS)
+    await step(services)
+    assert [d["payload"]["data"]["mid"] for d in crm.delivered()] == ["m-1"]
 
 
 async def test_a_long_text_is_cut_so_that_the_crm_payload_stays_under_20_kb(

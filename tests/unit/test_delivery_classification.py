@@ -108,8 +108,9 @@ def test_the_crm_schedule_runs_out_after_the_last_attempt() -> None:
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_of_a_429_or_503_sets_the_wait(status: int) -> None:
     assert retry_delay_ms(2, DeliveryResult(status, 3, retry_after_seconds=42)) == 42_000
-    # even once the schedule has run out
-    assert retry_delay_ms(8, DeliveryResult(status, 3, retry_after_seconds=7)) == 7_000
+    # up to an hour, and never past the schedule's last attempt
+    assert retry_delay_ms(2, DeliveryResult(status, 3, retry_after_seconds=86_400)) == 3_600_000
+    assert retry_delay_ms(8, DeliveryResult(status, 3, retry_after_seconds=7)) is None
 
 
 def test_retry_after_of_other_statuses_is_ignored() -> None:

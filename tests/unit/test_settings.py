@@ -53,6 +53,10 @@ def test_values_are_read_from_prefixed_variables() -> None:
         ("DMLEDGER_WEBHOOK_MAX_BODY_BYTES", "-1"),
         ("DMLEDGER_DISPATCH_LEASE_SECONDS", "0"),
         ("DMLEDGER_DISPATCH_LEASE_SECONDS", "a minute"),
+        ("DMLEDGER_CRM_RETRY_SCHEDULE", "5,5m"),
+        ("DMLEDGER_CRM_RETRY_SCHEDULE", "5,-1"),
+        ("DMLEDGER_CRM_RETRY_SCHEDULE", "5,,10"),
+        ("DMLEDGER_CRM_RETRY_SCHEDULE", ",".join(["1"] * 51)),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(variable: str, value: str) -> None:
@@ -65,6 +69,16 @@ def test_a_dispatcher_holds_its_leases_a_minute_unless_told_otherwise() -> None:
     assert (
         Settings.from_environ({"DMLEDGER_DISPATCH_LEASE_SECONDS": "5"}).dispatch_lease_seconds == 5
     )
+
+
+def test_the_crm_retry_schedule_is_the_documented_ladder_unless_told_otherwise() -> None:
+    assert Settings.from_environ({}).crm_retry_schedule_seconds == (
+        5, 300, 1800, 7200, 18000, 36000, 36000
+    )  # fmt: skip
+    short = Settings.from_environ({"DMLEDGER_CRM_RETRY_SCHEDULE": " 1, 2 ,30"})
+    assert short.crm_retry_schedule_seconds == (1, 2, 30)
+    never = Settings.from_environ({"DMLEDGER_CRM_RETRY_SCHEDULE": "none"})
+    assert never.crm_retry_schedule_seconds == ()
 
 
 def test_postgres_url_becomes_the_postgres_module_env() -> None:
