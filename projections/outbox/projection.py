@@ -301,7 +301,11 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "delivery_id": crm_delivery_id(event),
                 "channel": "crm",
                 "ig_account_id": ig_account_id,
-                "conversation_id": party["conversation_id"] if party is not None else "",
+                # Deliveries leave in order per lane: a conversation's, or for the
+                # account's own notifications the account's (never one lane for all).
+                "conversation_id": party["conversation_id"]
+                if party is not None
+                else id_text(event.originator_id),
                 "kind": kind,
                 "body": body,
                 "position": position,

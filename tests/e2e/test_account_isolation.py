@@ -1,0 +1,53 @@
+"""One account's failing CRM never holds up another account's notifications."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from application.delivery import MetaError
+from application.sending import token_rejected
+from interfaces.composition import Services
+from tests.conftest import ACCOUNT, register_account
+from tests.support.fake_crm import FakeCrm
+
+OTHER = "17841400000000002"
+
+
+@pytest.fixture
+def crm() -> Iterator[FakeCrm]:
+    fake = FakeCrm()
+    yield fake
+    fake.close()
+
+
+def test_an_accounts_notification_waits_behind_its_own_failures_only(
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    # given two accounts: the first's CRM endpoint answers nothing, the other's works
+    services = make_services(database_url)
+    for account, url in ((ACCOUNT, "http://127.0.0.1:9/crm"), (OTHER, crm.url)):
+        register_account(services, account)
+        view = services.writer.run_now(
+            services.crm_endpoints.set(
+                account, url=url, event_types=None, rotate_secret=False, by="test"
+            )
+        )
+        if account == OTHER:
+            crm.secret = view.secret
+
+    # when Meta rejects both accounts' tokens, the first account's first
+    now = services.dispatcher.clock()
+    for account in (ACCOUNT, OTHER):
+        error = MetaError(190, None, "Error validating access token")
+        services.writer.run_now(token_rejected(account, error, now))
+    services.read_models.catch_up()
+    asyncio.run(services.dispatcher.drain())
+
+    # then the other account's CRM is told at once, though the first's delivery failed
+    delivered = [d["payload"] for d in crm.delivered()]
+    assert [(p["type"], p["data"]["account_id"]) for p in delivered] == [
+        ("account.token_rejected", OTHER)
+    ]
