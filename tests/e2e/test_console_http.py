@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +47,8 @@ async def console(services: Services) -> AsyncIterator[Client]:
 async def deliver(console: Client, services: Services, message: dict[str, Any]) -> None:
     body = meta_json("text")
     body["entry"][0]["messaging"][0]["message"] = message
+    # now: Meta takes a reply within 7 days of the participant's message, and so do we
+    body["entry"][0]["messaging"][0]["timestamp"] = int(time.time() * 1000)
     raw = json.dumps(body).encode()
     answer = await console.post(
         "/webhooks/instagram", content=raw, headers=signed_headers(raw), follow_redirects=False

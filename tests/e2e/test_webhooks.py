@@ -286,8 +286,8 @@ async def test_subscription_is_confirmed_with_an_accounts_verify_token(client: C
 @pytest.mark.parametrize(
     "params",
     [
-        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "42"},
-        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "42"},
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "chal-8f3e"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "chal-8f3e"},
         {},
     ],
 )
@@ -295,7 +295,7 @@ async def test_subscription_is_refused_otherwise(client: Client, params: dict[st
     response = await client.get("/webhooks/instagram", params=params)
 
     assert response.status_code == 403
-    assert "42" not in response.text
+    assert "chal-8f3e" not in response.text  # the challenge is never echoed
 
 
 async def test_health_and_readiness(client: Client) -> None:
