@@ -26,6 +26,8 @@ EVENT_TYPES = (
     "reply.failed",
     "conversation.updated",
     "account.token_rejected",
+    "account.sends_paused",
+    "account.token_refresh_failed",
 )
 
 

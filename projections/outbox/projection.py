@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid5
 
@@ -10,7 +11,7 @@ import msgspec
 
 from domain import account as account_topics
 from domain import conversation as topics
-from domain.identity import DMLEDGER_NAMESPACE
+from domain.identity import DMLEDGER_NAMESPACE, account_id
 from projections.outbox.view import OutboxView, conversation_parties, crm_subscriptions, outbox
 from projections.projection import LedgerProjection, id_text, on
 from projections.view import Batch, Row
@@ -21,6 +22,10 @@ MAX_CRM_BODY = 20_000
 
 def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _urls(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -256,6 +261,32 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._enqueue_crm(
             batch, event, position, "account.token_rejected", data, ig_account_id, None
         )
+
+    @on(account_topics.SENDS_PAUSED)
+    def sends_paused(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "until": _iso_ms(event.until),
+            "code": event.code,
+            "reason": event.reason,
+        }
+        self._notify_account(batch, event, position, "account.sends_paused", data)
+
+    @on(account_topics.TOKEN_REFRESH_FAILED)
+    def token_refresh_failed(self, batch: Batch, event: Any, position: int) -> None:
+        data = {"message": event.message, "at": _iso_ms(event.at)}
+        self._notify_account(batch, event, position, "account.token_refresh_failed", data)
+
+    def _notify_account(
+        self, batch: Batch, event: Any, position: int, kind: str, data: dict[str, Any]
+    ) -> None:
+        """A notification about the account itself, whose event names no Instagram id:
+        the subscribed account whose aggregate sent it (accounts are few)."""
+        # The stored subscriptions, and those this batch made (not stored yet).
+        stored = batch.load(crm_subscriptions)
+        for row in [*batch.in_memory(crm_subscriptions), *stored]:
+            if account_id(row["ig_account_id"]) == event.originator_id:
+                self._enqueue_crm(batch, event, position, kind, data, row["ig_account_id"], None)
+                return
 
     def _notify_crm(
         self, batch: Batch, event: Any, position: int, kind: str | None, data: dict[str, Any] | None

@@ -51,3 +51,30 @@ def test_an_accounts_notification_waits_behind_its_own_failures_only(
     assert [(p["type"], p["data"]["account_id"]) for p in delivered] == [
         ("account.token_rejected", OTHER)
     ]
+
+
+def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    from application.sending import sends_paused, token_refresh_failed
+
+    services = make_services(database_url)
+    register_account(services)
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    now = services.dispatcher.clock()
+
+    services.writer.run_now(sends_paused(ACCOUNT, until=now + 60_000, code=4, reason="limit"))
+    services.writer.run_now(token_refresh_failed(ACCOUNT, "refresh refused", now))
+    services.read_models.catch_up()
+    asyncio.run(services.dispatcher.drain())
+
+    told = {d["payload"]["type"]: d["payload"]["data"] for d in crm.delivered()}
+    assert told["account.sends_paused"]["account_id"] == ACCOUNT
+    assert told["account.sends_paused"]["code"] == 4
+    assert told["account.sends_paused"]["until"]  # when sends may go again (RFC 3339)
+    assert told["account.token_refresh_failed"]["message"] == "refresh refused"
