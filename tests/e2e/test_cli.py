@@ -322,3 +322,39 @@ def test_rotating_the_secret_key_then_reencrypting_lets_the_old_key_go(
         assert history[-1] == "CredentialsReencrypted"
     finally:
         services.close()
+
+
+def test_every_command_says_which_database_it_uses_resolved_from_where_it_started(
+    tmp_path: Path,
+) -> None:
+    # given a relative SQLite path, and a command started in another directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        **os.environ,
+        "DMLEDGER_DATABASE_URL": "sqlite:///data/ledger.sqlite3",
+        "DMLEDGER_SECRET_KEY": TEST_KEY,
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", "accounts", "list"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"dmledger: database SQLite {elsewhere}/data/ledger.sqlite3\n" in done.stderr
+
+
+def test_the_database_named_on_start_never_shows_a_password(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", "memory://")
+
+    assert main(["accounts", "list"]) == 0
+
+    assert "dmledger: database memory:// (nothing is kept)" in capsys.readouterr().err
