@@ -358,3 +358,29 @@ def test_the_database_named_on_start_never_shows_a_password(
     assert main(["accounts", "list"]) == 0
 
     assert "dmledger: database memory:// (nothing is kept)" in capsys.readouterr().err
+
+
+def test_a_rebuild_on_sqlite_is_refused_while_serve_follows_the_read_models(
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a message that the served runners projected
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    body = meta_body("text")
+    response = httpx.post(
+        served.url + "/webhooks/instagram", content=body, headers=signed_headers(body)
+    )
+    assert response.status_code == 200
+    capsys.readouterr()
+
+    # when a rebuild is asked for while serve runs, then after it stopped
+    refused = main(["projections", "rebuild", "message_history"])
+    refusal = capsys.readouterr().err
+    served.stop()
+    after = main(["projections", "rebuild", "message_history"])
+
+    # then the first is refused, changing nothing, and the second goes
+    assert refused == 2
+    assert "'message_history' is being followed by another process" in refusal
+    assert after == 0
+    assert "rebuilt message_history from 3 events" in capsys.readouterr().out
