@@ -350,7 +350,7 @@ def test_every_command_says_which_database_it_uses_resolved_from_where_it_starte
     assert f"dmledger: database SQLite {elsewhere}/data/ledger.sqlite3\n" in done.stderr
 
 
-def test_the_database_named_on_start_never_shows_a_password(
+def test_a_command_names_its_database_on_stderr(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DMLEDGER_DATABASE_URL", "memory://")
