@@ -21,6 +21,9 @@ RUN pip install . \
 
 USER dmledger
 WORKDIR /var/lib/dmledger
+# The SQLite default (var/dmledger.sqlite3 here) and a development key live in this
+# directory: mount a volume on it, or use PostgreSQL (DMLEDGER_DATABASE_URL).
+VOLUME ["/var/lib/dmledger"]
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
 ENTRYPOINT ["dmledger"]

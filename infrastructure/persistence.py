@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from infrastructure.settings import SettingsError
 
@@ -60,3 +60,18 @@ def persistence_env(database_url: str) -> dict[str, str]:
     if "schema" in query:
         env["POSTGRES_SCHEMA"] = query["schema"]
     return env
+
+
+def describe_database(database_url: str) -> str:
+    """The database, as an operator reads it on start: never with a password."""
+    if database_url.startswith("memory://"):
+        return "memory:// (nothing is kept)"
+    if database_url.startswith("sqlite://"):
+        return f"SQLite {database_url.removeprefix('sqlite:///')}"
+    parts = urlsplit(database_url)
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items() if k == "schema"}
+    described = f"{parts.scheme}://{user}{host}{port}{parts.path}"
+    return f"{described}?{urlencode(query)}" if query else described

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import msgspec
 
 PREFIX = "DMLEDGER_"
 DEFAULT_DATABASE_URL = "sqlite:///./var/dmledger.sqlite3"
+"""The default before `from_environ` resolves it (see `default_directory`)."""
+SOURCE = Path(__file__).resolve().parents[1]
+"""Where dmledger's packages are: a checkout (an editable install), or site-packages."""
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("auto", "text", "json")
 
@@ -62,21 +66,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.environment == "production"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Read and validate the settings; raise `SettingsError` naming the bad variable."""
+    def from_environ(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
+        """Read and validate the settings; raise `SettingsError` naming the bad variable.
+        Relative paths are resolved here, once, against `cwd` (the current directory); the
+        defaults are under `default_directory`."""
+        start = cwd or Path.cwd()
+        home = default_directory(start) / "var"
 
         def get(name: str) -> str | None:
             value = environ.get(PREFIX + name)
             return value.strip() if value is not None and value.strip() else None
 
-        values: dict[str, object] = {}
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{home}/dmledger.sqlite3",
+            "data_dir": str(home),
+        }
         if (url := get("DATABASE_URL")) is not None:
             if not url.startswith(("postgresql://", "postgres://", "sqlite://", "memory://")):
                 raise SettingsError(
                     f"{PREFIX}DATABASE_URL must start with postgresql://, sqlite:/// or "
                     f"memory://, got {url.split('://')[0]!r}"
                 )
-            values["database_url"] = url
+            values["database_url"] = _absolute_sqlite(url, start)
         if (keys := get("SECRET_KEY")) is not None:
             values["secret_keys"] = tuple(k.strip() for k in keys.split(",") if k.strip())
         if (env := get("ENV")) is not None:
@@ -113,7 +124,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if (number := get(name)) is not None:
                 values[name.lower()] = _whole_number(name, number, 1, high)
         if (data_dir := get("DATA_DIR")) is not None:
-            values["data_dir"] = data_dir
+            values["data_dir"] = str(start / data_dir)  # an absolute one stays as it is
         if (graph := get("GRAPH_API_URL")) is not None:
             if not graph.startswith(("http://", "https://")):
                 raise SettingsError(f"{PREFIX}GRAPH_API_URL must be an http(s) URL, got {graph!r}")
@@ -169,3 +180,21 @@ def _whole_number(name: str, value: str, low: int, high: int) -> int:
             f"{PREFIX}{name} must be a whole number from {low} to {high}, got {value!r}"
         )
     return number
+
+
+def default_directory(cwd: Path, *, source: Path = SOURCE) -> Path:
+    """Where the default `var/` (the SQLite database, a development key) is: the checkout
+    when dmledger runs from one (`./dev`, `.venv/bin/dmledger`, from any directory), else
+    the current directory (an installed package: Docker, pip)."""
+    pyproject = source / "pyproject.toml"
+    if pyproject.is_file() and 'name = "dmledger"' in pyproject.read_text(errors="replace"):
+        return source
+    return cwd
+
+
+def _absolute_sqlite(url: str, cwd: Path) -> str:
+    """`sqlite:///relative/path` made absolute against `cwd`; any other URL as it is."""
+    path = url.removeprefix("sqlite:///")
+    if path == url or not path or path == ":memory:" or path.startswith("/"):
+        return url
+    return f"sqlite:///{cwd / path}"

@@ -18,8 +18,11 @@ a refused command) exits with status 2 and its message on standard error.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from application.errors import ApplicationError
 from infrastructure.secret_box import SecretKeyError
@@ -37,6 +40,13 @@ from interfaces import (
 from interfaces.cli_support import CliError
 from interfaces.composition import settings_from_environment
 from interfaces.logging_setup import configure_logging
+
+SETTINGS_HELP = """\
+settings: every command reads its settings from DMLEDGER_* environment variables, once,
+at start-up: DMLEDGER_DATABASE_URL (default: var/dmledger.sqlite3 of the checkout, else
+of the current directory), DMLEDGER_SECRET_KEY, DMLEDGER_ENV, DMLEDGER_HOST,
+DMLEDGER_PORT, DMLEDGER_LOG_LEVEL, DMLEDGER_DATA_DIR, ... (README.md, "Configuration").
+`dmledger COMMAND --help` tells more about each command."""
 
 COMMAND_GROUPS = (
     cli_serve,
@@ -57,17 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_environment()
         configure_logging(settings.log_level, settings.log_format)
         result: int = args.run(settings, args)
+        sys.stdout.flush()
     except (SettingsError, SecretKeyError, CliError, ApplicationError) as error:
         print(f"dmledger: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`dmledger replay ... | head`): stop as a Unix tool does,
+        # and keep Python from reporting the unflushed rest at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return result
 
 
 def parser() -> argparse.ArgumentParser:
     """The `dmledger` parser, with every command group's subcommands."""
     root = argparse.ArgumentParser(
-        prog="dmledger", description="Event-sourced conversation service for Instagram DMs."
+        prog="dmledger",
+        description="Event-sourced conversation service for Instagram DMs.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    root.add_argument("--version", action="version", version=f"dmledger {version('dmledger')}")
     commands = root.add_subparsers(required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_commands(commands)

@@ -76,12 +76,14 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from interfaces.projection_roles import report_roles
+
     with services_of(settings) as services:
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        print(f"running projections: {', '.join(services.read_models.runners)}", file=sys.stderr)
         services.read_models.start()
+        report_roles(services.read_models.runners, stop, lambda text: print(text, file=sys.stderr))
         stop.wait()
     return 0
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from infrastructure.persistence import describe_database
 from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 
@@ -20,6 +21,7 @@ def services_of(settings: Settings) -> Iterator[Services]:
     """The services a command uses, closed when it is done; what they announce (a new
     chain key, say) goes to standard error."""
     services = build(settings, announce=lambda text: print(text, file=sys.stderr))
+    print(f"dmledger: database {describe_database(settings.database_url)}", file=sys.stderr)
     try:
         yield services
     finally:

@@ -23,6 +23,7 @@ from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
+from infrastructure.database_presence import require_database
 from infrastructure.delivery_queue import DeliveryQueue
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
@@ -65,9 +66,11 @@ class Services:
 
 def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
     """Wire the services for `settings`; `announce` tells the operator about generated keys."""
+    persistence = persistence_env(settings.database_url)
+    require_database(persistence)  # before a development key is made for nothing
     keys = secret_keys(settings, announce=announce)
     secrets = FernetSecretBox(keys)
-    ledger = Ledger(env=persistence_env(settings.database_url))
+    ledger = Ledger(env=persistence)
     writer = LedgerWriter(ledger)
     install_chain(ledger.recorder, keys)
     views = create_view_engine(settings.database_url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -340,7 +341,9 @@ class ProjectionRunner:
 
 class _AdvisoryLock:
     """On PostgreSQL, holds an advisory lock for the projection while the runner works,
-    and listens for the ledger's NOTIFY so commits of other processes wake the runner."""
+    and listens for the ledger's NOTIFY so commits of other processes wake the runner.
+    On SQLite, the lock is a file beside the database (`_LockFile`): a rebuild refuses
+    there too while a `serve` or `project` follows the read model."""
 
     def __init__(
         self,
@@ -358,10 +361,17 @@ class _AdvisoryLock:
         self._conn: Connection | None = None
         self._held: int | None = None
         """The key of the lock, while held."""
+        self._file: _LockFile | None = None
 
     def __enter__(self) -> bool:
         engine = self._runner.view.engine
         if engine.dialect.name != "postgresql":
+            database = engine.url.database
+            if database and database != ":memory:":
+                self._file = _LockFile(f"{database}.{self._runner.name}.lock")
+                while not self._file.take():
+                    if not self._wait or self._stop.wait(1.0):
+                        return False
             if self._listens:
                 self._runner.following.set()
             return True
@@ -399,6 +409,8 @@ class _AdvisoryLock:
         self._released.set()
         if self._listens:
             self._runner.following.clear()
+        if self._file is not None:
+            self._file.release()
         if self._conn is not None:
             if self._held is not None:
                 # Released now: the server notices a closed session only a moment later,
@@ -409,3 +421,33 @@ class _AdvisoryLock:
             # The lock belongs to the session: a pooled connection would keep holding it.
             self._conn.invalidate()
             self._conn.close()
+
+
+class _LockFile:
+    """An exclusive lock on a file (flock): held by one open file at a time, whichever the
+    process, and released by the system when its process dies. Where there is no flock
+    (Windows), every `take` succeeds, as before there was a lock."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def take(self) -> bool:
+        """True if this now holds the lock; False at once if another holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file releases its lock
+            self._fd = None

@@ -59,6 +59,14 @@ def _admin_url(url: str) -> str:
     return url.split("?")[0]
 
 
+def derived_database(url: str, suffix: str) -> str:
+    """Another database on the test database's server, named after it (`<name>_<suffix>`):
+    tests that need a whole database of their own derive it from DMLEDGER_TEST_POSTGRES_URL,
+    so they never share one with another checkout's tests, nor drop what it holds."""
+    base, _, name = _admin_url(url).rpartition("/")
+    return f"{base}/{name}_{suffix}"
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The test database's URL; unreachable PostgreSQL skips, except under CI where it fails."""
@@ -80,7 +88,13 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that uses it runs once per backend."""
     if request.param == "memory":

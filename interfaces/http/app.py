@@ -9,7 +9,6 @@ from typing import Any
 from litestar import Litestar, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.response import Redirect
 
 from interfaces.composition import Services
@@ -17,6 +16,7 @@ from interfaces.console.pages import template_config
 from interfaces.console.router import console_router
 from interfaces.dispatching import run_dispatcher
 from interfaces.http.accounts import AccountController
+from interfaces.http.api_reference import api_reference_plugin, assets_router
 from interfaces.http.audit import AuditController
 from interfaces.http.auth import (
     provide_principal,
@@ -71,6 +71,7 @@ def create_app(
             healthz,
             readyz,
             docs,
+            assets_router(),  # Scalar's script for /docs, served from the package
             console_router(services),  # the browser console, /console
         ],
         template_config=template_config(),
@@ -113,7 +114,7 @@ def create_app(
             version="0.1.0",
             description="Event-sourced conversation service for Instagram Direct Messages.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(path="/docs")],
+            render_plugins=[api_reference_plugin(path="/docs")],
         ),
         # Our records go to the process's one handler (interfaces/logging_setup.py).
         logging_config=None,

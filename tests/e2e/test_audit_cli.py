@@ -115,7 +115,13 @@ def history(database: tuple[str, Sql]) -> None:
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     status = main(list(argv))
     captured = capsys.readouterr()
-    return status, captured.out + captured.err
+    # Every command names its database on stderr first; these tests read what follows.
+    err = "".join(
+        line
+        for line in captured.err.splitlines(keepends=True)
+        if not line.startswith("dmledger: database ")
+    )
+    return status, captured.out + err
 
 
 def positions(sql: Sql, mid: str) -> int:

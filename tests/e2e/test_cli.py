@@ -322,3 +322,65 @@ def test_rotating_the_secret_key_then_reencrypting_lets_the_old_key_go(
         assert history[-1] == "CredentialsReencrypted"
     finally:
         services.close()
+
+
+def test_every_command_says_which_database_it_uses_resolved_from_where_it_started(
+    tmp_path: Path,
+) -> None:
+    # given a relative SQLite path, and a command started in another directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        **os.environ,
+        "DMLEDGER_DATABASE_URL": "sqlite:///data/ledger.sqlite3",
+        "DMLEDGER_SECRET_KEY": TEST_KEY,
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", "accounts", "list"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"dmledger: database SQLite {elsewhere}/data/ledger.sqlite3\n" in done.stderr
+
+
+def test_a_command_names_its_database_on_stderr(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", "memory://")
+
+    assert main(["accounts", "list"]) == 0
+
+    assert "dmledger: database memory:// (nothing is kept)" in capsys.readouterr().err
+
+
+def test_a_rebuild_on_sqlite_is_refused_while_serve_follows_the_read_models(
+    env: dict[str, str], served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a message that the served runners projected
+    secrets = ["--app-secret", APP_SECRET, "--access-token", "t", "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    body = meta_body("text")
+    response = httpx.post(
+        served.url + "/webhooks/instagram", content=body, headers=signed_headers(body)
+    )
+    assert response.status_code == 200
+    capsys.readouterr()
+
+    # when a rebuild is asked for while serve runs, then after it stopped
+    refused = main(["projections", "rebuild", "message_history"])
+    refusal = capsys.readouterr().err
+    served.stop()
+    after = main(["projections", "rebuild", "message_history"])
+
+    # then the first is refused, changing nothing, and the second goes
+    assert refused == 2
+    assert "'message_history' is being followed by another process" in refusal
+    assert after == 0
+    assert "rebuilt message_history from 3 events" in capsys.readouterr().out

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import derived_database
+
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +27,8 @@ def test_the_smoke_run_reports_every_figure_and_stores_what_it_acknowledged(
 ) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (./benchmarks/run installs it)")
-    # given a bench database next to the test database
-    bench_url = postgres_server.split("?")[0].rsplit("/", 1)[0] + "/dmledger_bench_smoke"
+    # given a bench database named after the test database (the harness drops its tables)
+    bench_url = derived_database(postgres_server, "bench_smoke")
     out = tmp_path / "smoke.json"
 
     # when the harness runs with a tiny load

@@ -233,6 +233,7 @@ class ScaleOut:
                 lambda p=process: (
                     "dispatching the outboxes" in p.output()  # type: ignore[misc]
                     or "running projections" in p.output()
+                    or "waiting behind another process's runner" in p.output()  # a standby
                 ),
                 timeout=30,
                 what=f"{name} to start",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox, SecretDecryptionError, SecretKeyError
-from infrastructure.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
+from infrastructure.settings import Settings, SettingsError, default_directory
 
 
 def test_defaults_serve_sqlite_under_var_on_loopback() -> None:
     settings = Settings.from_environ({})
 
-    assert settings.database_url == DEFAULT_DATABASE_URL
+    var = default_directory(Path.cwd()) / "var"
+    assert settings.database_url == f"sqlite:///{var}/dmledger.sqlite3"
     assert (settings.host, settings.port, settings.environment) == (
         "127.0.0.1",
         8000,
