@@ -9,6 +9,7 @@
 | secrets new-key, reencrypt | `interfaces/cli_secrets.py` |
 | replay (also named events) | `interfaces/cli_replay.py` |
 | deliveries list, show, redeliver | `interfaces/cli_deliveries.py` |
+| dev fake-graph, crm-receiver | `interfaces/cli_dev.py` |
 | audit verify, checkpoint, projections | `interfaces/cli_audit.py` |
 
 Each command is `run(settings, args) -> exit status`; a `CliError` (and a bad setting or
@@ -31,6 +32,7 @@ from interfaces import (
     cli_accounts,
     cli_audit,
     cli_deliveries,
+    cli_dev,
     cli_keys,
     cli_projections,
     cli_replay,
@@ -57,6 +59,7 @@ COMMAND_GROUPS = (
     cli_deliveries,
     cli_secrets,
     cli_audit,
+    cli_dev,
 )
 
 

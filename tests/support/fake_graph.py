@@ -1,152 +1,22 @@
-"""A fake Instagram Graph API on loopback: a real HTTP server with Meta's answers."""
+"""The fake Instagram Graph API the tests script (it lives in the package, for `dmledger dev
+fake-graph` too)."""
 
-from __future__ import annotations
-
-import json
-import threading
-import time
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-
-def meta_error(
-    code: int, message: str, subcode: int | None = None, kind: str = "OAuthException"
-) -> dict[str, Any]:
-    """An error body as the Graph API writes it."""
-    error: dict[str, Any] = {
-        "message": message,
-        "type": kind,
-        "code": code,
-        "fbtrace_id": "AbCdEfGhIjK",
-    }
-    if subcode is not None:
-        error["error_subcode"] = subcode
-    return {"error": error}
-
-
-TOKEN_EXPIRED = meta_error(190, "Error validating access token: Session has expired.", 463)
-OUTSIDE_WINDOW = meta_error(
-    10, "This message is sent outside of allowed window.", 2018278, "OAuthException"
+from interfaces.dev_graph_api import (
+    OUTSIDE_WINDOW,
+    RATE_LIMITED,
+    TEMPORARY,
+    TOKEN_EXPIRED,
+    USER_UNAVAILABLE,
+    FakeGraphApi,
+    meta_error,
 )
-USER_UNAVAILABLE = meta_error(551, "This person isn't available right now.", 1545041)
-TEMPORARY = meta_error(2, "An unexpected error has occurred. Please retry your request later.")
-RATE_LIMITED = meta_error(613, "Calls to this api have exceeded the rate limit.")
 
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 1024
-    """The listen backlog: the default 5 resets connections when a dispatcher opens many
-    at once, which the dispatcher rightly counts as a send that may have gone (ambiguous)."""
-
-
-class FakeGraphApi:
-    """Serves profiles (`GET /{version}/{igsid}`), the Send API
-    (`POST /{version}/{ig_account_id}/messages`) and the refresh of tokens
-    (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
-    or an error when it is None); records every request.
-
-    `answers` holds scripted answers for the next sends, as (status, body), ("sleep",
-    seconds), or ("drop", None): the connection closes without an answer, after Meta got
-    the request. When it is empty a send succeeds with a new `message_id`.
-    """
-
-    def __init__(
-        self, access_token: str, profiles: dict[str, dict[str, str]] | None = None
-    ) -> None:
-        self.access_token = access_token
-        self.profiles = profiles or {}
-        self.requests: list[dict[str, Any]] = []
-        self.sent: list[dict[str, Any]] = []
-        self.answers: deque[tuple[Any, Any]] = deque()
-        self.refresh_to: str | None = None
-        self._count = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                fake.requests.append(
-                    {
-                        "path": parts.path,
-                        "query": parse_qs(parts.query),
-                        "headers": dict(self.headers),
-                    }
-                )
-                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                participant = parts.path.rsplit("/", 1)[-1]
-                if parts.path == "/refresh_access_token":
-                    self._refresh(parse_qs(parts.query))
-                elif token != fake.access_token:
-                    self._answer(401, TOKEN_EXPIRED)
-                elif participant in fake.profiles:
-                    self._answer(200, {"id": participant, **fake.profiles[participant]})
-                else:
-                    self._answer(400, meta_error(100, "Unsupported get request."))
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if len(raw) < length:
-                    return  # the client died mid-request: Meta would not have sent it either
-                body = json.loads(raw or b"{}")
-                parts = urlsplit(self.path)
-                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                record = {"path": parts.path, "body": body, "token": token}
-                fake.requests.append(record)
-                if fake.answers:
-                    kind, value = fake.answers.popleft()
-                    if kind == "sleep":
-                        time.sleep(value)
-                    elif kind == "drop":
-                        self.close_connection = True
-                        return
-                    else:
-                        self._answer(kind, value)
-                        return
-                if token != fake.access_token:
-                    self._answer(401, TOKEN_EXPIRED)
-                    return
-                fake._count += 1
-                message_id = f"m_fake{fake._count}"
-                fake.sent.append({**record, "message_id": message_id})
-                self._answer(
-                    200, {"recipient_id": body["recipient"]["id"], "message_id": message_id}
-                )
-
-            def _refresh(self, query: dict[str, list[str]]) -> None:
-                if query.get("access_token") != [fake.access_token] or not fake.refresh_to:
-                    self._answer(400, TOKEN_EXPIRED)
-                    return
-                fake.access_token = fake.refresh_to
-                self._answer(
-                    200,
-                    {
-                        "access_token": fake.refresh_to,
-                        "token_type": "bearer",
-                        "expires_in": 5183944,
-                    },
-                )
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+__all__ = [
+    "OUTSIDE_WINDOW",
+    "RATE_LIMITED",
+    "TEMPORARY",
+    "TOKEN_EXPIRED",
+    "USER_UNAVAILABLE",
+    "FakeGraphApi",
+    "meta_error",
+]

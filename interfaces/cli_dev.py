@@ -1,0 +1,77 @@
+"""`dmledger dev fake-graph|crm-receiver`: loopback stand-ins for Meta and a CRM, to try
+dmledger end to end on one machine (the README's walkthrough). Each runs until ^C and
+prints one line per request it gets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+from infrastructure.settings import Settings
+
+
+def add_commands(commands: Any) -> None:
+    """Add `dev` to the `dmledger` command's subparsers."""
+    dev = commands.add_parser(
+        "dev", help="loopback stand-ins for Meta's Graph API and a CRM, to try dmledger"
+    ).add_subparsers(required=True, metavar="ACTION")
+    graph = dev.add_parser(
+        "fake-graph",
+        help="a fake Instagram Graph API on 127.0.0.1 that accepts every send and prints it",
+        description="Point dmledger at it with DMLEDGER_GRAPH_API_URL=http://127.0.0.1:PORT.",
+    )
+    graph.add_argument("--port", type=int, default=8900, help="where it listens (8900)")
+    graph.add_argument("--token", help="the only access token it takes (default: any)")
+    graph.set_defaults(run=_fake_graph)
+    crm = dev.add_parser(
+        "crm-receiver",
+        help="a CRM endpoint on 127.0.0.1 that prints each delivery and checks its signature",
+        description="Set the account's CRM endpoint to http://127.0.0.1:PORT/hooks (with "
+        "DMLEDGER_CRM_ALLOW_PRIVATE_URLS=true), then give it the whsec_ secret PUT answered.",
+    )
+    crm.add_argument("--port", type=int, default=8901, help="where it listens (8901)")
+    crm.add_argument("--secret", help="the endpoint's whsec_ secret, to verify signatures")
+    crm.set_defaults(run=_crm_receiver)
+
+
+def _fake_graph(_: Settings, args: argparse.Namespace) -> int:
+    from interfaces.dev_graph_api import FakeGraphApi
+
+    def sent(record: dict[str, Any]) -> None:
+        body = record["body"]
+        what = body.get("message", {})
+        print(
+            f"sent {record['message_id']} to {body.get('recipient', {}).get('id')}: "
+            f"{json.dumps(what, ensure_ascii=False)}",
+            flush=True,
+        )
+
+    server = FakeGraphApi(args.token, port=args.port, on_send=sent)
+    print(f"fake Graph API on {server.url}; sends are printed here", flush=True)
+    return _until_stopped(server.close)
+
+
+def _crm_receiver(_: Settings, args: argparse.Namespace) -> int:
+    from interfaces.dev_crm_receiver import CrmReceiver
+
+    def received(webhook_id: str, payload: dict[str, Any], verified: bool | None) -> None:
+        check = {True: "verified", False: "BAD SIGNATURE", None: "not checked"}[verified]
+        data = payload.get("data", {})
+        detail = data.get("text") or data.get("reply_id") or ""
+        print(f"{check} {webhook_id} {payload.get('type')} {detail}".rstrip(), flush=True)
+
+    server = CrmReceiver(port=args.port, secret=args.secret, on_delivery=received)
+    print(f"CRM receiver on {server.url}; deliveries are printed here", flush=True)
+    return _until_stopped(server.close)
+
+
+def _until_stopped(close: Any) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    close()
+    return 0
