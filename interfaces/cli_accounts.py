@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from application.accounts import SendingState
 from domain.account import CREDENTIALS
 from infrastructure.settings import Settings
 from interfaces.cli_support import CliError, print_table, services_of
@@ -88,8 +89,28 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.write(msgspec.json.encode(account).decode() + "\n")
         return 0
     rows = [
-        (a.ig_account_id, "@" + a.username, a.status, a.registered_at.isoformat(timespec="seconds"))
+        (
+            a.ig_account_id,
+            "@" + a.username,
+            a.status,
+            _sending(a.sending),
+            a.registered_at.isoformat(timespec="seconds"),
+        )
         for a in accounts
     ]
-    print_table(("INSTAGRAM ID", "USERNAME", "STATUS", "REGISTERED"), rows)
+    print_table(("INSTAGRAM ID", "USERNAME", "STATUS", "SENDING", "REGISTERED"), rows)
     return 0
+
+
+def _sending(state: SendingState) -> str:
+    """What stands between the account and the Send API, in a word or two."""
+    held = []
+    if state.token_rejected:
+        held.append("token-rejected")
+    if state.sends_paused_until is not None:
+        held.append("paused-until-" + state.sends_paused_until.isoformat(timespec="seconds"))
+    if state.token_refresh_failed_at is not None:
+        held.append("refresh-failed")
+    if state.token_expiring:
+        held.append("token-expiring")
+    return ",".join(held) or "ok"
