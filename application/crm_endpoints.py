@@ -27,6 +27,7 @@ EVENT_TYPES = (
     "conversation.updated",
     "account.token_rejected",
     "account.sends_paused",
+    "account.sends_resumed",
     "account.token_refresh_failed",
 )
 

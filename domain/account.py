@@ -27,6 +27,7 @@ RULE_DISABLED = "dmledger:Account.RuleDisabled"
 TOKEN_REJECTED = "dmledger:Account.TokenRejected"  # noqa: S105 - a topic
 TOKEN_REFRESH_FAILED = "dmledger:Account.TokenRefreshFailed"  # noqa: S105 - a topic
 SENDS_PAUSED = "dmledger:Account.SendsPaused"
+SENDS_RESUMED = "dmledger:Account.SendsResumed"
 CRM_ENDPOINT_SET = "dmledger:Account.CrmEndpointSet"
 CRM_ENDPOINT_REMOVED = "dmledger:Account.CrmEndpointRemoved"
 CRM_ENDPOINT_DISABLED = "dmledger:Account.CrmEndpointDisabled"
@@ -198,6 +199,7 @@ class Account(Aggregate):
         """Replace some credentials with new ciphertexts; `at` is when, in ms."""
         if not sealed or set(sealed) - set(CREDENTIALS):
             raise AccountError("credentials", f"give one or more of {', '.join(CREDENTIALS)}")
+        resumes = self.token_rejected and "access_token" in sealed
         self._credentials_rotated(
             app_secret=sealed.get("app_secret"),
             access_token=sealed.get("access_token"),
@@ -205,6 +207,13 @@ class Account(Aggregate):
             at=at,
             by=by,
         )
+        if resumes:
+            # Sends waited for a new token since Meta rejected the old one: they go again.
+            self._sends_resumed(ig_account_id=self.ig_account_id, at=at, by=by)
+
+    @event("SendsResumed", topic=SENDS_RESUMED)
+    def _sends_resumed(self, ig_account_id: str, at: int, by: str) -> None:
+        pass
 
     @event("CredentialsRotated", topic=CREDENTIALS_ROTATED)
     def _credentials_rotated(

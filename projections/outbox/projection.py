@@ -271,6 +271,13 @@ class Outboxes(LedgerProjection[OutboxView]):
         }
         self._notify_account(batch, event, position, "account.sends_paused", data)
 
+    @on(account_topics.SENDS_RESUMED)
+    def sends_resumed(self, batch: Batch, event: Any, position: int) -> None:
+        data = {"reason": "credentials_rotated", "by": event.by}
+        self._enqueue_crm(
+            batch, event, position, "account.sends_resumed", data, event.ig_account_id, None
+        )
+
     @on(account_topics.TOKEN_REFRESH_FAILED)
     def token_refresh_failed(self, batch: Batch, event: Any, position: int) -> None:
         data = {"message": event.message, "at": _iso_ms(event.at)}

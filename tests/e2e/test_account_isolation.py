@@ -78,3 +78,37 @@ def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
     assert told["account.sends_paused"]["code"] == 4
     assert told["account.sends_paused"]["until"]  # when sends may go again (RFC 3339)
     assert told["account.token_refresh_failed"]["message"] == "refresh refused"
+
+
+def test_the_crm_is_told_when_new_credentials_let_a_rejected_accounts_sends_resume(
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    services = make_services(database_url)
+    register_account(services)
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    now = services.dispatcher.clock()
+    services.writer.run_now(token_rejected(ACCOUNT, MetaError(190, None, "bad token"), now))
+
+    # a routine refresh of a working token resumes nothing; new credentials after a 190 do
+    services.writer.run_now(
+        services.accounts.rotate_credentials(
+            ACCOUNT, {"access_token": "IGAA-new"}, at=now + 1, by="api-key:ops"
+        )
+    )
+    services.writer.run_now(
+        services.accounts.rotate_credentials(
+            ACCOUNT, {"access_token": "IGAA-newer"}, at=now + 2, by="token-refresh"
+        )
+    )
+    services.read_models.catch_up()
+    asyncio.run(services.dispatcher.drain())
+
+    kinds = [d["payload"]["type"] for d in crm.delivered()]
+    assert kinds == ["account.token_rejected", "account.sends_resumed"]
+    resumed = crm.delivered()[1]["payload"]["data"]
+    assert (resumed["account_id"], resumed["by"]) == (ACCOUNT, "api-key:ops")
