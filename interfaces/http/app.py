@@ -25,6 +25,7 @@ from interfaces.http.auth import (
 )
 from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
+from interfaces.http.crm_webhooks_openapi import crm_webhooks
 from interfaces.http.health import healthz, readyz
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
@@ -115,6 +116,8 @@ def create_app(
             description="Event-sourced conversation service for Instagram Direct Messages.",
             path="/schema",
             render_plugins=[api_reference_plugin(path="/docs")],
+            # Every CRM notification and its payload (interfaces/http/crm_webhooks_openapi.py).
+            webhooks=crm_webhooks(),
         ),
         # Our records go to the process's one handler (interfaces/logging_setup.py).
         logging_config=None,
