@@ -53,12 +53,8 @@ def test_an_accounts_notification_waits_behind_its_own_failures_only(
     ]
 
 
-def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
-    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
-) -> None:
-    from application.sending import sends_paused, token_refresh_failed
-
-    services = make_services(database_url)
+def subscribed(services: Services, crm: FakeCrm) -> Services:
+    """The fixtures' account, registered, its CRM endpoint at the fake CRM."""
     register_account(services)
     view = services.writer.run_now(
         services.crm_endpoints.set(
@@ -66,6 +62,15 @@ def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
         )
     )
     crm.secret = view.secret
+    return services
+
+
+def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+) -> None:
+    from application.sending import sends_paused, token_refresh_failed
+
+    services = subscribed(make_services(database_url), crm)
     now = services.dispatcher.clock()
 
     services.writer.run_now(sends_paused(ACCOUNT, until=now + 60_000, code=4, reason="limit"))
@@ -83,14 +88,7 @@ def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
 def test_the_crm_is_told_when_new_credentials_let_a_rejected_accounts_sends_resume(
     database_url: str, make_services: Callable[..., Services], crm: FakeCrm
 ) -> None:
-    services = make_services(database_url)
-    register_account(services)
-    view = services.writer.run_now(
-        services.crm_endpoints.set(
-            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
-        )
-    )
-    crm.secret = view.secret
+    services = subscribed(make_services(database_url), crm)
     now = services.dispatcher.clock()
     services.writer.run_now(token_rejected(ACCOUNT, MetaError(190, None, "bad token"), now))
 
