@@ -12,37 +12,35 @@ MAX_TEXT_BYTES = 1000
 def refusal(
     text: str, *, automated: bool, last_inbound: int | None, now: int
 ) -> tuple[str, str] | None:
-    """The field at fault and the reason Meta would refuse this reply now, or None."""
-    reason, _ = window({"text": text, "automated": automated}, last_inbound, now)
-    if reason is None:
-        return None
-    return ("text" if reason.startswith("the text") else "conversation"), reason
+    """The field at fault (`text` or `conversation`) and the reason Meta would refuse this
+    reply now, or None. Automated replies may go within 24 hours of the participant's last
+    message, a person's within 7 days."""
+    size = len(text.encode())
+    if size > MAX_TEXT_BYTES:
+        return "text", f"the text is {size} bytes of UTF-8; Meta takes at most {MAX_TEXT_BYTES}"
+    if last_inbound is None:
+        return "conversation", "the participant has never written: there is no window to reply in"
+    elapsed = now - last_inbound
+    if automated and elapsed > DAY_MS:
+        return (
+            "conversation",
+            "an automated reply more than 24 hours after the participant's last message",
+        )
+    if not automated and elapsed > 7 * DAY_MS:
+        return "conversation", "more than 7 days after the participant's last message"
+    return None
 
 
 def window(
     reply: dict[str, Any], last_inbound: int | None, now: int
 ) -> tuple[str | None, str | None]:
-    """A reason Meta would refuse the reply (or None), and the tag it needs.
-
-    Automated replies may go within 24 hours of the participant's last message; a
-    person's within 7 days, tagged `HUMAN_AGENT` after the first 24 hours.
-    """
-    text = reply.get("text") or ""
-    if len(text.encode()) > MAX_TEXT_BYTES:
-        return (
-            f"the text is {len(text.encode())} bytes of UTF-8; Meta takes at most {MAX_TEXT_BYTES}",
-            None,
-        )
-    if last_inbound is None:
-        return "the participant has never written: there is no window to reply in", None
-    elapsed = now - last_inbound
-    if reply.get("automated"):
-        if elapsed > DAY_MS:
-            return (
-                "an automated reply more than 24 hours after the participant's last message",
-                None,
-            )
-        return None, None
-    if elapsed > 7 * DAY_MS:
-        return "more than 7 days after the participant's last message", None
-    return None, "HUMAN_AGENT" if elapsed > DAY_MS else None
+    """A reason Meta would refuse the reply (or None), and the tag it needs: a person's
+    reply after the first 24 hours goes tagged `HUMAN_AGENT`."""
+    automated = bool(reply.get("automated"))
+    refused = refusal(
+        reply.get("text") or "", automated=automated, last_inbound=last_inbound, now=now
+    )
+    if refused is not None:
+        return refused[1], None
+    late = not automated and last_inbound is not None and now - last_inbound > DAY_MS
+    return None, "HUMAN_AGENT" if late else None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from application.replies import ReplyAttempt
+from application.replies import ReplyAttempt, ReplyState
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -228,9 +228,9 @@ class ReplyStatus(msgspec.Struct):
         )
 
     @classmethod
-    def recorded(cls, account_id: str, conversation_id: str, state: Any) -> ReplyStatus:
-        """A reply as its conversation's events record it (`application.replies.ReplyState`),
-        before the message history shows it."""
+    def recorded(cls, account_id: str, conversation_id: str, state: ReplyState) -> ReplyStatus:
+        """A reply as its conversation's events record it, before the message history
+        shows it."""
         return cls(
             reply_id=state.reply_id,
             conversation_id=conversation_id,
