@@ -18,6 +18,8 @@ from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
+from tests.support.fake_crm import FakeCrm
+from tests.support.fake_graph import FakeGraphApi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "meta"
 ACCOUNT = "17841400000000001"
@@ -149,6 +151,22 @@ def register_account(services: Services, ig_account_id: str = ACCOUNT, **overrid
     services.writer.run_now(
         services.accounts.register(ig_account_id=ig_account_id, by="test", **values)
     )
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraphApi]:
+    """A fake Graph API on loopback that takes the fixtures' token and knows one profile."""
+    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def crm() -> Iterator[FakeCrm]:
+    """A fake CRM on loopback that verifies deliveries (set its `secret`)."""
+    fake = FakeCrm()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from application.delivery import MetaError
 from application.sending import token_rejected
@@ -14,13 +12,6 @@ from tests.conftest import ACCOUNT, register_account
 from tests.support.fake_crm import FakeCrm
 
 OTHER = "17841400000000002"
-
-
-@pytest.fixture
-def crm() -> Iterator[FakeCrm]:
-    fake = FakeCrm()
-    yield fake
-    fake.close()
 
 
 def test_an_accounts_notification_waits_behind_its_own_failures_only(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -45,13 +45,6 @@ SHIPPING = {
     "reply": "Hi {first_name}! {account_username} ships worldwide.",
     "priority": 10,
 }
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

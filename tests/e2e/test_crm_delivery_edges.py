@@ -5,7 +5,7 @@ real dispatcher, and a fake CRM on loopback that verifies Standard Webhooks sign
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -16,7 +16,6 @@ from domain.identity import conversation_id
 from interfaces.composition import Services
 from interfaces.http.app import create_app
 from tests.conftest import (
-    ACCESS_TOKEN,
     ACCOUNT,
     PARTICIPANT,
     bearer,
@@ -32,20 +31,6 @@ Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
 BASE = f"/api/v1/accounts/{ACCOUNT}"
 HOUR = 3_600_000
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def crm() -> Iterator[FakeCrm]:
-    fake = FakeCrm()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -45,20 +45,6 @@ SHIPPING = {
     "triggers": [{"type": "keyword", "value": "ship"}],
     "reply": "Hi {first_name}! We ship worldwide.",
 }
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def crm() -> Iterator[FakeCrm]:
-    fake = FakeCrm()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

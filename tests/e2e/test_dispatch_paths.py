@@ -5,7 +5,7 @@ the CRM's circuit breaker and last attempt, and what the outbox cuts to fit 20 k
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from interfaces.composition import Services
 from interfaces.http.app import create_app
 from projections.outbox.projection import MAX_CRM_BODY
 from tests.conftest import (
-    ACCESS_TOKEN,
     ACCOUNT,
     PARTICIPANT,
     bearer,
@@ -37,20 +36,6 @@ BASE = f"/api/v1/accounts/{ACCOUNT}"
 REPLIES = f"{BASE}/conversations/{CONVERSATION}/replies"
 HOUR = 3_600_000
 DAY = 24 * HOUR
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def crm() -> Iterator[FakeCrm]:
-    fake = FakeCrm()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
