@@ -304,3 +304,16 @@ async def test_a_message_that_came_before_the_live_stream_opened_is_announced(
         raise AssertionError("the stream ended without announcing the change")
 
     await asyncio.wait_for(first_change(), timeout=5)
+
+
+async def test_a_reply_of_brackets_from_the_console_is_a_text_not_a_nested_body(
+    console: Client, services: Services
+) -> None:
+    await deliver(console, services, {"mid": "mid-1", "text": "Hello"})
+    csrf = await sign_in(console, services)
+    form = {"csrf_token": csrf, "text": "[" * 100, "idempotency_key": "brackets-1"}
+
+    answer = await console.post(f"{THREAD}/replies", data=form, follow_redirects=False)
+
+    assert answer.status_code == 303, answer.text
+    assert event_types(services).count("Conversation.ReplyQueued") == 1

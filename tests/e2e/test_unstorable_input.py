@@ -141,3 +141,18 @@ async def test_any_api_body_with_a_nul_or_an_oversized_integer_is_422(
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert len(event_types(services)) == before
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+async def test_an_api_body_nested_too_deep_is_400_not_500(
+    client: Client, services: Services, depth: int
+) -> None:
+    admin = bearer(issue_key(services, "admin"))
+    body = b'{"name": ' + b"[" * depth + b"]" * depth + b"}"
+
+    response = await client.post(
+        f"{BASE}/rules", content=body, headers={**admin, "content-type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    assert "nested" in response.json()["detail"]
