@@ -13,7 +13,7 @@ import msgspec
 from application.errors import AccountAlreadyRegistered, InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
-from application.ports import SecretBox
+from application.ports import Clock, SecretBox
 from application.rules import WEEKDAYS, check_template
 from domain.account import CREDENTIALS, Account, AccountError
 from domain.identity import account_id
@@ -75,7 +75,8 @@ class AccountSummary(msgspec.Struct, frozen=True):
     sending: SendingState
 
     @classmethod
-    def of(cls, account: Account) -> AccountSummary:
+    def of(cls, account: Account, *, now: int) -> AccountSummary:
+        """The account as shown at `now` (ms since the epoch)."""
         return cls(
             ig_account_id=account.ig_account_id,
             username=account.username,
@@ -90,7 +91,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
                 )
                 for name in CREDENTIALS
             },
-            sending=SendingState.of(account, _ms(datetime.now(UTC))),
+            sending=SendingState.of(account, now),
         )
 
 
@@ -146,9 +147,10 @@ def _ms(at: datetime) -> int:
 class Accounts:
     """Use cases on accounts."""
 
-    def __init__(self, ledger: Ledger, secrets: SecretBox) -> None:
+    def __init__(self, ledger: Ledger, secrets: SecretBox, clock: Clock) -> None:
         self._ledger = ledger
         self._secrets = secrets
+        self._clock = clock
 
     def register(
         self,
@@ -187,13 +189,14 @@ class Accounts:
                 )
             account = Account(ig_account_id=ig_account_id, username=username, by=by, **sealed)
             changes.add(account)
-            return AccountSummary.of(account)
+            return AccountSummary.of(account, now=self._clock.now_ms())
 
         return register
 
     def list(self) -> list[AccountSummary]:
         """Every registered account."""
-        return [AccountSummary.of(account) for account in self._ledger.accounts()]
+        now = self._clock.now_ms()
+        return [AccountSummary.of(account, now=now) for account in self._ledger.accounts()]
 
     def confirm_subscription(self, verify_token: str) -> bool:
         """Whether `verify_token` is the webhook verify token of an account that is served."""
@@ -211,7 +214,7 @@ class Accounts:
         account = self._ledger.account(ig_account_id)
         if account is None:
             raise NotFound(f"there is no Instagram account {ig_account_id}")
-        return AccountSummary.of(account)
+        return AccountSummary.of(account, now=self._clock.now_ms())
 
     def update(
         self,
@@ -234,7 +237,7 @@ class Accounts:
             account.change_profile(username=username, display_name=display_name, by=by)
             if changed_settings:
                 account.change_settings(changes=changed_settings, by=by)
-            return AccountSummary.of(account)
+            return AccountSummary.of(account, now=self._clock.now_ms())
 
         return update
 
@@ -261,7 +264,7 @@ class Accounts:
                     raise InvalidInput("status", f"unknown status {status!r}")
             except AccountError as error:
                 raise InvalidInput(error.field, error.detail) from None
-            return AccountSummary.of(account)
+            return AccountSummary.of(account, now=self._clock.now_ms())
 
         return set_status
 
@@ -280,7 +283,7 @@ class Accounts:
         def rotate(changes: Changes) -> AccountSummary:
             account = _changing(changes, ig_account_id)
             account.rotate_credentials(sealed=sealed, at=at, by=by)
-            return AccountSummary.of(account)
+            return AccountSummary.of(account, now=self._clock.now_ms())
 
         return rotate
 

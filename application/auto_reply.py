@@ -4,8 +4,6 @@ records it (`ReplyQueued`, or `AutoReplySkipped` with a reason an auditor needs)
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -13,7 +11,7 @@ from cachetools import LRUCache
 
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
-from application.ports import ParticipantProfiles, SecretBox
+from application.ports import Clock, ParticipantProfiles, SecretBox
 from application.rules import Inbound, Match, choose, render, uses_profile
 from domain import conversation as topics
 from domain.account import Account
@@ -25,10 +23,6 @@ log = logging.getLogger(__name__)
 WINDOW_MS = 24 * 3_600_000
 STARTED_CACHE_SIZE = 50_000
 TRIGGER_TOPICS = (topics.MESSAGE_RECEIVED, topics.POSTBACK_RECEIVED)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def trigger_key(event: Any) -> str:
@@ -64,7 +58,7 @@ class AutoReplies:
         ledger: Ledger,
         secrets: SecretBox,
         profiles: ParticipantProfiles | None,
-        clock: Callable[[], int] = now_ms,
+        clock: Clock,
     ) -> None:
         self._ledger = ledger
         self._secrets = secrets
@@ -89,7 +83,7 @@ class AutoReplies:
         command itself reads the account again, as committed).
         """
         profile = self._profile_if_needed(event, {} if accounts is None else accounts)
-        decided_at = self._clock()
+        decided_at = self._clock.now_ms()
 
         def decide(changes: Changes) -> str | None:
             conversation = changes.get(event.originator_id, Conversation)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from application.crm_deliverer import CrmDeliverer
@@ -27,16 +26,19 @@ from application.delivery import CRM_RETRY_SCHEDULE_SECONDS
 from application.instagram_sender import InstagramSender
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.ports import ConversationWindows, CrmEndpoint, InstagramSendApi, Outbox, SecretBox
+from application.ports import (
+    Clock,
+    ConversationWindows,
+    CrmEndpoint,
+    InstagramSendApi,
+    Outbox,
+    SecretBox,
+)
 from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
 from application.token_refresher import TokenRefresher
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Dispatcher:
@@ -53,7 +55,7 @@ class Dispatcher:
         instagram: InstagramSendApi,
         crm: CrmEndpoint,
         owner: str,
-        clock: Callable[[], int] = now_ms,
+        clock: Clock,
         max_in_flight: int = 256,
         lease_ms: int = 60_000,
         sends_per_second: float = 300.0,
@@ -63,13 +65,12 @@ class Dispatcher:
     ) -> None:
         self._outbox = outbox
         self._owner = owner
-        self.clock = clock
-        """Milliseconds since the epoch (tests move it on)."""
+        self._clock = clock
         self._max_in_flight = max_in_flight
         self._lease_ms = lease_ms
         self._in_flight: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
-        now = self._now
+        now = clock.now_ms
         accounts = ServedAccounts(ledger, now)
         settlements = Settlements(outbox, now)
         self.instagram = InstagramSender(
@@ -102,10 +103,6 @@ class Dispatcher:
             now=now,
         )
 
-    def _now(self) -> int:
-        # Read through `self.clock` each time: tests replace it.
-        return self.clock()
-
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Dispatch until `stop` is set; woken by `wakeup`, else polls."""
         while not stop.is_set():
@@ -137,7 +134,7 @@ class Dispatcher:
         if room <= 0 or (self._in_flight and room < self._max_in_flight // 4):
             # Each lease reads the queue's heads whatever it takes: take many at once.
             return 0
-        now = self.clock()
+        now = self._clock.now_ms()
         replies = await asyncio.to_thread(
             self._outbox.lease,
             "instagram",

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from application.delivery import DeliveryResult, MetaError, SendResult
+
+
+@runtime_checkable  # Litestar checks what it injects into a handler with isinstance
+class Clock(Protocol):
+    """The time now: the one source of it for every use case, read model and handler
+    (`infrastructure.clock.SystemClock`; tests pass a clock they move on)."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
 
 
 class SecretBox(Protocol):

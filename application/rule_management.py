@@ -11,7 +11,7 @@ from application.auto_reply import preview
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
-from application.ports import ParticipantProfiles, SecretBox
+from application.ports import Clock, ParticipantProfiles, SecretBox
 from application.rules import (
     Conditions,
     Inbound,
@@ -67,9 +67,14 @@ class Rules:
     """Use cases on an account's rules."""
 
     def __init__(
-        self, ledger: Ledger, profiles: ParticipantProfiles | None, box: SecretBox
+        self,
+        ledger: Ledger,
+        profiles: ParticipantProfiles | None,
+        box: SecretBox,
+        clock: Clock,
     ) -> None:
         self._ledger = ledger
+        self._clock = clock
         self._profiles = profiles
         self._box = box
 
@@ -140,7 +145,7 @@ class Rules:
             story_mention=trial.kind == "story_mention",
             story_reply=trial.kind == "story_reply",
             first_message=trial.first_message,
-            sent_at=_now_ms(),
+            sent_at=self._clock.now_ms(),
         )
         profile = {"username": trial.username} if trial.username else {}
         match, reply = preview(account, inbound, profile)
@@ -169,9 +174,3 @@ class Rules:
             if error.field == "rule_id":
                 raise NotFound(error.detail) from None
             raise InvalidInput(error.field, error.detail) from None
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,6 +14,7 @@ import httpx
 
 from application.delivery import DeliveryResult
 from infrastructure.crm_urls import REFUSED, CheckedNetworkBackend, CrmUrlPolicy
+from infrastructure.loop_clients import close_from_outside
 
 TIMEOUT = httpx.Timeout(15.0)
 CLIENTS = 16
@@ -45,10 +47,13 @@ class StandardWebhooksClient:
     def __init__(self, policy: CrmUrlPolicy) -> None:
         self._policy = policy
         self._clients: list[httpx.AsyncClient] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._turn = 0
 
     def _http(self) -> httpx.AsyncClient:
-        if not self._clients:
+        if not self._clients or self._clients[0].is_closed:
+            # Made on first use, inside the event loop that uses them (again after a close).
+            self._loop = asyncio.get_running_loop()
             limits = httpx.Limits(
                 max_connections=CONNECTIONS_PER_CLIENT,
                 max_keepalive_connections=CONNECTIONS_PER_CLIENT,
@@ -68,6 +73,8 @@ class StandardWebhooksClient:
     async def deliver(
         self, *, url: str, secret: str, delivery_id: str, body: str
     ) -> DeliveryResult:
+        # The wall clock, not the service's `Clock`: the receiver checks the timestamp
+        # against its own clock, to refuse a replayed delivery.
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -95,10 +102,22 @@ class StandardWebhooksClient:
             retry_after_seconds=int(retry_after) if retry_after and retry_after.isdigit() else None,
         )
 
-    async def close(self) -> None:
-        clients, self._clients = self._clients, []
-        for client in clients:
+    @property
+    def closed(self) -> bool:
+        """No connection is open (none was made, or the clients were closed)."""
+        return all(client.is_closed for client in self._clients)
+
+    async def aclose(self) -> None:
+        """Close the connections, in the event loop that made them (a later use makes
+        new ones)."""
+        for client in self._clients:
             await client.aclose()
+
+    def close(self) -> None:
+        """Close the connections from outside their event loop (`Services.close`)."""
+        for client in self._clients:
+            if self._loop is not None:
+                close_from_outside(client, self._loop)
 
 
 def _checked_transport(policy: CrmUrlPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:

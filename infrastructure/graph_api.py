@@ -59,5 +59,10 @@ class GraphApiProfiles:
             return None
         return {k: str(body[k]) for k in ("name", "username") if isinstance(body.get(k), str)}
 
+    @property
+    def closed(self) -> bool:
+        """The client's connections are closed."""
+        return self._client.is_closed
+
     def close(self) -> None:
         self._client.close()

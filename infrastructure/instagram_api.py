@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 
 from application.delivery import MetaError, SendResult
+from infrastructure.loop_clients import close_from_outside
 
 TIMEOUT = httpx.Timeout(15.0)
 
@@ -20,10 +22,12 @@ class InstagramGraphClient:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self._root = base_url.rstrip("/")
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        # Created on first use, inside the event loop that uses it.
-        if self._client is None:
+        # Created on first use, inside the event loop that uses it (again after a close).
+        if self._client is None or self._client.is_closed:
+            self._loop = asyncio.get_running_loop()
             self._client = httpx.AsyncClient(
                 timeout=TIMEOUT,
                 follow_redirects=False,
@@ -80,10 +84,21 @@ class InstagramGraphClient:
             return payload["access_token"], int(payload.get("expires_in") or 0)
         return _error(payload) or MetaError(None, None, f"HTTP {response.status_code}")
 
-    async def close(self) -> None:
+    @property
+    def closed(self) -> bool:
+        """No connection is open (none was made, or the client was closed)."""
+        return self._client is None or self._client.is_closed
+
+    async def aclose(self) -> None:
+        """Close the connections, in the event loop that made them (a later use makes
+        new ones)."""
         if self._client is not None:
             await self._client.aclose()
-            self._client = None
+
+    def close(self) -> None:
+        """Close the connections from outside their event loop (`Services.close`)."""
+        if self._client is not None and self._loop is not None:
+            close_from_outside(self._client, self._loop)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

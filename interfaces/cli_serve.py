@@ -103,6 +103,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, stop.set)
             if args.once:
                 await services.dispatcher.drain()
+                await services.close_connections()
             else:
                 print("dispatching the outboxes", file=sys.stderr)
                 await run_dispatcher(services, stop)

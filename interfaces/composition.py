@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from application.accounts import Accounts
@@ -13,14 +13,16 @@ from application.api_keys import ApiKeys
 from application.auto_reply import AutoReplies
 from application.conversations import Conversations
 from application.crm_endpoints import CrmEndpoints
-from application.dispatcher import Dispatcher, now_ms
+from application.dispatcher import Dispatcher
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantProfiles
 from application.redeliveries import Redeliveries
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain
+from infrastructure.clock import SystemClock
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.database_presence import require_database
@@ -56,45 +58,96 @@ class Services:
     delivery_queue: DeliveryQueue
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
+    clock: Clock
+    instagram: InstagramSendApi
+    """The Send API (and the token refresh) the dispatcher uses."""
+    crm: CrmEndpoint
+    profiles: ParticipantProfiles
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+    """Closes each HTTP client `build` made (one passed in belongs to its caller)."""
+    _async_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _closed: bool = False
+
+    async def close_connections(self) -> None:
+        """Close the async HTTP clients in the event loop that used them: the dispatcher's
+        loop, as it stops (`interfaces.dispatching`). A later use opens new ones."""
+        for aclose in self._async_closers:
+            await aclose()
 
     def close(self) -> None:
+        """Stop everything and close every HTTP client `build` made (once: closing again
+        does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self.read_models.stop()
         self.writer.stop()
+        for close in self._closers:
+            close()
         self.ledger.close()
         self.read_models.conversation_list.engine.dispose()
 
 
-def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Services:
-    """Wire the services for `settings`; `announce` tells the operator about generated keys."""
+def build(
+    settings: Settings,
+    *,
+    instagram: InstagramSendApi | None = None,
+    crm: CrmEndpoint | None = None,
+    profiles: ParticipantProfiles | None = None,
+    clock: Clock | None = None,
+    announce: Callable[[str], None] = print,
+) -> Services:
+    """Wire the services for `settings`; `announce` tells the operator about generated keys.
+
+    Each port left out is the real adapter: the Send API and the profiles at
+    `settings.graph_api_url`, the Standard Webhooks client for CRMs, the system clock.
+    Tests pass fakes (a clock they move on) to the same function."""
     persistence = persistence_env(settings.database_url)
     require_database(persistence)  # before a development key is made for nothing
     keys = secret_keys(settings, announce=announce)
     secrets = FernetSecretBox(keys)
+    clock = clock or SystemClock()
+    closers: list[Callable[[], None]] = []
+    async_closers: list[Callable[[], Awaitable[None]]] = []
+    if profiles is None:
+        graph_profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
+        closers.append(graph_profiles.close)
+        profiles = graph_profiles
+    crm_urls = CrmUrlPolicy(
+        allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
+    )
+    if instagram is None:
+        send_api = InstagramGraphClient(settings.graph_api_url, settings.graph_api_version)
+        closers.append(send_api.close)
+        async_closers.append(send_api.aclose)
+        instagram = send_api
+    if crm is None:
+        webhooks = StandardWebhooksClient(crm_urls)
+        closers.append(webhooks.close)
+        async_closers.append(webhooks.aclose)
+        crm = webhooks
     ledger = Ledger(env=persistence)
     writer = LedgerWriter(ledger)
     install_chain(ledger.recorder, keys)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()
-    profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
-    auto_replies = AutoReplies(ledger, secrets, profiles)
-    read_models = ReadModels.build(ledger, views, writer, auto_replies)
+    auto_replies = AutoReplies(ledger, secrets, profiles, clock)
+    read_models = ReadModels.build(ledger, views, writer, auto_replies, clock=clock)
     delivery_queue = DeliveryQueue(views)
     delivery_queue.create_tables()
     # A rebuilt outbox is adopted from its start again, in the transaction that swaps it in.
     read_models.outbox.when_replaced(delivery_queue.outbox_replaced)
-    crm_urls = CrmUrlPolicy(
-        allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
-    )
     dispatcher = Dispatcher(
         ledger=ledger,
         writer=writer,
         outbox=delivery_queue,
         windows=read_models.outbox,
         secrets=secrets,
-        instagram=InstagramGraphClient(settings.graph_api_url, settings.graph_api_version),
-        crm=StandardWebhooksClient(crm_urls),
+        instagram=instagram,
+        crm=crm,
         owner=f"{socket.gethostname()}:{os.getpid()}",
+        clock=clock,
         lease_ms=settings.dispatch_lease_seconds * 1000,
         crm_retry_schedule=settings.crm_retry_schedule_seconds,
     )
@@ -107,16 +160,22 @@ def build(settings: Settings, *, announce: Callable[[str], None] = print) -> Ser
         writer=writer,
         ingest=ingest,
         app_secrets=ServedAppSecrets(ledger, secrets),
-        accounts=Accounts(ledger, secrets),
+        accounts=Accounts(ledger, secrets, clock),
         api_keys=ApiKeys(ledger, key_usage),
         conversations=Conversations(),
         auto_replies=auto_replies,
-        rules=Rules(ledger, profiles, secrets),
+        rules=Rules(ledger, profiles, secrets, clock),
         read_models=read_models,
         dispatcher=dispatcher,
         delivery_queue=delivery_queue,
-        redeliveries=Redeliveries(writer, delivery_queue, now_ms),
+        redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
+        clock=clock,
+        instagram=instagram,
+        crm=crm,
+        profiles=profiles,
+        _closers=closers,
+        _async_closers=async_closers,
     )
 
 

@@ -17,7 +17,8 @@ TOKEN_CHECK_SECONDS = 3600.0
 
 async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
-    when another process does; refreshes ageing access tokens every hour."""
+    when another process does; refreshes ageing access tokens every hour. Closes the
+    HTTP clients' connections when it stops."""
     dispatcher = services.dispatcher
     loop = asyncio.get_running_loop()
 
@@ -44,6 +45,8 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
+        # The HTTP clients' connections belong to this loop: closed here, as it stops.
+        await services.close_connections()
 
 
 async def _refresh_tokens(services: Services, stop: asyncio.Event) -> None:

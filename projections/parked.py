@@ -10,7 +10,6 @@ same transaction. `projections status` and `/readyz` report parked events, and
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -85,8 +84,11 @@ def park(
     position: int,
     error: BaseException,
     attempts: int,
+    *,
+    at: int,
 ) -> None:
-    """Record that `projection` skips the event at `position` (in the caller's transaction)."""
+    """Record that `projection` skips the event at `position` (in the caller's transaction)
+    at `at` (ms since the epoch)."""
     conn.execute(
         delete(projection_failures).where(
             projection_failures.c.projection == projection,
@@ -103,7 +105,7 @@ def park(
             originator_version=int(event.originator_version),
             error=describe(error),
             attempts=attempts,
-            parked_at=_now_ms(),
+            parked_at=at,
         )
     )
 
@@ -118,8 +120,10 @@ def unpark(conn: Connection, projection: str, position: int) -> None:
     )
 
 
-def still_failing(engine: Engine, projection: str, position: int, error: BaseException) -> None:
-    """A retry of a parked event failed again: say so, and when."""
+def still_failing(
+    engine: Engine, projection: str, position: int, error: BaseException, *, at: int
+) -> None:
+    """A retry of a parked event failed again at `at` (ms since the epoch): say so."""
     with engine.begin() as conn:
         conn.execute(
             update(projection_failures)
@@ -130,7 +134,7 @@ def still_failing(engine: Engine, projection: str, position: int, error: BaseExc
             .values(
                 error=describe(error),
                 attempts=projection_failures.c.attempts + 1,
-                retried_at=_now_ms(),
+                retried_at=at,
             )
         )
 
@@ -170,7 +174,3 @@ def parked_counts(conn: Connection) -> dict[str, int]:
         projection_failures.c.projection
     )
     return {name: int(count) for name, count in conn.execute(query)}
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -53,7 +53,11 @@ def _in(space: RebuildSpace, runner: ProjectionRunner) -> ProjectionRunner:
     view.create_tables()
     projection = type(runner.projection)(view)
     return ProjectionRunner(
-        runner.ledger, projection, attempts=runner.attempts, follow_commits=False
+        runner.ledger,
+        projection,
+        clock=runner.clock,
+        attempts=runner.attempts,
+        follow_commits=False,
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from application.auto_reply import AutoReplies
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from application.ports import Clock
 from projections.auto_reply import AutoReplyPolicy, PolicyPosition
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
@@ -65,7 +66,13 @@ class ReadModels:
 
     @classmethod
     def build(
-        cls, ledger: Ledger, engine: Engine, writer: LedgerWriter, auto_replies: AutoReplies
+        cls,
+        ledger: Ledger,
+        engine: Engine,
+        writer: LedgerWriter,
+        auto_replies: AutoReplies,
+        *,
+        clock: Clock,
     ) -> ReadModels:
         conversation_list = ConversationListView(engine)
         message_history = MessageHistoryView(engine)
@@ -85,7 +92,7 @@ class ReadModels:
 
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
-        runners = {p.name: ProjectionRunner(ledger, p) for p in projections}
+        runners = {p.name: ProjectionRunner(ledger, p, clock=clock) for p in projections}
         return cls(ledger, conversation_list, message_history, outbox, runners)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:

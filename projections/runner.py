@@ -27,6 +27,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from application.errors import StorageUnavailable
 from application.ledger import Ledger
+from application.ports import Clock
 from projections.notifications import listen
 from projections.parked import describe, park, parked_events, still_failing, unpark
 from projections.projection import LedgerProjection
@@ -91,6 +92,7 @@ class ProjectionRunner:
         ledger: Ledger,
         projection: LedgerProjection[Any],
         *,
+        clock: Clock,
         batch_size: int = 1000,
         poll_seconds: float = 0.5,
         gather_seconds: float = 0.025,
@@ -99,6 +101,8 @@ class ProjectionRunner:
     ) -> None:
         self.ledger = ledger
         self.projection = projection
+        self.clock = clock
+        """When an event is parked, and retried."""
         self.view: SqlView = projection.view
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -274,7 +278,14 @@ class ProjectionRunner:
         self.view.apply(
             Tracking(self.ledger.name, position),
             lambda batch: park(
-                batch.conn, self.name, self.ledger.name, event, position, error, self.attempts
+                batch.conn,
+                self.name,
+                self.ledger.name,
+                event,
+                position,
+                error,
+                self.attempts,
+                at=self.clock.now_ms(),
             ),
             after=after,
         )
@@ -297,7 +308,13 @@ class ProjectionRunner:
             except Exception as error:
                 if not is_poison(error):
                     raise
-                still_failing(self.view.engine, self.name, parked.notification_id, error)
+                still_failing(
+                    self.view.engine,
+                    self.name,
+                    parked.notification_id,
+                    error,
+                    at=self.clock.now_ms(),
+                )
                 failing += 1
             else:
                 log.info("projection %s applied the parked event at %d", self.name, item[1])

@@ -18,6 +18,7 @@ from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 
@@ -126,12 +127,22 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def make_services(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Services]]:
-    """Builds services (like a process would) and closes them after the test."""
+def clock() -> MovableClock:
+    """The test's clock: the wall clock until the test moves it on (or stops it)."""
+    return MovableClock()
+
+
+@pytest.fixture
+def make_services(
+    make_settings: Callable[..., Settings], clock: MovableClock
+) -> Iterator[Callable[..., Services]]:
+    """Builds services (like a process would) on the test's `clock`, and closes them after
+    the test."""
     built: list[Services] = []
 
     def make(database_url: str, **overrides: Any) -> Services:
-        services = build(make_settings(database_url, **overrides), announce=lambda _: None)
+        settings = make_settings(database_url, **overrides)
+        services = build(settings, clock=clock, announce=lambda _: None)
         built.append(services)
         return services
 

@@ -3,7 +3,6 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-import time
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -15,9 +14,9 @@ from application.accounts import Accounts
 from application.errors import Forbidden, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from application.ports import Clock
 from interfaces.console.access import Viewer
 from interfaces.console.pages import page
-from interfaces.console.session import now_ms
 
 CREDENTIALS = ("access_token", "app_secret", "verify_token")
 
@@ -42,6 +41,7 @@ class AccountPages(Controller):
         viewer: NamedDependency[Viewer],
         accounts: NamedDependency[Accounts],
         ledger: NamedDependency[Ledger],
+        clock: NamedDependency[Clock],
     ) -> Template:
         """Every account the viewer may read, with the state of its sends."""
         listed = await asyncio.to_thread(accounts.list)
@@ -53,7 +53,7 @@ class AccountPages(Controller):
             account=None,
             accounts=shown,
             health=health,
-            now=int(time.time() * 1000),
+            now=clock.now_ms(),
         )
 
     @post("/{account_id:str}/{action:str}")
@@ -65,6 +65,7 @@ class AccountPages(Controller):
         action: FromPath[str],
         accounts: NamedDependency[Accounts],
         writer: NamedDependency[LedgerWriter],
+        clock: NamedDependency[Clock],
     ) -> Redirect:
         """Suspend, reactivate, or rotate credentials (admin keys only)."""
         if not viewer.is_admin:
@@ -76,7 +77,8 @@ class AccountPages(Controller):
         elif action == "credentials":
             form = await request.form()
             given = {name: str(form.get(name) or "").strip() or None for name in CREDENTIALS}
-            await writer.run(accounts.rotate_credentials(account_id, given, at=now_ms(), by=by))
+            at = clock.now_ms()
+            await writer.run(accounts.rotate_credentials(account_id, given, at=at, by=by))
         else:
             raise NotFound(f"there is no action {action!r}")
         return Redirect("/console/accounts", status_code=303)

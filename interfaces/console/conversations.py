@@ -16,11 +16,11 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from application.conversations import Conversations, StatusChange
 from application.errors import NotFound
 from application.ledger_writer import LedgerWriter
+from application.ports import Clock
 from application.replies import ReplyRequest, request_reply
 from interfaces.console.access import Viewer, acting
 from interfaces.console.live import Announcements, digest
 from interfaces.console.pages import page
-from interfaces.console.session import now_ms
 from projections.registry import ReadModels
 
 THREAD_LENGTH = 200
@@ -130,6 +130,7 @@ class ConversationPages(Controller):
         console_account: NamedDependency[str],
         conversation_id: FromPath[UUID],
         writer: NamedDependency[LedgerWriter],
+        clock: NamedDependency[Clock],
     ) -> Redirect:
         """Send a reply as a person; the form's idempotency key sends it once however often
         the form is submitted."""
@@ -141,7 +142,7 @@ class ConversationPages(Controller):
             ReplyRequest(text=str(form.get("text") or "")),
             idempotency_key=str(form.get("idempotency_key") or ""),
             by=by,
-            at=now_ms(),
+            at=clock.now_ms(),
         )
         await writer.run(command)
         return Redirect(_thread_path(console_account, conversation_id), status_code=303)
@@ -156,13 +157,16 @@ class ConversationPages(Controller):
         conversations: NamedDependency[Conversations],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
+        clock: NamedDependency[Clock],
     ) -> Redirect:
         """Archive, block, reopen, mark read, hand over to a person, or resume automation."""
         if action not in ACTIONS:
             raise NotFound(f"there is no action {action!r}")
         by = acting(viewer, console_account)
         if action == "handover":
-            command = conversations.hand_over(console_account, conversation_id, at=now_ms(), by=by)
+            command = conversations.hand_over(
+                console_account, conversation_id, at=clock.now_ms(), by=by
+            )
         elif action == "resume":
             command = conversations.resume(console_account, conversation_id, by=by)
         else:

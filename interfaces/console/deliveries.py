@@ -16,11 +16,11 @@ from litestar.response import Redirect, Template
 from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
 from application.errors import InvalidInput, NotFound
+from application.ports import Clock
 from application.redeliveries import Redeliveries
 from infrastructure.delivery_queue import DeliveryQueue
 from interfaces.console.access import Viewer, acting
 from interfaces.console.pages import page
-from interfaces.console.session import now_ms
 
 Shown = Literal["failed", "dead", "retrying", "delivered", "pending", "all"]
 
@@ -38,6 +38,7 @@ class DeliveryPages(Controller):
         delivery_queue: NamedDependency[DeliveryQueue],
         crm_endpoints: NamedDependency[CrmEndpoints],
         dispatcher: NamedDependency[Dispatcher],
+        clock: NamedDependency[Clock],
         status: Annotated[Shown, QueryParameter()] = "failed",
     ) -> Template:
         """Deliveries (the failed ones first shown), newest first, each with its attempts."""
@@ -61,7 +62,7 @@ class DeliveryPages(Controller):
             deliveries=[_delivery(r) for r in rows],
             endpoint=endpoint,
             failures=failures,
-            resting_until=resting_until if resting_until > now_ms() else None,
+            resting_until=resting_until if resting_until > clock.now_ms() else None,
         )
 
     @post("/redeliver")

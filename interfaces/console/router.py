@@ -44,7 +44,7 @@ def console_router(services: Services) -> Router:
     """Every route of the console, on the services the REST API uses."""
     codec = SessionCodec(secret_keys(services.settings, announce=lambda _: None)[0])
     announcements = Announcements(services.read_models)
-    verifications = Verifications(services.ledger)
+    verifications = Verifications(services.ledger, services.clock)
     return Router(
         path="/console",
         route_handlers=[

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
-import time
 
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
@@ -58,7 +57,3 @@ class SessionCodec:
 def same_token(expected: str, given: str | None) -> bool:
     """Whether a form's CSRF token is the session's (in constant time)."""
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -10,16 +10,17 @@ import threading
 
 from application.audit import AuditLog, ChainReport
 from application.ledger import Ledger
+from application.ports import Clock
 from domain import conversation as conversation_events
 from infrastructure.chained_recorders import chain_verifier
-from interfaces.console.session import now_ms
 
 
 class Verifications:
     """Runs `audit verify` for an account and remembers when, and what it found."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock) -> None:
         self._ledger = ledger
+        self._clock = clock
         self._verifier = chain_verifier(ledger.recorder)
         self._last: dict[str, tuple[int, ChainReport]] = {}
         self._lock = threading.Lock()
@@ -36,7 +37,7 @@ class Verifications:
         aggregates = AuditLog(self._ledger).aggregate_ids(ig_account_id)
         report = self._verifier.verify(aggregates, also_topics=[conversation_events.STARTED])
         with self._lock:
-            self._last[ig_account_id] = (now_ms(), report)
+            self._last[ig_account_id] = (self._clock.now_ms(), report)
         return report
 
     def last(self, ig_account_id: str) -> tuple[int, ChainReport] | None:

@@ -3,7 +3,6 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-import time
 from typing import Annotated
 
 import msgspec
@@ -17,6 +16,7 @@ from application.accounts import Accounts, AccountSummary, SettingsChange
 from application.api_keys import Principal
 from application.errors import Forbidden, NotFound
 from application.ledger_writer import LedgerWriter
+from application.ports import Clock
 from domain.api_key import Role
 from interfaces.http.openapi import problems
 
@@ -181,13 +181,14 @@ class AccountController(Controller):
         data: JSONBody[RotateCredentials],
         accounts: NamedDependency[Accounts],
         writer: NamedDependency[LedgerWriter],
+        clock: NamedDependency[Clock],
     ) -> AccountSummary:
         """Rotate the access token, app secret and/or verify token (admin)."""
         _admin(principal)
         command = accounts.rotate_credentials(
             account,
             msgspec.structs.asdict(data),
-            at=int(time.time() * 1000),
+            at=clock.now_ms(),
             by=_by(principal),
         )
         return await writer.run(command)

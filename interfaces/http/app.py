@@ -100,6 +100,7 @@ def create_app(
             "crm_endpoints": provide(services.crm_endpoints),
             "delivery_queue": provide(services.delivery_queue),
             "redeliveries": provide(services.redeliveries),
+            "clock": provide(services.clock),
             "principal": Provide(provide_principal),
             # Resolved from the path's {account_id}, for the routes that have one.
             "account": Provide(provide_readable_account),

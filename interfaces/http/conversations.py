@@ -3,7 +3,6 @@
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -18,6 +17,7 @@ from application.conversations import Conversations
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Command, LedgerWriter
+from application.ports import Clock
 from application.replies import (
     ReplyRequest,
     held_because,
@@ -140,12 +140,13 @@ class ConversationController(Controller):
         conversations: NamedDependency[Conversations],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
+        clock: NamedDependency[Clock],
     ) -> Response[Conversation | ChangeStored]:
         """A person takes over: automation pauses for this conversation (`AutomationPaused`)."""
         command = conversations.hand_over(
             writable_account,
             conversation_id,
-            at=int(time.time() * 1000),
+            at=clock.now_ms(),
             by=f"api-key:{principal.key_id}",
         )
         return await self._changed(writer, command, read_models, writable_account, conversation_id)
@@ -190,6 +191,7 @@ class ConversationController(Controller):
         ],
         writer: NamedDependency[LedgerWriter],
         read_models: NamedDependency[ReadModels],
+        clock: NamedDependency[Clock],
     ) -> Response[ReplyStatus]:
         """Send a reply as a person (`ReplyQueued`, automation pauses). Answers 202 with
         the reply's id and where to see its status; the same key and body answer the same."""
@@ -199,7 +201,7 @@ class ConversationController(Controller):
             data,
             idempotency_key=idempotency_key or "",
             by=f"api-key:{principal.key_id}",
-            at=int(time.time() * 1000),
+            at=clock.now_ms(),
         )
         accepted = await writer.run(command)
         row = await asyncio.to_thread(
@@ -223,6 +225,7 @@ class ConversationController(Controller):
         reply_id: FromPath[str],
         read_models: NamedDependency[ReadModels],
         ledger: NamedDependency[Ledger],
+        clock: NamedDependency[Clock],
     ) -> ReplyStatus:
         """Show a reply: queued, sent (with Meta's message id), failed (with Meta's error).
 
@@ -231,7 +234,7 @@ class ConversationController(Controller):
         status = await self._reply_status(read_models, ledger, account, conversation_id, reply_id)
         status.attempts = await asyncio.to_thread(reply_attempts, ledger, conversation_id, reply_id)
         if status.status in ("queued", "retrying"):
-            now = int(time.time() * 1000)
+            now = clock.now_ms()
             held = await asyncio.to_thread(held_because, ledger, account, now)
             if held is not None:
                 status.status, status.error = "held", held

@@ -30,7 +30,7 @@ def test_an_accounts_notification_waits_behind_its_own_failures_only(
             crm.secret = view.secret
 
     # when Meta rejects both accounts' tokens, the first account's first
-    now = services.dispatcher.clock()
+    now = services.clock.now_ms()
     for account in (ACCOUNT, OTHER):
         error = MetaError(190, None, "Error validating access token")
         services.writer.run_now(token_rejected(account, error, now))
@@ -62,7 +62,7 @@ def test_the_crm_is_told_when_sends_pause_and_a_token_refresh_fails(
     from application.sending import sends_paused, token_refresh_failed
 
     services = subscribed(make_services(database_url), crm)
-    now = services.dispatcher.clock()
+    now = services.clock.now_ms()
 
     services.writer.run_now(sends_paused(ACCOUNT, until=now + 60_000, code=4, reason="limit"))
     services.writer.run_now(token_refresh_failed(ACCOUNT, "refresh refused", now))
@@ -80,7 +80,7 @@ def test_the_crm_is_told_when_new_credentials_let_a_rejected_accounts_sends_resu
     database_url: str, make_services: Callable[..., Services], crm: FakeCrm
 ) -> None:
     services = subscribed(make_services(database_url), crm)
-    now = services.dispatcher.clock()
+    now = services.clock.now_ms()
     services.writer.run_now(token_rejected(ACCOUNT, MetaError(190, None, "bad token"), now))
 
     # a routine refresh of a working token resumes nothing; new credentials after a 190 do

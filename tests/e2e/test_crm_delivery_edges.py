@@ -24,6 +24,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.e2e.test_dispatch import deliver, message
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 
@@ -35,13 +36,15 @@ HOUR = 3_600_000
 
 @pytest.fixture
 def services(
-    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
+    database_url: str,
+    make_services: Callable[..., Services],
+    graph: FakeGraphApi,
+    clock: MovableClock,
 ) -> Services:
-    """An account without a CRM endpoint yet; the dispatcher's clock stands still."""
+    """An account without a CRM endpoint yet; the clock stands still."""
     built = make_services(database_url, graph_api_url=graph.url)
     register_account(built)
-    now = built.dispatcher.clock()
-    built.dispatcher.clock = lambda: now
+    clock.stop()
     return built
 
 
@@ -65,8 +68,8 @@ async def step(services: Services, rounds: int = 3) -> None:
 
 
 def later(services: Services, ms: int) -> None:
-    clock = services.dispatcher.clock
-    services.dispatcher.clock = lambda: clock() + ms
+    assert isinstance(services.clock, MovableClock)
+    services.clock.advance(ms)
 
 
 async def put_endpoint(api: Client, key: dict[str, str], crm: FakeCrm) -> None:
@@ -186,7 +189,7 @@ async def test_a_retry_after_of_a_day_waits_an_hour_at_most(
     crm.answers.append((status, {"Retry-After": "86400"}))
     await deliver(api, message("one", "m-1"))
     await step(services)
-    now = services.dispatcher.clock()
+    now = services.clock.now_ms()
 
     [row] = crm_rows(services)
     assert row["status"] == "retrying"
@@ -214,7 +217,7 @@ async def test_a_blocked_conversation_goes_at_once_when_another_delivery_succeed
     await step(services)
     assert mids(crm) == []
     [retrying] = [r for r in crm_rows(services) if r["status"] == "retrying"]
-    assert retrying["next_attempt_at"] - services.dispatcher.clock() > 20 * 60_000
+    assert retrying["next_attempt_at"] - services.clock.now_ms() > 20 * 60_000
 
     # when a message of another conversation is delivered (the CRM is healthy again)
     await deliver(api, from_participant("hi", "m-other", "another-participant"))
@@ -225,7 +228,7 @@ async def test_a_blocked_conversation_goes_at_once_when_another_delivery_succeed
 
 
 async def test_the_retry_schedule_is_a_setting(
-    database_url: str, make_services: Callable[..., Services], crm: FakeCrm
+    database_url: str, make_services: Callable[..., Services], crm: FakeCrm, clock: MovableClock
 ) -> None:
     services = make_services(database_url, crm_retry_schedule_seconds=(1, 2))
     register_account(services)
@@ -239,9 +242,9 @@ async def test_the_retry_schedule_is_a_setting(
     app = create_app(services, run_projections=False, run_dispatcher=False)
     async with AsyncTestClient(app=app) as api:
         await deliver(api, message("one", "m-1"))
-    now = services.dispatcher.clock()
+    now = services.clock.now_ms()
     for seconds in (0, 2, 5, 10):
-        services.dispatcher.clock = lambda seconds=seconds: now + seconds * 1000
+        clock.stop(at=now + seconds * 1000)
         await step(services)
 
     [row] = crm_rows(services)

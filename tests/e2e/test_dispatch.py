@@ -26,6 +26,7 @@ from tests.conftest import (
     signed_headers,
     stored_events,
 )
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import (
     OUTSIDE_WINDOW,
@@ -269,7 +270,7 @@ async def test_a_terminal_error_fails_the_reply_with_metas_error(
 
 
 async def test_a_transient_error_is_retried_with_backoff(
-    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str], clock: MovableClock
 ) -> None:
     await deliver(api, message("hello", "m-1"))
     await step(services)
@@ -279,7 +280,7 @@ async def test_a_transient_error_is_retried_with_backoff(
     await step(services)
     assert graph.sent == []
     for _ in range(2):
-        services.dispatcher.clock = _later(services.dispatcher.clock, 3_600_000)
+        clock.advance(3_600_000)
         await step(services)
 
     assert len(graph.sent) == 1
@@ -293,12 +294,8 @@ async def test_a_transient_error_is_retried_with_backoff(
     assert status["attempts"][0]["error"]["code"] == 2
 
 
-def _later(clock: Callable[[], int], ms: int) -> Callable[[], int]:
-    return lambda: clock() + ms
-
-
 async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_rotated(
-    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str], clock: MovableClock
 ) -> None:
     await deliver(api, message("hello", "m-1"))
     await step(services)
@@ -307,7 +304,7 @@ async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_
     await api.post(REPLIES, headers={**key, "Idempotency-Key": "k1"}, json={"text": "one"})
     await step(services)
     two = await api.post(REPLIES, headers={**key, "Idempotency-Key": "k2"}, json={"text": "two"})
-    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    clock.advance(120_000)
     await step(services)
     assert of_type(services, "Account.TokenRejected")[0]["code"] == 190
     assert graph.sent == []
@@ -322,7 +319,7 @@ async def test_a_rejected_token_pauses_the_accounts_sends_until_credentials_are_
             ACCOUNT, {"access_token": ACCESS_TOKEN}, at=0, by="test"
         )
     )
-    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    clock.advance(120_000)
     await step(services, rounds=4)
 
     assert [s["body"]["message"]["text"] for s in graph.sent] == ["one", "two"]
@@ -340,7 +337,7 @@ def _crm(services: Services) -> list[dict[str, Any]]:
 
 
 async def test_a_rate_limit_pauses_the_account_then_sends(
-    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str], clock: MovableClock
 ) -> None:
     await deliver(api, message("hello", "m-1"))
     await step(services)
@@ -350,7 +347,7 @@ async def test_a_rate_limit_pauses_the_account_then_sends(
     await step(services)
     assert graph.sent == []
     assert of_type(services, "Account.SendsPaused")
-    services.dispatcher.clock = _later(services.dispatcher.clock, 24 * 3_600_000)
+    clock.advance(24 * 3_600_000)
     await step(services)
 
     assert [s["body"]["message"]["text"] for s in graph.sent] == ["later"]
@@ -382,13 +379,13 @@ async def test_what_meta_would_refuse_is_refused_without_sending(
 
 
 async def test_crm_deliveries_of_a_conversation_leave_in_order_under_retries(
-    api: Client, services: Services, crm: FakeCrm
+    api: Client, services: Services, crm: FakeCrm, clock: MovableClock
 ) -> None:
     crm.answers.extend([(503, {"Retry-After": "1"}), (500, {})])
     await deliver(api, message("one", "m-1"), message("two", "m-2"), message("three", "m-3"))
     await step(services)
     for _ in range(4):
-        services.dispatcher.clock = _later(services.dispatcher.clock, 3_600_000)
+        clock.advance(3_600_000)
         await step(services)
 
     delivered = [
@@ -438,7 +435,11 @@ async def test_failed_deliveries_are_listed_with_their_attempts_and_can_be_redel
 
 
 async def test_a_dispatcher_killed_after_the_call_delivers_once_more_with_the_same_id(
-    api: Client, services: Services, crm: FakeCrm, monkeypatch: pytest.MonkeyPatch
+    api: Client,
+    services: Services,
+    crm: FakeCrm,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: MovableClock,
 ) -> None:
     await deliver(api, message("one", "m-1"))
     services.read_models.catch_up()
@@ -458,7 +459,7 @@ async def test_a_dispatcher_killed_after_the_call_delivers_once_more_with_the_sa
     # another dispatcher takes over once the lease has run out
     await services.dispatcher.drain()
     assert len(crm.delivered()) == 1  # the lease still holds
-    services.dispatcher.clock = _later(services.dispatcher.clock, 120_000)
+    clock.advance(120_000)
     await step(services)
     await step(services)
 
@@ -639,7 +640,7 @@ async def test_a_host_that_resolves_to_loopback_when_connecting_is_refused(crm: 
                 body='{"type": "message.received"}',
             )
         finally:
-            await client.close()
+            await client.aclose()
         if allow_private:
             assert result.status_code == 200, result
         else:

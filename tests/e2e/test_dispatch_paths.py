@@ -27,6 +27,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.e2e.test_dispatch import deliver, echo, message
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import TEMPORARY, FakeGraphApi, meta_error
 
@@ -74,8 +75,8 @@ async def step(services: Services, rounds: int = 3) -> None:
 
 
 def later(services: Services, ms: int) -> None:
-    clock = services.dispatcher.clock
-    services.dispatcher.clock = lambda: clock() + ms
+    assert isinstance(services.clock, MovableClock)
+    services.clock.advance(ms)
 
 
 def of_type(services: Services, kind: str) -> list[dict[str, Any]]:

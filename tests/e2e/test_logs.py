@@ -13,7 +13,6 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.dispatcher import now_ms
 from application.reply_windows import DAY_MS
 from interfaces.cli import main
 from interfaces.composition import Services
@@ -34,6 +33,7 @@ from tests.conftest import (
 )
 from tests.e2e.test_cli import ADD, Served
 from tests.e2e.test_dispatch import REPLIES, SHIPPING, _definition, deliver, message, step
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import OUTSIDE_WINDOW, TEMPORARY, TOKEN_EXPIRED, FakeGraphApi
 
@@ -81,7 +81,9 @@ def every_text(record: logging.LogRecord) -> str:
 
 
 async def test_no_secret_reaches_any_log_record_at_debug(
-    make_services: Callable[..., Services], logs: tuple[io.StringIO, Captured]
+    make_services: Callable[..., Services],
+    logs: tuple[io.StringIO, Captured],
+    clock: MovableClock,
 ) -> None:
     stream, captured = logs
     graph = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
@@ -123,8 +125,9 @@ async def test_no_secret_reaches_any_log_record_at_debug(
             await step(services)
             # the token is refreshed (50 days on), then Meta rejects the next send's token
             graph.refresh_to = REFRESHED_TOKEN
-            services.dispatcher.clock = lambda: now_ms() + 51 * DAY_MS
+            clock.advance(51 * DAY_MS)
             refreshed = await services.dispatcher.refresh_tokens()
+            clock.advance(-51 * DAY_MS)
             graph.answers.append((401, TOKEN_EXPIRED))
             await api.post(
                 REPLIES,

@@ -14,6 +14,7 @@ from application.errors import InvalidSignature
 from application.ingest import WebhookIngest, sign
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
+from infrastructure.clock import SystemClock
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
 from interfaces.composition import Services
@@ -72,7 +73,7 @@ def test_the_ingest_keeps_at_most_its_bound_of_decrypted_app_secrets(ledger: Led
     # given three accounts, and an ingest that keeps two decrypted app secrets
     box = CountingBox()
     writer = LedgerWriter(ledger)
-    accounts = Accounts(ledger, box)
+    accounts = Accounts(ledger, box, SystemClock())
     for ig_account_id in ACCOUNTS:
         writer.run_now(
             accounts.register(
@@ -102,7 +103,7 @@ def test_a_held_app_secret_is_decrypted_once(ledger: Ledger) -> None:
     box = CountingBox()
     writer = LedgerWriter(ledger)
     writer.run_now(
-        Accounts(ledger, box).register(
+        Accounts(ledger, box, SystemClock()).register(
             ig_account_id=ACCOUNTS[0],
             username="shop",
             app_secret=APP_SECRET,

@@ -24,6 +24,7 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from domain.account import Account
 from domain.conversation import Conversation
+from infrastructure.clock import SystemClock
 from projections.as_of import conversation_as_of
 from projections.audit_check import check_account
 from projections.conversation_list.view import conversations
@@ -224,8 +225,9 @@ def test_the_projection_check_compares_each_row_and_names_the_differing_columns(
     from infrastructure.secret_box import FernetSecretBox
 
     box = FernetSecretBox([FernetSecretBox.new_key()])
+    clock = SystemClock()
     read_models = ReadModels.build(
-        ledger, engine, LedgerWriter(ledger), AutoReplies(ledger, box, None)
+        ledger, engine, LedgerWriter(ledger), AutoReplies(ledger, box, None, clock), clock=clock
     )
     read_models.catch_up()
     audit = AuditLog(ledger)

@@ -62,7 +62,7 @@ def runner(make_services: Callable[..., Services]) -> ProjectionRunner:
     view = FlakyView(services.read_models.conversation_list.engine)
     view.create_tables()
     Flaky.broken, Flaky.calls = True, []
-    return ProjectionRunner(services.ledger, Flaky(view))
+    return ProjectionRunner(services.ledger, Flaky(view), clock=services.clock)
 
 
 def test_the_event_that_fails_is_tried_three_times_then_parked(runner: ProjectionRunner) -> None:

@@ -10,6 +10,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from domain.conversation import Conversation
+from infrastructure.clock import SystemClock
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
 from projections.database import create_view_engine
@@ -251,8 +252,13 @@ def test_a_runner_skips_an_event_type_it_does_not_know_and_says_so(
 
     ledger = Ledger(env=persistence_env(url))
     box = FernetSecretBox([FernetSecretBox.new_key()])
+    clock = SystemClock()
     read_models = ReadModels.build(
-        ledger, create_view_engine(url), LedgerWriter(ledger), AutoReplies(ledger, box, None)
+        ledger,
+        create_view_engine(url),
+        LedgerWriter(ledger),
+        AutoReplies(ledger, box, None, clock),
+        clock=clock,
     )
     first, second = new_conversation(), Conversation(ig_account_id=ACCOUNT, participant_id="2")
     first.receive_message(mid="m1", sent_at=1, text="before")
@@ -293,7 +299,10 @@ def test_two_runners_on_one_view_never_apply_a_batch_twice(tmp_path: Path) -> No
     view.create_tables()
 
     # when two runners follow it at once, in small batches
-    runners = [ProjectionRunner(ledger, ConversationList(view), batch_size=7) for _ in range(2)]
+    runners = [
+        ProjectionRunner(ledger, ConversationList(view), clock=SystemClock(), batch_size=7)
+        for _ in range(2)
+    ]
     threads = [threading.Thread(target=r.catch_up) for r in runners]
     for thread in threads:
         thread.start()
@@ -331,7 +340,7 @@ def test_a_runner_following_a_backlog_pauses_after_each_full_batch_when_told_to(
     monkeypatch.setattr(runner_module.time, "sleep", slept.append)
 
     # when a runner that may take `share` of the time follows it, five events a batch
-    runner = ProjectionRunner(ledger, ConversationList(view), batch_size=5)
+    runner = ProjectionRunner(ledger, ConversationList(view), clock=SystemClock(), batch_size=5)
     runner.catch_up_share = share
     assert runner.catch_up() == 25
 
