@@ -1,4 +1,8 @@
-"""Registering and reading the Instagram accounts dmledger serves."""
+"""Registering and reading the Instagram accounts dmledger serves.
+
+A little over 300 lines: the account's use cases with the query types they answer
+(`AccountSummary`, `SendingState`) and the settings' validation they share.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, SecretBox
 from application.rules import WEEKDAYS, check_template
-from domain.account import CREDENTIALS, Account, AccountError
+from domain.account import CREDENTIALS, Account, AccountError, AccountStatus
 from domain.identity import account_id
 
 _IG_ID = re.compile(r"^[0-9]{1,32}$")
@@ -69,6 +73,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
     username: str
     display_name: str | None
     status: str
+    """An `AccountStatus` (a plain string on the wire: the API document stays as it was)."""
     registered_at: datetime
     settings: dict[str, Any]
     credentials: dict[str, Credential]
@@ -244,7 +249,7 @@ class Accounts:
     def set_status(
         self,
         ig_account_id: str,
-        status: str,
+        status: AccountStatus,
         *,
         by: str,
         reason: str | None = None,
@@ -254,11 +259,11 @@ class Accounts:
         def set_status(changes: Changes) -> AccountSummary:
             account = _changing(changes, ig_account_id)
             try:
-                if status == "suspended":
+                if status == AccountStatus.SUSPENDED:
                     account.suspend(reason=reason, by=by)
-                elif status == "active":
+                elif status == AccountStatus.ACTIVE:
                     account.reactivate(by=by)
-                elif status == "deactivated":
+                elif status == AccountStatus.DEACTIVATED:
                     account.deactivate(by=by)
                 else:
                     raise InvalidInput("status", f"unknown status {status!r}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from application.delivery import CRM_RETRY_SCHEDULE_SECONDS, DeliveryResult, crm_retry_delay_ms
 from application.ledger_writer import LedgerWriter
-from application.ports import CrmEndpoint, SecretBox
+from application.ports import CrmEndpoint, DeliveryStatus, LeasedDelivery, SecretBox
 from application.sending import crm_endpoint_gone
 from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
@@ -88,19 +88,19 @@ class CrmDeliverer:
         breaker = self._breakers.get(url)
         return (breaker.failures, breaker.open_until) if breaker is not None else (0, 0)
 
-    async def deliver(self, row: dict[str, Any]) -> None:
+    async def deliver(self, row: LeasedDelivery) -> None:
         """Deliver one leased notification and record the attempt; a failure of ours
         leaves the lease to run out, and the delivery goes again later."""
         try:
             await self._deliver(row)
         except Exception:
-            log.exception("delivery %s failed in dmledger", row["delivery_id"])
+            log.exception("delivery %s failed in dmledger", row.delivery_id)
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _deliver(self, row: LeasedDelivery) -> None:
         now = self._now()
-        endpoint = await self._endpoint(row["ig_account_id"])
+        endpoint = await self._endpoint(row.ig_account_id)
         if endpoint is None:
-            self._held[row["ig_account_id"]] = now + HOLD_MS
+            self._held[row.ig_account_id] = now + HOLD_MS
             await self._settlements.requeue(row, now + HOLD_MS)
             return
         breaker = self._breakers.setdefault(endpoint["url"], _Breaker())
@@ -110,8 +110,8 @@ class CrmDeliverer:
         result = await self._crm.deliver(
             url=endpoint["url"],
             secret=self._secrets.decrypt(endpoint["secret"]),
-            delivery_id=row["delivery_id"],
-            body=row["body"],
+            delivery_id=row.delivery_id,
+            body=row.body,
         )
         await self._record(row, breaker, result)
 
@@ -125,7 +125,7 @@ class CrmDeliverer:
                 return endpoint
         return None
 
-    async def _record(self, row: dict[str, Any], breaker: _Breaker, result: DeliveryResult) -> None:
+    async def _record(self, row: LeasedDelivery, breaker: _Breaker, result: DeliveryResult) -> None:
         now = self._now()
         attempt = {
             "at": now,
@@ -139,25 +139,27 @@ class CrmDeliverer:
             breaker.failures = 0
             # The endpoint is healthy: conversations held behind a failed head go now.
             await self._settlements.settle(
-                row, "delivered", now, attempt=attempt, endpoint_healthy=True
+                row, DeliveryStatus.DELIVERED, now, attempt=attempt, endpoint_healthy=True
             )
             return
         if status == 410:
             await self._writer.run(
-                crm_endpoint_gone(row["ig_account_id"], "the endpoint answered 410 Gone")
+                crm_endpoint_gone(row.ig_account_id, "the endpoint answered 410 Gone")
             )
-            self._accounts.forget(row["ig_account_id"])
-            await self._settlements.settle(row, "dead", now, attempt=attempt)
+            self._accounts.forget(row.ig_account_id)
+            await self._settlements.settle(row, DeliveryStatus.DEAD, now, attempt=attempt)
             return
         breaker.failures += 1
         if breaker.failures >= self._breaker_limit:
             breaker.open_until = now + self._breaker_rest_ms
-            log.warning("CRM endpoint of %s keeps failing: resting it", row["ig_account_id"])
-        delay = retry_delay_ms(row["attempts"], result, self._schedule)
+            log.warning("CRM endpoint of %s keeps failing: resting it", row.ig_account_id)
+        delay = retry_delay_ms(row.attempts, result, self._schedule)
         if delay is None:
-            await self._settlements.settle(row, "dead", now, attempt=attempt)
+            await self._settlements.settle(row, DeliveryStatus.DEAD, now, attempt=attempt)
             return
-        await self._settlements.settle(row, "retrying", now, next_at=now + delay, attempt=attempt)
+        await self._settlements.settle(
+            row, DeliveryStatus.RETRYING, now, next_at=now + delay, attempt=attempt
+        )
 
 
 def retry_delay_ms(

@@ -17,12 +17,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 from application.delivery import Action, MetaError, SendResult, backoff_ms, classify
 from application.ledger_writer import LedgerWriter
-from application.ports import ConversationWindows, InstagramSendApi, SecretBox
+from application.ports import (
+    ConversationWindows,
+    DeliveryStatus,
+    InstagramSendApi,
+    LeasedDelivery,
+    SecretBox,
+)
 from application.reply_windows import HOUR_MS, window
 from application.sending import reply_failed, reply_sent, sends_paused, token_rejected
 from application.served_accounts import ServedAccounts
@@ -58,18 +63,18 @@ class _Bucket:
 class _Answer:
     """One reply and what the Send API answered to it."""
 
-    row: dict[str, Any]
+    row: LeasedDelivery
     conversation_id: UUID
     account: Account
     result: SendResult
 
     @property
     def reply_id(self) -> str:
-        return str(self.row["delivery_id"])
+        return self.row.delivery_id
 
     @property
     def attempt(self) -> int:
-        return int(self.row["attempts"])
+        return self.row.attempts
 
     @property
     def code(self) -> int | None:
@@ -121,18 +126,18 @@ class InstagramSender:
         self._held = {a: until for a, until in self._held.items() if until > now}
         return set(self._held)
 
-    async def send(self, row: dict[str, Any]) -> None:
+    async def send(self, row: LeasedDelivery) -> None:
         """Send one leased reply and record the outcome; a failure of ours leaves the
         lease to run out, and the reply goes again later."""
         try:
             await self._send(row)
         except Exception:
-            log.exception("sending reply %s failed in dmledger", row["delivery_id"])
+            log.exception("sending reply %s failed in dmledger", row.delivery_id)
 
-    async def _send(self, row: dict[str, Any]) -> None:
-        reply = json.loads(row["body"])
-        ig_account_id = row["ig_account_id"]
-        conversation_id = UUID(row["conversation_id"])
+    async def _send(self, row: LeasedDelivery) -> None:
+        reply = json.loads(row.body)
+        ig_account_id = row.ig_account_id
+        conversation_id = UUID(row.conversation_id)
         now = self._now()
         account = await self._accounts.get(ig_account_id)
         if account is None or account.status == AccountStatus.DEACTIVATED:
@@ -148,7 +153,7 @@ class InstagramSender:
             await self._settlements.requeue(row, now + 50)
             return
         last_inbound = await asyncio.to_thread(
-            self._windows.last_inbound_at, ig_account_id, row["conversation_id"]
+            self._windows.last_inbound_at, ig_account_id, row.conversation_id
         )
         refusal, tag = window(reply, last_inbound, now)
         if refusal is not None:
@@ -172,7 +177,7 @@ class InstagramSender:
         await self._writer.run(
             reply_sent(answer.conversation_id, answer.reply_id, answer.result.message_id, now)
         )
-        await self._settlements.settle(answer.row, "delivered", now)
+        await self._settlements.settle(answer.row, DeliveryStatus.DELIVERED, now)
 
     async def _retry(self, answer: _Answer) -> None:
         if answer.attempt >= MAX_SEND_ATTEMPTS:
@@ -191,7 +196,7 @@ class InstagramSender:
             )
         )
         await self._settlements.settle(
-            answer.row, "retrying", now, next_at=now + backoff_ms(answer.attempt)
+            answer.row, DeliveryStatus.RETRYING, now, next_at=now + backoff_ms(answer.attempt)
         )
 
     async def _pause_account(self, answer: _Answer) -> None:
@@ -244,22 +249,24 @@ class InstagramSender:
                 attempt=answer.attempt,
             )
         )
-        await self._settlements.settle(answer.row, "ambiguous" if ambiguous else "dead", now)
+        await self._settlements.settle(
+            answer.row, DeliveryStatus.AMBIGUOUS if ambiguous else DeliveryStatus.DEAD, now
+        )
 
-    async def _refuse(self, row: dict[str, Any], conversation_id: UUID, reason: str) -> None:
+    async def _refuse(self, row: LeasedDelivery, conversation_id: UUID, reason: str) -> None:
         """Record what Meta would refuse as a failed reply, without sending it."""
         await self._writer.run(
             reply_failed(
                 conversation_id,
-                row["delivery_id"],
+                row.delivery_id,
                 error_class="refused",
                 retryable=False,
                 error=None,
                 detail=reason,
-                attempt=row["attempts"],
+                attempt=row.attempts,
             )
         )
-        await self._settlements.settle(row, "dead", self._now())
+        await self._settlements.settle(row, DeliveryStatus.DEAD, self._now())
 
 
 def _hold_until(account: Account, now: int) -> int | None:

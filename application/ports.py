@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from application.delivery import DeliveryResult, MetaError, SendResult
@@ -83,12 +84,48 @@ class CrmEndpoint(Protocol):
         ...
 
 
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands in the dispatcher's queue (stored as its value)."""
+
+    PENDING = "pending"
+    """Due at its `next_attempt_at`; not tried yet, or put back without counting."""
+    SENDING = "sending"
+    """Leased by a dispatcher until its lease runs out."""
+    RETRYING = "retrying"
+    """An attempt failed; the next is due at `next_attempt_at`."""
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    """Failed for good (refused, or after its last attempt)."""
+    AMBIGUOUS = "ambiguous"
+    """A reply whose send got no answer: it may have gone, so it never goes again."""
+
+
+@dataclass(frozen=True)
+class LeasedDelivery:
+    """A delivery a dispatcher has taken for a while (`Outbox.lease`)."""
+
+    delivery_id: str
+    channel: str
+    """"instagram" (a reply) or "crm" (a notification)."""
+    ig_account_id: str
+    conversation_id: str
+    kind: str
+    body: str
+    """The reply, or the CRM's payload, as JSON."""
+    position: int
+    created_at: int
+    attempts: int
+    """The number of this attempt (1 for the first)."""
+    history: list[dict[str, Any]]
+    """Earlier attempts at a CRM delivery."""
+
+
 @dataclass(frozen=True)
 class Settlement:
     """How one attempt at a delivery went (see `Outbox.settle`)."""
 
     delivery_id: str
-    status: str
+    status: DeliveryStatus
     now: int
     next_attempt_at: int | None = None
     attempt: dict[str, Any] | None = None
@@ -110,7 +147,7 @@ class Outbox(Protocol):
         owner: str,
         lease_ms: int,
         skip_accounts: set[str],
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeasedDelivery]:
         """Take due deliveries for a while: each the next of its conversation."""
         ...
 
@@ -118,7 +155,7 @@ class Outbox(Protocol):
         self,
         delivery_id: str,
         *,
-        status: str,
+        status: DeliveryStatus,
         now: int,
         next_attempt_at: int | None = None,
         attempt: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@ from application.errors import Conflict, InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.reply_windows import refusal
-from domain.conversation import REPLY_FAILED, REPLY_SENT, Conversation
+from domain.conversation import REPLY_FAILED, REPLY_SENT, Conversation, ReplyStatus
 
 
 class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,8 +28,7 @@ class ReplyState(msgspec.Struct, frozen=True):
     """A reply as its conversation records it (before the message history may show it)."""
 
     reply_id: str
-    state: str
-    """queued, sent or failed."""
+    state: ReplyStatus
     message_id: str | None
 
 
@@ -41,10 +40,10 @@ def reply_state(
     conversation = ledger.find(conversation_id)
     if not isinstance(conversation, Conversation) or conversation.ig_account_id != ig_account_id:
         return None
-    found = conversation.replies.get(reply_id)
+    found = conversation.reply(reply_id)
     if found is None:
         return None
-    return ReplyState(reply_id, str(found["state"]), found.get("message_id"))
+    return ReplyState(reply_id, found.status, found.message_id)
 
 
 class ReplyAttempt(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from application.ports import Outbox, Settlement
+from application.ports import DeliveryStatus, LeasedDelivery, Outbox, Settlement
 
 
 class Settlements:
@@ -23,8 +23,8 @@ class Settlements:
 
     async def settle(
         self,
-        row: dict[str, Any],
-        status: str,
+        row: LeasedDelivery,
+        status: DeliveryStatus,
         now: int,
         *,
         next_at: int | None = None,
@@ -35,7 +35,7 @@ class Settlements:
         `endpoint_healthy` brings the account's waiting retries forward to now."""
         await self.record(
             Settlement(
-                row["delivery_id"],
+                row.delivery_id,
                 status=status,
                 now=now,
                 next_attempt_at=next_at,
@@ -44,12 +44,12 @@ class Settlements:
             )
         )
 
-    async def requeue(self, row: dict[str, Any], at: int) -> None:
+    async def requeue(self, row: LeasedDelivery, at: int) -> None:
         """Put a delivery back for `at`, without counting this as an attempt."""
         await self.record(
             Settlement(
-                row["delivery_id"],
-                status="pending",
+                row.delivery_id,
+                status=DeliveryStatus.PENDING,
                 now=self._now(),
                 next_attempt_at=at,
                 keep_attempt_count=True,

@@ -8,11 +8,17 @@ so replaying the log never raises.
 Fields that Meta sends as structured objects (attachments, `reply_to`, referrals) are
 kept verbatim as Meta sent them, so an auditor sees exactly what arrived, including
 fields Meta adds after this code was written.
+
+Over 300 lines on purpose: one aggregate per module (see STYLE.md), and each thing that
+can happen in a thread is a command method beside the `@event` method that records it,
+with its stored topic above. Split across modules, the events an aggregate records would
+no longer read in one place; the pure helpers are in `domain/identity.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -54,6 +60,25 @@ class Status(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"
     BLOCKED = "blocked"
+
+
+class ReplyStatus(StrEnum):
+    """Where one of our replies stands, as its conversation's events say."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One of our replies, as the conversation knows it (`Conversation.reply`)."""
+
+    reply_id: str
+    status: ReplyStatus
+    automated: bool
+    message_id: str | None
+    """Meta's id of the message, once sent."""
 
 
 def _echo_digest(text: str) -> str:
@@ -99,7 +124,8 @@ class Conversation(Aggregate):
         self.first_inbound_key: str | None = None
         """The record key of the participant's first message or postback."""
         self.replies: dict[str, dict[str, Any]] = {}
-        """Our replies by id: `state` (queued, sent, failed), `message_id` once sent."""
+        """Our replies by id: `state` (a `ReplyStatus`), `message_id` once sent. Kept as
+        dicts (snapshots store them so); read one as a `Reply` with `reply`."""
         self.requests: dict[str, dict[str, Any]] = {}
         """CRM reply requests by idempotency key: the reply's id and the request's hash."""
         self.sent_message_ids: dict[str, str] = {}
@@ -494,7 +520,7 @@ class Conversation(Aggregate):
     ) -> None:
         self.recorded[key] = None
         self.replies[reply_id] = {
-            "state": "queued",
+            "state": ReplyStatus.QUEUED,
             "automated": automated,
             "echo": _echo_digest(text) if text else None,
         }
@@ -506,7 +532,7 @@ class Conversation(Aggregate):
     def record_reply_sent(self, *, reply_id: str, message_id: str | None, sent_at: int) -> bool:
         """Meta accepted our reply and gave it `message_id` (the `mid` its echo will carry)."""
         reply = self.replies.get(reply_id)
-        if reply is None or reply["state"] == "sent":
+        if reply is None or reply["state"] == ReplyStatus.SENT:
             return False
         self._reply_sent(reply_id=reply_id, message_id=message_id, sent_at=sent_at)
         return True
@@ -515,7 +541,7 @@ class Conversation(Aggregate):
     def _reply_sent(self, reply_id: str, message_id: str | None, sent_at: int) -> None:
         self.replies[reply_id] = {
             **self.replies[reply_id],
-            "state": "sent",
+            "state": ReplyStatus.SENT,
             "message_id": message_id,
         }
         if message_id:
@@ -535,7 +561,7 @@ class Conversation(Aggregate):
     ) -> bool:
         """A send did not go through: a final failure, or an attempt that will be retried."""
         reply = self.replies.get(reply_id)
-        if reply is None or reply["state"] in ("sent", "failed"):
+        if reply is None or reply["state"] in (ReplyStatus.SENT, ReplyStatus.FAILED):
             return False
         self._reply_failed(
             reply_id=reply_id,
@@ -564,14 +590,26 @@ class Conversation(Aggregate):
         if not retryable:
             self.replies[reply_id] = {
                 **self.replies[reply_id],
-                "state": "failed",
+                "state": ReplyStatus.FAILED,
                 "ambiguous": error_class == "ambiguous",
             }
+
+    def reply(self, reply_id: str) -> Reply | None:
+        """Our reply `reply_id`, or None if this conversation has no such reply."""
+        found = self.replies.get(reply_id)
+        if found is None:
+            return None
+        return Reply(
+            reply_id=reply_id,
+            status=ReplyStatus(found["state"]),
+            automated=bool(found.get("automated")),
+            message_id=found.get("message_id"),
+        )
 
     @property
     def replies_in_flight(self) -> bool:
         """Whether a reply is queued and not yet sent or failed (its echo may come first)."""
-        return any(r["state"] == "queued" for r in self.replies.values())
+        return any(r["state"] == ReplyStatus.QUEUED for r in self.replies.values())
 
     def ambiguous_reply_echoed(self, text: str | None) -> str | None:
         """The reply whose send got no answer (`ambiguous`) that an echo with this text is
@@ -581,7 +619,7 @@ class Conversation(Aggregate):
         digest = _echo_digest(text)
         for reply_id, reply in self.replies.items():
             if (
-                reply["state"] == "failed"
+                reply["state"] == ReplyStatus.FAILED
                 and reply.get("ambiguous")
                 and reply.get("echo") == digest
             ):
@@ -594,7 +632,7 @@ class Conversation(Aggregate):
         text; a reply queued before texts were remembered, or an attachment, may be any."""
         digest = _echo_digest(text) if text else None
         return any(
-            r["state"] == "queued" and (r.get("echo") is None or r.get("echo") == digest)
+            r["state"] == ReplyStatus.QUEUED and (r.get("echo") is None or r.get("echo") == digest)
             for r in self.replies.values()
         )
 

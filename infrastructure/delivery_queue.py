@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, literal, or_, select, update
 from sqlalchemy.sql import exists
 
-from application.ports import Settlement
+from application.ports import DeliveryStatus, LeasedDelivery, Settlement
 from infrastructure.delivery_tables import (
     FINISHED,
     OWN_TABLES,
@@ -72,7 +72,7 @@ class DeliveryQueue:
         owner: str,
         lease_ms: int,
         skip_accounts: set[str],
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeasedDelivery]:
         """Take up to `limit` due deliveries, each the next of its conversation, for
         `lease_ms`. On PostgreSQL rows are locked with SKIP LOCKED, so several dispatchers
         take different rows; on SQLite the write transaction serialises dispatchers."""
@@ -104,7 +104,13 @@ class DeliveryQueue:
                 or_(
                     s.status.is_(None),
                     and_(
-                        s.status.in_(("pending", "retrying", "sending")),
+                        s.status.in_(
+                            (
+                                DeliveryStatus.PENDING,
+                                DeliveryStatus.RETRYING,
+                                DeliveryStatus.SENDING,
+                            )
+                        ),
                         s.next_attempt_at <= now,
                         s.leased_until < now,
                     ),
@@ -131,7 +137,7 @@ class DeliveryQueue:
                 [
                     {
                         "delivery_id": r["delivery_id"],
-                        "status": "sending",
+                        "status": DeliveryStatus.SENDING,
                         "attempts": (r["attempts"] or 0) + 1,
                         "next_attempt_at": now,
                         "leased_until": now + lease_ms,
@@ -142,10 +148,21 @@ class DeliveryQueue:
                     for r in rows
                 ],
             )
-        for row in rows:
-            row["attempts"] = (row["attempts"] or 0) + 1
-            row["history"] = row["history"] or []
-        return rows
+        return [
+            LeasedDelivery(
+                delivery_id=r["delivery_id"],
+                channel=r["channel"],
+                ig_account_id=r["ig_account_id"],
+                conversation_id=r["conversation_id"],
+                kind=r["kind"],
+                body=r["body"],
+                position=r["position"],
+                created_at=r["created_at"],
+                attempts=(r["attempts"] or 0) + 1,
+                history=r["history"] or [],
+            )
+            for r in rows
+        ]
 
     def _adopt(self, conn: Connection, channel: str) -> None:
         """Queue the channel's outbox rows past its cursor that are not finished yet.
@@ -199,7 +216,7 @@ class DeliveryQueue:
         self,
         delivery_id: str,
         *,
-        status: str,
+        status: DeliveryStatus,
         now: int,
         next_attempt_at: int | None = None,
         attempt: dict[str, Any] | None = None,
@@ -281,7 +298,11 @@ class DeliveryQueue:
         )
         due_later = (
             select(s.delivery_id)
-            .where(s.status == "retrying", s.next_attempt_at > now, s.delivery_id.in_(waiting))
+            .where(
+                s.status == DeliveryStatus.RETRYING,
+                s.next_attempt_at > now,
+                s.delivery_id.in_(waiting),
+            )
             .order_by(s.delivery_id)
         )
         if conn.dialect.name == "postgresql":
@@ -316,7 +337,12 @@ class DeliveryQueue:
                 conn.execute(
                     delivery_state.update()
                     .where(delivery_state.c.delivery_id.in_(chunk))
-                    .values(status="pending", next_attempt_at=now, leased_until=0, attempts=0)
+                    .values(
+                        status=DeliveryStatus.PENDING,
+                        next_attempt_at=now,
+                        leased_until=0,
+                        attempts=0,
+                    )
                 )
                 # Finished deliveries left the queue: back in, at their place in the
                 # conversation (one not adopted yet will be, past the cursor).

@@ -15,6 +15,7 @@ from application.errors import Forbidden, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.ports import Clock
+from domain.account import AccountStatus
 from interfaces.console.access import Viewer
 from interfaces.console.pages import page
 
@@ -72,7 +73,7 @@ class AccountPages(Controller):
             raise Forbidden("managing accounts needs an admin key")
         by = f"api-key:{viewer.principal.key_id}"
         if action in ("suspend", "reactivate"):
-            status = "suspended" if action == "suspend" else "active"
+            status = AccountStatus.SUSPENDED if action == "suspend" else AccountStatus.ACTIVE
             await writer.run(accounts.set_status(account_id, status, by=by))
         elif action == "credentials":
             form = await request.form()

@@ -17,6 +17,7 @@ from application.api_keys import Principal
 from application.errors import Forbidden, NotFound
 from application.ledger_writer import LedgerWriter
 from application.ports import Clock
+from domain.account import AccountStatus
 from domain.api_key import Role
 from interfaces.http.openapi import problems
 
@@ -140,7 +141,7 @@ class AccountController(Controller):
         _admin(principal)
         reason = data.reason if data is not None else None
         return await writer.run(
-            accounts.set_status(account, "suspended", by=_by(principal), reason=reason)
+            accounts.set_status(account, AccountStatus.SUSPENDED, by=_by(principal), reason=reason)
         )
 
     @post(
@@ -155,7 +156,9 @@ class AccountController(Controller):
     ) -> AccountSummary:
         """Serve a suspended or deactivated account fully again (admin)."""
         _admin(principal)
-        return await writer.run(accounts.set_status(account, "active", by=_by(principal)))
+        return await writer.run(
+            accounts.set_status(account, AccountStatus.ACTIVE, by=_by(principal))
+        )
 
     @delete("/{account_id:str}", status_code=HTTP_200_OK, responses=problems(401, 403, 404))
     async def deactivate_account(
@@ -167,7 +170,9 @@ class AccountController(Controller):
     ) -> AccountSummary:
         """Deactivate: the history is kept, webhooks for it are ignored (admin)."""
         _admin(principal)
-        return await writer.run(accounts.set_status(account, "deactivated", by=_by(principal)))
+        return await writer.run(
+            accounts.set_status(account, AccountStatus.DEACTIVATED, by=_by(principal))
+        )
 
     @post(
         "/{account_id:str}/credentials",

@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from application.crm_deliverer import HOLD_MS
 from application.instagram_sender import MAX_SEND_ATTEMPTS
 from application.served_accounts import FRESH_FOR_MS
+from domain.account import AccountStatus
 from domain.identity import conversation_id
 from interfaces.composition import Services
 from interfaces.http.app import create_app
@@ -188,7 +189,9 @@ async def test_a_suspended_accounts_replies_wait_until_it_is_reactivated(
     await deliver(api, message("hello", "m-1"))
     await step(services)
     await reply(api, key, "after", "k1")
-    await services.writer.run(services.accounts.set_status(ACCOUNT, "suspended", by="test"))
+    await services.writer.run(
+        services.accounts.set_status(ACCOUNT, AccountStatus.SUSPENDED, by="test")
+    )
     later(services, FRESH_FOR_MS)  # the dispatcher reads the account again
 
     await step(services)
@@ -196,7 +199,9 @@ async def test_a_suspended_accounts_replies_wait_until_it_is_reactivated(
     await step(services)
     assert graph.requests == []
 
-    await services.writer.run(services.accounts.set_status(ACCOUNT, "active", by="test"))
+    await services.writer.run(
+        services.accounts.set_status(ACCOUNT, AccountStatus.ACTIVE, by="test")
+    )
     later(services, 120_000)
     await step(services)
     assert [s["body"]["message"]["text"] for s in graph.sent] == ["after"]
@@ -208,7 +213,9 @@ async def test_a_deactivated_accounts_replies_are_refused_without_sending(
     await deliver(api, message("hello", "m-1"))
     await step(services)
     await reply(api, key, "too late", "k1")
-    await services.writer.run(services.accounts.set_status(ACCOUNT, "deactivated", by="test"))
+    await services.writer.run(
+        services.accounts.set_status(ACCOUNT, AccountStatus.DEACTIVATED, by="test")
+    )
     later(services, FRESH_FOR_MS)  # the dispatcher reads the account again
 
     await step(services)
