@@ -6,6 +6,10 @@ events (a topic-filtered read of the log), then the log is read in pages and fil
 aggregate, so a history of any length is streamed without being held in memory. Each
 read stops at the head of the log as it was when the read began, so one export is one
 consistent prefix of the log.
+
+Over 300 lines: the history, the events of one conversation and the ndjson export share
+the paged, head-bounded read of the log; the chain's report types are here because the
+CLI and the HTTP API both return them.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ Aggregates stay in memory between commands, so a busy conversation is not replay
 the store for each message. Another process may have written to a cached aggregate: the
 store then refuses our events (a version conflict), the batch's aggregates are evicted
 and the batch runs again on fresh state.
+
+What a command sees (`Changes`) and the writer's aggregate cache are in
+`application/changes.py`; `Changes` and `Command` are imported from here by the use
+cases, with the writer that runs them.
 """
 
 from __future__ import annotations
@@ -23,161 +27,25 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from uuid import UUID
 
-from cachetools import LRUCache
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import PersistenceError, RecordConflictError
 
+from application.changes import AggregateCache, Changes, Command
 from application.errors import ApplicationError, StorageUnavailable
 from application.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
+__all__ = ["AggregateCache", "Changes", "Command", "LedgerWriter"]
+
 T = TypeVar("T")
-A = TypeVar("A", bound=Aggregate)
 
 _STOP = object()
-
-
-class AggregateCache:
-    """The most recently used aggregates, as committed (at most `maxsize`).
-
-    Not the library's aggregate cache (`AGGREGATE_CACHE_MAXSIZE`): see
-    `application.eventsourcing_compat` for why the writer keeps its own.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
-
-    def get(self, aggregate_id: UUID) -> Aggregate | None:
-        return self._items.get(aggregate_id)
-
-    def put(self, aggregate: Aggregate) -> None:
-        self._items[aggregate.id] = aggregate
-
-    def evict(self, aggregate_ids: Iterable[UUID]) -> None:
-        for aggregate_id in aggregate_ids:
-            self._items.pop(aggregate_id, None)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-
-class Changes:
-    """The aggregates that one batch of commands reads and changes; committed together."""
-
-    def __init__(self, ledger: Ledger, cache: AggregateCache, *, fresh: bool) -> None:
-        self._ledger = ledger
-        self._cache = cache
-        self._fresh_all = fresh
-        self.touched: dict[UUID, Aggregate] = {}
-        self.read_versions: dict[UUID, int] = {}
-        """Versions of the aggregates read with `fresh=True`, as they were read."""
-        self.command = 0
-        """The index (in its batch) of the command running now."""
-        self.touched_by: dict[UUID, set[int]] = {}
-        """The commands that read or changed each aggregate."""
-        self._new_events: dict[UUID, list[Any]] = {}
-        self._pending_when_touched: dict[UUID, int] = {}
-        """How many pending events each aggregate had when the running command first
-        touched it (see `changed_by_command`)."""
-
-    def get(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
-        """The aggregate with this id, or None if it does not exist.
-
-        `fresh=True` is for aggregates whose latest state matters though the batch may
-        not change them (accounts, whose credentials may be rotated elsewhere). Where
-        the event store can check it at commit (`Ledger.validates_reads`), the batch is
-        refused there if such an aggregate has moved on, and runs again on fresh state;
-        otherwise the cached aggregate first catches up with the store. An aggregate
-        the batch changes needs neither: a stale one conflicts at commit.
-        """
-        aggregate = self.touched.get(aggregate_id)
-        if aggregate is None:
-            aggregate = self._cache.get(aggregate_id)
-            catch_up = self._fresh_all or (fresh and not self._ledger.validates_reads)
-            if aggregate is not None and catch_up:
-                for stored in self._ledger.events.get(aggregate_id, gt=aggregate.version):
-                    stored.mutate(aggregate)  # type: ignore[attr-defined]
-            if aggregate is None:
-                try:
-                    aggregate = cast(Aggregate, self._ledger.repository.get(aggregate_id))
-                except AggregateNotFoundError:
-                    return None
-            self.touched[aggregate_id] = aggregate
-            if fresh:
-                self.read_versions[aggregate_id] = aggregate.version
-        elif fresh and aggregate_id not in self.read_versions:
-            # First read earlier in this batch without `fresh`: its stored version.
-            self.read_versions[aggregate_id] = aggregate.version - len(aggregate.pending_events)
-        self._touch(aggregate)
-        if not isinstance(aggregate, kind):
-            return None
-        return aggregate
-
-    def add(self, aggregate: Aggregate) -> None:
-        """Include a new aggregate in this batch."""
-        self.touched[aggregate.id] = aggregate
-        self._pending_when_touched.setdefault(aggregate.id, 0)  # new: all of it is a change
-        self._touch(aggregate)
-
-    def _touch(self, aggregate: Aggregate) -> None:
-        self.touched_by.setdefault(aggregate.id, set()).add(self.command)
-        self._pending_when_touched.setdefault(aggregate.id, len(aggregate.pending_events))
-
-    def start_command(self, index: int) -> None:
-        """The command at `index` of the batch runs now."""
-        self.command = index
-        self._pending_when_touched.clear()
-
-    def changed_by_command(self) -> bool:
-        """Whether the running command has added events to any aggregate."""
-        return any(
-            len(self.touched[a].pending_events) > before
-            for a, before in self._pending_when_touched.items()
-        )
-
-    def new_events(self, aggregate_id: UUID) -> list[Any]:
-        """The events the batch added to this aggregate. They are collected from it, and
-        kept here: a save that fails has taken them, and a retry needs them again."""
-        kept = self._new_events.setdefault(aggregate_id, [])
-        kept.extend(self.touched[aggregate_id].collect_events())
-        return kept
-
-    def stored_before(self, aggregate_id: UUID) -> int:
-        """The version the batch found this aggregate at (0 for one it created)."""
-        if aggregate_id in self.read_versions:
-            return self.read_versions[aggregate_id]
-        return self.touched[aggregate_id].version - len(self.new_events(aggregate_id))
-
-    def entangled_with(self, stale: set[UUID]) -> tuple[set[int], set[UUID]]:
-        """The commands to run again when these aggregates are stale, and the aggregates to
-        forget: the commands that read or changed a stale aggregate, and, through every
-        aggregate such a command changed, the other commands that read or changed that one.
-        An aggregate the batch only read, unchanged, connects nothing (every command reads
-        its account)."""
-        commands: set[int] = set()
-        forget: set[UUID] = set()
-        frontier = set(stale)
-        while frontier:
-            forget |= frontier
-            reached = set().union(*(self.touched_by.get(a, set()) for a in frontier)) - commands
-            commands |= reached
-            frontier = {
-                a
-                for a, by in self.touched_by.items()
-                if by & reached and a not in forget and self.new_events(a)
-            }
-        return commands, forget
-
-
-Command = Callable[[Changes], T]
 
 
 class LedgerWriter:

@@ -1,4 +1,9 @@
-"""The `Account` aggregate: an Instagram professional account that dmledger serves."""
+"""The `Account` aggregate: an Instagram professional account that dmledger serves.
+
+Over 300 lines on purpose: one aggregate per module (see STYLE.md), each command beside
+the `@event` method that records it; the rules' and settings' checks that need no
+aggregate are in `application/rules.py` and `application/accounts.py`.
+"""
 
 from __future__ import annotations
 

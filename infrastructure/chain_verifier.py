@@ -15,6 +15,9 @@ their links), or the whole chain and its genesis, shows too.
 Checking some aggregates (one account) checks their own chains, and each of their
 events' log links against the link of the event before it as stored: a deletion
 elsewhere in the log shows only when the whole log is checked.
+
+Over 300 lines: one walk, whose checks (link, genesis, the log's previous event, a
+checkpoint) each name one kind of break; what a link is, is in `infrastructure/event_chain.py`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ The chain key is derived from a `DMLEDGER_SECRET_KEY` (HKDF), so rewriting event
 their links needs the deployment's secret. Each link, genesis and checkpoint names the
 key it was made with, so a rotated key still verifies what was made before the rotation
 while it stays configured. The verifier is `infrastructure.chain_verifier`.
+
+A little over 300 lines: the link's definition, its record types and the keyring that
+signs them are one specification, read together by whoever audits the chain.
 """
 
 from __future__ import annotations

@@ -20,22 +20,25 @@ The insert is the ledger writer's group commit, so it is made cheap:
   accounts before each batch.
 - The pool pings a connection before handing it out only when it has been idle for a
   second (see `_ping_only_idle_connections`).
-- A circuit on the pool (`ConnectionCircuit`): after consecutive connection failures
-  every caller fails at once, instead of waiting out the pool's timeout twice (4 s a
-  webhook, 4 s a readiness probe, measured with the database cut); a probe in the
-  background closes it when the database answers again.
+- A circuit on the pool (`ConnectionCircuit`, in `infrastructure/postgres_connections.py`
+  with the bounded `retry`): after consecutive connection failures every caller fails at
+  once, instead of waiting out the pool's timeout twice (4 s a webhook, 4 s a readiness
+  probe, measured with the database cut); a probe in the background closes it when the
+  database answers again.
 The rows, their order, the table lock and the NOTIFY are as in the library.
+
+Over 300 lines: each method here replaces a step of the library's recorder (see
+`infrastructure/eventsourcing_compat.py`), and the insert's pipeline, its checks and the
+binary select read as one path; the connection circuit is a module of its own.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
@@ -67,158 +70,12 @@ from infrastructure.eventsourcing_compat import (
     notify_channel,
     set_pool_check,
 )
+from infrastructure.postgres_connections import install_circuit, retry
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2
 WAIT = 0.1
-FAILURES_TO_OPEN = 2
-"""Consecutive connection failures that open the circuit (one operation's two attempts)."""
-REST = 1.0
-"""Seconds an open circuit waits before it probes the database again."""
-
-
-class DatabaseUnavailable(OperationalError):
-    """The circuit is open: the database failed just now, so nothing was tried."""
-
-
-class ConnectionCircuit:
-    """Fails fast while the database is out.
-
-    Closed, connections are made as usual. After `failures_to_open` consecutive
-    connection failures it opens: every caller gets `DatabaseUnavailable` at once. After
-    `rest` seconds the next caller half-opens it, which starts one probe in the
-    background (callers still fail fast meanwhile): if the database answers, the
-    circuit closes; if not, it opens for another rest. Any connection that succeeds
-    closes it too.
-    """
-
-    def __init__(
-        self,
-        probe: Callable[[], None],
-        *,
-        failures_to_open: int = FAILURES_TO_OPEN,
-        rest: float = REST,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._probe = probe
-        self._failures_to_open = failures_to_open
-        self._rest = rest
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._open_until: float | None = None
-        self._probing = False
-
-    @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
-
-    def before_connecting(self) -> None:
-        """Raise `DatabaseUnavailable` while the circuit is open."""
-        if self._open_until is None:
-            return
-        with self._lock:
-            if self._open_until is None:
-                return
-            if not self._probing and self._clock() >= self._open_until:
-                self._probing = True
-                threading.Thread(target=self._run_probe, name="db-probe", daemon=True).start()
-        raise DatabaseUnavailable("the database did not answer just now; try again shortly")
-
-    def succeeded(self) -> None:
-        if self._failures or self._open_until is not None:
-            with self._lock:
-                if self._open_until is not None:
-                    log.warning("the database answers again")
-                self._failures, self._open_until = 0, None
-
-    def failed(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self._failures_to_open:
-                if self._open_until is None:
-                    log.warning("the database does not answer: failing fast until it does")
-                self._open_until = self._clock() + self._rest
-
-    def _run_probe(self) -> None:
-        try:
-            self._probe()
-        except Exception:
-            self.failed()
-        else:
-            self.succeeded()
-        finally:
-            with self._lock:
-                self._probing = False
-
-
-def _is_connection_failure(error: BaseException) -> bool:
-    """A failure to reach the database, rather than an error of a statement it ran."""
-    if not isinstance(error, InterfaceError | OperationalError):
-        return False
-    cause = error.__cause__
-    sqlstate = getattr(cause, "sqlstate", None)
-    # No SQLSTATE: failed on our side (connecting, a pool timeout, a dropped socket).
-    return sqlstate is None or sqlstate.startswith(("08", "57P"))
-
-
-def install_circuit(datastore: PostgresDatastore) -> ConnectionCircuit:
-    """Put a `ConnectionCircuit` in front of the datastore's connections (once)."""
-    existing = getattr(datastore, "circuit", None)
-    if isinstance(existing, ConnectionCircuit):
-        return existing
-    connect = datastore.get_connection
-
-    def probe() -> None:
-        with connect() as conn:
-            conn.execute("SELECT 1")
-
-    circuit = ConnectionCircuit(probe)
-
-    @contextmanager
-    def get_connection() -> Iterator[Connection[DictRow]]:
-        circuit.before_connecting()
-        try:
-            with connect() as conn:
-                yield conn
-        except BaseException as error:
-            if _is_connection_failure(error):
-                circuit.failed()
-            else:
-                circuit.succeeded()
-            raise
-        circuit.succeeded()
-
-    datastore.get_connection = get_connection  # type: ignore[method-assign]
-    datastore.circuit = circuit  # type: ignore[attr-defined]
-    return circuit
-
-
-def retry(
-    exceptions: tuple[type[Exception], ...], max_attempts: int, wait: float
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """eventsourcing's `retry`, except that an open circuit is not tried again."""
-
-    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def attempt(*args: Any, **kwargs: Any) -> Any:
-            for attempts in range(1, max_attempts + 1):
-                try:
-                    return function(*args, **kwargs)
-                except DatabaseUnavailable:
-                    raise
-                except exceptions:
-                    if attempts == max_attempts:
-                        raise
-                    time.sleep(wait)
-            return None  # not reached: the last attempt returned or raised
-
-        return attempt
-
-    return decorate
-
-
 _MOVED_ON = "an aggregate these events were decided on has changed since it was read"
 
 

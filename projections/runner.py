@@ -4,33 +4,33 @@ eventsourcing's own `ProjectionRunner` applies one event per transaction and bui
 own application instance; here one transaction carries a batch of events (rows and
 tracking together), which is what makes a rebuild fast, and the runner shares the
 process's ledger. New events wake the runner at once: through the ledger's commit hook
-in this process, and through PostgreSQL's LISTEN/NOTIFY from other processes. On
-PostgreSQL an advisory lock lets only one runner per projection work at a time; others
-wait as standbys.
+in this process, and through PostgreSQL's LISTEN/NOTIFY from other processes. Only one
+runner per projection works at a time; others wait as standbys (`projections/runner_lock.py`).
+
+A little over 300 lines: following the log, applying a batch, and the poison path
+(each event alone, then parked, later retried) share the runner's position and its
+view's transaction, and read best in one place; parking's table is `projections/parked.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
 from eventsourcing.persistence import Notification, Tracking
-from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from application.errors import StorageUnavailable
 from application.ledger import Ledger
 from application.ports import Clock
-from projections.notifications import listen
 from projections.parked import describe, park, parked_events, still_failing, unpark
 from projections.projection import LedgerProjection
+from projections.runner_lock import RunnerLock
 from projections.view import Batch, SqlView, ViewMovedOn
 
 log = logging.getLogger(__name__)
@@ -347,124 +347,10 @@ class ProjectionRunner:
 
     # -- one runner per projection -------------------------------------------------------
 
-    def _only_runner(self, stop: threading.Event) -> _AdvisoryLock:
-        return _AdvisoryLock(self, stop)
+    def _only_runner(self, stop: threading.Event) -> RunnerLock:
+        return RunnerLock(self, stop)
 
     def exclusively(self) -> AbstractContextManager[bool]:
         """The projection's lock, if no other runner holds it (a rebuild takes it): True
         while held; False at once if another process's runner is following the log."""
-        return _AdvisoryLock(self, threading.Event(), wait=False, listen=False)
-
-
-class _AdvisoryLock:
-    """On PostgreSQL, holds an advisory lock for the projection while the runner works,
-    and listens for the ledger's NOTIFY so commits of other processes wake the runner.
-    On SQLite, the lock is a file beside the database (`_LockFile`): a rebuild refuses
-    there too while a `serve` or `project` follows the read model."""
-
-    def __init__(
-        self,
-        runner: ProjectionRunner,
-        stop: threading.Event,
-        *,
-        wait: bool = True,
-        listen: bool = True,
-    ) -> None:
-        self._runner = runner
-        self._stop = stop
-        self._wait = wait
-        self._listens = listen
-        self._released = threading.Event()
-        self._conn: Connection | None = None
-        self._held: int | None = None
-        """The key of the lock, while held."""
-        self._file: _LockFile | None = None
-
-    def __enter__(self) -> bool:
-        engine = self._runner.view.engine
-        if engine.dialect.name != "postgresql":
-            database = engine.url.database
-            if database and database != ":memory:":
-                self._file = _LockFile(f"{database}.{self._runner.name}.lock")
-                while not self._file.take():
-                    if not self._wait or self._stop.wait(1.0):
-                        return False
-            if self._listens:
-                self._runner.following.set()
-            return True
-        schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None, "")
-        lock_name = f"dmledger-projection:{schema}:{self._runner.name}"
-        digest = hashlib.sha256(lock_name.encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
-        self._conn = engine.connect()
-        while not self._stop.is_set():
-            held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            self._conn.commit()
-            if held:
-                self._held = key
-                if self._listens:
-                    log.info("projection %s: this runner is the active one", self._runner.name)
-                    threading.Thread(
-                        target=self._listen, name=f"listen-{self._runner.name}", daemon=True
-                    ).start()
-                return True
-            if not self._wait:
-                break
-            self._stop.wait(1.0)
-        return False
-
-    def _listen(self) -> None:
-        listen(
-            self._runner.view.engine,
-            self._runner.ledger.name.lower() + "_events",
-            self._runner.wakeup.notify,
-            lambda: self._stop.is_set() or self._released.is_set(),
-            self._runner.following.set,
-        )
-
-    def __exit__(self, *_: object) -> None:
-        self._released.set()
-        if self._listens:
-            self._runner.following.clear()
-        if self._file is not None:
-            self._file.release()
-        if self._conn is not None:
-            if self._held is not None:
-                # Released now: the server notices a closed session only a moment later,
-                # and a rebuild right after another one found the lock still held.
-                with suppress(DBAPIError):
-                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._held})
-                    self._conn.commit()
-            # The lock belongs to the session: a pooled connection would keep holding it.
-            self._conn.invalidate()
-            self._conn.close()
-
-
-class _LockFile:
-    """An exclusive lock on a file (flock): held by one open file at a time, whichever the
-    process, and released by the system when its process dies. Where there is no flock
-    (Windows), every `take` succeeds, as before there was a lock."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    def take(self) -> bool:
-        """True if this now holds the lock; False at once if another holds it."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not on POSIX
-            return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file releases its lock
-            self._fd = None
+        return RunnerLock(self, threading.Event(), wait=False, listen=False)

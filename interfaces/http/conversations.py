@@ -1,4 +1,9 @@
-"""`/api/v1/accounts/{account_id}/conversations`: the CRM's view of an account's threads."""
+"""`/api/v1/accounts/{account_id}/conversations`: the CRM's view of an account's threads.
+
+Over 300 lines: one controller for the conversation resource and its sub-resources
+(messages, replies, hand-over), each handler wire type -> use case -> wire type; the wire
+types are in `wire.py`, the use cases in `application/replies.py` and `conversations.py`.
+"""
 
 # Litestar reads handler annotations at run time: no `from __future__ import annotations`.
 

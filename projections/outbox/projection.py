@@ -1,4 +1,8 @@
-"""How events fill the outboxes: Instagram replies, and the CRM's notifications."""
+"""How events fill the outboxes: Instagram replies, and the CRM's notifications.
+
+Over 300 lines: one handler per event type that makes a delivery, each a few lines; the
+payloads' shapes are in `projections/outbox/payloads.py`, the tables in `view.py`.
+"""
 
 from __future__ import annotations
 

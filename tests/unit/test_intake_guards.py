@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from application.json_nesting import nesting_depth, nests_deeper_than
-from infrastructure.postgres_recorder import ConnectionCircuit, DatabaseUnavailable
+from infrastructure.postgres_connections import ConnectionCircuit, DatabaseUnavailable
 from infrastructure.settings import Settings, SettingsError
 from interfaces.refusal_log import RefusalLog
 
