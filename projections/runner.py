@@ -348,9 +348,21 @@ class ProjectionRunner:
     # -- one runner per projection -------------------------------------------------------
 
     def _only_runner(self, stop: threading.Event) -> RunnerLock:
-        return RunnerLock(self, stop)
+        return self._lock(stop)
 
     def exclusively(self) -> AbstractContextManager[bool]:
         """The projection's lock, if no other runner holds it (a rebuild takes it): True
         while held; False at once if another process's runner is following the log."""
-        return RunnerLock(self, threading.Event(), wait=False, listen=False)
+        return self._lock(threading.Event(), wait=False, listen=False)
+
+    def _lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
+        return RunnerLock(
+            self.name,
+            self.view.engine,
+            events_channel=self.ledger.name.lower() + "_events",
+            wake=self.wakeup.notify,
+            following=self.following,
+            stop=stop,
+            wait=wait,
+            listen=listen,
+        )

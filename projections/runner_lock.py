@@ -12,16 +12,13 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from projections.notifications import listen
-
-if TYPE_CHECKING:
-    from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +31,21 @@ class RunnerLock:
 
     def __init__(
         self,
-        runner: ProjectionRunner,
-        stop: threading.Event,
+        name: str,
+        engine: Engine,
         *,
+        events_channel: str,
+        wake: Callable[[], None],
+        following: threading.Event,
+        stop: threading.Event,
         wait: bool = True,
         listen: bool = True,
     ) -> None:
-        self._runner = runner
+        self._name = name
+        self._engine = engine
+        self._events_channel = events_channel
+        self._wake = wake
+        self._following = following
         self._stop = stop
         self._wait = wait
         self._listens = listen
@@ -51,19 +56,19 @@ class RunnerLock:
         self._file: _LockFile | None = None
 
     def __enter__(self) -> bool:
-        engine = self._runner.view.engine
+        engine = self._engine
         if engine.dialect.name != "postgresql":
             database = engine.url.database
             if database and database != ":memory:":
-                self._file = _LockFile(f"{database}.{self._runner.name}.lock")
+                self._file = _LockFile(f"{database}.{self._name}.lock")
                 while not self._file.take():
                     if not self._wait or self._stop.wait(1.0):
                         return False
             if self._listens:
-                self._runner.following.set()
+                self._following.set()
             return True
         schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None, "")
-        lock_name = f"dmledger-projection:{schema}:{self._runner.name}"
+        lock_name = f"dmledger-projection:{schema}:{self._name}"
         digest = hashlib.sha256(lock_name.encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn = engine.connect()
@@ -73,9 +78,9 @@ class RunnerLock:
             if held:
                 self._held = key
                 if self._listens:
-                    log.info("projection %s: this runner is the active one", self._runner.name)
+                    log.info("projection %s: this runner is the active one", self._name)
                     threading.Thread(
-                        target=self._listen, name=f"listen-{self._runner.name}", daemon=True
+                        target=self._listen, name=f"listen-{self._name}", daemon=True
                     ).start()
                 return True
             if not self._wait:
@@ -85,17 +90,17 @@ class RunnerLock:
 
     def _listen(self) -> None:
         listen(
-            self._runner.view.engine,
-            self._runner.ledger.name.lower() + "_events",
-            self._runner.wakeup.notify,
+            self._engine,
+            self._events_channel,
+            self._wake,
             lambda: self._stop.is_set() or self._released.is_set(),
-            self._runner.following.set,
+            self._following.set,
         )
 
     def __exit__(self, *_: object) -> None:
         self._released.set()
         if self._listens:
-            self._runner.following.clear()
+            self._following.clear()
         if self._file is not None:
             self._file.release()
         if self._conn is not None:
