@@ -21,7 +21,7 @@ from cachetools import TTLCache
 from application.errors import InvalidInput, NotFound, Unauthenticated
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
-from application.ports import KeyUsage
+from application.ports import Clock, KeyUsage
 from domain import api_key as api_key_events
 from domain.api_key import ApiKey, Role, api_key_id
 
@@ -82,9 +82,10 @@ class IssuedKey(msgspec.Struct, frozen=True):
 class ApiKeys:
     """Use cases on API keys."""
 
-    def __init__(self, ledger: Ledger, usage: KeyUsage) -> None:
+    def __init__(self, ledger: Ledger, usage: KeyUsage, clock: Clock) -> None:
         self._ledger = ledger
         self._usage = usage
+        self._clock = clock
         # A key as read (None: no such key), trusted for CACHE_SECONDS.
         self._checked: TTLCache[str, ApiKey | None] = TTLCache(
             maxsize=KEYS_KEPT, ttl=CACHE_SECONDS, timer=time.monotonic
@@ -184,7 +185,7 @@ class ApiKeys:
             if key_id in self._touched:
                 return
             self._touched[key_id] = True
-        self._usage.touch(key_id, datetime.now(UTC))
+        self._usage.touch(key_id, datetime.fromtimestamp(self._clock.now_ms() / 1000, UTC))
 
 
 _UNCHECKED = object()

@@ -161,7 +161,7 @@ def build(
         ingest=ingest,
         app_secrets=ServedAppSecrets(ledger, secrets),
         accounts=Accounts(ledger, secrets, clock),
-        api_keys=ApiKeys(ledger, key_usage),
+        api_keys=ApiKeys(ledger, key_usage, clock),
         conversations=Conversations(),
         auto_replies=auto_replies,
         rules=Rules(ledger, profiles, secrets, clock),
