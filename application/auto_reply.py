@@ -7,21 +7,17 @@ import logging
 from typing import Any
 from uuid import UUID, uuid5
 
-from cachetools import LRUCache
-
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
+from application.participant_profiles import ProfileAnswer, ProfileLookups
 from application.ports import Clock, ParticipantProfiles, SecretBox
-from application.rules import Inbound, Match, choose, render, uses_profile
+from application.rules import Inbound, Match, choose, render
 from domain import conversation as topics
 from domain.account import Account
 from domain.conversation import Conversation, Status
 from domain.identity import account_id
 
-log = logging.getLogger(__name__)
-
 WINDOW_MS = 24 * 3_600_000
-STARTED_CACHE_SIZE = 50_000
 TRIGGER_TOPICS = (topics.MESSAGE_RECEIVED, topics.POSTBACK_RECEIVED)
 
 
@@ -51,7 +47,8 @@ def inbound_of(event: Any, conversation: Conversation) -> Inbound:
 
 
 class AutoReplies:
-    """Decides automated replies, one inbound message at a time."""
+    """Decides automated replies, one inbound message at a time, and records the
+    participant's profile when their conversation needs it (`ProfileLookups`)."""
 
     def __init__(
         self,
@@ -60,40 +57,50 @@ class AutoReplies:
         profiles: ParticipantProfiles | None,
         clock: Clock,
     ) -> None:
-        self._ledger = ledger
-        self._secrets = secrets
-        self._profiles = profiles
-        self._clock = clock
-        self._started: LRUCache[UUID, Any] = LRUCache(maxsize=STARTED_CACHE_SIZE)
-        """Conversations' first events (they never change), by conversation id."""
+        self.clock = clock
+        """The service's clock."""
+        self._profiles = ProfileLookups(ledger, secrets, profiles, lambda: self.clock.now_ms())
+
+    def observe(self, event: Any) -> None:
+        """Learn from an event of the log (a profile recorded or refused)."""
+        self._profiles.observe(event)
 
     def commands_for(self, events: list[Any]) -> list[Command[str | None]]:
-        """`command_for` each event; each account is read once for all of them."""
+        """`command_for` each event; each account is read, and each conversation's
+        profile asked, once for all of them."""
         accounts: dict[str, Account | None] = {}
-        return [self.command_for(event, accounts=accounts) for event in events]
+        answered: dict[UUID, ProfileAnswer] = {}
+        return [self.command_for(event, accounts=accounts, answered=answered) for event in events]
 
     def command_for(
-        self, event: Any, *, accounts: dict[str, Account | None] | None = None
+        self,
+        event: Any,
+        *,
+        accounts: dict[str, Account | None] | None = None,
+        answered: dict[UUID, ProfileAnswer] | None = None,
     ) -> Command[str | None]:
         """The command that records the decision on `event`; it returns what was decided.
 
-        The participant's profile is looked up here, before the command, when a reply of
-        the account may need `{first_name}` or `{username}`: no network in the writer.
-        `accounts` keeps the accounts read, for the commands of one batch of events (the
-        command itself reads the account again, as committed).
+        The participant's profile is looked up here, before the command, on the
+        conversation's first message and when the last lookup is a week old: no network in
+        the writer. The command records it before deciding, so a reply's `{first_name}`
+        has it. `accounts` keeps the accounts read, for the commands of one batch of
+        events (the command itself reads the account again, as committed).
         """
-        profile = self._profile_if_needed(event, {} if accounts is None else accounts)
-        decided_at = self._clock.now_ms()
+        profile = self._profiles.answer_for(
+            event, {} if accounts is None else accounts, {} if answered is None else answered
+        )
+        decided_at = self.clock.now_ms()
 
         def decide(changes: Changes) -> str | None:
             conversation = changes.get(event.originator_id, Conversation)
             if conversation is None:
                 return None
+            if profile is not None:
+                profile.record_on(conversation)
             account = changes.get(account_id(conversation.ig_account_id), Account, fresh=True)
             if account is None:
                 return None
-            if profile:
-                conversation.record_participant_profile(profile=profile)
             return self._decide(account, conversation, event, decided_at)
 
         return decide
@@ -153,37 +160,6 @@ class AutoReplies:
         if now - inbound.sent_at > WINDOW_MS:
             return "window_closed"
         return None
-
-    def _profile_if_needed(
-        self, event: Any, accounts: dict[str, Account | None]
-    ) -> dict[str, str] | None:
-        # Only the conversation's first event is read (a long conversation is not
-        # replayed), once: it never changes. The lookup is cached, and recording an
-        # unchanged profile is a no-op.
-        if self._profiles is None:
-            return None
-        started: Any = self._started.get(event.originator_id)
-        if started is None:
-            started = next(iter(self._ledger.events.get(event.originator_id, lte=1)), None)
-            if started is None:
-                return None
-            self._started[event.originator_id] = started
-        ig_account_id: str = started.ig_account_id
-        if ig_account_id not in accounts:
-            accounts[ig_account_id] = self._ledger.account(ig_account_id)
-        account = accounts[ig_account_id]
-        if account is None or not account.automates:
-            return None
-        templates = [r["reply"] for r in account.rules.values() if r["enabled"]]
-        templates.append(account.settings.get("fallback_reply") or "")
-        if not any(uses_profile(t) for t in templates):
-            return None
-        try:
-            token = self._secrets.decrypt(account.access_token)
-            return self._profiles.lookup(token, started.participant_id)
-        except Exception as error:
-            log.warning("no profile for a participant of %s: %s", account.ig_account_id, error)
-            return None
 
 
 def preview(

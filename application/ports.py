@@ -45,11 +45,25 @@ class KeyUsage(Protocol):
         ...
 
 
-class ParticipantProfiles(Protocol):
-    """What the Graph API says of a participant (for `{first_name}` and `{username}`)."""
+PROFILE_FIELDS = (
+    "name",
+    "username",
+    "profile_pic",
+    "follower_count",
+    "is_user_follow_business",
+    "is_business_follow_user",
+    "is_verified_user",
+)
+"""What Meta's user profile API is asked of a participant (its own field names)."""
 
-    def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
-        """`name` and `username` of the participant, or None if the Graph API will not say."""
+
+class ParticipantProfiles(Protocol):
+    """Meta's user profile API: what it says of a participant who messaged the account."""
+
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, Any] | MetaError | None:
+        """The participant's `PROFILE_FIELDS` that Meta gave (as Meta named and typed
+        them); Meta's error when it refused to say (no consent, blocked, unknown); None
+        when it could not be asked now (no connection, a 5xx, a throttle, the token)."""
         ...
 
 

@@ -115,12 +115,6 @@ def check_template(template: str, field: str) -> None:
         )
 
 
-def uses_profile(template: str) -> bool:
-    """Whether rendering needs the participant's profile."""
-    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    return bool(names & {"first_name", "username"})
-
-
 def render(template: str, *, profile: dict[str, Any], account_username: str) -> str:
     """Fill a template; unknown names fall back to the username, then to "there"."""
     username = profile.get("username") or ""

@@ -50,6 +50,7 @@ AUTO_REPLY_SKIPPED = "dmledger:Conversation.AutoReplySkipped"
 AUTOMATION_PAUSED = "dmledger:Conversation.AutomationPaused"
 AUTOMATION_RESUMED = "dmledger:Conversation.AutomationResumed"
 PARTICIPANT_PROFILE_RECORDED = "dmledger:Conversation.ParticipantProfileRecorded"
+PARTICIPANT_PROFILE_REFUSED = "dmledger:Conversation.ParticipantProfileRefused"
 REPLY_SENT = "dmledger:Conversation.ReplySent"
 REPLY_FAILED = "dmledger:Conversation.ReplyFailed"
 
@@ -79,6 +80,10 @@ class Reply:
     automated: bool
     message_id: str | None
     """Meta's id of the message, once sent."""
+
+
+PROFILE_REFRESH_MS = 7 * 24 * 3_600_000
+"""A participant's profile is looked up again at the first message after this long."""
 
 
 def _echo_digest(text: str) -> str:
@@ -672,13 +677,48 @@ class Conversation(Aggregate):
     def _automation_resumed(self, by: str) -> None:
         self.automation_paused_at = None
 
-    def record_participant_profile(self, *, profile: JSONObject) -> bool:
-        """Keep what the Graph API said of the participant (name, username)."""
-        if profile == self.participant_profile:
+    # -- who the participant is -------------------------------------------------------
+
+    profile_looked_up_at: int | None = None
+    """When the user profile API was last asked (ms), answered or refused; None: never.
+    A class default, for conversations snapshotted before it was kept."""
+
+    def profile_due(self, now: int) -> bool:
+        """Whether the participant's profile should be looked up (again) at `now` (ms):
+        never asked, or asked more than `PROFILE_REFRESH_MS` ago."""
+        looked_up_at = self.profile_looked_up_at
+        return looked_up_at is None or now - looked_up_at >= PROFILE_REFRESH_MS
+
+    def record_participant_profile(self, *, profile: JSONObject, looked_up_at: int) -> bool:
+        """Keep what the user profile API said of the participant at `looked_up_at` (ms),
+        in Meta's field names; nothing when a lookup is not due (another one was kept)."""
+        if not self.profile_due(looked_up_at):
             return False
-        self._participant_profile_recorded(profile=profile)
+        self._participant_profile_recorded(profile=profile, looked_up_at=looked_up_at)
         return True
 
     @event("ParticipantProfileRecorded", topic=PARTICIPANT_PROFILE_RECORDED)
-    def _participant_profile_recorded(self, profile: JSONObject) -> None:
+    def _participant_profile_recorded(
+        self, profile: JSONObject, looked_up_at: int | None = None
+    ) -> None:
+        # `looked_up_at` is None in events stored before it was kept: the next message
+        # looks the profile up again.
         self.participant_profile = profile
+        self.profile_looked_up_at = looked_up_at
+
+    def refuse_participant_profile(
+        self, *, code: int | None, message: str, looked_up_at: int
+    ) -> bool:
+        """Meta refused to describe the participant (no consent, blocked, ...): recorded,
+        so the lookup waits `PROFILE_REFRESH_MS` rather than being retried at every message.
+        What was known before is kept."""
+        if not self.profile_due(looked_up_at):
+            return False
+        self._participant_profile_refused(code=code, message=message, looked_up_at=looked_up_at)
+        return True
+
+    @event("ParticipantProfileRefused", topic=PARTICIPANT_PROFILE_REFUSED)
+    def _participant_profile_refused(
+        self, code: int | None, message: str, looked_up_at: int
+    ) -> None:
+        self.profile_looked_up_at = looked_up_at

@@ -1,63 +1,54 @@
-"""The Instagram Graph API: participants' profiles (`GET /{igsid}?fields=name,username`)."""
+"""Meta's user profile API: `GET /{igsid}?fields=name,username,profile_pic,...`.
+
+When to ask is the application's (once per conversation and week, `application/
+participant_profiles.py`); this client only asks, and says what the answer means: a
+profile, Meta's refusal, or no answer to rely on.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from typing import Any, cast
+from typing import Any
 
 import httpx
-from cachetools import TTLCache
+
+from application.delivery import RETRY_CODES, THROTTLE_CODES, TOKEN_CODES, MetaError
+from application.ports import PROFILE_FIELDS
+from infrastructure.instagram_api import json_of, meta_error_of
 
 log = logging.getLogger(__name__)
 
-PROFILE_TTL_SECONDS = 24 * 3600
-"""A looked-up profile is reused this long (people rarely rename themselves)."""
-PROFILES_KEPT = 50_000
-"""Participants whose profile is kept at most (the least recently used go first)."""
-
-_NOT_KEPT = object()
+MAX_TEXT = 2048
+"""A profile's text fields are cut to this many characters (a URL, a name)."""
+_NOT_THE_PARTICIPANTS = RETRY_CODES | THROTTLE_CODES | TOKEN_CODES
+"""Codes that say nothing of the participant: the lookup is tried again later."""
 
 
 class GraphApiProfiles:
-    """`ParticipantProfiles` over HTTP, with an in-memory cache."""
+    """`ParticipantProfiles` over HTTP."""
 
     def __init__(self, base_url: str, version: str, *, timeout: float = 5.0) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
-        self._cache: TTLCache[str, dict[str, str] | None] = TTLCache(
-            maxsize=PROFILES_KEPT, ttl=PROFILE_TTL_SECONDS, timer=time.monotonic
-        )
-        self._lock = threading.Lock()
 
-    def lookup(self, access_token: str, participant_id: str) -> dict[str, str] | None:
-        with self._lock:
-            cached = self._cache.get(participant_id, _NOT_KEPT)
-        if cached is not _NOT_KEPT:
-            return cast(dict[str, str] | None, cached)
-        profile = self._fetch(access_token, participant_id)
-        with self._lock:
-            self._cache[participant_id] = profile
-        return profile
-
-    def _fetch(self, access_token: str, participant_id: str) -> dict[str, str] | None:
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, Any] | MetaError | None:
         try:
             response = self._client.get(
                 f"{self._base}/{participant_id}",
-                params={"fields": "name,username"},
+                params={"fields": ",".join(PROFILE_FIELDS)},
                 headers={"Authorization": f"Bearer {access_token}"},
             )
-        except httpx.HTTPError as error:
-            log.warning("Graph API profile lookup failed: %s", type(error).__name__)
+        except httpx.HTTPError as failure:
+            log.warning("Graph API profile lookup failed: %s", type(failure).__name__)
             return None
-        if response.status_code != 200:
+        body = json_of(response)
+        if response.status_code == 200:
+            return profile_of(body)
+        refusal = meta_error_of(body)
+        if response.status_code >= 500 or refusal is None or refusal.code in _NOT_THE_PARTICIPANTS:
             log.warning("Graph API profile lookup answered %d", response.status_code)
             return None
-        body: Any = response.json()
-        if not isinstance(body, dict):
-            return None
-        return {k: str(body[k]) for k in ("name", "username") if isinstance(body.get(k), str)}
+        return refusal
 
     @property
     def closed(self) -> bool:
@@ -66,3 +57,20 @@ class GraphApiProfiles:
 
     def close(self) -> None:
         self._client.close()
+
+
+def profile_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The known fields of Meta's answer that have the type Meta documents (text without
+    NUL, a count that fits a bigint, a boolean); anything else is left out."""
+    profile: dict[str, Any] = {}
+    for field in PROFILE_FIELDS:
+        value = body.get(field)
+        if field == "follower_count":
+            kept = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+        elif field.startswith("is_"):
+            kept = isinstance(value, bool)
+        else:
+            kept = isinstance(value, str) and "\x00" not in value
+        if kept:
+            profile[field] = value[:MAX_TEXT] if isinstance(value, str) else value
+    return profile

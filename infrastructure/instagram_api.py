@@ -79,10 +79,10 @@ class InstagramGraphClient:
             )
         except httpx.HTTPError as error:
             return MetaError(code=None, subcode=None, message=f"no answer: {type(error).__name__}")
-        payload = _json(response)
+        payload = json_of(response)
         if response.status_code == 200 and isinstance(payload.get("access_token"), str):
             return payload["access_token"], int(payload.get("expires_in") or 0)
-        return _error(payload) or MetaError(None, None, f"HTTP {response.status_code}")
+        return meta_error_of(payload) or MetaError(None, None, f"HTTP {response.status_code}")
 
     @property
     def closed(self) -> bool:
@@ -101,7 +101,8 @@ class InstagramGraphClient:
             close_from_outside(self._client, self._loop)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_of(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or {} if it is not one."""
     try:
         payload = response.json()
     except ValueError:
@@ -109,7 +110,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def _error(payload: dict[str, Any]) -> MetaError | None:
+def meta_error_of(payload: dict[str, Any]) -> MetaError | None:
+    """Meta's `error` object in an answer, or None if it has none."""
     error = payload.get("error")
     if not isinstance(error, dict):
         return None
@@ -145,8 +147,8 @@ def _regain_seconds(response: httpx.Response) -> int | None:
 
 
 def _result(response: httpx.Response) -> SendResult:
-    payload = _json(response)
-    error = _error(payload)
+    payload = json_of(response)
+    error = meta_error_of(payload)
     return SendResult(
         transport="answered",
         status_code=response.status_code,

@@ -39,6 +39,26 @@ OUTSIDE_WINDOW = meta_error(
 USER_UNAVAILABLE = meta_error(551, "This person isn't available right now.", 1545041)
 TEMPORARY = meta_error(2, "An unexpected error has occurred. Please retry your request later.")
 RATE_LIMITED = meta_error(613, "Calls to this api have exceeded the rate limit.")
+NO_SUCH_OBJECT = meta_error(
+    100,
+    "Unsupported get request. Object with ID does not exist, cannot be loaded due to "
+    "missing permissions, or does not support this operation.",
+    33,
+    "GraphMethodException",
+)
+"""What the user profile API answers for an IGSID it will not describe."""
+PROFILE_FIELDS = frozenset(
+    {
+        "name",
+        "username",
+        "profile_pic",
+        "follower_count",
+        "is_user_follow_business",
+        "is_business_follow_user",
+        "is_verified_user",
+    }
+)
+"""The fields Meta's user profile API (Instagram API with Instagram Login) serves."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -48,7 +68,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeGraphApi:
-    """Serves profiles (`GET /{version}/{igsid}`), the Send API
+    """Serves the user profile API (`GET /{version}/{igsid}?fields=...`), the Send API
     (`POST /{version}/{ig_account_id}/messages`) and the refresh of tokens
     (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
     or an error when it is None); records every request.
@@ -61,7 +81,7 @@ class FakeGraphApi:
     def __init__(
         self,
         access_token: str | None,
-        profiles: dict[str, dict[str, str]] | None = None,
+        profiles: dict[str, dict[str, Any]] | None = None,
         *,
         port: int = 0,
         on_send: Callable[[dict[str, Any]], None] | None = None,
@@ -97,9 +117,9 @@ class FakeGraphApi:
                 elif not fake.takes(token):
                     self._answer(401, TOKEN_EXPIRED)
                 elif participant in fake.profiles:
-                    self._answer(200, {"id": participant, **fake.profiles[participant]})
+                    self._answer(200, fake.profile(participant, parse_qs(parts.query)))
                 else:
-                    self._answer(400, meta_error(100, "Unsupported get request."))
+                    self._answer(400, NO_SUCH_OBJECT)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -162,6 +182,14 @@ class FakeGraphApi:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def profile(self, participant: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        """What the user profile API answers: the fields asked for (null where the person
+        has none, as Meta does), and the id."""
+        asked = ",".join(query.get("fields", [])).split(",")
+        known = self.profiles[participant]
+        answer = {field: known.get(field) for field in asked if field in PROFILE_FIELDS}
+        return {**answer, "id": participant}
 
     def takes(self, token: str) -> bool:
         """Whether a request with this bearer token is let through."""

@@ -1,5 +1,6 @@
-"""The auto-reply policy: follows the log and records a decision on each inbound message,
-and pauses automation when a person answers from the Instagram app.
+"""The auto-reply policy: follows the log and records a decision on each inbound message
+(with the participant's profile when it is due), and pauses automation when a person
+answers from the Instagram app.
 
 It keeps no rows, only its position: each decision is a command on the ledger (an event on
 the conversation), keyed by the message, so running one again after a crash changes
@@ -45,6 +46,8 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
         # The batch's decisions are committed together (and with the webhooks waiting in
         # the writer), not one transaction each.
+        for event, _ in items:
+            self._auto_replies.observe(event)
         relevant = [
             (e, p)
             for e, p in items

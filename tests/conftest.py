@@ -27,6 +27,16 @@ ACCOUNT = "17841400000000001"
 PARTICIPANT = "5500000000000001"
 APP_SECRET = "meta-app-secret-for-tests"
 ACCESS_TOKEN = "IGAA-access-token-for-tests"
+ANNA = {
+    "name": "Anna Schmidt",
+    "username": "anna",
+    "profile_pic": "https://cdn.example/anna.jpg",
+    "follower_count": 1234,
+    "is_user_follow_business": True,
+    "is_business_follow_user": False,
+    "is_verified_user": False,
+}
+"""The fixtures' participant, as Meta's user profile API describes her."""
 VERIFY_TOKEN = "verify-token-for-tests"
 TEST_KEY = FernetSecretBox.new_key()
 POSTGRES_URL = os.environ.get(
@@ -167,7 +177,7 @@ def register_account(services: Services, ig_account_id: str = ACCOUNT, **overrid
 @pytest.fixture
 def graph() -> Iterator[FakeGraphApi]:
     """A fake Graph API on loopback that takes the fixtures' token and knows one profile."""
-    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: {"name": "Anna Schmidt", "username": "anna"}})
+    fake = FakeGraphApi(ACCESS_TOKEN, {PARTICIPANT: dict(ANNA)})
     yield fake
     fake.close()
 

@@ -280,7 +280,7 @@ class ConversationController(Controller):
         ] = "oldest_first",
     ) -> MessagePage:
         """List a conversation's messages in the order they were sent, in pages."""
-        await self._conversation(read_models, account, conversation_id)
+        conversation = await self._conversation(read_models, account, conversation_id)
         newest_first = order == "newest_first"
         after = before = None
         if cursor:
@@ -306,7 +306,9 @@ class ConversationController(Controller):
 
         next_cursor = place_of(rows[-1], newest_first) if more else None
         prev_cursor = place_of(rows[0], not newest_first) if rows and cursor else None
-        return MessagePage([Message.of(r) for r in rows], next_cursor, prev_cursor)
+        return MessagePage(
+            conversation.participant, [Message.of(r) for r in rows], next_cursor, prev_cursor
+        )
 
     @classmethod
     async def _changed(

@@ -31,8 +31,8 @@ HEADERS = (
 
 
 def crm_webhooks() -> dict[str, PathItem | Reference]:
-    """The `webhooks` of the document, each with its payload's schema inline (the data
-    Structs nest no other Struct, so each schema stands alone)."""
+    """The `webhooks` of the document, each with its payload's schema inline (a Struct
+    nested in the data, such as its `participant`, inline too: each schema stands alone)."""
     webhooks: dict[str, PathItem | Reference] = {}
     for kind, struct in PAYLOADS.items():
         envelope = Schema(
@@ -41,7 +41,7 @@ def crm_webhooks() -> dict[str, PathItem | Reference]:
             properties={
                 "type": Schema(type=OpenAPIType.STRING, const=kind),
                 "timestamp": Schema(type=OpenAPIType.STRING, format=None, description="RFC 3339"),
-                "data": _schema(_standalone(struct)),
+                "data": _standalone(struct),
             },
         )
         webhooks[kind] = PathItem(
@@ -62,28 +62,31 @@ def crm_webhooks() -> dict[str, PathItem | Reference]:
     return webhooks
 
 
-def _standalone(struct: type[Any]) -> dict[str, Any]:
-    """The struct's JSON Schema itself (msgspec puts it in `$defs` behind a `$ref`)."""
+def _standalone(struct: type[Any]) -> Schema | Reference:
+    """The struct's JSON Schema with every `$ref` (msgspec's, into `$defs`) inlined."""
     found = msgspec.json.schema(struct)
-    defined: dict[str, Any] = found.get("$defs", {}).get(struct.__name__, found)
-    return defined
+    defined: dict[str, Any] = found.get("$defs", {})
+    return _schema(defined.get(struct.__name__, found), defined)
 
 
-def _schema(value: dict[str, Any]) -> Schema | Reference:
+def _schema(value: dict[str, Any], defined: dict[str, Any]) -> Schema | Reference:
     """A JSON Schema (as msgspec writes it) as Litestar's OpenAPI objects."""
     if "$ref" in value:
+        name = value["$ref"].rsplit("/", 1)[-1]
+        if name in defined:
+            return _schema(defined[name], defined)
         return Reference(ref=value["$ref"])
     kinds = value.get("type")
     return Schema(
         type=OpenAPIType(kinds) if isinstance(kinds, str) else None,
         title=value.get("title"),
         description=value.get("description"),
-        properties={k: _schema(v) for k, v in value["properties"].items()}
+        properties={k: _schema(v, defined) for k, v in value["properties"].items()}
         if "properties" in value
         else None,
         required=value.get("required"),
-        items=_schema(value["items"]) if "items" in value else None,
-        any_of=[_schema(v) for v in value["anyOf"]] if "anyOf" in value else None,
+        items=_schema(value["items"], defined) if "items" in value else None,
+        any_of=[_schema(v, defined) for v in value["anyOf"]] if "anyOf" in value else None,
         additional_properties=value.get("additionalProperties"),
         format=value.get("format"),
         default=value.get("default"),

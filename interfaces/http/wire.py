@@ -33,7 +33,33 @@ class Participant(msgspec.Struct):
     id: Annotated[
         str, Meta(description="Instagram-scoped user id (IGSID).", examples=["5500000000000001"])
     ]
-    username: str | None
+    username: Annotated[str | None, Meta(examples=["anna"])]
+    name: Annotated[
+        str | None,
+        Meta(description="The name on their profile (null: unknown or none).", examples=["Anna"]),
+    ] = None
+    profile_picture_url: Annotated[
+        str | None, Meta(description="Meta's URL of their picture; it expires after days.")
+    ] = None
+    follower_count: int | None = None
+    follows_business: Annotated[
+        bool | None, Meta(description="Whether they follow the business account.")
+    ] = None
+    verified: bool | None = None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Participant:
+        """The participant of a conversation-list row: the id, and the rest of what
+        Meta's user profile API said (looked up on the first message, weekly after)."""
+        return cls(
+            id=row["participant_id"],
+            username=row["participant_username"],
+            name=row.get("participant_name"),
+            profile_picture_url=row.get("participant_profile_picture_url"),
+            follower_count=row.get("participant_follower_count"),
+            follows_business=row.get("participant_follows_business"),
+            verified=row.get("participant_verified"),
+        )
 
 
 class LastMessage(msgspec.Struct):
@@ -71,7 +97,7 @@ class Conversation(msgspec.Struct):
         return cls(
             id=row["conversation_id"],
             account_id=row["ig_account_id"],
-            participant=Participant(id=row["participant_id"], username=row["participant_username"]),
+            participant=Participant.of(row),
             status=row["status"],
             last_message=LastMessage(
                 preview=row["last_message_preview"],
@@ -170,6 +196,9 @@ class Message(msgspec.Struct):
 class MessagePage(msgspec.Struct):
     """Messages in the requested order."""
 
+    participant: Annotated[
+        Participant, Meta(description="Who wrote the inbound messages, as far as known.")
+    ]
     messages: list[Message]
     next_cursor: Annotated[
         str | None, Meta(description="Continues in the same order; null at the end.")

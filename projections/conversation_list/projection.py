@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from domain import conversation as topics
-from projections.conversation_list.view import ConversationListView, conversations
+from projections.conversation_list.view import ConversationListView, conversations, profiles
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
 from projections.view import Batch, Row
@@ -143,8 +143,22 @@ class ConversationList(LedgerProjection[ConversationListView]):
 
     @on(topics.PARTICIPANT_PROFILE_RECORDED)
     def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
-        if (row := self._row(batch, event, position)) is not None:
-            row["participant_username"] = event.profile.get("username")
+        if (row := self._row(batch, event, position)) is None:
+            return
+        profile = event.profile
+        row["participant_username"] = profile.get("username")
+        batch.put(
+            profiles,
+            {
+                "conversation_id": row["conversation_id"],
+                "participant_name": profile.get("name"),
+                "participant_profile_picture_url": profile.get("profile_pic"),
+                "participant_follower_count": profile.get("follower_count"),
+                "participant_follows_business": profile.get("is_user_follow_business"),
+                "participant_verified": profile.get("is_verified_user"),
+                "profile_looked_up_at": getattr(event, "looked_up_at", None),
+            },
+        )
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:

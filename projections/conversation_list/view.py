@@ -10,8 +10,10 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    Select,
     String,
     Table,
+    Text,
     select,
 )
 
@@ -42,11 +44,28 @@ conversations = Table(
 `updated_position` is the log position of the last change (the list's order)."""
 
 
+profiles = Table(
+    "conversation_list_profiles",
+    metadata,
+    Column("conversation_id", String(36), primary_key=True),
+    Column("participant_name", Text),
+    Column("participant_profile_picture_url", Text),
+    Column("participant_follower_count", BigInteger),
+    Column("participant_follows_business", Boolean),
+    Column("participant_verified", Boolean),
+    Column("profile_looked_up_at", BigInteger),
+)
+"""What Meta's user profile API last said of each conversation's participant (the username
+is the list's own column); a conversation without a profile has no row."""
+
+_PROFILE_COLUMNS = [c for c in profiles.c if c.name != "conversation_id"]
+
+
 class ConversationListView(SqlView):
     """Each account's conversations, most recently changed first."""
 
     name = "conversation_list"
-    tables = (conversations,)
+    tables = (conversations, profiles)
 
     def page(
         self,
@@ -60,7 +79,7 @@ class ConversationListView(SqlView):
     ) -> list[dict[str, Any]]:
         """Up to `limit` conversations changed before `before_position`, newest first."""
         c = conversations.c
-        query = select(conversations).where(c.ig_account_id == ig_account_id)
+        query = _with_profiles().where(c.ig_account_id == ig_account_id)
         if before_position is not None:
             query = query.where(c.updated_position < before_position)
         if status is not None:
@@ -77,9 +96,17 @@ class ConversationListView(SqlView):
 
     def get(self, ig_account_id: str, conversation_id: str) -> dict[str, Any] | None:
         c = conversations.c
-        query = select(conversations).where(
+        query = _with_profiles().where(
             c.ig_account_id == ig_account_id, c.conversation_id == conversation_id
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return dict(row) if row is not None else None
+
+
+def _with_profiles() -> Select[Any]:
+    """Conversations with their participant's profile columns (null while unknown)."""
+    joined = conversations.outerjoin(
+        profiles, profiles.c.conversation_id == conversations.c.conversation_id
+    )
+    return select(conversations, *_PROFILE_COLUMNS).select_from(joined)

@@ -13,6 +13,17 @@ from typing import Any
 import msgspec
 
 
+class Participant(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Who the participant is, as far as Meta's user profile API told (left out: unknown)."""
+
+    id: str
+    """The participant's Instagram-scoped id (IGSID)."""
+    username: str | None = None
+    """The Instagram username, once known."""
+    name: str | None = None
+    """The name on the participant's profile, once known (many have none)."""
+
+
 class Notification(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """What every notification's data holds. A field with a default is left out when it
     has it (a conversation's fields on the account's own notifications, `truncated`)."""
@@ -23,6 +34,9 @@ class Notification(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omi
     """The conversation (absent on the account's own notifications)."""
     participant_id: str | None = None
     """The participant's Instagram-scoped id (IGSID)."""
+    participant: Participant | None = None
+    """The participant, with the username and name once known: enough to show a message
+    without another call (absent on the account's own notifications)."""
     sequence: int | None = None
     """1, 2, 3... per conversation, in the order the events happened: a receiver detects a
     gap or a late redelivery by it (absent on the account's own notifications)."""
@@ -118,7 +132,8 @@ class ReplyFailed(Notification, kw_only=True):
 
 
 class ConversationUpdated(Notification, kw_only=True):
-    """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed."""
+    """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed,
+    or the participant's username or name recorded (`ParticipantProfileRecorded`)."""
 
     change: str
     by: str | None

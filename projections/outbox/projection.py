@@ -17,7 +17,13 @@ from domain import account as account_topics
 from domain import conversation as topics
 from domain.identity import DMLEDGER_NAMESPACE, account_id
 from projections.outbox.payloads import data_of
-from projections.outbox.view import OutboxView, conversation_parties, crm_subscriptions, outbox
+from projections.outbox.view import (
+    OutboxView,
+    conversation_parties,
+    crm_subscriptions,
+    outbox,
+    participant_profiles,
+)
 from projections.projection import LedgerProjection, id_text, on
 from projections.view import Batch, Row
 
@@ -58,7 +64,9 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         # One query a table for the batch, rather than one a conversation.
-        batch.preload(conversation_parties, {(id_text(e.originator_id),) for e, _ in items})
+        conversations = {(id_text(e.originator_id),) for e, _ in items}
+        batch.preload(conversation_parties, conversations)
+        batch.preload(participant_profiles, conversations)
         accounts = {(r["ig_account_id"],) for r in batch.in_memory(conversation_parties)}
         accounts |= {(e.ig_account_id,) for e, _ in items if hasattr(e, "ig_account_id")}
         batch.preload(crm_subscriptions, accounts)
@@ -78,6 +86,27 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "crm_sequence": 0,
                 "last_inbound_at": None,
             },
+        )
+
+    @on(topics.PARTICIPANT_PROFILE_RECORDED)
+    def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
+        key = id_text(event.originator_id)
+        known = batch.get(participant_profiles, (key,))
+        row = {
+            "conversation_id": key,
+            "username": event.profile.get("username"),
+            "name": event.profile.get("name"),
+        }
+        before = (known["username"], known["name"]) if known is not None else (None, None)
+        if before == (row["username"], row["name"]):
+            return  # nothing new for the CRM (the weekly lookup, or a profile without either)
+        batch.put(participant_profiles, row)
+        self._notify_crm(
+            batch,
+            event,
+            position,
+            "conversation.updated",
+            {"change": "ParticipantProfileRecorded", "by": None},
         )
 
     @on(account_topics.CRM_ENDPOINT_SET)
@@ -334,6 +363,7 @@ class Outboxes(LedgerProjection[OutboxView]):
             envelope_data.update(
                 conversation_id=party["conversation_id"],
                 participant_id=party["participant_id"],
+                participant=_participant(batch, party),
                 sequence=party["crm_sequence"],
             )
         envelope_data.update(data)
@@ -358,6 +388,17 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "outcome": None,
             },
         )
+
+
+def _participant(batch: Batch, party: Row) -> dict[str, Any]:
+    """The participant's id, and the username and name once recorded."""
+    participant: dict[str, Any] = {"id": party["participant_id"]}
+    profile = batch.get(participant_profiles, (party["conversation_id"],))
+    if profile is not None:
+        for field in ("username", "name"):
+            if profile[field] is not None:
+                participant[field] = profile[field]
+    return participant
 
 
 def _fit(envelope: dict[str, Any]) -> str:

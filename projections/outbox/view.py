@@ -67,11 +67,22 @@ conversation_parties = Table(
 the participant last wrote (Meta's time, ms): the reply windows start there."""
 
 
+participant_profiles = Table(
+    "outbox_participant_profiles",
+    metadata,
+    Column("conversation_id", String(36), primary_key=True),
+    Column("username", Text),
+    Column("name", Text),
+)
+"""What each CRM notification of a conversation says of its participant besides the id,
+once the user profile API told (`ParticipantProfileRecorded`)."""
+
+
 class OutboxView(SqlView):
     """The outboxes, and when each participant last wrote."""
 
     name = "outbox"
-    tables = (outbox, crm_subscriptions, conversation_parties)
+    tables = (outbox, crm_subscriptions, conversation_parties, participant_profiles)
     notify = "dmledger_outbox"
     announced = (outbox,)
     """Only new or finished deliveries concern the dispatcher, not the parties' times."""

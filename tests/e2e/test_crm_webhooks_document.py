@@ -27,4 +27,8 @@ async def test_every_crm_notification_and_its_payload_is_in_the_openapi_document
         data["properties"]
     )
     assert "account_id" in data["required"]
+    # the participant's schema is inline: the document stands alone
+    [participant] = [s for s in data["properties"]["participant"]["anyOf"] if "properties" in s]
+    assert set(participant["properties"]) == {"id", "username", "name"}
+    assert participant["required"] == ["id"]
     assert "webhook-signature" in received["description"]

@@ -1,0 +1,143 @@
+"""Knowing the participant: when Meta's user profile API is asked, and how its answer is
+recorded on the conversation.
+
+It is asked on a conversation's first message (the person messaged the account: Meta's
+consent), and again at the first message after `PROFILE_REFRESH_MS`; Meta's refusal is
+recorded too, so a refused lookup also waits that long instead of being retried at every
+message. A lookup that got no answer to rely on (no connection, a 5xx, a throttle) is
+recorded nowhere and tried again at a message after `RETRY_AFTER_MS`.
+
+The lookup is made before the command that records it (no network in the writer); the
+command records it only if the conversation still needs it (`Conversation.profile_due`), so
+a lookup made twice (two messages in one batch, a policy run again) is recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from cachetools import LRUCache
+
+from application.delivery import MetaError
+from application.ledger import Ledger
+from application.ports import ParticipantProfiles, SecretBox
+from domain import conversation as topics
+from domain.account import Account
+from domain.conversation import PROFILE_REFRESH_MS, Conversation
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_MS = 5 * 60_000
+"""After a lookup that got no answer to rely on, the conversation's next try waits this long."""
+CONVERSATIONS_KEPT = 50_000
+"""Conversations whose lookup time is kept in memory (the least recently used go first)."""
+_LOOKED_UP = (topics.PARTICIPANT_PROFILE_RECORDED, topics.PARTICIPANT_PROFILE_REFUSED)
+
+
+@dataclass(frozen=True)
+class ProfileAnswer:
+    """What the user profile API answered at `at` (ms): a profile, or Meta's refusal."""
+
+    found: dict[str, Any] | MetaError
+    at: int
+
+    def record_on(self, conversation: Conversation) -> bool:
+        """Record the answer on `conversation`, unless it no longer needs one."""
+        if isinstance(self.found, MetaError):
+            return conversation.refuse_participant_profile(
+                code=self.found.code, message=self.found.message, looked_up_at=self.at
+            )
+        return conversation.record_participant_profile(profile=self.found, looked_up_at=self.at)
+
+
+@dataclass
+class _Known:
+    """What a lookup needs of a conversation; `looked_up_at` follows the log."""
+
+    ig_account_id: str
+    participant_id: str
+    looked_up_at: int | None
+    retry_at: int = 0
+
+
+class ProfileLookups:
+    """Asks the user profile API for the participants whose conversation needs it."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        secrets: SecretBox,
+        profiles: ParticipantProfiles | None,
+        clock: Callable[[], int],
+    ) -> None:
+        self._ledger = ledger
+        self._secrets = secrets
+        self._profiles = profiles
+        self._clock = clock
+        self._known: LRUCache[UUID, _Known] = LRUCache(maxsize=CONVERSATIONS_KEPT)
+
+    def observe(self, event: Any) -> None:
+        """Learn from the log that a conversation's profile was looked up."""
+        if type(event).TOPIC in _LOOKED_UP:
+            known = self._known.get(event.originator_id)
+            if known is not None:
+                known.looked_up_at = getattr(event, "looked_up_at", None)
+
+    def answer_for(
+        self,
+        event: Any,
+        accounts: dict[str, Account | None],
+        answered: dict[UUID, ProfileAnswer],
+    ) -> ProfileAnswer | None:
+        """The lookup for the conversation of `event` (a message or postback of its
+        participant) if it needs one now; `accounts` and `answered` keep what one batch of
+        events has read and asked."""
+        if self._profiles is None:
+            return None
+        conversation_id: UUID = event.originator_id
+        if conversation_id in answered:
+            return answered[conversation_id]
+        known = self._conversation(conversation_id)
+        now = self._clock()
+        if known is None or now < known.retry_at:
+            return None
+        if known.looked_up_at is not None and now - known.looked_up_at < PROFILE_REFRESH_MS:
+            return None
+        if known.ig_account_id not in accounts:
+            accounts[known.ig_account_id] = self._ledger.account(known.ig_account_id)
+        account = accounts[known.ig_account_id]
+        if account is None or not account.automates or account.token_rejected:
+            return None
+        found = self._lookup(account, known.participant_id)
+        if found is None:
+            known.retry_at = now + RETRY_AFTER_MS
+            return None
+        answered[conversation_id] = ProfileAnswer(found, now)
+        return answered[conversation_id]
+
+    def _conversation(self, conversation_id: UUID) -> _Known | None:
+        known = self._known.get(conversation_id)
+        if known is None:
+            conversation = self._ledger.find(conversation_id)
+            if not isinstance(conversation, Conversation):
+                return None
+            known = _Known(
+                conversation.ig_account_id,
+                conversation.participant_id,
+                conversation.profile_looked_up_at,
+            )
+            self._known[conversation_id] = known
+        return known
+
+    def _lookup(self, account: Account, participant_id: str) -> dict[str, Any] | MetaError | None:
+        assert self._profiles is not None
+        try:
+            token = self._secrets.decrypt(account.access_token)
+            return self._profiles.lookup(token, participant_id)
+        except Exception as error:
+            log.warning("no profile for a participant of %s: %s", account.ig_account_id, error)
+            return None

@@ -1,0 +1,178 @@
+"""Knowing the participant, without services: when a conversation needs a profile lookup,
+what of Meta's answer is kept, and what a lookup without an answer does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eventsourcing.application import Application
+
+from application.delivery import MetaError
+from application.participant_profiles import RETRY_AFTER_MS, ProfileLookups
+from domain.account import Account
+from domain.conversation import PROFILE_REFRESH_MS, Conversation
+from infrastructure.graph_api import profile_of
+
+ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
+NOW = 1_800_000_000_000
+
+
+def new_conversation() -> Conversation:
+    return Conversation(ig_account_id=ACCOUNT, participant_id=PARTICIPANT)
+
+
+def test_a_profile_is_due_until_looked_up_then_again_after_a_week() -> None:
+    conversation = new_conversation()
+    assert conversation.profile_due(NOW)
+
+    assert conversation.record_participant_profile(profile={"username": "a"}, looked_up_at=NOW)
+
+    assert not conversation.profile_due(NOW + PROFILE_REFRESH_MS - 1)
+    assert conversation.profile_due(NOW + PROFILE_REFRESH_MS)
+
+
+def test_a_lookup_made_twice_is_recorded_once() -> None:
+    conversation = new_conversation()
+
+    first = conversation.record_participant_profile(profile={"username": "a"}, looked_up_at=NOW)
+    again = conversation.record_participant_profile(profile={"username": "a"}, looked_up_at=NOW + 1)
+
+    assert (first, again) == (True, False)
+
+
+def test_a_refusal_waits_a_week_too_and_keeps_what_was_known() -> None:
+    conversation = new_conversation()
+    conversation.record_participant_profile(profile={"username": "a"}, looked_up_at=NOW)
+    later = NOW + PROFILE_REFRESH_MS
+
+    assert conversation.refuse_participant_profile(code=100, message="no", looked_up_at=later)
+    assert not conversation.refuse_participant_profile(code=100, message="no", looked_up_at=later)
+
+    assert conversation.participant_profile == {"username": "a"}
+    assert not conversation.profile_due(later + PROFILE_REFRESH_MS - 1)
+
+
+def test_a_profile_stored_before_lookup_times_were_kept_is_looked_up_again() -> None:
+    # given a conversation whose profile event has no `looked_up_at` (stored before)
+    application: Application[Any] = Application()
+    conversation = new_conversation()
+    conversation._participant_profile_recorded(profile={"username": "a"})  # the old event
+    application.save(conversation)
+
+    replayed = application.repository.get(conversation.id)
+
+    assert replayed.participant_profile == {"username": "a"}
+    assert replayed.profile_due(NOW)
+
+
+def test_only_the_documented_fields_of_metas_answer_are_kept_with_their_types() -> None:
+    answer = {
+        "id": PARTICIPANT,
+        "name": "Anna",
+        "username": "anna",
+        "profile_pic": None,  # Meta: null when the person has none
+        "follower_count": "many",
+        "is_user_follow_business": True,
+        "is_verified_user": 1,
+        "is_business_follow_user": False,
+        "email": "not@asked.example",
+    }
+
+    assert profile_of(answer) == {
+        "name": "Anna",
+        "username": "anna",
+        "is_user_follow_business": True,
+        "is_business_follow_user": False,
+    }
+    assert profile_of({"name": "a\x00b", "follower_count": 2**63}) == {}
+
+
+class _Secrets:
+    def encrypt(self, plaintext: str) -> str:
+        return plaintext
+
+    def decrypt(self, ciphertext: str) -> str:
+        return ciphertext
+
+
+class _Profiles:
+    def __init__(self, *answers: dict[str, Any] | MetaError | None) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, Any] | MetaError | None:
+        self.asked.append(participant_id)
+        return self.answers.pop(0)
+
+
+class _Ledger:
+    """What `ProfileLookups` reads of the ledger: a conversation and its account."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.account_ = Account(
+            ig_account_id=ACCOUNT,
+            username="shop",
+            app_secret="s",
+            access_token="t",
+            verify_token="v",
+            by="test",
+        )
+
+    def find(self, _: Any) -> Conversation:
+        return self.conversation
+
+    def account(self, _: str) -> Account:
+        return self.account_
+
+
+class _Message:
+    def __init__(self, conversation: Conversation) -> None:
+        self.originator_id = conversation.id
+
+
+@pytest.fixture
+def conversation() -> Conversation:
+    return new_conversation()
+
+
+def lookups(conversation: Conversation, profiles: _Profiles, now: list[int]) -> ProfileLookups:
+    return ProfileLookups(_Ledger(conversation), _Secrets(), profiles, lambda: now[0])  # type: ignore[arg-type]
+
+
+def test_a_lookup_without_an_answer_is_tried_again_only_after_a_pause(
+    conversation: Conversation,
+) -> None:
+    profiles = _Profiles(None, {"username": "anna"})
+    now = [NOW]
+    asking = lookups(conversation, profiles, now)
+    message = _Message(conversation)
+
+    assert asking.answer_for(message, {}, {}) is None
+    now[0] += RETRY_AFTER_MS - 1
+    assert asking.answer_for(message, {}, {}) is None
+    now[0] += 1
+    answer = asking.answer_for(message, {}, {})
+
+    assert answer is not None and answer.found == {"username": "anna"}
+    assert len(profiles.asked) == 2
+
+
+def test_a_conversation_the_log_says_was_looked_up_is_not_asked_again(
+    conversation: Conversation,
+) -> None:
+    profiles = _Profiles({"username": "anna"})
+    now = [NOW]
+    asking = lookups(conversation, profiles, now)
+    message = _Message(conversation)
+    answer = asking.answer_for(message, {}, {})
+    assert answer is not None
+    answer.record_on(conversation)
+
+    # when the policy sees the recorded event in the log
+    for event in conversation.collect_events():
+        asking.observe(event)
+
+    assert asking.answer_for(message, {}, {}) is None
+    assert len(profiles.asked) == 1
