@@ -167,3 +167,26 @@ async def test_a_profile_older_than_a_week_is_looked_up_again_at_the_next_messag
     assert len(profile_lookups(graph)) == 2
     updates = delivered(crm, "conversation.updated")
     assert [u["participant"].get("username") for u in updates] == ["anna", "anna.s"]
+
+
+async def test_the_console_shows_the_participants_name_escaped(
+    services: Services, graph: FakeGraphApi
+) -> None:
+    graph.profiles[PARTICIPANT] = {**graph.profiles[PARTICIPANT], "name": "Anna <b>S</b>"}
+    app = create_app(services, run_projections=False, run_dispatcher=False)
+    async with AsyncTestClient(app=app, base_url="http://console.test") as console:
+        await deliver(console, message("hello", "m-1"))
+        await step(services)
+        token = issue_key(services, "account", ACCOUNT, name="console")
+        signed_in = await console.post(
+            "/console/login", data={"api_key": token}, follow_redirects=False
+        )
+        assert signed_in.status_code == 303, signed_in.text
+
+        listed = await console.get(f"/console/accounts/{ACCOUNT}/conversations")
+        thread = await console.get(f"/console/accounts/{ACCOUNT}/conversations/{CONVERSATION}")
+
+    for page in (listed, thread):
+        assert page.status_code == 200, page.text
+        assert "@anna" in page.text
+        assert "Anna &lt;b&gt;S&lt;/b&gt;" in page.text
