@@ -155,7 +155,8 @@ def test_a_lookup_without_an_answer_is_tried_again_only_after_a_pause(
     now[0] += 1
     answer = asking.answer_for(message, {}, {})
 
-    assert answer is not None and answer.found == {"username": "anna"}
+    assert answer is not None
+    assert answer.found == {"username": "anna"}
     assert len(profiles.asked) == 2
 
 
