@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection
 
 from projections.conversation_list.projection import ConversationList
-from projections.conversation_list.view import ConversationListView, conversations
+from projections.conversation_list.view import ConversationListView, conversations, profiles
 from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView, messages
 from projections.view import Batch, Key, Row
@@ -50,6 +50,8 @@ def conversation_as_of(events: Iterable[Any]) -> tuple[Row | None, list[Row]]:
         projection.preload(batch, items)
         projection.project(batch, items)
     listed = batch.rows(conversations)
+    # the participant's profile beside the row, as the list's queries join it
+    profile = next(iter(batch.rows(profiles)), {})
     shown = [row for row in batch.rows(messages) if row["kind"] is not None]
     shown.sort(key=lambda row: (row["sent_at"], row["position"]))
-    return (listed[0] if listed else None), shown
+    return ({**listed[0], **profile} if listed else None), shown

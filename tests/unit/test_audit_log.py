@@ -185,6 +185,24 @@ def test_a_conversation_as_of_each_version_is_what_the_aggregate_was(
         assert [m["mid"] for m in messages] == [k.removeprefix("message:") for k in then.recorded]
 
 
+def test_a_conversation_as_of_a_version_shows_the_participant_known_then(
+    ledger: Ledger, conversation: Conversation
+) -> None:
+    conversation.record_participant_profile(
+        profile={"username": "anna", "name": "Anna"}, looked_up_at=40
+    )
+    ledger.save(conversation)
+    audit = AuditLog(ledger)
+
+    before, _ = conversation_as_of(audit.conversation_events(ACCOUNT, conversation.id, version=5))
+    after, _ = conversation_as_of(audit.conversation_events(ACCOUNT, conversation.id, version=6))
+
+    assert before is not None
+    assert before.get("participant_name") is None
+    assert after is not None
+    assert (after["participant_username"], after["participant_name"]) == ("anna", "Anna")
+
+
 def test_a_conversation_at_a_time_has_the_events_recorded_by_then(
     ledger: Ledger, conversation: Conversation
 ) -> None:
