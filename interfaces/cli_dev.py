@@ -25,6 +25,15 @@ def add_commands(commands: Any) -> None:
     )
     graph.add_argument("--port", type=int, default=8900, help="where it listens (8900)")
     graph.add_argument("--token", help="the only access token it takes (default: any)")
+    graph.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        type=participant_profile,
+        metavar="IGSID=USERNAME[:NAME]",
+        help="a participant the user profile API describes (repeat it for more); "
+        "it refuses every other one, as Meta does without consent",
+    )
     graph.set_defaults(run=_fake_graph)
     crm = dev.add_parser(
         "crm-receiver",
@@ -49,9 +58,18 @@ def _fake_graph(_: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    server = FakeGraphApi(args.token, port=args.port, on_send=sent)
+    server = FakeGraphApi(args.token, dict(args.profile), port=args.port, on_send=sent)
     print(f"fake Graph API on {server.url}; sends are printed here", flush=True)
     return _until_stopped(server.close)
+
+
+def participant_profile(value: str) -> tuple[str, dict[str, Any]]:
+    """`IGSID=USERNAME[:NAME]` as the fake's profile of that participant."""
+    igsid, _, rest = value.partition("=")
+    username, _, name = rest.partition(":")
+    if not igsid.strip() or not username.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is not IGSID=USERNAME[:NAME]")
+    return igsid.strip(), {"username": username.strip(), "name": name.strip() or None}
 
 
 def _crm_receiver(_: Settings, args: argparse.Namespace) -> int:
@@ -61,7 +79,9 @@ def _crm_receiver(_: Settings, args: argparse.Namespace) -> int:
         check = {True: "verified", False: "BAD SIGNATURE", None: "not checked"}[verified]
         data = payload.get("data", {})
         detail = data.get("text") or data.get("reply_id") or ""
-        print(f"{check} {webhook_id} {payload.get('type')} {detail}".rstrip(), flush=True)
+        who = (data.get("participant") or {}).get("username")
+        sender = f"@{who} " if who else ""
+        print(f"{check} {webhook_id} {payload.get('type')} {sender}{detail}".rstrip(), flush=True)
 
     server = CrmReceiver(port=args.port, secret=args.secret, on_delivery=received)
     print(f"CRM receiver on {server.url}; deliveries are printed here", flush=True)

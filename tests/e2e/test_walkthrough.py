@@ -84,7 +84,9 @@ def cli(*argv: str) -> str:
 def test_the_walkthrough_answers_a_message_and_tells_the_crm(env: dict[str, str]) -> None:
     # a fake Graph API where the README says, then the account, its keys, and the server
     graph_port = env["DMLEDGER_GRAPH_API_URL"].rsplit(":", 1)[1]
-    graph = Process(env, "dev", "fake-graph", "--port", graph_port)
+    graph = Process(
+        env, "dev", "fake-graph", "--port", graph_port, "--profile", f"{PARTICIPANT}=anna:Anna S"
+    )
     crm = None
     served = None
     try:
@@ -130,6 +132,8 @@ def test_the_walkthrough_answers_a_message_and_tells_the_crm(env: dict[str, str]
         # the auto-reply reaches the fake Graph API, the message the CRM
         graph.wait_for("sent m_fake", "myshop ships worldwide")
         crm.wait_for("verified", "message.received", "Do you ship to Munich?")
+        # the user profile API's answer follows: the CRM learns who wrote
+        crm.wait_for("verified", "conversation.updated", "@anna")
 
         # a person answers through the API: it reaches Meta, and the CRM hears it was sent
         conversations = httpx.get(f"{account}/conversations", headers=admin).json()

@@ -3,6 +3,7 @@ what of Meta's answer is kept, and what a lookup without an answer does."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from application.participant_profiles import RETRY_AFTER_MS, ProfileLookups
 from domain.account import Account
 from domain.conversation import PROFILE_REFRESH_MS, Conversation
 from infrastructure.graph_api import profile_of
+from interfaces.cli_dev import participant_profile
 
 ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
 NOW = 1_800_000_000_000
@@ -177,3 +179,10 @@ def test_a_conversation_the_log_says_was_looked_up_is_not_asked_again(
 
     assert asking.answer_for(message, {}, {}) is None
     assert len(profiles.asked) == 1
+
+
+def test_the_fake_graph_api_is_told_a_profile_as_igsid_username_and_name() -> None:
+    assert participant_profile("55=anna:Anna S") == ("55", {"username": "anna", "name": "Anna S"})
+    assert participant_profile("55=anna") == ("55", {"username": "anna", "name": None})
+    with pytest.raises(argparse.ArgumentTypeError, match="IGSID=USERNAME"):
+        participant_profile("anna")
