@@ -5,7 +5,8 @@ It is asked on a conversation's first message (the person messaged the account: 
 consent), and again at the first message after `PROFILE_REFRESH_MS`; Meta's refusal is
 recorded too, so a refused lookup also waits that long instead of being retried at every
 message. A lookup that got no answer to rely on (no connection, a 5xx, a throttle) is
-recorded nowhere and tried again at a message after `RETRY_AFTER_MS`.
+recorded nowhere, and the account's lookups wait `RETRY_AFTER_MS` (a Graph API that hangs
+would otherwise hold the auto-reply policy for a timeout at every new conversation).
 
 The lookup is made before the command that records it (no network in the writer); the
 command records it only if the conversation still needs it (`Conversation.profile_due`), so
@@ -32,7 +33,7 @@ from domain.conversation import PROFILE_REFRESH_MS, Conversation
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MS = 5 * 60_000
-"""After a lookup that got no answer to rely on, the conversation's next try waits this long."""
+"""After a lookup that got no answer to rely on, the account's next lookup waits this long."""
 CONVERSATIONS_KEPT = 50_000
 """Conversations whose lookup time is kept in memory (the least recently used go first)."""
 _LOOKED_UP = (topics.PARTICIPANT_PROFILE_RECORDED, topics.PARTICIPANT_PROFILE_REFUSED)
@@ -61,7 +62,6 @@ class _Known:
     ig_account_id: str
     participant_id: str
     looked_up_at: int | None
-    retry_at: int = 0
 
 
 class ProfileLookups:
@@ -79,6 +79,8 @@ class ProfileLookups:
         self._profiles = profiles
         self._clock = clock
         self._known: LRUCache[UUID, _Known] = LRUCache(maxsize=CONVERSATIONS_KEPT)
+        self._retry_at: dict[str, int] = {}
+        """When each account whose last lookup got no answer may be asked again (ms)."""
 
     def observe(self, event: Any) -> None:
         """Learn from the log that a conversation's profile was looked up."""
@@ -103,7 +105,7 @@ class ProfileLookups:
             return answered[conversation_id]
         known = self._conversation(conversation_id)
         now = self._clock()
-        if known is None or now < known.retry_at:
+        if known is None or now < self._retry_at.get(known.ig_account_id, 0):
             return None
         if known.looked_up_at is not None and now - known.looked_up_at < PROFILE_REFRESH_MS:
             return None
@@ -114,8 +116,9 @@ class ProfileLookups:
             return None
         found = self._lookup(account, known.participant_id)
         if found is None:
-            known.retry_at = now + RETRY_AFTER_MS
+            self._retry_at[known.ig_account_id] = now + RETRY_AFTER_MS
             return None
+        self._retry_at.pop(known.ig_account_id, None)
         answered[conversation_id] = ProfileAnswer(found, now)
         return answered[conversation_id]
 

@@ -143,7 +143,7 @@ def lookups(conversation: Conversation, profiles: _Profiles, now: list[int]) -> 
     return ProfileLookups(_Ledger(conversation), _Secrets(), profiles, lambda: now[0])  # type: ignore[arg-type]
 
 
-def test_a_lookup_without_an_answer_is_tried_again_only_after_a_pause(
+def test_a_lookup_without_an_answer_pauses_the_accounts_lookups(
     conversation: Conversation,
 ) -> None:
     profiles = _Profiles(None, {"username": "anna"})
@@ -153,7 +153,7 @@ def test_a_lookup_without_an_answer_is_tried_again_only_after_a_pause(
 
     assert asking.answer_for(message, {}, {}) is None
     now[0] += RETRY_AFTER_MS - 1
-    assert asking.answer_for(message, {}, {}) is None
+    assert asking.answer_for(message, {}, {}) is None  # not asked: the account waits
     now[0] += 1
     answer = asking.answer_for(message, {}, {})
 
