@@ -55,13 +55,17 @@ class ProfileAnswer:
         return conversation.record_participant_profile(profile=self.found, looked_up_at=self.at)
 
 
+_UNREAD = -1
+"""`looked_up_at` of a conversation whose state has not been read yet."""
+
+
 @dataclass
 class _Known:
     """What a lookup needs of a conversation; `looked_up_at` follows the log."""
 
     ig_account_id: str
     participant_id: str
-    looked_up_at: int | None
+    looked_up_at: int | None = _UNREAD
 
 
 class ProfileLookups:
@@ -107,6 +111,12 @@ class ProfileLookups:
         now = self._clock()
         if known is None or now < self._retry_at.get(known.ig_account_id, 0):
             return None
+        if known.looked_up_at == _UNREAD:
+            # Read once a lookup may be made, not for every conversation of a paused account.
+            conversation = self._ledger.find(conversation_id)
+            if not isinstance(conversation, Conversation):
+                return None
+            known.looked_up_at = conversation.profile_looked_up_at
         if known.looked_up_at is not None and now - known.looked_up_at < PROFILE_REFRESH_MS:
             return None
         if known.ig_account_id not in accounts:
@@ -125,14 +135,11 @@ class ProfileLookups:
     def _conversation(self, conversation_id: UUID) -> _Known | None:
         known = self._known.get(conversation_id)
         if known is None:
-            conversation = self._ledger.find(conversation_id)
-            if not isinstance(conversation, Conversation):
+            # Its first event names the account and the participant (it never changes).
+            started: Any = next(iter(self._ledger.events.get(conversation_id, lte=1)), None)
+            if started is None:
                 return None
-            known = _Known(
-                conversation.ig_account_id,
-                conversation.participant_id,
-                conversation.profile_looked_up_at,
-            )
+            known = _Known(started.ig_account_id, started.participant_id)
             self._known[conversation_id] = known
         return known
 

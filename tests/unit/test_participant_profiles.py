@@ -4,12 +4,14 @@ what of Meta's answer is kept, and what a lookup without an answer does."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from eventsourcing.application import Application
 
 from application.delivery import MetaError
+from application.ledger import Ledger
 from application.participant_profiles import RETRY_AFTER_MS, ProfileLookups
 from domain.account import Account
 from domain.conversation import PROFILE_REFRESH_MS, Conversation
@@ -108,47 +110,45 @@ class _Profiles:
         return self.answers.pop(0)
 
 
-class _Ledger:
-    """What `ProfileLookups` reads of the ledger: a conversation and its account."""
-
-    def __init__(self, conversation: Conversation) -> None:
-        self.conversation = conversation
-        self.account_ = Account(
-            ig_account_id=ACCOUNT,
-            username="shop",
-            app_secret="s",
-            access_token="t",
-            verify_token="v",
-            by="test",
-        )
-
-    def find(self, _: Any) -> Conversation:
-        return self.conversation
-
-    def account(self, _: str) -> Account:
-        return self.account_
-
-
 class _Message:
     def __init__(self, conversation: Conversation) -> None:
         self.originator_id = conversation.id
 
 
 @pytest.fixture
-def conversation() -> Conversation:
-    return new_conversation()
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    yield ledger
+    ledger.close()
 
 
-def lookups(conversation: Conversation, profiles: _Profiles, now: list[int]) -> ProfileLookups:
-    return ProfileLookups(_Ledger(conversation), _Secrets(), profiles, lambda: now[0])  # type: ignore[arg-type]
+@pytest.fixture
+def conversation(ledger: Ledger) -> Conversation:
+    """A conversation with its first message, of a registered account."""
+    account = Account(
+        ig_account_id=ACCOUNT,
+        username="shop",
+        app_secret="s",
+        access_token="t",
+        verify_token="v",
+        by="test",
+    )
+    conversation = new_conversation()
+    conversation.receive_message(mid="m-1", sent_at=NOW, text="hi")
+    ledger.save(account, conversation)
+    return conversation
+
+
+def lookups(ledger: Ledger, profiles: _Profiles, now: list[int]) -> ProfileLookups:
+    return ProfileLookups(ledger, _Secrets(), profiles, lambda: now[0])
 
 
 def test_a_lookup_without_an_answer_pauses_the_accounts_lookups(
-    conversation: Conversation,
+    ledger: Ledger, conversation: Conversation
 ) -> None:
     profiles = _Profiles(None, {"username": "anna"})
     now = [NOW]
-    asking = lookups(conversation, profiles, now)
+    asking = lookups(ledger, profiles, now)
     message = _Message(conversation)
 
     assert asking.answer_for(message, {}, {}) is None
@@ -163,11 +163,11 @@ def test_a_lookup_without_an_answer_pauses_the_accounts_lookups(
 
 
 def test_a_conversation_the_log_says_was_looked_up_is_not_asked_again(
-    conversation: Conversation,
+    ledger: Ledger, conversation: Conversation
 ) -> None:
     profiles = _Profiles({"username": "anna"})
     now = [NOW]
-    asking = lookups(conversation, profiles, now)
+    asking = lookups(ledger, profiles, now)
     message = _Message(conversation)
     answer = asking.answer_for(message, {}, {})
     assert answer is not None
@@ -186,3 +186,16 @@ def test_the_fake_graph_api_is_told_a_profile_as_igsid_username_and_name() -> No
     assert participant_profile("55=anna") == ("55", {"username": "anna", "name": None})
     with pytest.raises(argparse.ArgumentTypeError, match="IGSID=USERNAME"):
         participant_profile("anna")
+
+
+def test_after_a_restart_a_conversation_looked_up_this_week_is_not_asked_again(
+    ledger: Ledger, conversation: Conversation
+) -> None:
+    conversation.record_participant_profile(profile={"username": "anna"}, looked_up_at=NOW)
+    ledger.save(conversation)
+    profiles = _Profiles()
+
+    asking = lookups(ledger, profiles, [NOW + PROFILE_REFRESH_MS - 1])  # a new process
+
+    assert asking.answer_for(_Message(conversation), {}, {}) is None
+    assert profiles.asked == []
