@@ -3,7 +3,6 @@ records it (`ReplyQueued`, or `AutoReplySkipped` with a reason an auditor needs)
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from uuid import UUID, uuid5
 

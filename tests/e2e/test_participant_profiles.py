@@ -24,6 +24,7 @@ from tests.conftest import (
 )
 from tests.e2e.test_crm_delivery_edges import from_participant
 from tests.e2e.test_dispatch import deliver, message, step
+from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 
@@ -151,15 +152,14 @@ async def test_a_refused_lookup_is_recorded_and_not_asked_again(
 
 
 async def test_a_profile_older_than_a_week_is_looked_up_again_at_the_next_message(
-    api: Client, services: Services, crm: FakeCrm, graph: FakeGraphApi
+    api: Client, services: Services, crm: FakeCrm, graph: FakeGraphApi, clock: MovableClock
 ) -> None:
     await deliver(api, message("hello", "m-1"))
     await step(services)
 
     # when the participant renames themselves and writes again a week later
     graph.profiles[PARTICIPANT] = {**graph.profiles[PARTICIPANT], "username": "anna.s"}
-    clock = services.auto_replies.clock
-    services.auto_replies.clock = lambda: clock() + WEEK
+    clock.advance(WEEK)
     await deliver(api, message("me again", "m-2"))
     await step(services)
 
