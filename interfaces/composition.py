@@ -21,7 +21,7 @@ from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantP
 from application.redeliveries import Redeliveries
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
-from infrastructure.chained_recorders import install_chain
+from infrastructure.chained_recorders import install_chain, install_vault
 from infrastructure.clock import SystemClock
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
@@ -129,6 +129,7 @@ def build(
     ledger = Ledger(env=persistence)
     writer = LedgerWriter(ledger)
     install_chain(ledger.recorder, keys)
+    install_vault(ledger, keys)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()

@@ -1,0 +1,246 @@
+"""An unsent message is found nowhere afterwards, not even in the database's bytes, and the
+log still verifies: on SQLite and PostgreSQL, through signed webhooks, the REST API, the
+events stream, the CRM's deliveries and the CLI (`replay`, `audit verify|projections`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from domain.identity import conversation_id
+from infrastructure.settings import Settings
+from interfaces.cli import main
+from interfaces.composition import Services, build
+from interfaces.http.app import create_app
+from tests.conftest import (
+    ACCOUNT,
+    PARTICIPANT,
+    TEST_KEY,
+    bearer,
+    issue_key,
+    meta_json,
+    register_account,
+    signed_headers,
+)
+from tests.support.fake_crm import FakeCrm
+
+TEXT = "meet me at the old mill 7f3a9"
+URL = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=private-photo-7f3a9"
+CONVERSATION = str(conversation_id(ACCOUNT, PARTICIPANT))
+
+RawBytes = Callable[[], bytes]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> RawBytes:
+    """The database for the services and the CLI (in the environment); what it holds,
+    as bytes: SQLite's files, or PostgreSQL's `pg_dump`."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+
+        def raw() -> bytes:
+            return b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+    else:
+        url = request.getfixturevalue("postgres_url")
+        base, _, schema = url.partition("?schema=")
+
+        def raw() -> bytes:
+            dumped = subprocess.run(
+                ["pg_dump", "--schema", schema, "--no-owner", base],
+                capture_output=True,
+                check=True,
+            )
+            return dumped.stdout
+
+    for name, value in {
+        "DMLEDGER_DATABASE_URL": url,
+        "DMLEDGER_SECRET_KEY": TEST_KEY,
+        "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
+        "DMLEDGER_CRM_ALLOW_PRIVATE_URLS": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return raw
+
+
+def services_of_environment() -> Services:
+    return build(Settings.from_environ(os.environ), announce=lambda _: None)
+
+
+def message(mid: str, *, deleted: bool = False) -> bytes:
+    body = meta_json("text")
+    item = body["entry"][0]["messaging"][0]
+    item["message"] = (
+        {"mid": mid, "is_deleted": True}
+        if deleted
+        else {
+            "mid": mid,
+            "text": TEXT,
+            "attachments": [{"type": "image", "payload": {"url": URL}}],
+        }
+    )
+    return json.dumps(body).encode()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def settle(services: Services) -> None:
+    services.read_models.catch_up()
+    asyncio.run(services.dispatcher.drain())
+
+
+def everything_shown(client: TestClient[Any], headers: dict[str, str]) -> str:
+    """What the REST API, the events stream and a conversation's state say, as one text."""
+    base = f"/api/v1/accounts/{ACCOUNT}"
+    now = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    responses = [
+        client.get(f"{base}/conversations", headers=headers),
+        client.get(f"{base}/conversations/{CONVERSATION}", headers=headers),
+        client.get(f"{base}/conversations/{CONVERSATION}/messages", headers=headers),
+        client.get(f"{base}/events", headers=headers),
+        client.get(
+            f"{base}/conversations/{CONVERSATION}/state", params={"at": now}, headers=headers
+        ),
+        client.get(f"{base}/deliveries", headers=headers),
+    ]
+    for response in responses:
+        assert response.status_code == 200, response.text
+    return "\n".join(r.text for r in responses)
+
+
+def unsend_scenario(
+    crm: FakeCrm, webhooks: list[bytes], *, redeliver: bool
+) -> tuple[str, list[dict[str, Any]], str]:
+    """Registers the account with the fake CRM, posts `webhooks` (signed) one by one;
+    (everything shown, the CRM deliveries made after the last webhook, the messages)."""
+    services = services_of_environment()
+    try:
+        register_account(services)
+        view = services.writer.run_now(
+            services.crm_endpoints.set(
+                ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+            )
+        )
+        crm.secret = view.secret
+        headers = bearer(issue_key(services))
+        app = create_app(services, run_projections=False, run_dispatcher=False)
+        with TestClient(app=app) as client:
+            for body in webhooks[:-1]:
+                response = client.post(
+                    "/webhooks/instagram", content=body, headers=signed_headers(body)
+                )
+                assert response.status_code == 200
+                settle(services)
+            before = len(crm.received)
+            body = webhooks[-1]
+            response = client.post(
+                "/webhooks/instagram", content=body, headers=signed_headers(body)
+            )
+            assert response.status_code == 200
+            settle(services)
+            if redeliver:
+                since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+                response = client.post(
+                    f"/api/v1/accounts/{ACCOUNT}/deliveries/redeliver",
+                    params={"since": since},
+                    headers=headers,
+                )
+                assert response.status_code == 200, response.text
+                settle(services)
+            shown = everything_shown(client, headers)
+            messages = (
+                client.get(
+                    f"/api/v1/accounts/{ACCOUNT}/conversations/{CONVERSATION}/messages",
+                    headers=headers,
+                )
+            ).text
+        return shown, crm.received[before:], messages
+    finally:
+        services.close()
+
+
+def assert_found_nowhere(
+    shown: str, deliveries: list[dict[str, Any]], raw: RawBytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert TEXT not in shown
+    assert URL not in shown
+    assert deliveries, "the CRM was told something after the content went"
+    for delivery in deliveries:
+        body = json.dumps(delivery["payload"])
+        assert TEXT not in body
+        assert URL not in body
+    status, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    assert status == 0
+    assert TEXT not in replayed
+    assert URL not in replayed
+    stored = raw()
+    assert TEXT.encode() not in stored
+    assert URL.encode() not in stored
+    status, verified = run(capsys, "audit", "verify")
+    assert status == 0, verified
+    status, compared = run(capsys, "audit", "projections", "--account", ACCOUNT)
+    assert status == 0, compared
+
+
+def test_an_unsent_message_is_found_nowhere_and_the_log_still_verifies(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a message the CRM was told of, with its text and its photo's URL
+    # when the participant unsends it, and every CRM notification is delivered again
+    shown, deliveries, messages = unsend_scenario(
+        crm, [message("m-1"), message("m-1", deleted=True)], redeliver=True
+    )
+
+    # then its text and URL are nowhere: API, stream, CRM, replay, database bytes
+    assert_found_nowhere(shown, deliveries, database, capsys)
+    row = next(m for m in json.loads(messages)["messages"] if m["mid"] == "m-1")
+    assert row["unsent"] is True
+    assert row["unsent_at"] is not None
+    assert row["text"] is None
+    assert row["attachments"] == []
+    received = [d["payload"] for d in deliveries if d["payload"]["type"] == "message.received"]
+    assert received
+    assert all(p["data"]["erased"] is True for p in received)
+    # the events stream shows the message's event, its content as erased, never ciphertext
+    assert '"content":{"erased":true}' in shown
+    assert '"sealed"' not in shown
+
+
+def test_an_unsend_that_comes_before_its_message_still_leaves_no_content(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Meta does not keep order; the redelivered message must not bring the content back
+    shown, deliveries, _ = unsend_scenario(
+        crm,
+        [message("m-1", deleted=True), message("m-1"), message("m-1")],
+        redeliver=True,
+    )
+
+    assert_found_nowhere(shown, deliveries, database, capsys)
+
+
+def test_a_message_redelivered_after_its_unsend_does_not_bring_its_content_back(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown, deliveries, _ = unsend_scenario(
+        crm,
+        [message("m-1"), message("m-1", deleted=True), message("m-1")],
+        redeliver=True,
+    )
+
+    assert_found_nowhere(shown, deliveries, database, capsys)
