@@ -103,7 +103,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         )
         replies = _replies_by_mid(batch)
         batch.notes["preloaded"] = True
-        if echoes and batch.conn.dialect.name == "postgresql":
+        if echoes and batch.conn is not None and batch.conn.dialect.name == "postgresql":
             wanted = [{"conversation_id": c, "mid": m} for c, m in echoes]
             for row in batch.load_json(messages, _replies_of_echoes(), wanted):
                 replies[(row["conversation_id"], row["mid"])] = row["message_key"]

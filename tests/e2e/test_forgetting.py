@@ -78,9 +78,11 @@ def services_of_environment() -> Services:
     return build(Settings.from_environ(os.environ), announce=lambda _: None)
 
 
-def message(mid: str, *, deleted: bool = False) -> bytes:
+def message(mid: str, *, deleted: bool = False, echo: bool = False) -> bytes:
     body = meta_json("text")
     item = body["entry"][0]["messaging"][0]
+    if echo:  # the business account wrote to the participant
+        item["sender"], item["recipient"] = item["recipient"], item["sender"]
     item["message"] = (
         {"mid": mid, "is_deleted": True}
         if deleted
@@ -88,6 +90,7 @@ def message(mid: str, *, deleted: bool = False) -> bytes:
             "mid": mid,
             "text": TEXT,
             "attachments": [{"type": "image", "payload": {"url": URL}}],
+            **({"is_echo": True} if echo else {}),
         }
     )
     return json.dumps(body).encode()
@@ -123,11 +126,15 @@ def everything_shown(client: TestClient[Any], headers: dict[str, str]) -> str:
     return "\n".join(r.text for r in responses)
 
 
+Action = Callable[[TestClient[Any], dict[str, str]], None]
+
+
 def unsend_scenario(
-    crm: FakeCrm, webhooks: list[bytes], *, redeliver: bool
+    crm: FakeCrm, webhooks: list[bytes], *, redeliver: bool, then: Action | None = None
 ) -> tuple[str, list[dict[str, Any]], str]:
-    """Registers the account with the fake CRM, posts `webhooks` (signed) one by one;
-    (everything shown, the CRM deliveries made after the last webhook, the messages)."""
+    """Registers the account with the fake CRM, posts `webhooks` (signed) one by one, then
+    does `then` with an admin key if given; (everything shown, the CRM deliveries made after
+    the last webhook or `then`, the messages)."""
     services = services_of_environment()
     try:
         register_account(services)
@@ -140,18 +147,21 @@ def unsend_scenario(
         headers = bearer(issue_key(services))
         app = create_app(services, run_projections=False, run_dispatcher=False)
         with TestClient(app=app) as client:
-            for body in webhooks[:-1]:
+            for body in webhooks if then is not None else webhooks[:-1]:
                 response = client.post(
                     "/webhooks/instagram", content=body, headers=signed_headers(body)
                 )
                 assert response.status_code == 200
                 settle(services)
             before = len(crm.received)
-            body = webhooks[-1]
-            response = client.post(
-                "/webhooks/instagram", content=body, headers=signed_headers(body)
-            )
-            assert response.status_code == 200
+            if then is None:
+                body = webhooks[-1]
+                response = client.post(
+                    "/webhooks/instagram", content=body, headers=signed_headers(body)
+                )
+                assert response.status_code == 200
+            else:
+                then(client, headers)
             settle(services)
             if redeliver:
                 since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
@@ -244,3 +254,95 @@ def test_a_message_redelivered_after_its_unsend_does_not_bring_its_content_back(
     )
 
     assert_found_nowhere(shown, deliveries, database, capsys)
+
+
+def test_an_erased_participant_leaves_no_content_and_writes_again_as_usual(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erased: list[dict[str, Any]] = []
+
+    def erase(client: TestClient[Any], headers: dict[str, str]) -> None:
+        response = client.delete(
+            f"/api/v1/accounts/{ACCOUNT}/participants/{PARTICIPANT}", headers=headers
+        )
+        assert response.status_code == 200, response.text
+        erased.append(response.json())
+
+    # given what the participant sent, and what the business sent them
+    # when an admin erases the participant
+    shown, deliveries, messages = unsend_scenario(
+        crm,
+        [message("m-1"), message("m-2"), message("e-1", echo=True)],
+        redeliver=True,
+        then=erase,
+    )
+
+    # then the three messages' keys are destroyed, and their content is found nowhere
+    assert erased == [{"participant_id": PARTICIPANT, "destroyed_keys": 3}]
+    assert_found_nowhere(shown, deliveries, database, capsys)
+    # the conversation is still listed, its messages too, without content
+    assert CONVERSATION in shown
+    assert sorted(m["mid"] for m in json.loads(messages)["messages"]) == ["e-1", "m-1", "m-2"]
+    _, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    lines = [json.loads(line) for line in replayed.splitlines() if line.startswith("{")]
+    erasures = [e for e in lines if e["type"] == "Conversation.ParticipantErased"]
+    assert [e["data"]["destroyed"] for e in erasures] == [3]
+    assert erasures[0]["data"]["by"].startswith("api-key:")
+
+
+def test_dmledger_erase_destroys_a_participants_content_and_says_how_much(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def erase_with_cli(client: TestClient[Any], headers: dict[str, str]) -> None:
+        status, said = run(capsys, "erase", "--account", ACCOUNT, "--participant", PARTICIPANT)
+        assert status == 0, said
+        assert "2 data keys destroyed" in said
+
+    shown, deliveries, _ = unsend_scenario(
+        crm, [message("m-1"), message("m-2")], redeliver=True, then=erase_with_cli
+    )
+
+    assert_found_nowhere(shown, deliveries, database, capsys)
+
+
+def test_new_messages_after_an_erasure_are_stored_and_read_as_usual(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def erase_then_write_again(client: TestClient[Any], headers: dict[str, str]) -> None:
+        response = client.delete(
+            f"/api/v1/accounts/{ACCOUNT}/participants/{PARTICIPANT}", headers=headers
+        )
+        assert response.status_code == 200
+        body = message("m-2")
+        assert (
+            client.post(
+                "/webhooks/instagram", content=body, headers=signed_headers(body)
+            ).status_code
+            == 200
+        )
+
+    _, _, messages = unsend_scenario(
+        crm, [message("m-1")], redeliver=False, then=erase_then_write_again
+    )
+
+    texts = {m["mid"]: m["text"] for m in json.loads(messages)["messages"]}
+    assert texts == {"m-1": None, "m-2": TEXT}
+
+
+def test_erasing_needs_an_admin_key_and_a_known_participant(database: RawBytes) -> None:
+    services = services_of_environment()
+    try:
+        register_account(services)
+        app = create_app(services, run_projections=False, run_dispatcher=False)
+        with TestClient(app=app) as client:
+            path = f"/api/v1/accounts/{ACCOUNT}/participants"
+            admin = bearer(issue_key(services))
+            agent = bearer(issue_key(services, role="account", ig_account_id=ACCOUNT))
+            unknown = client.delete(f"{path}/404404", headers=admin)
+            forbidden = client.delete(f"{path}/{PARTICIPANT}", headers=agent)
+    finally:
+        services.close()
+
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    assert forbidden.status_code == 403
