@@ -34,7 +34,8 @@ def erase_participant(
         vault = ledger.vault
         # Counted here, in the writer's thread: no other command of this process stores a
         # key between the count and the insert that destroys them.
-        destroyed = vault.keys.count_keys([str(conversation.id)]) if vault is not None else 0
+        counts = vault.keys.key_counts([str(conversation.id)]) if vault is not None else {}
+        destroyed = sum(counts.values())
         conversation.erase_participant(by=by, erased_at=now, destroyed=destroyed)
         return destroyed
 

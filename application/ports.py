@@ -224,8 +224,11 @@ class ContentKeyStore(Protocol):
         """The wrapped data key of each of these ids that still exists, in one query."""
         ...
 
-    def count_keys(self, conversation_ids: Sequence[str], before_ms: int | None = None) -> int:
-        """How many data keys these conversations have (recorded before `before_ms`)."""
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
+        """How many data keys each of these conversations has (recorded before
+        `before_ms`); conversations without any are left out."""
         ...
 
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:

@@ -47,6 +47,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "timezone": "UTC",
     "business_hours": {},
     "auto_resume_after_hours": None,
+    "content_retention_days": None,
 }
 """Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
 

@@ -199,9 +199,11 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
         with self.datastore.transaction(commit=False) as c:
             return self.content_keys.wrapped_keys(c, key_ids)
 
-    def count_keys(self, conversation_ids: Sequence[str], before_ms: int | None = None) -> int:
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
         with self.datastore.transaction(commit=False) as c:
-            return self.content_keys.count_keys(c, conversation_ids, before_ms)
+            return self.content_keys.key_counts(c, conversation_ids, before_ms)
 
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         with self.datastore.transaction(commit=True) as c:

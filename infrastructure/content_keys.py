@@ -89,14 +89,20 @@ class SQLiteContentKeys:
             found.update((row[0], row[1]) for row in c.fetchall())
         return found
 
-    def count_keys(self, c: Any, conversation_ids: Sequence[str], before_ms: int | None) -> int:
-        total = 0
+    def key_counts(
+        self, c: Any, conversation_ids: Sequence[str], before_ms: int | None
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
         for start in range(0, len(conversation_ids), CHUNK):
             shred = Shred(tuple(conversation_ids[start : start + CHUNK]), before_ms=before_ms)
             where, params = self._where(shred)
-            c.execute(f"SELECT count(*) FROM {self.table} WHERE {where}", params)  # noqa: S608
-            total += int(c.fetchone()[0])
-        return total
+            c.execute(
+                f"SELECT conversation_id, count(*) FROM {self.table} "  # noqa: S608
+                f"WHERE {where} GROUP BY conversation_id",
+                params,
+            )
+            counts.update((row[0], int(row[1])) for row in c.fetchall())
+        return counts
 
     def rewrap_keys(self, c: Any, rewrap: Callable[[str], str]) -> int:
         c.execute(f"SELECT key_id, wrapped FROM {self.table}")  # noqa: S608
@@ -170,14 +176,16 @@ class PostgresContentKeys:
         curs.execute(self._select, (list(key_ids),), prepare=True)
         return {row["key_id"]: row["wrapped"] for row in curs.fetchall()}
 
-    def count_keys(
+    def key_counts(
         self, curs: Cursor[DictRow], conversation_ids: Sequence[str], before_ms: int | None
-    ) -> int:
+    ) -> dict[str, int]:
         where, params = self._where(Shred(tuple(conversation_ids), before_ms=before_ms))
-        statement = "SELECT count(*) AS n FROM {schema}.{table} WHERE " + where  # noqa: S608
+        statement = (
+            "SELECT conversation_id, count(*) AS n FROM {schema}.{table} "  # noqa: S608
+            "WHERE " + where + " GROUP BY conversation_id"
+        )
         curs.execute(self._sql(statement), params)
-        row = curs.fetchone()
-        return int(row["n"]) if row is not None else 0
+        return {row["conversation_id"]: int(row["n"]) for row in curs.fetchall()}
 
     def rewrap_keys(self, curs: Cursor[DictRow], rewrap: Callable[[str], str]) -> int:
         curs.execute(self._sql("SELECT key_id, wrapped FROM {schema}.{table} FOR UPDATE"))

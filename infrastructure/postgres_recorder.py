@@ -242,9 +242,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return self.content_keys.wrapped_keys(curs, key_ids)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
-    def count_keys(self, conversation_ids: Sequence[str], before_ms: int | None = None) -> int:
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            return self.content_keys.count_keys(curs, conversation_ids, before_ms)
+            return self.content_keys.key_counts(curs, conversation_ids, before_ms)
 
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         with self.datastore.transaction(commit=True) as curs:

@@ -19,6 +19,7 @@ from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantProfiles
 from application.redeliveries import Redeliveries
+from application.retention import ContentRetention
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain, install_vault
@@ -58,6 +59,7 @@ class Services:
     delivery_queue: DeliveryQueue
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
+    retention: ContentRetention
     clock: Clock
     instagram: InstagramSendApi
     """The Send API (and the token refresh) the dispatcher uses."""
@@ -171,6 +173,7 @@ def build(
         delivery_queue=delivery_queue,
         redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
+        retention=ContentRetention(ledger, writer, clock.now_ms),
         clock=clock,
         instagram=instagram,
         crm=crm,

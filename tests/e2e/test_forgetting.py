@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from application.dispatcher import now_ms
+from application.reply_windows import DAY_MS
+from application.retention import ContentRetention
 from domain.identity import conversation_id
 from infrastructure.settings import Settings
 from interfaces.cli import main
@@ -126,7 +129,7 @@ def everything_shown(client: TestClient[Any], headers: dict[str, str]) -> str:
     return "\n".join(r.text for r in responses)
 
 
-Action = Callable[[TestClient[Any], dict[str, str]], None]
+Action = Callable[[TestClient[Any], dict[str, str], Services], None]
 
 
 def unsend_scenario(
@@ -161,7 +164,7 @@ def unsend_scenario(
                 )
                 assert response.status_code == 200
             else:
-                then(client, headers)
+                then(client, headers, services)
             settle(services)
             if redeliver:
                 since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
@@ -261,7 +264,7 @@ def test_an_erased_participant_leaves_no_content_and_writes_again_as_usual(
 ) -> None:
     erased: list[dict[str, Any]] = []
 
-    def erase(client: TestClient[Any], headers: dict[str, str]) -> None:
+    def erase(client: TestClient[Any], headers: dict[str, str], _: Services) -> None:
         response = client.delete(
             f"/api/v1/accounts/{ACCOUNT}/participants/{PARTICIPANT}", headers=headers
         )
@@ -293,7 +296,7 @@ def test_an_erased_participant_leaves_no_content_and_writes_again_as_usual(
 def test_dmledger_erase_destroys_a_participants_content_and_says_how_much(
     database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def erase_with_cli(client: TestClient[Any], headers: dict[str, str]) -> None:
+    def erase_with_cli(client: TestClient[Any], headers: dict[str, str], _: Services) -> None:
         status, said = run(capsys, "erase", "--account", ACCOUNT, "--participant", PARTICIPANT)
         assert status == 0, said
         assert "2 data keys destroyed" in said
@@ -308,7 +311,9 @@ def test_dmledger_erase_destroys_a_participants_content_and_says_how_much(
 def test_new_messages_after_an_erasure_are_stored_and_read_as_usual(
     database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def erase_then_write_again(client: TestClient[Any], headers: dict[str, str]) -> None:
+    def erase_then_write_again(
+        client: TestClient[Any], headers: dict[str, str], _: Services
+    ) -> None:
         response = client.delete(
             f"/api/v1/accounts/{ACCOUNT}/participants/{PARTICIPANT}", headers=headers
         )
@@ -346,3 +351,56 @@ def test_erasing_needs_an_admin_key_and_a_known_participant(database: RawBytes) 
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/problem+json")
     assert forbidden.status_code == 403
+
+
+def test_content_past_the_accounts_retention_is_destroyed_by_the_hourly_run(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs: list[tuple[int, int]] = []
+
+    def keep_30_days_then_run_retention(
+        client: TestClient[Any], headers: dict[str, str], services: Services
+    ) -> None:
+        response = client.patch(
+            f"/api/v1/accounts/{ACCOUNT}",
+            json={"settings": {"content_retention_days": 30}},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        for days in (29, 31):
+            retention = ContentRetention(
+                services.ledger, services.writer, lambda days=days: now_ms() + days * DAY_MS
+            )
+            runs.append((days, asyncio.run(retention.expire())))
+
+    shown, deliveries, _ = unsend_scenario(
+        crm, [message("m-1")], redeliver=True, then=keep_30_days_then_run_retention
+    )
+
+    # then 29 days on nothing was old enough; 31 days on, the message's key went
+    assert runs == [(29, 0), (31, 1)]
+    assert_found_nowhere(shown, deliveries, database, capsys)
+    _, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    lines = [json.loads(line) for line in replayed.splitlines() if line.startswith("{")]
+    expired = [e["data"] for e in lines if e["type"] == "Account.ContentExpired"]
+    assert [(e["destroyed"], e["conversation_ids"], e["by"]) for e in expired] == [
+        (1, [CONVERSATION], "retention")
+    ]
+
+
+def test_retention_days_out_of_range_are_refused_naming_the_field(database: RawBytes) -> None:
+    services = services_of_environment()
+    try:
+        register_account(services)
+        app = create_app(services, run_projections=False, run_dispatcher=False)
+        with TestClient(app=app) as client:
+            response = client.patch(
+                f"/api/v1/accounts/{ACCOUNT}",
+                json={"settings": {"content_retention_days": 0}},
+                headers=bearer(issue_key(services)),
+            )
+    finally:
+        services.close()
+
+    assert response.status_code == 422
+    assert "settings.content_retention_days" in response.text

@@ -88,8 +88,10 @@ class KeyTable:
         self.queries += 1
         return {k: self.keys[k] for k in key_ids if k in self.keys}
 
-    def count_keys(self, conversation_ids: Sequence[str], before_ms: int | None = None) -> int:
-        return len(self.keys)
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
+        return {}
 
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         self.keys = {k: rewrap(v) for k, v in self.keys.items()}
