@@ -17,6 +17,7 @@ import pytest
 from litestar.testing import TestClient
 
 from application.dispatcher import now_ms
+from application.ingest import sign
 from application.reply_windows import DAY_MS
 from application.retention import ContentRetention
 from domain.identity import conversation_id
@@ -26,6 +27,7 @@ from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import (
     ACCOUNT,
+    APP_SECRET,
     PARTICIPANT,
     TEST_KEY,
     bearer,
@@ -404,3 +406,37 @@ def test_retention_days_out_of_range_are_refused_naming_the_field(database: RawB
 
     assert response.status_code == 422
     assert "settings.content_retention_days" in response.text
+
+
+def test_messages_stored_in_clear_before_this_change_are_read_as_before_and_verify(
+    database: RawBytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a log written by a dmledger that stored content in clear (no vault), then
+    # one more message by this one
+    services = services_of_environment()
+    try:
+        register_account(services)
+        vault = services.ledger.vault
+        services.ledger.mapper.vault = None  # type: ignore[attr-defined]
+        old = message("m-old")
+        services.writer.run_now(services.ingest.command(old, sign(old, APP_SECRET)))
+        services.ledger.mapper.vault = vault  # type: ignore[attr-defined]
+        new = message("m-new")
+        services.writer.run_now(services.ingest.command(new, sign(new, APP_SECRET)))
+        services.read_models.catch_up()
+        texts = {
+            m["mid"]: m["text"]
+            for m in services.read_models.message_history.page(CONVERSATION, limit=10)
+        }
+    finally:
+        services.close()
+
+    # then both read the same, the old one in clear in the log, and the chain verifies
+    assert texts == {"m-old": TEXT, "m-new": TEXT}
+    assert database().count(TEXT.encode()) >= 1
+    _, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    assert replayed.count(TEXT) == 2
+    status, verified = run(capsys, "audit", "verify")
+    assert status == 0, verified
+    status, compared = run(capsys, "audit", "projections", "--account", ACCOUNT)
+    assert status == 0, compared
