@@ -171,7 +171,8 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     @on(topics.POSTBACK_RECEIVED)
     def postback_received(self, batch: Batch, event: Any, position: int) -> None:
-        key = event.mid or f"postback:{event.payload}:{event.sent_at}"
+        # Its own key, not one made from its payload (content, gone once shredded).
+        key = event.mid or event.key
         row = self._message(batch, event, key)
         row.update(
             mid=event.mid,
