@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from application.dispatcher import now_ms
 from application.ingest import sign
 from application.reply_windows import DAY_MS
 from application.retention import ContentRetention
@@ -371,7 +370,9 @@ def test_content_past_the_accounts_retention_is_destroyed_by_the_hourly_run(
         assert response.status_code == 200, response.text
         for days in (29, 31):
             retention = ContentRetention(
-                services.ledger, services.writer, lambda days=days: now_ms() + days * DAY_MS
+                services.ledger,
+                services.writer,
+                lambda days=days: services.clock.now_ms() + days * DAY_MS,
             )
             runs.append((days, asyncio.run(retention.expire())))
 
