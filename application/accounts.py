@@ -110,6 +110,8 @@ class SettingsChange(msgspec.Struct, forbid_unknown_fields=True):
     """mon..sun to [["09:00", "17:00"], ...], in the account's time zone."""
     auto_resume_after_hours: int | msgspec.UnsetType | None = msgspec.UNSET
     """Resume automation this many hours after a person took over (null: never)."""
+    content_retention_days: int | msgspec.UnsetType | None = msgspec.UNSET
+    """Destroy the content of messages older than this many days (null: keep it)."""
 
 
 def validate_settings(change: SettingsChange) -> dict[str, Any]:
@@ -138,6 +140,9 @@ def validate_settings(change: SettingsChange) -> dict[str, Any]:
     hours = values.get("auto_resume_after_hours")
     if hours is not None and not 1 <= hours <= 24 * 30:
         raise InvalidInput("settings.auto_resume_after_hours", "must be 1 to 720 hours")
+    days = values.get("content_retention_days")
+    if days is not None and not 1 <= days <= 36_500:
+        raise InvalidInput("settings.content_retention_days", "must be 1 to 36500 days")
     return values
 
 

@@ -28,6 +28,7 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from domain import conversation as conversation_events
 from domain.account import CREDENTIALS
+from domain.content import CONTENT_FIELDS, is_erased
 from domain.identity import account_id
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class AuditEvent(msgspec.Struct, frozen=True):
         data = dict(vars(event))
         for name in ("originator_id", "originator_version", "timestamp", "originator_topic"):
             data.pop(name, None)
+        if is_erased(event):
+            # Its content is gone: `"content": {"erased": true}` says so, not empty fields.
+            for name in CONTENT_FIELDS.get(TOPIC_PREFIX + type_of(event), {}):
+                data.pop(name, None)
         return cls(
             position=position,
             aggregate_id=str(event.originator_id),
@@ -206,6 +211,7 @@ class AuditLog:
         head = self.head() if stop is None else stop
         ids = self.aggregate_ids(ig_account_id, stop=head)
         topics = [TOPIC_PREFIX + t for t in types] if types else None
+        found: list[tuple[int, Aggregate.Event]] = []
         for notification in self._notifications(
             after + 1, stop=head, topics=topics, progress=progress
         ):
@@ -218,7 +224,13 @@ class AuditLog:
             # across processes, so every event up to the head is looked at.
             if until is not None and event.timestamp > until:
                 continue
-            yield notification.id, event
+            found.append((notification.id, event))
+            if len(found) >= self.page_size:
+                self.ledger.open_content(e for _, e in found)  # one key query a page
+                yield from found
+                found = []
+        self.ledger.open_content(e for _, e in found)
+        yield from found
 
     def events(
         self,
@@ -300,6 +312,7 @@ class AuditLog:
             events = [e for e in events if e.timestamp <= at]
             if not events:
                 raise NotFound(f"conversation {conversation_id} had not started at {at}")
+        self.ledger.open_content(events)
         return events
 
     def _notifications(

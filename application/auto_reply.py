@@ -24,7 +24,9 @@ def trigger_key(event: Any) -> str:
     """The record key of the message or postback, as the conversation keeps it."""
     if type(event).TOPIC == topics.MESSAGE_RECEIVED:
         return f"message:{event.mid}"
-    return f"postback:{event.mid}" if event.mid else f"postback:{event.payload}:{event.sent_at}"
+    # The event's own key (in clear), not one rebuilt from its payload: that is content,
+    # gone once shredded.
+    return str(event.key)
 
 
 def inbound_of(event: Any, conversation: Conversation) -> Inbound:

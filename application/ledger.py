@@ -15,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import Notification, Recording
 
+from application.content import ContentMapper, ContentVault
 from application.eventsourcing_compat import HookedApplication
 from domain import account as account_events
 from domain import conversation as conversation_events
@@ -33,6 +34,28 @@ class Ledger(HookedApplication):
         super().__init__(env=env)
         self._commit_listeners: list[Callable[[], None]] = []
         self._account_listeners: list[Callable[[], None]] = []
+
+    def construct_mapper(self) -> ContentMapper:
+        """The library's mapper, sealing content once `use_vault` has given it a vault."""
+        mapper = self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=ContentMapper
+        )
+        assert isinstance(mapper, ContentMapper)
+        return mapper
+
+    def use_vault(self, vault: ContentVault) -> None:
+        """Seal the content of new message-bearing events, and open it for readers."""
+        cast(ContentMapper, self.mapper).vault = vault
+
+    @property
+    def vault(self) -> ContentVault | None:
+        """The content vault, if this ledger has one."""
+        return cast(ContentMapper, self.mapper).vault
+
+    def open_content(self, events: Iterable[Any]) -> None:
+        """Give these events read from the store their content back, or mark it erased;
+        the data keys of all of them are read in one query (see `application.content`)."""
+        cast(ContentMapper, self.mapper).open(events)
 
     def on_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit of this process (to wake the projection runners)."""
@@ -122,7 +145,7 @@ class Ledger(HookedApplication):
         """Ids of the account's conversations, in the order they started."""
         ids: list[UUID] = []
         for notification in self._notifications(topics=[conversation_events.STARTED]):
-            started = self.mapper.to_domain_event(notification)
+            started = self.mapper.to_domain_event(notification)  # no content to open
             if getattr(started, "ig_account_id", None) == ig_account_id:
                 ids.append(cast(UUID, notification.originator_id))
         return ids
@@ -130,9 +153,16 @@ class Ledger(HookedApplication):
     def account_history(self, ig_account_id: str) -> Iterator[tuple[int, Aggregate.Event]]:
         """Every event of the account and its conversations, in log order, with its position."""
         own_ids = {account_id(ig_account_id), *self.conversation_ids(ig_account_id)}
+        page: list[tuple[int, Aggregate.Event]] = []
         for notification in self._notifications():
             if notification.originator_id in own_ids:
-                yield notification.id, self.mapper.to_domain_event(notification)  # type: ignore[misc]
+                page.append((notification.id, self.mapper.to_domain_event(notification)))  # type: ignore[arg-type]
+            if len(page) >= 500:
+                self.open_content(e for _, e in page)
+                yield from page
+                page = []
+        self.open_content(e for _, e in page)
+        yield from page
 
     def _notifications(self, topics: list[str] | None = None) -> Iterator[Notification]:
         start = 1

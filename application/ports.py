@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -204,4 +204,47 @@ class ConversationWindows(Protocol):
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """None if the participant never wrote."""
+        ...
+
+
+class UnreadableContent(Exception):
+    """Sealed content that its data key does not open (a wrong key, or altered bytes)."""
+
+
+class ContentCipher(Protocol):
+    """Seals a message's content under a data key of its own, wrapped by the secret keys."""
+
+    def new_key(self) -> tuple[bytes, str]:
+        """A fresh data key, and the same key wrapped (encrypted) under the newest secret key."""
+        ...
+
+    def seal(self, key: bytes, plaintext: bytes, context: bytes) -> bytes:
+        """`plaintext` encrypted and authenticated under `key`, bound to `context`."""
+        ...
+
+    def open(self, wrapped_key: str, sealed: bytes, context: bytes) -> bytes:
+        """The plaintext of `sealed`; raises `UnreadableContent` if it does not open."""
+        ...
+
+    def rewrap(self, wrapped_key: str) -> str:
+        """The same data key wrapped under the newest secret key."""
+        ...
+
+
+class ContentKeyStore(Protocol):
+    """The table of data keys beside the events (written in the events' transactions)."""
+
+    def wrapped_keys(self, key_ids: Sequence[str]) -> dict[str, str]:
+        """The wrapped data key of each of these ids that still exists, in one query."""
+        ...
+
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
+        """How many data keys each of these conversations has (recorded before
+        `before_ms`); conversations without any are left out."""
+        ...
+
+    def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
+        """Wrap every data key again with `rewrap`; how many there were."""
         ...

@@ -37,6 +37,7 @@ CRM_ENDPOINT_SET = "dmledger:Account.CrmEndpointSet"
 CRM_ENDPOINT_REMOVED = "dmledger:Account.CrmEndpointRemoved"
 CRM_ENDPOINT_DISABLED = "dmledger:Account.CrmEndpointDisabled"
 DELIVERIES_REDELIVERED = "dmledger:Account.DeliveriesRedelivered"
+CONTENT_EXPIRED = "dmledger:Account.ContentExpired"
 
 CREDENTIALS = ("app_secret", "access_token", "verify_token")
 
@@ -46,6 +47,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "timezone": "UTC",
     "business_hours": {},
     "auto_resume_after_hours": None,
+    "content_retention_days": None,
 }
 """Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
 
@@ -408,5 +410,24 @@ class Account(Aggregate):
     @event("DeliveriesRedelivered", topic=DELIVERIES_REDELIVERED)
     def _deliveries_redelivered(
         self, ig_account_id: str, by: str, delivery_ids: list[str], since: int | None
+    ) -> None:
+        pass
+
+    def expire_content(
+        self, *, before: int, conversation_ids: list[str], destroyed: int, by: str
+    ) -> None:
+        """Record that the content of these conversations recorded before `before` (ms)
+        is destroyed (`destroyed` data keys), as `content_retention_days` asks."""
+        self._content_expired(
+            ig_account_id=self.ig_account_id,
+            before=before,
+            conversation_ids=conversation_ids,
+            destroyed=destroyed,
+            by=by,
+        )
+
+    @event("ContentExpired", topic=CONTENT_EXPIRED)
+    def _content_expired(
+        self, ig_account_id: str, before: int, conversation_ids: list[str], destroyed: int, by: str
     ) -> None:
         pass

@@ -53,6 +53,7 @@ PARTICIPANT_PROFILE_RECORDED = "dmledger:Conversation.ParticipantProfileRecorded
 PARTICIPANT_PROFILE_REFUSED = "dmledger:Conversation.ParticipantProfileRefused"
 REPLY_SENT = "dmledger:Conversation.ReplySent"
 REPLY_FAILED = "dmledger:Conversation.ReplyFailed"
+PARTICIPANT_ERASED = "dmledger:Conversation.ParticipantErased"
 
 
 class Status(StrEnum):
@@ -115,9 +116,10 @@ class Conversation(Aggregate):
     def __init__(self, ig_account_id: str, participant_id: str) -> None:
         self.ig_account_id = ig_account_id
         self.participant_id = participant_id
-        # What has been recorded, by what identifies it (see the `_key_*` functions).
+        # What has been recorded, by what identifies it (see the `_key_*` functions);
+        # a message's value is Meta's time of it (None for what was recorded before).
         # A dict rather than a set: it keeps insertion order and transcodes as JSON.
-        self.recorded: dict[str, None] = {}
+        self.recorded: dict[str, int | None] = {}
         self.status = Status.ACTIVE
         self.inbound_count = 0
         self.last_inbound_at: int | None = None
@@ -160,6 +162,9 @@ class Conversation(Aggregate):
         key = f"message:{mid}"
         if key in self.recorded:
             return False
+        if self.was_unsent(mid):
+            # Meta does not keep order: its unsend came first, so its content is not kept.
+            text, attachments, reply_to, quick_reply, referral, extra = (None,) * 6
         self._message_received(
             key=key,
             mid=mid,
@@ -190,7 +195,7 @@ class Conversation(Aggregate):
         standby: bool,
         extra: JSONObject,
     ) -> None:
-        self.recorded[key] = None
+        self.recorded[key] = sent_at
         self._inbound(key, sent_at)
 
     def _inbound(self, key: str, sent_at: int) -> None:
@@ -216,6 +221,8 @@ class Conversation(Aggregate):
         key = f"message:{mid}"
         if key in self.recorded:
             return False
+        if self.was_unsent(mid):
+            text, attachments, reply_to, extra = None, None, None, None
         self._message_echoed(
             key=key,
             mid=mid,
@@ -242,18 +249,34 @@ class Conversation(Aggregate):
         standby: bool,
         extra: JSONObject,
     ) -> None:
-        self.recorded[key] = None
+        self.recorded[key] = sent_at
+
+    def was_unsent(self, mid: str) -> bool:
+        """Whether the message `mid` has been unsent (its content is not to be kept)."""
+        return f"unsent:{mid}" in self.recorded
 
     def unsend(self, *, mid: str, unsent_at: int, standby: bool = False) -> bool:
-        """Record that the participant unsent (deleted) a message."""
+        """Record that the participant unsent (deleted) a message: its content (and its
+        edits') is destroyed with this event (see `domain.content`)."""
         key = f"unsent:{mid}"
         if key in self.recorded:
             return False
-        self._message_unsent(key=key, mid=mid, unsent_at=unsent_at, standby=standby)
+        self._message_unsent(
+            key=key,
+            mid=mid,
+            unsent_at=unsent_at,
+            standby=standby,
+            sent_at=self.recorded.get(f"message:{mid}"),
+        )
         return True
 
     @event("MessageUnsent", topic=MESSAGE_UNSENT)
-    def _message_unsent(self, key: str, mid: str, unsent_at: int, standby: bool) -> None:
+    def _message_unsent(
+        self, key: str, mid: str, unsent_at: int, standby: bool, sent_at: int | None = None
+    ) -> None:
+        """`sent_at`: Meta's time of the unsent message, if it had arrived (and was
+        recorded since this field exists), so a conversation's preview can tell it was
+        the last message."""
         self.recorded[key] = None
 
     def edit_message(
@@ -263,6 +286,8 @@ class Conversation(Aggregate):
         key = f"edit:{mid}:{edit_count}"
         if key in self.recorded:
             return False
+        if self.was_unsent(mid):
+            text = None
         self._message_edited(
             key=key, mid=mid, text=text, edit_count=edit_count, edited_at=edited_at, standby=standby
         )
@@ -676,6 +701,15 @@ class Conversation(Aggregate):
     @event("AutomationResumed", topic=AUTOMATION_RESUMED)
     def _automation_resumed(self, by: str) -> None:
         self.automation_paused_at = None
+
+    def erase_participant(self, *, by: str, erased_at: int, destroyed: int) -> None:
+        """Record that the participant's content was erased on request (GDPR): `destroyed` data
+        keys of what they sent and were sent are destroyed with this event."""
+        self._participant_erased(by=by, erased_at=erased_at, destroyed=destroyed)
+
+    @event("ParticipantErased", topic=PARTICIPANT_ERASED)
+    def _participant_erased(self, by: str, erased_at: int, destroyed: int) -> None:
+        pass
 
     # -- who the participant is -------------------------------------------------------
 

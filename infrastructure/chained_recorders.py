@@ -19,7 +19,7 @@ chains alike; each is about 200 lines.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
@@ -31,7 +31,11 @@ from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
+from application.content import ContentVault
+from application.ledger import Ledger
 from infrastructure.chain_verifier import ChainVerifier
+from infrastructure.content_envelope import AesGcmEnvelope
+from infrastructure.content_keys import SQLiteContentKeys
 from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
 from infrastructure.eventsourcing_compat import SQLiteRecorderHooks
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
@@ -59,6 +63,7 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
         self.chain_table_name = f"{events_table_name}_chain"
         self.genesis_table_name = f"{self.chain_table_name}_genesis"
         self.chain: ChainKeyring | None = None
+        self.content_keys = SQLiteContentKeys(events_table_name)
         super().__init__(datastore, events_table_name)
         events, chain, genesis = (
             self.events_table_name,
@@ -121,6 +126,7 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
             "key_id TEXT NOT NULL, "
             "hash BLOB NOT NULL)"
         )
+        statements.extend(self.content_keys.create_statements())
         return statements
 
     def after_create_table(self, c: SQLiteCursor) -> None:
@@ -132,6 +138,7 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
     def after_insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
     ) -> None:
+        self.content_keys.write(c, stored_events)
         if self.chain is None:
             _warn_unchained(self)
             return
@@ -185,6 +192,22 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
             last=(int(last[0]), bytes(last[1])) if last is not None else None,
             first_linked=int(first) if first is not None else None,
         )
+
+    # -- the content keys (`application.ports.ContentKeyStore`) ----------------------------
+
+    def wrapped_keys(self, key_ids: Sequence[str]) -> dict[str, str]:
+        with self.datastore.transaction(commit=False) as c:
+            return self.content_keys.wrapped_keys(c, key_ids)
+
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
+        with self.datastore.transaction(commit=False) as c:
+            return self.content_keys.key_counts(c, conversation_ids, before_ms)
+
+    def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            return self.content_keys.rewrap_keys(c, rewrap)
 
     # -- reading for the verifier ------------------------------------------------------
 
@@ -494,6 +517,16 @@ def _linked(
         else None
     )
     return LinkedEvent(position, originator_id, version, topic, state, link)
+
+
+def install_vault(ledger: Ledger, secret_keys: Sequence[str]) -> bool:
+    """Give the ledger its content vault: new content sealed, keys in the recorder's table.
+    False for a recorder that keeps no key table (memory): content is then stored in clear."""
+    recorder = ledger.recorder
+    if isinstance(recorder, ChainedSQLiteRecorder | LedgerPostgresRecorder):
+        ledger.use_vault(ContentVault(AesGcmEnvelope(list(secret_keys)), recorder))
+        return True
+    return False
 
 
 def install_chain(recorder: object, secret_keys: Sequence[str]) -> bool:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
@@ -62,6 +62,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
+from infrastructure.content_keys import PostgresContentKeys, keys_of
 from infrastructure.eventsourcing_compat import (
     drop_insert_function_statement,
     insert_events_once,
@@ -119,6 +120,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         if datastore.pre_ping:
             _ping_only_idle_connections(datastore)
         install_circuit(datastore)
+        self.content_keys = PostgresContentKeys(self.datastore.schema, self.events_table_name)
+        self.check_identifier_length(self.content_keys.name)
+        self.sql_create_statements.extend(self.content_keys.create_statements())
         names = {
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),
@@ -182,6 +186,8 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             read_ids,
             read_versions,
         )
+        new_keys, shreds = keys_of(stored_events)
+        synced = self.links_events or bool(new_keys or shreds)
         with (
             self.datastore.get_connection() as conn,
             conn.cursor() as curs,
@@ -202,17 +208,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                         else None
                     )
                     insert.execute(self._insert_statement, params, prepare=True)
-                    if self.links_events:
-                        # The links need the events' positions: fetching the INSERT's
-                        # answer syncs the pipeline; the links and COMMIT then go out
+                    if synced:
+                        # The links need the events' positions, and content keys are
+                        # written only if the events were: fetching the INSERT's answer
+                        # syncs the pipeline; the links, the keys and COMMIT then go out
                         # together, with the table still locked.
                         notification_ids = [row["notification_id"] for row in insert.fetchall()]
                         if len(notification_ids) == len(stored_events):
-                            self._link(curs, stored_events, notification_ids, reads)
+                            if self.links_events:
+                                self._link(curs, stored_events, notification_ids, reads)
+                            self.content_keys.write(curs, stored_events)
                     curs.execute("COMMIT")
                 # Leaving the pipeline synced it: the answers, or the first error (which
                 # skipped everything after it, COMMIT included).
-                if not self.links_events:
+                if not synced:
                     notification_ids = [row["notification_id"] for row in insert.fetchall()]
             finally:
                 if not conn.closed:
@@ -224,6 +233,24 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             raise RecordConflictError(_MOVED_ON)
         self._committed()
         return notification_ids
+
+    # -- the content keys (`application.ports.ContentKeyStore`) ----------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def wrapped_keys(self, key_ids: Sequence[str]) -> dict[str, str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            return self.content_keys.wrapped_keys(curs, key_ids)
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def key_counts(
+        self, conversation_ids: Sequence[str], before_ms: int | None = None
+    ) -> dict[str, int]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            return self.content_keys.key_counts(curs, conversation_ids, before_ms)
+
+    def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            return self.content_keys.rewrap_keys(curs, rewrap)
 
     def _check_not_moved_on(self, read_ids: list[UUID], read_versions: list[int]) -> None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -33,6 +33,7 @@ from interfaces import (
     cli_audit,
     cli_deliveries,
     cli_dev,
+    cli_erase,
     cli_keys,
     cli_projections,
     cli_replay,
@@ -58,6 +59,7 @@ COMMAND_GROUPS = (
     cli_projections,
     cli_deliveries,
     cli_secrets,
+    cli_erase,
     cli_audit,
     cli_dev,
 )

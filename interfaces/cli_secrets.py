@@ -19,10 +19,11 @@ def add_commands(commands: Any) -> None:
     new_key.set_defaults(run=_new_key)
     reencrypt = secrets.add_parser(
         "reencrypt",
-        help="record every account's credentials re-encrypted under the newest key",
+        help="record every account's credentials re-encrypted, and re-wrap every message's "
+        "data key, under the newest key",
         description="After putting a new key first in DMLEDGER_SECRET_KEY (old ones after "
-        "it), this records each account's credentials under the new key, so that the old "
-        "key can later be removed.",
+        "it), this records each account's credentials under the new key and wraps the data "
+        "key of every message's content with it, so that the old key can later be removed.",
     )
     reencrypt.set_defaults(run=_reencrypt)
 
@@ -37,5 +38,8 @@ def _reencrypt(settings: Settings, _: argparse.Namespace) -> int:
         accounts = services.accounts.list()
         for account in accounts:
             services.writer.run_now(services.accounts.reencrypt(account.ig_account_id, by="cli"))
+        vault = services.ledger.vault
+        rewrapped = vault.keys.rewrap_keys(vault.cipher.rewrap) if vault is not None else 0
     print(f"re-encrypted the credentials of {len(accounts)} accounts under the newest key")
+    print(f"re-wrapped {rewrapped} message data keys under the newest key")
     return 0

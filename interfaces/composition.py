@@ -19,9 +19,10 @@ from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantProfiles
 from application.redeliveries import Redeliveries
+from application.retention import ContentRetention
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
-from infrastructure.chained_recorders import install_chain
+from infrastructure.chained_recorders import install_chain, install_vault
 from infrastructure.clock import SystemClock
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
@@ -58,6 +59,7 @@ class Services:
     delivery_queue: DeliveryQueue
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
+    retention: ContentRetention
     clock: Clock
     instagram: InstagramSendApi
     """The Send API (and the token refresh) the dispatcher uses."""
@@ -129,6 +131,7 @@ def build(
     ledger = Ledger(env=persistence)
     writer = LedgerWriter(ledger)
     install_chain(ledger.recorder, keys)
+    install_vault(ledger, keys)
     views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
     key_usage.create_tables()
@@ -170,6 +173,7 @@ def build(
         delivery_queue=delivery_queue,
         redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
+        retention=ContentRetention(ledger, writer, clock.now_ms),
         clock=clock,
         instagram=instagram,
         crm=crm,

@@ -13,12 +13,13 @@ from projections.notifications import listen
 log = logging.getLogger(__name__)
 
 TOKEN_CHECK_SECONDS = 3600.0
+RETENTION_CHECK_SECONDS = 3600.0
 
 
 async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
-    when another process does; refreshes ageing access tokens every hour. Closes the
-    HTTP clients' connections when it stops."""
+    when another process does; refreshes ageing access tokens and destroys content past
+    its accounts' retention every hour. Closes the HTTP clients' connections when it stops."""
     dispatcher = services.dispatcher
     loop = asyncio.get_running_loop()
 
@@ -37,14 +38,16 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
             daemon=True,
         ).start()
     refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
+    retention = asyncio.ensure_future(_expire_content(services, stop))
     try:
         await dispatcher.run(stop)
     finally:
         stop_listening()
         listening.set()
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, retention):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # The HTTP clients' connections belong to this loop: closed here, as it stops.
         await services.close_connections()
 
@@ -57,3 +60,13 @@ async def _refresh_tokens(services: Services, stop: asyncio.Event) -> None:
             log.exception("refreshing access tokens failed; trying again in an hour")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TOKEN_CHECK_SECONDS)
+
+
+async def _expire_content(services: Services, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await services.retention.expire()
+        except Exception:
+            log.exception("content retention failed; trying again in an hour")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETENTION_CHECK_SECONDS)

@@ -30,6 +30,10 @@ class MemoryBatch(Batch):
             self._rows.setdefault((table.name, key), None)
         self._tables[table.name] = table
 
+    def load(self, table: Any, *conditions: Any) -> list[Row]:
+        """Nothing is stored: only the rows this batch holds (its caller filters them)."""
+        return []
+
     def rows(self, table: Any) -> list[Row]:
         return [
             row for (name, _), row in self._rows.items() if name == table.name and row is not None

@@ -46,6 +46,9 @@ def _sqlite_engine(url: str) -> Engine:
         # a lock that a reading transaction tries to upgrade ("database is locked").
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        # Content removed from a view (an unsend, an erasure) is overwritten in the file,
+        # not left in its free pages.
+        dbapi_connection.execute("PRAGMA secure_delete=ON")
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:

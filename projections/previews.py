@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.content import is_erased
+
 PREVIEW_LENGTH = 200
 
 
@@ -21,7 +23,9 @@ def kind_of(attachments: list[dict[str, Any]], event: Any) -> str:
 
 
 def preview_of(text: str | None, attachments: list[dict[str, Any]], event: Any) -> str:
-    """The message's text, or its kind in brackets."""
+    """The message's text, or its kind in brackets (`[erased]` once its content is gone)."""
+    if is_erased(event):
+        return "[erased]"
     if text:
         return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
     return f"[{kind_of(attachments, event)}]"

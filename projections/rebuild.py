@@ -74,10 +74,7 @@ def _build(runners: Sequence[ProjectionRunner], batch_size: int, progress: Progr
             )
             if not notifications:
                 break
-            decoder = runners[0]
-            items: list[tuple[Any, int]] = [
-                (event, n.id) for n in notifications if (event := decoder.decode(n)) is not None
-            ]
+            items: list[tuple[Any, int]] = runners[0].decode_all(notifications)
             upto = notifications[-1].id
             appliers.apply(items, upto=upto, after=position)
             position = upto

@@ -210,8 +210,14 @@ class ProjectionRunner:
     # -- applying ------------------------------------------------------------------------
 
     def _apply(self, notifications: Sequence[Notification], *, after: int) -> None:
+        self.apply(self.decode_all(notifications), upto=notifications[-1].id, after=after)
+
+    def decode_all(self, notifications: Sequence[Notification]) -> list[tuple[Any, int]]:
+        """The (event, position) pairs of the notifications that decode, their content
+        opened (the batch's data keys in one query, see `application.content`)."""
         items = [(e, n.id) for n in notifications if (e := self.decode(n)) is not None]
-        self.apply(items, upto=notifications[-1].id, after=after)
+        self.ledger.open_content(e for e, _ in items)
+        return items
 
     def apply(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
         """Apply decoded (event, position) pairs that follow `after`, moving the view to
@@ -301,6 +307,7 @@ class ProjectionRunner:
             if event is None or found[0].id != parked.notification_id:
                 failing += 1
                 continue
+            self.ledger.open_content([event])
             item = (event, parked.notification_id)
             try:
                 self.projection.act([item])

@@ -207,11 +207,12 @@ async def client(services: Services) -> AsyncIterator[AsyncTestClient[Any]]:
 def stored_events(services: Services) -> list[tuple[str, dict[str, Any]]]:
     """Every stored event as (type, data), in log order."""
     recorder = services.ledger.recorder
-    events = []
-    for notification in recorder.select_notifications(start=1, limit=100_000):
-        event = services.ledger.mapper.to_domain_event(notification)
-        events.append((type(event).TOPIC.split(":", 1)[1], dict(vars(event))))
-    return events
+    events = [
+        services.ledger.mapper.to_domain_event(notification)
+        for notification in recorder.select_notifications(start=1, limit=100_000)
+    ]
+    services.ledger.open_content(events)  # the content, as every reader gets it
+    return [(type(event).TOPIC.split(":", 1)[1], dict(vars(event))) for event in events]
 
 
 def event_types(services: Services) -> list[str]:

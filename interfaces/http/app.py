@@ -27,6 +27,7 @@ from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
 from interfaces.http.health import healthz, readyz
+from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
 from interfaces.http.request_context import RequestContext
@@ -69,6 +70,7 @@ def create_app(
             RuleController,
             CrmController,
             AuditController,
+            ParticipantController,
             healthz,
             readyz,
             docs,

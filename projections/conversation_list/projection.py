@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from domain import account as account_topics
 from domain import conversation as topics
+from domain.content import is_erased
 from projections.conversation_list.view import ConversationListView, conversations, profiles
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
+from projections.shredding import ERASED_PREVIEW, content_rows
 from projections.view import Batch, Row
 
 
@@ -84,7 +87,10 @@ class ConversationList(LedgerProjection[ConversationListView]):
     def postback_received(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
-        self._message(row, event.title or event.payload or "[postback]", "inbound", event.sent_at)
+        preview = event.title or event.payload or "[postback]"
+        self._message(
+            row, ERASED_PREVIEW if is_erased(event) else preview, "inbound", event.sent_at
+        )
         self._inbound(row, event.sent_at)
         row["unread_count"] += 1
 
@@ -103,6 +109,37 @@ class ConversationList(LedgerProjection[ConversationListView]):
             self._inbound(row, event.sent_at)
 
     @on(topics.MESSAGE_UNSENT)
+    def message_unsent(self, batch: Batch, event: Any, position: int) -> None:
+        if (row := self._row(batch, event, position)) is None:
+            return
+        # The unsent message is the one shown if it is the participant's last message.
+        sent_at = getattr(event, "sent_at", None)
+        if (
+            sent_at is not None
+            and row["last_message_at"] == sent_at
+            and row["last_message_direction"] == "inbound"
+        ):
+            row["last_message_preview"] = ERASED_PREVIEW
+
+    @on(topics.PARTICIPANT_ERASED)
+    def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
+        row = self._row(batch, event, position)
+        if row is not None and row["last_message_preview"] is not None:
+            row["last_message_preview"] = ERASED_PREVIEW
+
+    @on(account_topics.CONTENT_EXPIRED)
+    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+        for row in content_rows(
+            batch,
+            conversations,
+            event.conversation_ids,
+            before=event.before,
+            time_column="last_message_at",
+        ):
+            if row["last_message_preview"] is not None:
+                row["last_message_preview"] = ERASED_PREVIEW
+                batch.changed(conversations, row)
+
     @on(topics.MESSAGE_EDITED)
     @on(topics.REACTION_ADDED)
     @on(topics.REACTION_REMOVED)

@@ -8,11 +8,14 @@ from typing import Any
 
 from sqlalchemy import Select
 
+from domain import account as account_topics
 from domain import conversation as topics
+from domain.content import is_erased
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
 from projections.projection import LedgerProjection, id_text, on
 from projections.schema import rows_with_keys
+from projections.shredding import content_rows, forget_content
 from projections.view import Batch, Row
 
 _MESSAGE_TOPICS = {
@@ -100,7 +103,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         )
         replies = _replies_by_mid(batch)
         batch.notes["preloaded"] = True
-        if echoes and batch.conn.dialect.name == "postgresql":
+        if echoes and batch.conn is not None and batch.conn.dialect.name == "postgresql":
             wanted = [{"conversation_id": c, "mid": m} for c, m in echoes]
             for row in batch.load_json(messages, _replies_of_echoes(), wanted):
                 replies[(row["conversation_id"], row["mid"])] = row["message_key"]
@@ -128,7 +131,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         row.update(
             mid=event.mid,
             direction=direction,
-            kind=kind_of(event.attachments, event),
+            kind="erased" if is_erased(event) else kind_of(event.attachments, event),
             text=row["text"] if row["edit_count"] else event.text,
             attachments=event.attachments,
             reply_to=event.reply_to,
@@ -168,14 +171,15 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
 
     @on(topics.POSTBACK_RECEIVED)
     def postback_received(self, batch: Batch, event: Any, position: int) -> None:
-        key = event.mid or f"postback:{event.payload}:{event.sent_at}"
+        # Its own key, not one made from its payload (content, gone once shredded).
+        key = event.mid or event.key
         row = self._message(batch, event, key)
         row.update(
             mid=event.mid,
             direction="inbound",
-            kind="postback",
+            kind="erased" if is_erased(event) else "postback",
             text=event.title,
-            quick_reply={"payload": event.payload},
+            quick_reply=None if is_erased(event) else {"payload": event.payload},
             standby=event.standby,
             sent_at=event.sent_at,
             recorded_at=_ms(event),
@@ -187,6 +191,22 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         row = self._message(batch, event, event.mid)
         row["unsent"] = True
         row["unsent_at"] = event.unsent_at
+        forget_content(row)  # its data key went with this event
+
+    @on(topics.PARTICIPANT_ERASED)
+    def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
+        conversation_id = id_text(event.originator_id)
+        for row in content_rows(batch, messages, [conversation_id]):
+            if row["reply_id"] is None:  # our replies are our content, not theirs
+                forget_content(row)
+                batch.changed(messages, row)
+
+    @on(account_topics.CONTENT_EXPIRED)
+    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+        for row in content_rows(batch, messages, event.conversation_ids, before=event.before):
+            if row["reply_id"] is None:
+                forget_content(row)
+                batch.changed(messages, row)
 
     @on(topics.MESSAGE_EDITED)
     def message_edited(self, batch: Batch, event: Any, position: int) -> None:

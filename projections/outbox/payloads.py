@@ -58,6 +58,9 @@ class MessageReceived(Notification, kw_only=True):
     standby: bool
     truncated: bool = False
     """The text was cut to keep the body under 20 kB."""
+    erased: bool = False
+    """The message's content is gone (unsent, erased on request, or past the account's
+    retention): its text is null and it has no attachments; only the ids remain."""
 
 
 class MessageEchoed(Notification, kw_only=True):
@@ -68,6 +71,9 @@ class MessageEchoed(Notification, kw_only=True):
     attachments: list[dict[str, Any]]
     sent_at: int
     truncated: bool = False
+    erased: bool = False
+    """The message's content is gone (unsent, erased on request, or past the account's
+    retention): its text is null and it has no attachments; only the ids remain."""
 
 
 class MessageUnsent(Notification, kw_only=True):
@@ -85,6 +91,9 @@ class MessageEdited(Notification, kw_only=True):
     edit_count: int
     edited_at: int
     truncated: bool = False
+    erased: bool = False
+    """The message's content is gone (unsent, erased on request, or past the account's
+    retention): its text is null and it has no attachments; only the ids remain."""
 
 
 class ReactionAdded(Notification, kw_only=True):

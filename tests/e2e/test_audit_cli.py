@@ -315,7 +315,9 @@ def test_verify_finds_an_altered_payload(
     _, sql = database
     position = positions(sql, "m-2")
     [(state,)] = sql(_q(sql, "SELECT state FROM stored_events WHERE rowid = ?"), position)
-    edited = bytes(state).replace(b"message m-2", b"message m-X")
+    # The text is sealed (application/content.py): the intruder edits what is in clear.
+    edited = bytes(state).replace(b'"mid":"m-2"', b'"mid":"m-X"')
+    assert edited != bytes(state)
     sql(_q(sql, "UPDATE stored_events SET state = ? WHERE rowid = ?"), edited, position)
 
     status, out = run(capsys, "audit", "verify")
@@ -417,7 +419,9 @@ def test_verify_fails_after_the_chain_table_is_emptied_and_an_event_edited(
     sql("DELETE FROM stored_events_chain")
     position = positions(sql, "m-2")
     [(state,)] = sql(_q(sql, "SELECT state FROM stored_events WHERE rowid = ?"), position)
-    edited = bytes(state).replace(b"message m-2", b"message m-X")
+    # The text is sealed (application/content.py): the intruder edits what is in clear.
+    edited = bytes(state).replace(b'"mid":"m-2"', b'"mid":"m-X"')
+    assert edited != bytes(state)
     sql(_q(sql, "UPDATE stored_events SET state = ? WHERE rowid = ?"), edited, position)
 
     status, out = run(capsys, "audit", "verify")

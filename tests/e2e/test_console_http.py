@@ -266,11 +266,12 @@ async def test_an_auditor_verifies_the_hash_chain_and_sees_where_it_breaks(
             rowid, state = next(
                 (r, s)
                 for r, s in db.execute("SELECT rowid, state FROM stored_events")
-                if b"Hello there" in bytes(s)
+                if b'"mid":"mid-1"' in bytes(s)
             )
+            # The text is sealed (application/content.py): edit what is in clear.
             db.execute(
                 "UPDATE stored_events SET state = ? WHERE rowid = ?",
-                (bytes(state).replace(b"Hello there", b"Hello thera"), rowid),
+                (bytes(state).replace(b'"mid":"mid-1"', b'"mid":"mid-X"'), rowid),
             )
         await console.post(f"{audit}/verify", data={"csrf_token": csrf}, follow_redirects=False)
         assert f"BROKEN (altered) at position {rowid}" in (await console.get(audit)).text

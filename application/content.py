@@ -1,0 +1,208 @@
+"""The content vault: a message's content sealed under a data key of its own, opened in
+batches, and gone for good once its key is destroyed (crypto-shredding).
+
+Writing: `ContentMapper.to_stored_event` takes the content fields of a message-bearing
+event (`domain.content.CONTENT_FIELDS`) out of its stored state and puts them back as one
+sealed blob, `content = {"key": <data key id>, "sealed": <base64 AES-GCM ciphertext>}`,
+bound to the event's aggregate and version. The new data key (wrapped by the secret keys)
+rides on the stored event (`KeyedStoredEvent.new_keys`), and so do the keys an event
+destroys (`shreds`: an unsend, an erasure, an expiry); the ledger's recorder writes both
+in the transaction that inserts the events (`infrastructure/content_keys.py`). The hash
+chain covers the stored bytes, ciphertext included, so destroying a key never breaks it.
+
+Reading: `to_domain_event` leaves the blob sealed and gives the content fields their
+erased values, so aggregates replay without ever needing a key. A reader that shows
+content calls `ContentVault.open(events)` on a batch: the keys of the whole batch are read
+in one query, each event gets its content back, or, if its key is gone, the erased values
+and `content == {"erased": true}`. The sealed blob never leaves.
+
+Events stored before this vault existed hold their content in clear and no `content`
+field: they are read as they always were. So is everything a ledger without a vault
+stores (memory persistence, or a ledger built outside the composition root).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from application.ports import ContentCipher, ContentKeyStore
+from domain import account as account_topics
+from domain import conversation as conversation_topics
+from domain.content import CONTENT_FIELDS, ERASED, erased_fields
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A data key to store with its event."""
+
+    key_id: str
+    conversation_id: str
+    mid: str | None
+    """The message it seals (None for a referral or an unknown item)."""
+    recorded_at: int
+    """When its event was recorded (ms): what retention counts from."""
+    wrapped: str
+
+
+@dataclass(frozen=True)
+class Shred:
+    """Data keys to destroy with an event: those of these conversations, only of one
+    message (`mid`) or only recorded before a time (`before_ms`) if given."""
+
+    conversation_ids: tuple[str, ...]
+    mid: str | None = None
+    before_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyedStoredEvent(StoredEvent):
+    """A stored event with the data keys its insert stores and destroys."""
+
+    new_keys: tuple[NewKey, ...] = ()
+    shreds: tuple[Shred, ...] = ()
+
+
+def shreds_of(topic: str, state: dict[str, Any], conversation_id: str) -> tuple[Shred, ...]:
+    """The data keys an event destroys: an unsend its message's (and its edits'), an
+    erasure the conversation's, an expiry the old ones of the conversations it names."""
+    if topic == conversation_topics.MESSAGE_UNSENT:
+        return (Shred((conversation_id,), mid=state["mid"]),)
+    if topic == conversation_topics.PARTICIPANT_ERASED:
+        return (Shred((conversation_id,)),)
+    if topic == account_topics.CONTENT_EXPIRED:
+        return (Shred(tuple(state["conversation_ids"]), before_ms=state["before"]),)
+    return ()
+
+
+def _context(originator_id: Any, version: int, key_id: str) -> bytes:
+    return f"{originator_id}:{version}:{key_id}".encode()
+
+
+def _is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and "sealed" in value and "key" in value
+
+
+class ContentVault:
+    """Seals content under new data keys and opens batches of events (see the module)."""
+
+    def __init__(self, cipher: ContentCipher, keys: ContentKeyStore) -> None:
+        self.cipher = cipher
+        self.keys = keys
+
+    def seal(
+        self, transcoder: Any, event_state: dict[str, Any], topic: str, version: int
+    ) -> NewKey:
+        """Replace the content fields of `event_state` by a sealed blob; its new data key.
+
+        An event without content is sealed too, so that every message-bearing event reads
+        the same way once its key is destroyed (which read models rely on)."""
+        content = {
+            name: event_state.pop(name, value) for name, value in CONTENT_FIELDS[topic].items()
+        }
+        key, wrapped = self.cipher.new_key()
+        key_id = uuid4().hex
+        originator_id = event_state["originator_id"]
+        sealed = self.cipher.seal(
+            key, transcoder.encode(content), _context(originator_id, version, key_id)
+        )
+        event_state["content"] = {"key": key_id, "sealed": base64.b64encode(sealed).decode()}
+        timestamp = event_state.get("timestamp")
+        return NewKey(
+            key_id=key_id,
+            conversation_id=str(originator_id),
+            mid=event_state.get("mid"),
+            recorded_at=int(timestamp.timestamp() * 1000) if timestamp is not None else 0,
+            wrapped=wrapped,
+        )
+
+    def open(self, transcoder: Any, events: Iterable[Any]) -> None:
+        """Give each sealed event of the batch its content back, or mark it erased.
+
+        One query reads the keys of the whole batch."""
+        sealed = [e for e in events if _is_sealed(getattr(e, "content", None))]
+        if not sealed:
+            return
+        wrapped = self.keys.wrapped_keys(sorted({e.content["key"] for e in sealed}))
+        for event in sealed:
+            state = event.__dict__
+            blob = state["content"]
+            key = wrapped.get(blob["key"])
+            if key is None:
+                state["content"] = dict(ERASED)
+                continue
+            plaintext = self.cipher.open(
+                key,
+                base64.b64decode(blob["sealed"]),
+                _context(event.originator_id, event.originator_version, blob["key"]),
+            )
+            state.update(transcoder.decode(plaintext))
+            del state["content"]
+
+
+class ContentMapper(Mapper[UUID]):
+    """The ledger's mapper: seals content on the way in when it has a vault (see the module)."""
+
+    vault: ContentVault | None = None
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        topic = get_topic(type(domain_event))
+        vault = self.vault
+        if vault is None or (
+            topic not in CONTENT_FIELDS
+            and topic
+            not in (
+                conversation_topics.MESSAGE_UNSENT,
+                conversation_topics.PARTICIPANT_ERASED,
+                account_topics.CONTENT_EXPIRED,
+            )
+        ):
+            return super().to_stored_event(domain_event)
+        state = dict(vars(domain_event))
+        new_keys: tuple[NewKey, ...] = ()
+        if topic in CONTENT_FIELDS:
+            new_keys = (vault.seal(self.transcoder, state, topic, domain_event.originator_version),)
+        shreds = shreds_of(topic, state, str(domain_event.originator_id))
+        # The library's mapping, of the event as it is to be stored.
+        stand_in = object.__new__(type(domain_event))
+        object.__setattr__(stand_in, "__dict__", state)
+        stored = super().to_stored_event(stand_in)
+        return KeyedStoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=stored.state,
+            new_keys=new_keys,
+            shreds=shreds,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        domain_event = super().to_domain_event(stored_event)
+        state = domain_event.__dict__
+        if _is_sealed(state.get("content")):
+            fields = CONTENT_FIELDS.get(stored_event.topic)
+            if fields is not None:
+                # The aggregate replays without its content (it keeps none).
+                for name, value in erased_fields(stored_event.topic).items():
+                    state.setdefault(name, value)
+        return domain_event
+
+    def open(self, events: Iterable[Any]) -> None:
+        """Open the content of these events, read from the store (see `ContentVault.open`)."""
+        if self.vault is not None:
+            self.vault.open(self.transcoder, events)
+            return
+        # No vault, no keys: what is sealed cannot be read here, and never leaves sealed.
+        for event in events:
+            if _is_sealed(getattr(event, "content", None)):
+                event.__dict__["content"] = dict(ERASED)
