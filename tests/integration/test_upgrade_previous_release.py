@@ -39,12 +39,20 @@ Rows = Callable[[str], list[tuple[Any, ...]]]
 
 
 class Previous:
-    """A database loaded from the dump, its URL, and a reader of a table's rows."""
+    """A database loaded from the dump, its URL, a reader of a table's rows, and a way to
+    run SQL on it."""
 
-    def __init__(self, url: str, rows: Rows, event_tables: tuple[str, str, str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        rows: Rows,
+        event_tables: tuple[str, str, str],
+        sql: Callable[[str], list[tuple[Any, ...]]],
+    ) -> None:
         self.url = url
         self.rows = rows
         self.event_tables = event_tables
+        self.sql = sql
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         return {name: self.rows(name) for name in [*TABLES, *self.event_tables]}
@@ -71,9 +79,13 @@ def previous(
                 query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(columns)}"  # noqa: S608
                 return conn.execute(query).fetchall()
 
+        def sqlite_sql(statement: str) -> list[tuple[Any, ...]]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute(statement).fetchall()
+
         url = f"sqlite:///{path}"
         events = ("stored_events", "stored_events_chain", "stored_events_chain_genesis")
-        found = Previous(url, sqlite_rows, events)
+        found = Previous(url, sqlite_rows, events, sqlite_sql)
         _environment(monkeypatch, url, tmp_path)
         yield found
         return
@@ -103,11 +115,17 @@ def previous(
             query = f'SELECT {texts} FROM "{table}" ORDER BY {texts}'  # noqa: S608
             return conn.execute(query).fetchall()
 
+    def postgres_sql(statement: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            cursor = conn.execute(statement.encode())
+            return cursor.fetchall() if cursor.description else []
+
     url = f"{base}?schema={schema}"
     events = ("dmledger_events", "dmledger_events_chain", "dmledger_events_chain_genesis")
     _environment(monkeypatch, url, tmp_path)
     try:
-        yield Previous(url, postgres_rows, events)
+        yield Previous(url, postgres_rows, events, postgres_sql)
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -206,3 +224,61 @@ def test_sqlite_upgrades_itself_on_start(
     assert "ops" in out
     assert run(capsys, "db", "check")[0] == 0
     assert previous.snapshot() == before
+
+
+def _older_conversation_list(previous: Previous) -> int:
+    """Make the conversation list as an older definition would have left it: without a
+    column this release's has, its rows built by version 0; how many rows it holds."""
+    previous.sql("ALTER TABLE conversation_list DROP COLUMN participant_username")
+    previous.sql(
+        "UPDATE projection_tracking SET definition_version = 0 "
+        "WHERE projection = 'conversation_list'"
+    )
+    return len(previous.sql("SELECT conversation_id FROM conversation_list"))
+
+
+def _conversation_list_is_current(previous: Previous, rows: int) -> None:
+    found = previous.sql("SELECT conversation_id, participant_username FROM conversation_list")
+    assert len(found) == rows
+    assert previous.sql(
+        "SELECT definition_version FROM projection_tracking WHERE projection = 'conversation_list'"
+    ) == [(1,)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("previous", ["postgres"], indirect=True)
+def test_a_read_model_of_another_definition_is_refused_on_postgres_until_rebuilt(
+    previous: Previous, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given an upgraded database whose conversation list an older definition built
+    assert run(capsys, "db", "upgrade")[0] == 0
+    rows = _older_conversation_list(previous)
+
+    # when a process starts, it refuses, naming the rebuild
+    status, _, err = run(capsys, "dispatch", "--once")
+    assert status == 2
+    said = [line for line in err.splitlines() if not line.startswith("dmledger: database ")]
+    assert len(said) == 1, err
+    assert "`dmledger projections rebuild conversation_list`" in said[0]
+    status, out, _ = run(capsys, "projections", "status")
+    assert "`dmledger projections rebuild conversation_list`" in out
+
+    # then after the rebuild the table has this release's columns and every row
+    assert run(capsys, "projections", "rebuild", "conversation_list")[0] == 0
+    _conversation_list_is_current(previous, rows)
+    assert run(capsys, "dispatch", "--once")[0] == 0
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("previous", ["sqlite"], indirect=True)
+def test_a_read_model_of_another_definition_is_rebuilt_on_start_on_sqlite(
+    previous: Previous, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "upgrade")[0] == 0
+    rows = _older_conversation_list(previous)
+
+    status, _, err = run(capsys, "dispatch", "--once")
+
+    assert status == 0, err
+    assert "rebuilding conversation_list" in err
+    _conversation_list_is_current(previous, rows)
