@@ -9,10 +9,9 @@ from typing import Any
 
 from infrastructure.settings import Settings
 from interfaces.access_log import RedactVerifyToken
-from interfaces.cli_support import CliError, services_of
-from interfaces.composition import Services
+from interfaces.cli_support import services_of
+from interfaces.read_model_check import require_current_read_models
 from interfaces.refusal_log import RateLimitedAccessLog
-from projections.registry import ProjectionBusy
 
 
 def add_commands(commands: Any) -> None:
@@ -39,31 +38,6 @@ def add_commands(commands: Any) -> None:
     dispatch.set_defaults(run=_dispatch)
     project = commands.add_parser("project", help="run the projection runners until stopped")
     project.set_defaults(run=_project)
-
-
-def require_current_read_models(services: Services) -> None:
-    """Read models built by an older definition (`projections.definitions`): rebuilt here
-    on SQLite, so `./dev serve` stays one command; on PostgreSQL a `CliError` naming
-    `dmledger projections rebuild`, since rebuilding a long log is the operator's to
-    schedule (and every process of the deployment must stop for it)."""
-    outdated = services.read_models.outdated()
-    if not outdated:
-        return
-    names = " ".join(outdated)
-    if services.read_models.conversation_list.engine.dialect.name == "postgresql":
-        raise CliError(
-            f"the read models {', '.join(outdated)} were built by another definition than "
-            f"this release's: stop serve and project, run `dmledger projections rebuild "
-            f"{names}`, then start again"
-        )
-    print(f"dmledger: rebuilding {', '.join(outdated)} (a new definition)", file=sys.stderr)
-    try:
-        services.read_models.rebuild(outdated)
-    except ProjectionBusy as busy:
-        raise CliError(
-            f"{busy.name} needs a rebuild (a new definition) but another process follows "
-            f"it: stop it, then run `dmledger projections rebuild {names}`"
-        ) from None
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
