@@ -33,6 +33,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, text
 
 # Alembic's INFO lines ("Context impl SQLiteImpl.") tell an operator nothing; `dmledger db
@@ -65,7 +66,7 @@ def known(revision: str) -> bool:
     """Whether `revision` is one of these migrations (not one of a newer release)."""
     try:
         return ScriptDirectory.from_config(config()).get_revision(revision) is not None
-    except Exception:
+    except CommandError:  # "Can't locate revision"
         return False
 
 

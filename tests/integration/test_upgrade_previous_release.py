@@ -282,3 +282,17 @@ def test_a_read_model_of_another_definition_is_rebuilt_on_start_on_sqlite(
     assert status == 0, err
     assert "rebuilding conversation_list" in err
     _conversation_list_is_current(previous, rows)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("previous", ["postgres"], indirect=True)
+def test_a_schema_a_newer_release_upgraded_is_refused(
+    previous: Previous, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "db", "upgrade")[0] == 0
+    previous.sql("UPDATE dmledger_schema_version SET version_num = '9999'")
+
+    status, _, err = run(capsys, "dispatch", "--once")
+
+    assert status == 2
+    assert "revision 9999, which this release does not know" in err

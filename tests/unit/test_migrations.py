@@ -109,3 +109,8 @@ def test_the_migrations_form_one_line() -> None:
 
     assert len(scripts.get_heads()) == 1
     assert [s.revision for s in scripts.walk_revisions()][-1] == "0001"
+
+
+def test_a_revision_of_a_newer_release_is_not_known() -> None:
+    assert migrations.known(migrations.head())
+    assert not migrations.known("9999")
