@@ -95,7 +95,9 @@ def current(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Apply every migration the database lacks, in one transaction; (from, to)."""
     before = current(engine)
-    with engine.execution_options(dmledger_writing=True).connect() as conn:
+    # Our transaction, committed here: Alembic leaves one it did not begin to its caller
+    # (and env.py's first query would have begun one), which would roll it back.
+    with engine.execution_options(dmledger_writing=True).begin() as conn:
         command.upgrade(config(conn), "head")
     return before, head()
 

@@ -114,3 +114,28 @@ def test_the_migrations_form_one_line() -> None:
 def test_a_revision_of_a_newer_release_is_not_known() -> None:
     assert migrations.known(migrations.head())
     assert not migrations.known("9999")
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_without_a_schema_setting_is_upgraded_for_good(
+    postgres_server: str,
+) -> None:
+    # given a database named without ?schema= (its tables go to the default schema)
+    from tests.conftest import derived_database
+
+    url = derived_database(postgres_server, "migrations")
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = create_view_engine(url)
+    try:
+        # when it is upgraded
+        migrations.upgrade(engine)
+
+        # then the revision is committed, not rolled back with the connection
+        assert migrations.current(engine) == migrations.head()
+    finally:
+        engine.dispose()
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
