@@ -1,5 +1,7 @@
-# dmledger: `docker build -t dmledger .` then
+# dmledger: `docker build -t dmledger .` then, on PostgreSQL, once per release
+# `docker run -e DMLEDGER_DATABASE_URL=postgresql://... dmledger db upgrade` and
 # `docker run -e DMLEDGER_DATABASE_URL=postgresql://... -e DMLEDGER_SECRET_KEY=... -p 8000:8000 dmledger`
+# (deploy/compose.yaml runs the whole deployment).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,13 +12,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DMLEDGER_DATA_DIR=/var/lib/dmledger
 
 WORKDIR /app
+# Exactly the versions (and files, by hash) of requirements.lock, in a layer of their own;
+# then dmledger itself, built with the locked setuptools, resolving nothing again.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY domain/ domain/
 COPY application/ application/
 COPY infrastructure/ infrastructure/
 COPY interfaces/ interfaces/
 COPY projections/ projections/
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /var/lib/dmledger --create-home dmledger
 
 USER dmledger

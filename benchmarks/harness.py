@@ -148,7 +148,8 @@ class Bench:
         return Server(app, self.server_env(), workers=self.config.web_workers, lifetime=900)
 
     def reset_database(self) -> None:
-        """Create the bench database if needed, and drop every table in it."""
+        """Create the bench database if needed, drop every table in it, and make them anew
+        (`dmledger db upgrade`)."""
         base, _, dbname = self.database_url.split("?")[0].rpartition("/")
         with psycopg.connect(base + "/postgres", autocommit=True, connect_timeout=5) as conn:
             if not conn.execute(
@@ -158,6 +159,9 @@ class Bench:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
+        from interfaces.cli_db import upgrade_database
+
+        upgrade_database(self.database_url)  # as `dmledger db upgrade` does
 
     @contextmanager
     def services(self) -> Iterator[Any]:

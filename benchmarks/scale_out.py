@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from interfaces.cli_db import upgrade_database
 from tests.support.scale_out import ScaleOut
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/dmledger_bench"
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     schema = "scale_" + uuid.uuid4().hex[:8]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    upgrade_database(f"{url}?schema={schema}")  # as `dmledger db upgrade` does
     workdir = Path(tempfile.mkdtemp(prefix="dmledger-scale-out-"))
     try:
         scenario = ScaleOut(

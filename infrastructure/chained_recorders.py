@@ -6,7 +6,8 @@ after the events have their positions, and the genesis to `<that table>_genesis`
 the first links. The newest link of the log and the genesis are read while the insert
 holds the write lock (SQLite's, once the events are inserted; on PostgreSQL the events
 table's lock, in the insert's first round trip), so concurrent writers make one chain.
-See `infrastructure.event_chain` for what a link is.
+See `infrastructure.event_chain` for what a link is. The two tables are made and
+migrated by `infrastructure/migrations` (revision 0001), not here.
 
 A recorder without a keyring (a ledger built outside the composition root, as some
 tests do) stores events without links, and says so once in the log.
@@ -29,7 +30,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Identifier
 
 from application.content import ContentVault
 from application.ledger import Ledger
@@ -101,39 +102,6 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
             f"SELECT began_at, log_began_at, key_id, hash FROM {genesis} "  # noqa: S608
             "ORDER BY began_at LIMIT 1"
         )
-
-    def construct_create_table_statements(self) -> list[str]:
-        statements = super().construct_create_table_statements()
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} ("
-            "originator_id TEXT, "
-            "originator_version INTEGER, "
-            "notification_id INTEGER NOT NULL, "
-            "key_id TEXT NOT NULL, "
-            "hash BLOB NOT NULL, "
-            "previous_position INTEGER, "
-            "PRIMARY KEY (originator_id, originator_version)) "
-            "WITHOUT ROWID"
-        )
-        statements.append(
-            f"CREATE INDEX IF NOT EXISTS {self.chain_table_name}_position "
-            f"ON {self.chain_table_name} (notification_id)"
-        )
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {self.genesis_table_name} ("
-            "began_at INTEGER PRIMARY KEY, "
-            "log_began_at INTEGER NOT NULL, "
-            "key_id TEXT NOT NULL, "
-            "hash BLOB NOT NULL)"
-        )
-        statements.extend(self.content_keys.create_statements())
-        return statements
-
-    def after_create_table(self, c: SQLiteCursor) -> None:
-        # A chain table made before the log chain existed has no previous_position.
-        c.execute(f"PRAGMA table_info({self.chain_table_name})")
-        if "previous_position" not in {row["name"] for row in c.fetchall()}:
-            c.execute(f"ALTER TABLE {self.chain_table_name} ADD COLUMN previous_position INTEGER")
 
     def after_insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
@@ -268,47 +236,6 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.chain_table_name)
         genesis = Identifier(self.genesis_table_name)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-                "originator_id uuid NOT NULL, "
-                "originator_version bigint NOT NULL, "
-                "notification_id bigint NOT NULL, "
-                "key_id text NOT NULL, "
-                "hash bytea NOT NULL, "
-                "PRIMARY KEY (originator_id, originator_version))"
-            ).format(schema=schema, table=table)
-        )
-        # A chain table made before the log chain existed gets the column here (looked
-        # up first: ALTER TABLE would lock the table on every start, even with IF NOT EXISTS).
-        self.sql_create_statements.append(
-            SQL(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM information_schema.columns "
-                "WHERE table_schema = {schema_name} AND table_name = {table_name} "
-                "AND column_name = 'previous_position') THEN "
-                "ALTER TABLE {schema}.{table} ADD COLUMN previous_position bigint; "
-                "END IF; END $$"
-            ).format(
-                schema=schema,
-                table=table,
-                schema_name=Literal(self.datastore.schema),
-                table_name=Literal(self.chain_table_name),
-            )
-        )
-        self.sql_create_statements.append(
-            SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)").format(
-                index=Identifier(f"{self.chain_table_name}_position"), schema=schema, table=table
-            )
-        )
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{genesis} ("
-                "began_at bigint PRIMARY KEY, "
-                "log_began_at bigint NOT NULL, "
-                "key_id text NOT NULL, "
-                "hash bytea NOT NULL)"
-            ).format(schema=schema, genesis=genesis)
-        )
         self._select_previous = SQL(
             "SELECT c.originator_id, c.originator_version, c.hash FROM {schema}.{table} c "
             "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, originator_version) "

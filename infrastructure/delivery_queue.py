@@ -30,12 +30,10 @@ from sqlalchemy.sql import exists
 from application.ports import DeliveryStatus, LeasedDelivery, Settlement
 from infrastructure.delivery_tables import (
     FINISHED,
-    OWN_TABLES,
     delivery_cursors,
     delivery_queue,
     delivery_state,
     dialect_of,
-    metadata,
     outbox,
     upsert_states,
     writing,
@@ -49,14 +47,6 @@ class DeliveryQueue:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def create_tables(self) -> None:
-        metadata.create_all(self.engine, tables=list(OWN_TABLES))
-        # Indexes added since a table was made are made on its next start.
-        with self.engine.begin() as conn:
-            for table in OWN_TABLES:
-                for index in table.indexes:
-                    index.create(conn, checkfirst=True)
 
     def outbox_replaced(self, conn: Connection) -> None:
         """The outbox's rows were replaced (a rebuild): adopt from its start again, in the

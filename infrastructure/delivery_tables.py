@@ -6,8 +6,9 @@ state of each delivery in tables of its own. Infrastructure may not import proje
 (nor they it: `tests/unit/test_layers.py`), so the queue describes the `outbox` table
 here again, as a read-only view of the same table in the same database. It never creates
 it; `tests/unit/test_delivery_tables.py` checks that both descriptions agree, column by
-column. The queue's own tables are created and owned here, and survive a rebuild of the
-outbox: what was delivered stays delivered.
+column. The queue's own tables are described here and created and migrated by
+`infrastructure/migrations` (they are not rebuilt from the log); they survive a rebuild
+of the outbox: what was delivered stays delivered.
 """
 
 from __future__ import annotations

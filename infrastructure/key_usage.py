@@ -1,4 +1,5 @@
-"""When each API key was last used, in a small table beside the read models."""
+"""When each API key was last used, in a small table beside the read models (created and
+migrated by `infrastructure/migrations`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ class SqlKeyUsage:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def create_tables(self) -> None:
-        _metadata.create_all(self.engine)
 
     def touch(self, key_id: str, at: datetime) -> None:
         # One statement, so SQLite needs no write lock taken up front.

@@ -122,7 +122,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         install_circuit(datastore)
         self.content_keys = PostgresContentKeys(self.datastore.schema, self.events_table_name)
         self.check_identifier_length(self.content_keys.name)
-        self.sql_create_statements.extend(self.content_keys.create_statements())
         names = {
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),

@@ -11,6 +11,7 @@
 | deliveries list, show, redeliver | `interfaces/cli_deliveries.py` |
 | dev fake-graph, crm-receiver | `interfaces/cli_dev.py` |
 | audit verify, checkpoint, projections | `interfaces/cli_audit.py` |
+| db upgrade, current, check | `interfaces/cli_db.py` |
 
 Each command is `run(settings, args) -> exit status`; a `CliError` (and a bad setting or
 a refused command) exits with status 2 and its message on standard error.
@@ -31,6 +32,7 @@ from infrastructure.settings import SettingsError
 from interfaces import (
     cli_accounts,
     cli_audit,
+    cli_db,
     cli_deliveries,
     cli_dev,
     cli_erase,
@@ -61,6 +63,7 @@ COMMAND_GROUPS = (
     cli_secrets,
     cli_erase,
     cli_audit,
+    cli_db,
     cli_dev,
 )
 

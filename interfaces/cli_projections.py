@@ -45,8 +45,14 @@ def add_commands(commands: Any) -> None:
 def _status(settings: Settings, _: argparse.Namespace) -> int:
     with services_of(settings) as services:
         health = services.read_models.health()
+        outdated = services.read_models.outdated()
     rows = [(p.name, str(p.position), str(p.head), str(p.lag), str(p.parked)) for p in health]
     print_table(("PROJECTION", "POSITION", "HEAD", "LAG", "PARKED"), rows)
+    if outdated:
+        print(
+            f"built by another definition than this release's: {', '.join(outdated)}; "
+            f"run `dmledger projections rebuild {' '.join(outdated)}`"
+        )
     return 0
 
 

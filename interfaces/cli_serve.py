@@ -10,6 +10,7 @@ from typing import Any
 from infrastructure.settings import Settings
 from interfaces.access_log import RedactVerifyToken
 from interfaces.cli_support import services_of
+from interfaces.read_model_check import require_current_read_models
 from interfaces.refusal_log import RateLimitedAccessLog
 
 
@@ -51,6 +52,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         max_connections=settings.max_connections,
     )
     with services_of(settings) as services:
+        require_current_read_models(services)
         config = uvicorn.Config(
             create_app(
                 services,
@@ -79,6 +81,7 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
     from interfaces.projection_roles import report_roles
 
     with services_of(settings) as services:
+        require_current_read_models(services)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -95,6 +98,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     from interfaces.dispatching import run_dispatcher
 
     with services_of(settings) as services:
+        require_current_read_models(services)
 
         async def main() -> None:
             stop = asyncio.Event()

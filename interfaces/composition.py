@@ -32,6 +32,7 @@ from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
 from infrastructure.key_usage import SqlKeyUsage
 from infrastructure.persistence import persistence_env
+from infrastructure.schema_version import prepare_schema
 from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings, SettingsError
 from projections.database import create_view_engine
@@ -106,6 +107,8 @@ def build(
     Tests pass fakes (a clock they move on) to the same function."""
     persistence = persistence_env(settings.database_url)
     require_database(persistence)  # before a development key is made for nothing
+    views = create_view_engine(settings.database_url)
+    persistence = prepare_schema(persistence, views, settings.database_url)
     keys = secret_keys(settings, announce=announce)
     secrets = FernetSecretBox(keys)
     clock = clock or SystemClock()
@@ -132,13 +135,10 @@ def build(
     writer = LedgerWriter(ledger)
     install_chain(ledger.recorder, keys)
     install_vault(ledger, keys)
-    views = create_view_engine(settings.database_url)
     key_usage = SqlKeyUsage(views)
-    key_usage.create_tables()
     auto_replies = AutoReplies(ledger, secrets, profiles, clock)
     read_models = ReadModels.build(ledger, views, writer, auto_replies, clock=clock)
     delivery_queue = DeliveryQueue(views)
-    delivery_queue.create_tables()
     # A rebuilt outbox is adopted from its start again, in the transaction that swaps it in.
     read_models.outbox.when_replaced(delivery_queue.outbox_replaced)
     dispatcher = Dispatcher(

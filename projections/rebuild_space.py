@@ -4,7 +4,9 @@ A rebuild that dropped the live views and then stopped (the database gone, an op
 ^C, an event no handler can take) left them empty. So a rebuild writes new views in a
 space of its own, and each replaces its live view in one transaction when it is
 complete: the live rows, parked events and position are swapped for the new ones, or,
-if anything fails before, left exactly as they were.
+if anything fails before, left exactly as they were. A live view built by another
+definition version (`projections.definitions`) has its tables made anew in that same
+transaction, so a rebuild is also how a read model's tables change.
 
 The space is a schema beside the live one on PostgreSQL (the tables are copied across
 with INSERT ... SELECT in the server), and a database file beside the live one on SQLite
@@ -20,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, text
 
+from projections.definitions import stored_version
 from projections.parked import projection_failures
 from projections.schema import tracking, writing
 from projections.view import SqlView
@@ -91,7 +94,14 @@ class RebuildSpace:
                     driver.execute("DETACH DATABASE rebuilt")
 
     def _copy(self, conn: Connection, live: SqlView, qualify: Any) -> None:
-        if self._postgres and live.tables:
+        if stored_version(conn, live.name) != live.version:
+            # Built by another definition (or never): the live tables are made anew from
+            # this one, in this transaction, so a changed table gets its new columns.
+            for table in reversed(live.tables):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {qualify(conn, table, live=True)}")
+            for table in live.tables:
+                table.create(conn)
+        elif self._postgres and live.tables:
             # TRUNCATE, not DELETE: no dead row left behind per live row (see SqlView.drop).
             names = ", ".join(qualify(conn, table, live=True) for table in live.tables)
             conn.exec_driver_sql(f"TRUNCATE {names}")

@@ -18,6 +18,7 @@ from application.ports import Clock
 from projections.auto_reply import AutoReplyPolicy, PolicyPosition
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
+from projections.definitions import outdated
 from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
 from projections.outbox.projection import Outboxes
@@ -121,6 +122,12 @@ class ReadModels:
         """Apply the whole log to every read model, here and now (tests, the CLI)."""
         for runner in self.runners.values():
             runner.catch_up()
+
+    def outdated(self) -> list[str]:
+        """The rebuildable read models whose rows another definition version built: they
+        must be rebuilt before this code follows them (`projections.definitions`)."""
+        views = [runner.view for runner in self.rebuildable().values()]
+        return outdated(self.conversation_list.engine, views)
 
     def rebuildable(self) -> dict[str, ProjectionRunner]:
         """The runners of read models that can be dropped and rebuilt from the log."""

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Integer,
     MetaData,
     String,
     Table,
@@ -45,8 +46,12 @@ tracking = Table(
     Column("projection", String(100), primary_key=True),
     Column("application_name", String(100), nullable=False),
     Column("notification_id", BigInteger, nullable=False),
+    Column("definition_version", Integer, nullable=False, server_default="1"),
 )
-"""How far each read model has followed the event log."""
+"""How far each read model has followed the event log, and the definition version
+(`SqlView.version`) its rows were built by. Not itself rebuilt (the auto-reply policy's
+position is here): `infrastructure/migrations` creates and migrates it, with
+`projection_failures`."""
 
 
 def upsert(

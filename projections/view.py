@@ -52,6 +52,12 @@ class SqlView(TrackingRecorder):
     name: str = ""
     """The projection's name: its tracking row, and what `projections rebuild` takes."""
     tables: Sequence[Table] = ()
+    """The read model's own tables: made by `create_tables`, never migrated. A read model
+    is rebuilt from the log instead (its projection says whether it may be)."""
+    version: int = 1
+    """The definition version: raise it when `tables` or what the projection writes into
+    them change. A view whose rows were built by another version is rebuilt (the rebuild
+    makes its tables anew); see `projections.definitions`."""
 
     notify: str | None = None
     """A PostgreSQL channel to NOTIFY when a batch commits (who waits for this view)."""
@@ -71,6 +77,8 @@ class SqlView(TrackingRecorder):
         return lambda: self._listeners.remove(listener)
 
     def create_tables(self) -> None:
+        """Make the view's tables where missing. `tracking` and `projection_failures` are
+        the migrations' in a live database, and made here in a rebuild's own space."""
         metadata.create_all(self.engine, tables=[tracking, projection_failures, *self.tables])
 
     def drop(self) -> None:
@@ -172,6 +180,7 @@ class SqlView(TrackingRecorder):
                     "projection": self.name,
                     "application_name": record.application_name,
                     "notification_id": record.notification_id,
+                    "definition_version": self.version,
                 }
             ],
             keys=["projection"],

@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from application.ingest import sign
 from infrastructure.secret_box import FernetSecretBox
 from infrastructure.settings import Settings
+from interfaces.cli_db import upgrade_database
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.support.clock import MovableClock
@@ -92,11 +93,14 @@ def postgres_server() -> str:
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A PostgreSQL URL with a schema of its own for one test, dropped afterwards."""
+    """A PostgreSQL URL with a schema of its own for one test, upgraded as `dmledger db
+    upgrade` does (processes refuse a schema that is behind), dropped afterwards."""
     schema = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(_admin_url(postgres_server), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{postgres_server}?schema={schema}"
+    url = f"{postgres_server}?schema={schema}"
+    upgrade_database(url)
+    yield url
     with psycopg.connect(_admin_url(postgres_server), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

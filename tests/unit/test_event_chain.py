@@ -21,6 +21,7 @@ from infrastructure.chained_recorders import ChainedSQLiteRecorder, chain_verifi
 from infrastructure.event_chain import ChainKeyring, Checkpoint, Genesis, Link, LinkedEvent, Tail
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
+from interfaces.cli_db import upgrade_database
 
 KEY = FernetSecretBox.new_key()
 A, B, C = uuid4(), uuid4(), uuid4()
@@ -354,7 +355,9 @@ def test_a_chain_begun_again_does_not_extend_an_older_checkpoint() -> None:
 def test_the_sqlite_ledger_writes_a_link_for_every_event_in_the_same_insert(
     tmp_path: Path,
 ) -> None:
-    ledger = Ledger(env=persistence_env(f"sqlite:///{tmp_path}/ledger.sqlite3"))
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    upgrade_database(url)  # the chain's tables are the migrations'
+    ledger = Ledger(env=persistence_env(url))
     assert isinstance(ledger.recorder, ChainedSQLiteRecorder)
     assert install_chain(ledger.recorder, [KEY])
     conversation = Conversation(ig_account_id="1", participant_id="2")
@@ -374,7 +377,9 @@ def test_the_sqlite_ledger_writes_a_link_for_every_event_in_the_same_insert(
 
 
 def test_a_ledger_without_keys_stores_unchained_events(tmp_path: Path) -> None:
-    ledger = Ledger(env=persistence_env(f"sqlite:///{tmp_path}/ledger.sqlite3"))
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    upgrade_database(url)
+    ledger = Ledger(env=persistence_env(url))
     ledger.save(Conversation(ig_account_id="1", participant_id="2"))
 
     assert isinstance(ledger.recorder, ChainedSQLiteRecorder)
@@ -417,9 +422,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Sql]:
 def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
     database: tuple[str, Sql],
 ) -> None:
-    # given a database as the previous version left it: its chain table without
-    # previous_position, aggregate-only links, no genesis
+    # given a database as a version before the log chain and before migrations left it:
+    # its chain table without previous_position, aggregate-only links, no genesis
     url, sql = database
+    upgrade_database(url)
     old = Ledger(env=persistence_env(url))
     conversation = Conversation(ig_account_id="1", participant_id="2")
     conversation.receive_message(mid="m0", sent_at=0)
@@ -428,6 +434,8 @@ def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
     keyring = ChainKeyring([KEY])
     sql("DROP TABLE stored_events_chain_genesis")
     sql("ALTER TABLE stored_events_chain DROP COLUMN previous_position")
+    sql("ALTER TABLE projection_tracking DROP COLUMN definition_version")
+    sql("DROP TABLE dmledger_schema_version")
     previous = None
     rows = sql(
         "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
@@ -451,7 +459,8 @@ def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
             keyring.signing_key_id,
             previous,
         )
-    # when this version opens it and stores more
+    # when `dmledger db upgrade` runs, and this version opens it and stores more
+    upgrade_database(url)
     ledger = Ledger(env=persistence_env(url))
     assert install_chain(ledger.recorder, [KEY])
     mine = ledger.repository.get(conversation.id)

@@ -1,0 +1,108 @@
+"""The schema migrations (Alembic) of every table that is not rebuilt from the log.
+
+What they manage: the delivery queue's state (`infrastructure/delivery_tables.py`), API
+key usage (`infrastructure/key_usage.py`), the hash chain and its genesis
+(`infrastructure/chained_recorders.py`), and the read models' positions and parked
+events (`projections/schema.py`, `projections/parked.py`: the auto-reply policy's
+position is no read model, it cannot be rebuilt). The read models' own tables are not
+migrated: they are rebuilt from the log when their definition changes (`SqlView.version`).
+
+The event store's tables (events, snapshots) are the eventsourcing library's: it creates
+them (`CREATE TABLE IF NOT EXISTS`, its `create_table`) with the DDL its recorders are
+written against, and a new version of the library brings its own changes. Copying its
+DDL into migrations here would fork it. `dmledger db upgrade` has the library create them,
+then applies these migrations.
+
+Adding a table (or a column): add a file to `versions/`, numbered after the last one,
+whose `down_revision` is the last one's `revision`, and change the table's description in
+the code in the same commit; `tests/unit/test_migrations.py` checks that the migrated
+database and the code's tables agree, on SQLite and PostgreSQL. Nothing else is needed:
+`dmledger db upgrade` applies it, and SQLite databases upgrade themselves on start.
+
+Migrations run on one connection of the read models' engine (the same database and, on
+PostgreSQL, the schema of `?schema=`): the schema is put first on the transaction's
+search path, so a migration names its tables without a schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, text
+
+# Alembic's INFO lines ("Context impl SQLiteImpl.") tell an operator nothing; `dmledger db
+# upgrade` says what it did.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+HERE = Path(__file__).parent
+VERSION_TABLE = "dmledger_schema_version"
+"""Alembic's version table, named for this application (a schema may be shared)."""
+_LOCK = 7_341_120_015
+"""The PostgreSQL advisory lock two `db upgrade`s take turns on."""
+
+
+def config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration: these scripts, and the connection to run them on."""
+    found = Config()
+    found.set_main_option("script_location", str(HERE))
+    found.attributes["connection"] = connection
+    return found
+
+
+def head() -> str:
+    """The revision this code's tables are at."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def known(revision: str) -> bool:
+    """Whether `revision` is one of these migrations (not one of a newer release)."""
+    try:
+        return ScriptDirectory.from_config(config()).get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision"
+        return False
+
+
+def schema_of(conn: Connection) -> str | None:
+    """The PostgreSQL schema the engine's tables are in (`?schema=`), else None."""
+    if conn.dialect.name != "postgresql":
+        return None
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(None)
+    if schema:
+        return str(schema)
+    return str(conn.execute(text("SELECT current_schema()")).scalar_one())
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the database is at; None before any migration (new, or made by a
+    release before migrations)."""
+    with engine.connect() as conn:
+        schema = schema_of(conn)
+        context = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
+        )
+        return context.get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Apply every migration the database lacks, in one transaction; (from, to)."""
+    before = current(engine)
+    # Our transaction, committed here: Alembic leaves one it did not begin to its caller
+    # (and env.py's first query would have begun one), which would roll it back.
+    with engine.execution_options(dmledger_writing=True).begin() as conn:
+        command.upgrade(config(conn), "head")
+    return before, head()
+
+
+def lock(conn: Connection) -> None:
+    """Wait for any other upgrade of this database to end (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
