@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from infrastructure.settings import Settings
 from interfaces.access_log import RedactVerifyToken
 from interfaces.cli_support import services_of
+from interfaces.composition import Services
 from interfaces.refusal_log import RateLimitedAccessLog
 
 
@@ -78,7 +81,7 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
 
     from interfaces.projection_roles import report_roles
 
-    with services_of(settings) as services:
+    with services_of(settings) as services, metrics_port(services):
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -94,7 +97,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
 
     from interfaces.dispatching import run_dispatcher
 
-    with services_of(settings) as services:
+    with services_of(settings) as services, metrics_port(services):
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -111,3 +114,18 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         services.writer.start()
         asyncio.run(main())
     return 0
+
+
+@contextmanager
+def metrics_port(services: Services) -> Iterator[None]:
+    """`/metrics` on `DMLEDGER_METRICS_PORT` while the command runs, when it is set."""
+    from interfaces.metrics_server import serve_metrics
+
+    server = serve_metrics(services)
+    if server is not None:
+        print(f"metrics on {server.address}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.stop()

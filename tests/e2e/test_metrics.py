@@ -16,7 +16,7 @@ from interfaces.cli import main
 from tests.conftest import ACCESS_TOKEN, ACCOUNT, APP_SECRET, TEST_KEY, signed_headers
 from tests.e2e.test_cli import ADD, Served
 from tests.e2e.test_dispatch import SHIPPING, message
-from tests.support.cluster import wait_until
+from tests.support.cluster import Cluster, free_port, wait_until
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 
@@ -168,3 +168,56 @@ def test_a_reply_and_a_crm_delivery_move_the_send_api_crm_and_outbox_families(
     labels = json.dumps([labels for (_, labels) in after])
     assert ACCOUNT not in labels
     assert "5500000000000001" not in labels
+
+
+@pytest.mark.heavy  # two processes and three commands: ~40 s on a busy machine
+def test_dispatch_serves_its_metrics_on_the_metrics_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: FakeGraphApi
+) -> None:
+    # given a web process that leaves sending to a `dmledger dispatch` with a metrics port
+    metrics_port, web_port = free_port(), free_port()
+    monkeypatch.setenv("DMLEDGER_METRICS_TOKEN", METRICS_TOKEN)
+    monkeypatch.setenv("DMLEDGER_METRICS_PORT", str(metrics_port))
+    cluster = Cluster(f"sqlite:///{tmp_path}/ledger.sqlite3", TEST_KEY, graph.url, tmp_path)
+    try:
+        secrets = ["--access-token", ACCESS_TOKEN, "--verify-token", "v"]
+        cluster.command(*ADD, "--app-secret", APP_SECRET, *secrets)
+        admin = {
+            "authorization": "Bearer "
+            + cluster.command("keys", "create", "--name", "o", "--admin").strip()
+        }
+        web = cluster.start(
+            "web", "serve", "--no-dispatcher", "--port", str(web_port), port=web_port
+        )
+        cluster.start("dispatch", "dispatch")
+        cluster.wait_ready(web)
+        metrics = f"http://127.0.0.1:{metrics_port}"
+        wait_until(lambda: _answers(metrics + "/metrics"), timeout=30, what="the metrics port")
+        rules = f"http://127.0.0.1:{web_port}/api/v1/accounts/{ACCOUNT}/rules"
+        assert httpx.post(rules, json=SHIPPING, headers=admin).status_code == 201
+
+        # when a message asks for an automated reply
+        body = message("Do you ship?", "m-metrics-3")
+        hook = f"http://127.0.0.1:{web_port}/webhooks/instagram"
+        assert httpx.post(hook, content=body, headers=signed_headers(body)).status_code == 200
+
+        # then the dispatcher's own metrics count the send; they are not open to anyone
+        def sent() -> bool:
+            return (
+                value(scrape(metrics), "dmledger_send_api_answers_total", error_class="sent") == 1
+            )
+
+        wait_until(sent, timeout=30, what="the dispatcher to count the reply it sent")
+        refused = httpx.get(metrics + "/metrics")
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert value(scrape(metrics), "dmledger_outbox_due_deliveries", kind="instagram") == 0
+    finally:
+        cluster.stop_all()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 401
+    except httpx.TransportError:
+        return False
