@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from infrastructure.settings import Settings
-from interfaces.access_log import RedactVerifyToken
-from interfaces.cli_support import services_of
+from interfaces.cli_support import CliError, services_of
 from interfaces.composition import Services
-from interfaces.refusal_log import RateLimitedAccessLog
 
 
 def add_commands(commands: Any) -> None:
@@ -31,6 +28,12 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="do not run the dispatcher here (separate `dmledger dispatch` processes do)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (their metrics are added up); default 1",
+    )
     serve.set_defaults(run=_serve)
 
     dispatch = commands.add_parser(
@@ -46,13 +49,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.http.app import create_app
-    from interfaces.http_server import ConnectionLimits, guarded_protocol
+    from interfaces.http_server import guarded_protocol
+    from interfaces.http_workers import connection_limits, quiet_access_log
 
-    limits = ConnectionLimits(
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-        max_connections=settings.max_connections,
-    )
+    if args.workers < 1:
+        raise CliError("--workers must be 1 or more")
+    if args.workers > 1:
+        return _serve_workers(settings, args)
     with services_of(settings) as services:
         config = uvicorn.Config(
             create_app(
@@ -65,13 +68,42 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             # uvicorn's loggers write through ours (interfaces/logging_setup.py): one format.
             log_config=None,
-            http=guarded_protocol(limits),
+            http=guarded_protocol(connection_limits(settings)),
             timeout_keep_alive=settings.keep_alive_timeout,
         )
-        access_log = logging.getLogger("uvicorn.access")
-        access_log.addFilter(RedactVerifyToken())
-        access_log.addFilter(RateLimitedAccessLog())
+        quiet_access_log()
         uvicorn.Server(config).run()
+    return 0
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """`serve --workers N` (see interfaces/http_workers.py)."""
+    import uvicorn
+
+    from interfaces.http_workers import (
+        PROTOCOL,
+        WORKER_START_SECONDS,
+        factory,
+        multiprocess_metrics,
+    )
+
+    with multiprocess_metrics(settings):
+        with services_of(settings):
+            pass  # the tables and the development key, once, before the workers race for them
+        uvicorn.run(
+            factory(run_projections=not args.no_projections, run_dispatcher=not args.no_dispatcher),
+            factory=True,
+            workers=args.workers,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+            http=PROTOCOL,
+            timeout_keep_alive=settings.keep_alive_timeout,
+            # A worker imports dmledger and builds its services before it answers uvicorn's
+            # health check: on a busy machine that takes longer than uvicorn's 5 s.
+            timeout_worker_healthcheck=WORKER_START_SECONDS,
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,44 @@ def _answers(url: str) -> bool:
         return httpx.get(url).status_code == 401
     except httpx.TransportError:
         return False
+
+
+@pytest.mark.heavy  # two workers start (each builds its services): ~30 s on a busy machine
+def test_the_workers_of_one_serve_add_up_their_counts_in_every_scrape(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given counts an earlier run left in the multiprocess directory
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    (directory / "counter_1.db").write_bytes(b"an earlier run's counts")
+    secrets = ["--app-secret", APP_SECRET, "--access-token", ACCESS_TOKEN, "--verify-token", "v"]
+    assert main([*ADD, *secrets]) == 0
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))  # for `serve` alone
+    port = free_port()
+    cluster = Cluster(
+        env["DMLEDGER_DATABASE_URL"], TEST_KEY, env["DMLEDGER_GRAPH_API_URL"], tmp_path
+    )
+    try:
+        web = cluster.start("web", "serve", "--workers", "2", "--port", str(port), port=port)
+        cluster.wait_ready(web, timeout=120)
+        url = f"http://127.0.0.1:{port}"
+
+        # when webhooks come at once, each on a connection of its own
+        def post(n: int) -> int:
+            body = message(f"hello {n}", f"m-workers-{n}")
+            headers = signed_headers(body)
+            return httpx.post(
+                url + "/webhooks/instagram", content=body, headers=headers
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(post, range(40))) == {200}
+
+        # then whichever worker answers a scrape counts every webhook of both workers
+        for _ in range(6):
+            assert value(scrape(url), "dmledger_webhooks_total", status="200") == 40
+        pids = {path.stem.rsplit("_", 1)[1] for path in directory.glob("counter_*.db")}
+        assert len(pids - {str(web.pid)}) == 2  # each worker keeps its counts in its file
+        assert "1" not in pids  # the earlier run's file was removed on start
+    finally:
+        cluster.stop_all()
