@@ -13,7 +13,13 @@ conversation and participant ids never do.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -32,6 +38,9 @@ class PrometheusMetrics:
         several workers (prometheus_client reads the variable itself when it is imported;
         this makes `/metrics` add up the workers' files)."""
         self.account_labels = account_labels
+        # No `_created` series beside each counter and histogram: twice the series, and
+        # nothing our alerts or dashboard read (the library's switch is process-wide).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         """What `/metrics` shows: these families, and the collectors `add`ed."""
         # In multiprocess mode the values live in files, read by MultiProcessCollector.
