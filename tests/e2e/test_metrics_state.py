@@ -1,8 +1,10 @@
-"""The outbox gauges of `/metrics` (`DeliveryQueue.counts`), on every backend: each
-delivery counted as due, then leased, then dead, or waiting for its retry."""
+"""The gauges of `/metrics` read from the database, on every backend: each delivery counted
+as due, then leased, then dead, or waiting for its retry; a projection's lag in events and
+seconds; the accounts by status."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from application.dispatcher import now_ms
 from infrastructure.delivery_queue import ChannelCounts
 from interfaces.composition import Services
 from interfaces.http.app import create_app
+from interfaces.operational_state import OperationalStateReader
 from tests.conftest import ACCOUNT, register_account
 from tests.e2e.test_dispatch import deliver, message
 from tests.support.fake_crm import FakeCrm
@@ -77,3 +80,25 @@ async def test_a_delivery_is_counted_due_then_leased_then_dead_or_waiting(
 
     # and an hour later the retry is due again
     assert crm_counts(services, now + HOUR_MS + 1).due == fresh.due - 1
+
+
+async def test_a_projection_behind_the_log_shows_its_lag_in_events_and_seconds(
+    services: Services, api: AsyncTestClient[Any]
+) -> None:
+    # given a message stored a while ago (as the reader's clock sees it) and not projected
+    services.read_models.catch_up()
+    await deliver(api, message("one", "m-1"))
+    clock = [time.time() + 30]
+    read = OperationalStateReader(
+        services.read_models, services.delivery_queue, clock=lambda: clock[0]
+    )
+
+    behind = {p.name: p for p in read().projections}["conversation_list"]
+    assert behind.head - behind.position >= 1
+    assert 29 < behind.lag_seconds < 60
+
+    # when the projections catch up, then nothing waits
+    services.read_models.catch_up()
+    caught_up = {p.name: p for p in read().projections}["conversation_list"]
+    assert (caught_up.head - caught_up.position, caught_up.lag_seconds) == (0, 0.0)
+    assert read().accounts == {"active": 1, "suspended": 0, "deactivated": 0}
