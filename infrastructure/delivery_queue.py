@@ -414,7 +414,8 @@ class DeliveryQueue:
     def counts(self, now: int) -> list[ChannelCounts]:
         """Each channel's due, leased and dead deliveries, and since when the oldest due one
         waits: the queue's rows (unfinished deliveries only), the outbox's rows past the
-        cursor (not adopted yet), and the dead states. Three queries for both channels."""
+        cursor (not adopted yet), and the dead states (by their own index): five small
+        queries for both channels, however many deliveries were ever made."""
         o, q, s, c = outbox.c, delivery_queue.c, delivery_state.c, delivery_cursors.c
         is_due = or_(
             s.status.is_(None),
@@ -445,20 +446,6 @@ class DeliveryQueue:
             )
             .group_by(q.channel)
         )
-        cursor = select(c.position).where(c.channel == o.channel).scalar_subquery()
-        not_adopted = (
-            select(o.channel, func.count(), func.min(o.created_at))
-            .where(
-                o.outcome.is_(None),
-                o.position > func.coalesce(cursor, 0),
-                ~exists(
-                    select(s.delivery_id).where(
-                        s.delivery_id == o.delivery_id, s.status.in_(FINISHED)
-                    )
-                ),
-            )
-            .group_by(o.channel)
-        )
         dead = (
             select(o.channel, func.count())
             .select_from(delivery_state.join(outbox, o.delivery_id == s.delivery_id))
@@ -470,10 +457,26 @@ class DeliveryQueue:
             for channel, due, oldest, leased in conn.execute(queued):
                 found.setdefault(channel, [0, None, 0, 0])
                 found[channel][:3] = [due, oldest, leased]
-            for channel, waiting, oldest in conn.execute(not_adopted):
-                counted = found.setdefault(channel, [0, None, 0, 0])
+            cursors: dict[str, int] = {
+                channel: position
+                for channel, position in conn.execute(select(c.channel, c.position))
+            }
+            for channel, counted in found.items():
+                # Past the cursor, by the outbox's (channel, outcome, position) index.
+                waiting, oldest = conn.execute(
+                    select(func.count(), func.min(o.created_at)).where(
+                        o.channel == channel,
+                        o.outcome.is_(None),
+                        o.position > cursors.get(channel, 0),
+                        ~exists(
+                            select(s.delivery_id).where(
+                                s.delivery_id == o.delivery_id, s.status.in_(FINISHED)
+                            )
+                        ),
+                    )
+                ).one()
                 counted[0] += waiting
-                counted[1] = min(v for v in (counted[1], oldest) if v is not None)
+                counted[1] = min((v for v in (counted[1], oldest) if v is not None), default=None)
             for channel, count in conn.execute(dead):
                 found.setdefault(channel, [0, None, 0, 0])[3] = count
         return [
