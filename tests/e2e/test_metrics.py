@@ -22,6 +22,8 @@ from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 
 METRICS_TOKEN = "prometheus-scrapes-with-this-token"
+PATIENCE = 30.0
+"""Seconds a request may take: a loaded 2-core machine answered some in more than httpx's 5."""
 
 
 @pytest.fixture
@@ -56,7 +58,8 @@ def new_key(capsys: pytest.CaptureFixture[str], *role: str) -> str:
 
 def scrape(url: str, token: str = METRICS_TOKEN) -> dict[tuple[str, tuple[Any, ...]], float]:
     """Every sample of `/metrics`, by name and sorted labels."""
-    response = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {token}"})
+    headers = {"authorization": f"Bearer {token}"}
+    response = httpx.get(url + "/metrics", headers=headers, timeout=PATIENCE)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -136,8 +139,11 @@ def test_a_reply_and_a_crm_delivery_move_the_send_api_crm_and_outbox_families(
 ) -> None:
     admin = {"authorization": f"Bearer {new_key(capsys, '--admin')}"}
     account = f"{served.url}/api/v1/accounts/{ACCOUNT}"
-    assert httpx.post(account + "/rules", json=SHIPPING, headers=admin).status_code == 201
-    endpoint = httpx.put(account + "/crm-endpoint", json={"url": crm.url}, headers=admin)
+    rule = httpx.post(account + "/rules", json=SHIPPING, headers=admin, timeout=PATIENCE)
+    assert rule.status_code == 201
+    endpoint = httpx.put(
+        account + "/crm-endpoint", json={"url": crm.url}, headers=admin, timeout=PATIENCE
+    )
     crm.secret = endpoint.json()["secret"]
 
     body = message("Do you ship to Munich?", "m-metrics-2")
