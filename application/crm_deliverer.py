@@ -115,9 +115,7 @@ class CrmDeliverer:
             delivery_id=row.delivery_id,
             body=row.body,
         )
-        self._metrics.crm_answered(
-            row.ig_account_id, result.status_code, result.latency_ms / 1000
-        )
+        self._metrics.crm_answered(row.ig_account_id, result.status_code, result.latency_ms / 1000)
         await self._record(row, breaker, result)
 
     async def _endpoint(self, ig_account_id: str) -> dict[str, Any] | None:
