@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.dispatcher import now_ms
+from application.ports import DeliveryStatus
 from infrastructure.delivery_queue import ChannelCounts
 from interfaces.composition import Services
 from interfaces.http.app import create_app
@@ -52,7 +52,7 @@ async def test_a_delivery_is_counted_due_then_leased_then_dead_or_waiting(
     # given CRM deliveries in the outbox that no dispatcher has seen yet
     await deliver(api, message("one", "m-1"), message("two", "m-2"), message("three", "m-3"))
     services.read_models.catch_up()
-    now = now_ms()
+    now = int(time.time() * 1000)
     fresh = crm_counts(services, now)
     assert fresh.due >= 3
     assert fresh.oldest_due_ms is not None
@@ -68,12 +68,15 @@ async def test_a_delivery_is_counted_due_then_leased_then_dead_or_waiting(
     assert (held.due, held.leased) == (fresh.due - 1, 1)
 
     # then a dead delivery is counted dead, and one waiting for its retry is not due
-    services.delivery_queue.settle(leased[0]["delivery_id"], status="dead", now=now)
+    services.delivery_queue.settle(leased[0].delivery_id, status=DeliveryStatus.DEAD, now=now)
     second = services.delivery_queue.lease(
         "crm", now=now, limit=10, owner="test", lease_ms=60_000, skip_accounts=set()
     )
     services.delivery_queue.settle(
-        second[0]["delivery_id"], status="retrying", now=now, next_attempt_at=now + HOUR_MS
+        second[0].delivery_id,
+        status=DeliveryStatus.RETRYING,
+        now=now,
+        next_attempt_at=now + HOUR_MS,
     )
     after = crm_counts(services, now)
     assert (after.dead, after.leased, after.due) == (1, 0, fresh.due - 2)
