@@ -218,7 +218,13 @@ def test_dispatch_serves_its_metrics_on_the_metrics_port(
         refused = httpx.get(metrics + "/metrics")
         assert refused.status_code == 401
         assert refused.headers["content-type"] == "application/problem+json"
-        assert value(scrape(metrics), "dmledger_outbox_due_deliveries", kind="instagram") == 0
+
+        def settled() -> bool:  # the gauges are read at most once a second
+            now = scrape(metrics)
+            waiting = ("dmledger_outbox_due_deliveries", "dmledger_outbox_leased_deliveries")
+            return not any(value(now, name, kind="instagram") for name in waiting)
+
+        wait_until(settled, timeout=30, what="the dispatcher's gauges to show the reply settled")
     finally:
         cluster.stop_all()
 
