@@ -24,7 +24,7 @@ from typing import Any
 
 from application.delivery import CRM_RETRY_SCHEDULE_SECONDS, DeliveryResult, crm_retry_delay_ms
 from application.ledger_writer import LedgerWriter
-from application.ports import CrmEndpoint, DeliveryStatus, LeasedDelivery, SecretBox
+from application.ports import CrmEndpoint, DeliveryStatus, LeasedDelivery, Metrics, SecretBox
 from application.sending import crm_endpoint_gone
 from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
@@ -62,9 +62,11 @@ class CrmDeliverer:
         breaker_limit: int,
         breaker_rest_ms: int,
         retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
+        metrics: Metrics,
     ) -> None:
         """`retry_schedule`: the seconds before each retry (the ladder)."""
         self._writer = writer
+        self._metrics = metrics
         self._accounts = accounts
         self._secrets = secrets
         self._crm = crm
@@ -113,6 +115,7 @@ class CrmDeliverer:
             delivery_id=row.delivery_id,
             body=row.body,
         )
+        self._metrics.crm_answered(row.ig_account_id, result.status_code, result.latency_ms / 1000)
         await self._record(row, breaker, result)
 
     async def _endpoint(self, ig_account_id: str) -> dict[str, Any] | None:

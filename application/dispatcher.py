@@ -31,6 +31,8 @@ from application.ports import (
     ConversationWindows,
     CrmEndpoint,
     InstagramSendApi,
+    Metrics,
+    NoMetrics,
     Outbox,
     SecretBox,
 )
@@ -62,7 +64,9 @@ class Dispatcher:
         breaker_limit: int = 5,
         breaker_rest_ms: int = 60_000,
         crm_retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
+        metrics: Metrics | None = None,
     ) -> None:
+        metrics = metrics or NoMetrics()
         self._outbox = outbox
         self._owner = owner
         self._clock = clock
@@ -82,6 +86,7 @@ class Dispatcher:
             settlements=settlements,
             now=now,
             sends_per_second=sends_per_second,
+            metrics=metrics,
         )
         self.crm = CrmDeliverer(
             writer=writer,
@@ -93,6 +98,7 @@ class Dispatcher:
             breaker_limit=breaker_limit,
             breaker_rest_ms=breaker_rest_ms,
             retry_schedule=crm_retry_schedule,
+            metrics=metrics,
         )
         self.tokens = TokenRefresher(
             ledger=ledger,
@@ -101,6 +107,7 @@ class Dispatcher:
             instagram=instagram,
             accounts=accounts,
             now=now,
+            metrics=metrics,
         )
 
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:

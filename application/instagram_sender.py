@@ -19,13 +19,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from application.delivery import Action, MetaError, SendResult, backoff_ms, classify
+from application.delivery import (
+    ACTIONS,
+    Action,
+    MetaError,
+    SendResult,
+    backoff_ms,
+    classify,
+    error_class,
+)
 from application.ledger_writer import LedgerWriter
 from application.ports import (
     ConversationWindows,
     DeliveryStatus,
     InstagramSendApi,
     LeasedDelivery,
+    Metrics,
     SecretBox,
 )
 from application.reply_windows import HOUR_MS, window
@@ -99,8 +108,10 @@ class InstagramSender:
         settlements: Settlements,
         now: Callable[[], int],
         sends_per_second: float,
+        metrics: Metrics,
     ) -> None:
         self._writer = writer
+        self._metrics = metrics
         self._accounts = accounts
         self._windows = windows
         self._secrets = secrets
@@ -159,6 +170,7 @@ class InstagramSender:
         if refusal is not None:
             await self._refuse(row, conversation_id, refusal)
             return
+        started = time.perf_counter()
         result = await self._instagram.send(
             ig_account_id=ig_account_id,
             access_token=self._secrets.decrypt(account.access_token),
@@ -167,8 +179,10 @@ class InstagramSender:
             attachment=reply.get("attachment"),
             tag=tag,
         )
+        kind = error_class(result)
+        self._metrics.send_answered(ig_account_id, kind.value, time.perf_counter() - started)
         answer = _Answer(row, conversation_id, account, result)
-        await self._outcomes[classify(result)](answer)
+        await self._outcomes[ACTIONS[kind]](answer)
 
     # -- one handler per `Action` -------------------------------------------------------------
 

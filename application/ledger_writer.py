@@ -27,6 +27,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from eventsourcing.persistence import PersistenceError, RecordConflictError
 from application.changes import AggregateCache, Changes, Command
 from application.errors import ApplicationError, StorageUnavailable
 from application.ledger import Ledger
+from application.ports import Metrics, NoMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,10 @@ class LedgerWriter:
         cache_size: int = 20_000,
         conflict_retries: int = 5,
         max_waiting: int = 10_000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ledger = ledger
+        self.metrics: Metrics = metrics or NoMetrics()
         self.max_batch = max_batch
         self.conflict_retries = conflict_retries
         self.cache = AggregateCache(cache_size)
@@ -163,6 +167,7 @@ class LedgerWriter:
                 results = self._run_commands(changes, pending)
                 if results is None:
                     # A command crashed and was dropped: run the others again on fresh state.
+                    self.metrics.batch_rerun("crashed")
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
                     continue
@@ -171,9 +176,12 @@ class LedgerWriter:
                     return
                 except RecordConflictError:
                     conflicts += 1
+                    self.metrics.version_conflict()
                     if conflicts > self.conflict_retries:
                         raise
                     pending = self._save_what_still_holds(changes, pending, results)
+                    if pending:
+                        self.metrics.batch_rerun("conflict")
             except RecordConflictError:
                 self.cache.evict(changes.touched)
                 self._fail(pending, "the conversation kept changing under us; try again")
@@ -196,8 +204,12 @@ class LedgerWriter:
         events = [e for a in aggregates for e in changes.new_events(a.id)]
         read = {a: v for a, v in changes.read_versions.items() if a in stored_before}
         if aggregates:
+            started = time.perf_counter()
             self.ledger.record(events, expected_versions=read)
             self.transactions += 1
+            self.metrics.batch_committed(
+                commands=len(results), events=len(events), seconds=time.perf_counter() - started
+            )
         for aggregate in aggregates:
             self.cache.put(aggregate)
         for _, future, result in results:

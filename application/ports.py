@@ -248,3 +248,59 @@ class ContentKeyStore(Protocol):
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         """Wrap every data key again with `rewrap`; how many there were."""
         ...
+
+
+class Metrics(Protocol):
+    """What the use cases report for an operator's metrics (counts and durations only).
+
+    The use cases call it where something happened; `infrastructure.prometheus_metrics`
+    turns the calls into Prometheus families. Ids passed here are the Instagram account's
+    at most (never a conversation's or a participant's); whether they become a label is
+    the implementation's choice (`DMLEDGER_METRICS_ACCOUNT_LABELS`).
+    """
+
+    def batch_committed(self, *, commands: int, events: int, seconds: float) -> None:
+        """The ledger writer committed one transaction of `commands` holding `events`."""
+        ...
+
+    def version_conflict(self) -> None:
+        """The event store refused a batch: another process changed one of its aggregates."""
+        ...
+
+    def batch_rerun(self, reason: str) -> None:
+        """Commands of a batch run again (`conflict`, or `crashed`: a command failed)."""
+        ...
+
+    def send_answered(self, ig_account_id: str, error_class: str, seconds: float) -> None:
+        """The Send API answered a reply (or did not): `MetaErrorClass` of the answer."""
+        ...
+
+    def crm_answered(self, ig_account_id: str, status_code: int | None, seconds: float) -> None:
+        """A CRM endpoint answered a delivery with `status_code` (None: no answer)."""
+        ...
+
+    def token_refreshed(self, ig_account_id: str, outcome: str) -> None:
+        """A token refresh was tried: `refreshed` or `failed`."""
+        ...
+
+
+class NoMetrics:
+    """The `Metrics` of a process that keeps none (tests, one-shot CLI commands)."""
+
+    def batch_committed(self, *, commands: int, events: int, seconds: float) -> None:
+        pass
+
+    def version_conflict(self) -> None:
+        pass
+
+    def batch_rerun(self, reason: str) -> None:
+        pass
+
+    def send_answered(self, ig_account_id: str, error_class: str, seconds: float) -> None:
+        pass
+
+    def crm_answered(self, ig_account_id: str, status_code: int | None, seconds: float) -> None:
+        pass
+
+    def token_refreshed(self, ig_account_id: str, outcome: str) -> None:
+        pass

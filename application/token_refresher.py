@@ -9,7 +9,7 @@ from collections.abc import Callable
 from application.delivery import MetaError
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.ports import InstagramSendApi, SecretBox
+from application.ports import InstagramSendApi, Metrics, SecretBox
 from application.reply_windows import DAY_MS
 from application.sending import token_refresh_failed, token_refreshed
 from application.served_accounts import ServedAccounts
@@ -33,8 +33,10 @@ class TokenRefresher:
         instagram: InstagramSendApi,
         accounts: ServedAccounts,
         now: Callable[[], int],
+        metrics: Metrics,
     ) -> None:
         self._ledger = ledger
+        self._metrics = metrics
         self._writer = writer
         self._secrets = secrets
         self._instagram = instagram
@@ -58,6 +60,7 @@ class TokenRefresher:
                 self._secrets.decrypt(account.access_token)
             )
             if isinstance(answer, MetaError):
+                self._metrics.token_refreshed(account.ig_account_id, "failed")
                 log.warning(
                     "could not refresh the token of %s: %s", account.ig_account_id, answer.message
                 )
@@ -70,5 +73,6 @@ class TokenRefresher:
                 token_refreshed(account.ig_account_id, self._secrets.encrypt(token), now)
             )
             self._accounts.forget(account.ig_account_id)
+            self._metrics.token_refreshed(account.ig_account_id, "refreshed")
             refreshed += 1
         return refreshed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +15,9 @@ SOURCE = Path(__file__).resolve().parents[1]
 """Where dmledger's packages are: a checkout (an editable install), or site-packages."""
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("auto", "text", "json")
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's own variable (read by the library too): where the workers of one
+`serve --workers N` keep their counts."""
 
 
 class SettingsError(ValueError):
@@ -60,6 +63,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     crm_retry_schedule_seconds: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     """The seconds before each retry of a failed CRM delivery (±20 %); after the last
     retry fails, the delivery is dead."""
+    metrics_token: str | None = None
+    """A bearer token that may read `/metrics` (besides admin API keys): Prometheus'."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Where `project` and `dispatch` serve their `/metrics`; None: they serve none."""
+    metrics_account_labels: bool = False
+    """Whether the metrics of sends, CRM deliveries and token refreshes carry the account
+    id as a label (one series per account: for a few accounts only)."""
+    metrics_multiprocess_dir: str | None = None
+    """`PROMETHEUS_MULTIPROC_DIR`: set by `serve --workers N` for its workers."""
 
     @property
     def is_production(self) -> bool:
@@ -141,7 +154,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if (schedule := get("CRM_RETRY_SCHEDULE")) is not None:
             values["crm_retry_schedule_seconds"] = _retry_schedule(schedule)
+        values.update(_metrics_settings(get))
+        if multiprocess := (environ.get(MULTIPROCESS_DIR) or "").strip():
+            values["metrics_multiprocess_dir"] = multiprocess
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _metrics_settings(get: Callable[[str], str | None]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    if (token := get("METRICS_TOKEN")) is not None:
+        if len(token) < 16:
+            raise SettingsError(f"{PREFIX}METRICS_TOKEN must be at least 16 characters long")
+        values["metrics_token"] = token
+    if (host := get("METRICS_HOST")) is not None:
+        values["metrics_host"] = host
+    if (port := get("METRICS_PORT")) is not None:
+        values["metrics_port"] = _whole_number("METRICS_PORT", port, 1, 65535)
+    if (labels := get("METRICS_ACCOUNT_LABELS")) is not None:
+        values["metrics_account_labels"] = _yes_or_no("METRICS_ACCOUNT_LABELS", labels)
+    return values
 
 
 def _retry_schedule(value: str) -> tuple[int, ...]:

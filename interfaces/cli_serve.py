@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from infrastructure.settings import Settings
-from interfaces.access_log import RedactVerifyToken
-from interfaces.cli_support import services_of
+from interfaces.cli_support import CliError, services_of
+from interfaces.composition import Services
 from interfaces.read_model_check import require_current_read_models
-from interfaces.refusal_log import RateLimitedAccessLog
 
 
 def add_commands(commands: Any) -> None:
@@ -29,6 +29,12 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="do not run the dispatcher here (separate `dmledger dispatch` processes do)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (their metrics are added up); default 1",
+    )
     serve.set_defaults(run=_serve)
 
     dispatch = commands.add_parser(
@@ -44,13 +50,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.http.app import create_app
-    from interfaces.http_server import ConnectionLimits, guarded_protocol
+    from interfaces.http_server import guarded_protocol
+    from interfaces.http_workers import connection_limits, quiet_access_log
 
-    limits = ConnectionLimits(
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-        max_connections=settings.max_connections,
-    )
+    if args.workers < 1:
+        raise CliError("--workers must be 1 or more")
+    if args.workers > 1:
+        return _serve_workers(settings, args)
     with services_of(settings) as services:
         require_current_read_models(services)
         config = uvicorn.Config(
@@ -64,13 +70,43 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             # uvicorn's loggers write through ours (interfaces/logging_setup.py): one format.
             log_config=None,
-            http=guarded_protocol(limits),
+            http=guarded_protocol(connection_limits(settings)),
             timeout_keep_alive=settings.keep_alive_timeout,
         )
-        access_log = logging.getLogger("uvicorn.access")
-        access_log.addFilter(RedactVerifyToken())
-        access_log.addFilter(RateLimitedAccessLog())
+        quiet_access_log()
         uvicorn.Server(config).run()
+    return 0
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """`serve --workers N` (see interfaces/http_workers.py)."""
+    import uvicorn
+
+    from interfaces.http_workers import (
+        PROTOCOL,
+        WORKER_START_SECONDS,
+        factory,
+        multiprocess_metrics,
+    )
+
+    with multiprocess_metrics(settings):
+        with services_of(settings) as services:
+            # the tables and the development key, once, before the workers race for them
+            require_current_read_models(services)
+        uvicorn.run(
+            factory(run_projections=not args.no_projections, run_dispatcher=not args.no_dispatcher),
+            factory=True,
+            workers=args.workers,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level,
+            log_config=None,
+            http=PROTOCOL,
+            timeout_keep_alive=settings.keep_alive_timeout,
+            # A worker imports dmledger and builds its services before it answers uvicorn's
+            # health check: on a busy machine that takes longer than uvicorn's 5 s.
+            timeout_worker_healthcheck=WORKER_START_SECONDS,
+        )
     return 0
 
 
@@ -80,7 +116,7 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
 
     from interfaces.projection_roles import report_roles
 
-    with services_of(settings) as services:
+    with services_of(settings) as services, metrics_port(services):
         require_current_read_models(services)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -97,7 +133,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
 
     from interfaces.dispatching import run_dispatcher
 
-    with services_of(settings) as services:
+    with services_of(settings) as services, metrics_port(services):
         require_current_read_models(services)
 
         async def main() -> None:
@@ -115,3 +151,18 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         services.writer.start()
         asyncio.run(main())
     return 0
+
+
+@contextmanager
+def metrics_port(services: Services) -> Iterator[None]:
+    """`/metrics` on `DMLEDGER_METRICS_PORT` while the command runs, when it is set."""
+    from interfaces.metrics_server import serve_metrics
+
+    server = serve_metrics(services)
+    if server is not None:
+        print(f"metrics on {server.address}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.stop()

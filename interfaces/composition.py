@@ -31,10 +31,14 @@ from infrastructure.delivery_queue import DeliveryQueue
 from infrastructure.graph_api import GraphApiProfiles
 from infrastructure.instagram_api import InstagramGraphClient
 from infrastructure.key_usage import SqlKeyUsage
+from infrastructure.metrics_state import StateCollector
 from infrastructure.persistence import persistence_env
+from infrastructure.prometheus_metrics import PrometheusMetrics
 from infrastructure.schema_version import prepare_schema
 from infrastructure.secret_box import FernetSecretBox
+from infrastructure.secret_redaction import remember_secret
 from infrastructure.settings import Settings, SettingsError
+from interfaces.operational_state import OperationalStateReader
 from projections.database import create_view_engine
 from projections.registry import ReadModels
 
@@ -66,6 +70,8 @@ class Services:
     """The Send API (and the token refresh) the dispatcher uses."""
     crm: CrmEndpoint
     profiles: ParticipantProfiles
+    metrics: PrometheusMetrics
+    """This process's metrics; `metrics.registry` is what `/metrics` shows."""
     _closers: list[Callable[[], None]] = field(default_factory=list)
     """Closes each HTTP client `build` made (one passed in belongs to its caller)."""
     _async_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -131,8 +137,13 @@ def build(
         closers.append(webhooks.close)
         async_closers.append(webhooks.aclose)
         crm = webhooks
+    metrics = PrometheusMetrics(
+        account_labels=settings.metrics_account_labels,
+        multiprocess_dir=settings.metrics_multiprocess_dir,
+    )
+    remember_secret(settings.metrics_token)  # masked in every log line
     ledger = Ledger(env=persistence)
-    writer = LedgerWriter(ledger)
+    writer = LedgerWriter(ledger, metrics=metrics)
     install_chain(ledger.recorder, keys)
     install_vault(ledger, keys)
     key_usage = SqlKeyUsage(views)
@@ -153,7 +164,10 @@ def build(
         clock=clock,
         lease_ms=settings.dispatch_lease_seconds * 1000,
         crm_retry_schedule=settings.crm_retry_schedule_seconds,
+        metrics=metrics,
     )
+    # The gauges read from the database are read when /metrics is scraped, not kept.
+    metrics.add(StateCollector(OperationalStateReader(read_models, delivery_queue)))
     ingest = WebhookIngest(secrets)
     # A rotated app secret must not stay in memory (see application.webhook_signatures).
     ledger.on_account_change(ingest.app_secrets.forget)
@@ -180,6 +194,7 @@ def build(
         profiles=profiles,
         _closers=closers,
         _async_closers=async_closers,
+        metrics=metrics,
     )
 
 

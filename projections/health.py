@@ -82,3 +82,24 @@ class ProjectionWatch:
             parked=health.parked,
             stalled_seconds=round(stalled, 3),
         )
+
+
+def oldest_waiting_at(read_models: ReadModels, health: list[ProjectionHealth]) -> dict[str, float]:
+    """When (seconds since the epoch) the oldest event each lagging projection has not
+    applied yet was recorded; projections that are caught up are left out. One read of the
+    log per distinct position."""
+    ledger = read_models.ledger
+    recorded_at: dict[int, float] = {}
+    waiting: dict[str, float] = {}
+    for projection in health:
+        if projection.lag <= 0:
+            continue
+        after = projection.position
+        if after not in recorded_at:
+            found = ledger.recorder.select_notifications(start=after + 1, limit=1)
+            if not found:
+                continue
+            event = ledger.mapper.to_domain_event(found[0])
+            recorded_at[after] = event.timestamp.timestamp()  # type: ignore[attr-defined]
+        waiting[projection.name] = recorded_at[after]
+    return waiting

@@ -27,12 +27,14 @@ from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
 from interfaces.http.health import healthz, readyz
+from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
 from interfaces.http.read_only import auditors_read_only
 from interfaces.http.request_context import RequestContext
 from interfaces.http.rules import RuleController
 from interfaces.http.storable_input import refuse_unstorable_json
+from interfaces.http.webhook_metrics import WebhookMetrics
 from interfaces.http.webhooks import WebhookController, WebhookIntake
 from projections.health import ProjectionWatch
 
@@ -73,6 +75,7 @@ def create_app(
             ParticipantController,
             healthz,
             readyz,
+            metrics_route(services),
             docs,
             assets_router(),  # Scalar's script for /docs, served from the package
             console_router(services),  # the browser console, /console
@@ -126,7 +129,7 @@ def create_app(
         logging_config=None,
     )
     # Outside Litestar's own handler, so that requests no route matches get an id too.
-    app.asgi_handler = RequestContext(app.asgi_handler)
+    app.asgi_handler = RequestContext(WebhookMetrics(app.asgi_handler, services.metrics))
     return app
 
 

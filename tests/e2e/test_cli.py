@@ -132,7 +132,8 @@ class Served:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        # Importing dmledger alone took 22 s on a 2-core machine at load 15 (1.5 s idle).
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + "/healthz").status_code == 200:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from application.errors import InvalidInput, StorageUnavailable
 from application.ledger import Ledger
 from application.ledger_writer import Changes, LedgerWriter
+from application.ports import NoMetrics
 from domain.conversation import Conversation
 from domain.identity import conversation_id
 from infrastructure.persistence import persistence_env
@@ -123,8 +125,25 @@ def test_a_command_that_refuses_after_changing_something_loses_its_changes(
     assert mids(ledger) == ["m1", "m2"]
 
 
+class Recorded(NoMetrics):
+    """The writer's reports to the `Metrics` port, kept."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def batch_committed(self, *, commands: int, events: int, seconds: float) -> None:
+        self.calls.append(("committed", (commands, events)))
+
+    def version_conflict(self) -> None:
+        self.calls.append(("conflict", None))
+
+    def batch_rerun(self, reason: str) -> None:
+        self.calls.append(("rerun", reason))
+
+
 def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger) -> None:
-    writer = LedgerWriter(ledger)
+    metrics = Recorded()
+    writer = LedgerWriter(ledger, metrics=metrics)
     release = threading.Event()
 
     def first(changes: Changes) -> bool:
@@ -146,6 +165,7 @@ def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger)
     finally:
         writer.stop()
     assert mids(ledger) == ["m1", "m2"]
+    assert ("rerun", "crashed") in metrics.calls
 
 
 def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_retried(
@@ -153,7 +173,8 @@ def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_ret
 ) -> None:
     # given two processes' writers on one store, both with the conversation cached
     ledger_a, ledger_b = Ledger(env=shared_env), Ledger(env=shared_env)
-    a, b = LedgerWriter(ledger_a), LedgerWriter(ledger_b)
+    metrics = Recorded()
+    a, b = LedgerWriter(ledger_a, metrics=metrics), LedgerWriter(ledger_b)
     try:
         a.run_now(receive("m1"))
         b.run_now(receive("m1"))  # a duplicate for b; b now caches the conversation too
@@ -163,8 +184,10 @@ def test_another_process_writing_the_same_conversation_is_a_conflict_that_is_ret
         assert a.run_now(receive("m2")) is False
         assert a.run_now(receive("m3")) is True
 
-        # then each message is stored once
+        # then each message is stored once, and the conflict is counted
         assert mids(ledger_a) == ["m1", "m2", "m3"]
+        assert ("conflict", None) in metrics.calls
+        assert ("committed", (1, 1)) in metrics.calls  # m3 (m2 was a duplicate)
     finally:
         ledger_a.close()
         ledger_b.close()
