@@ -32,6 +32,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 
+from benchmarks import audit_stream
 from benchmarks.crm_dispatch import (
     DispatcherProcess,
     Receiver,
@@ -81,6 +82,8 @@ class Config:
     crm_baseline_seconds: float = 5.0
     crm_connections: int = 64
     """P3: wrk's connections to the receiver (the dispatcher's deliveries in flight)."""
+    audit_log_events: int = 1_000_000
+    """P7: events in the log around the streamed account's 1,000 (`--p7-events`)."""
     smoke: bool = False
 
     @classmethod
@@ -97,6 +100,7 @@ class Config:
             crm_bodies=300,
             crm_participants=60,
             crm_baseline_seconds=1.0,
+            audit_log_events=20_000,
             smoke=True,
         )
 
@@ -439,6 +443,11 @@ class Bench:
             "complete": check["complete"] and state["delivered"] == len(expected),
             "dispatcher_cores_busy": state["dispatcher_cores_busy"],
         }
+
+    @cached_property
+    def p7(self) -> dict[str, Any]:
+        """Seconds to stream one account's 1,000 events from a log of a million."""
+        return audit_stream.measure(self)
 
     @cached_property
     def p5(self) -> dict[str, Any]:
@@ -832,6 +841,24 @@ def p6_memory(bench: Bench) -> Figure:
     )
 
 
+@figure
+def p7_audit_stream(bench: Bench) -> Figure:
+    p7 = bench.p7
+    return Figure(
+        "P7",
+        f"stream a {p7['events']:,}-event account from a log of {p7['log_events']:,} events",
+        round(p7["seconds"], 3),
+        "s",
+        "<= 0.5",
+        met=p7["seconds"] <= 0.5,
+        baseline=round(p7["scanned_seconds"], 2),
+        baseline_name="the same stream scanning the log, s",
+        note=f"at {p7['half_log_events']:,} events: {p7['half_seconds']:.3f} s "
+        f"(scanning {p7['half_scanned_seconds']:.2f} s); median of 3, in-process "
+        "AuditLog.ndjson as the stream endpoint and replay run it (details.p7_audit_stream)",
+    )
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -888,11 +915,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run projections and the dispatcher in processes of their own, not in the web one",
     )
     parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
+    parser.add_argument(
+        "--p7-events",
+        type=int,
+        help="events in P7's log (default 1,000,000; 20,000 with --smoke)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
     config = Config.smoke_test() if args.smoke else Config()
     config = Config(**{**asdict(config), "web_workers": args.workers, "separate": args.separate})
+    if args.p7_events:
+        config = Config(**{**asdict(config), "audit_log_events": args.p7_events})
     database_url = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
