@@ -74,7 +74,8 @@ def fill_log(database_url: str, first: int, count: int, owner: str) -> None:
         )
         db.execute(
             "INSERT INTO dmledger_events_owners (originator_id, account_id) "
-            "SELECT md5('p7-filler-' || k)::uuid, %s FROM generate_series(%s::bigint, %s::bigint) AS k",
+            "SELECT md5('p7-filler-' || k)::uuid, %s "
+            "FROM generate_series(%s::bigint, %s::bigint) AS k",
             [account_id(owner), first // FILLER_VERSIONS, (first + count - 1) // FILLER_VERSIONS],
         )
         db.execute(
