@@ -78,7 +78,7 @@ async def test_deliveries_reuse_one_connection_and_send_the_signed_request() -> 
     async with serving(sized("200 OK", b'{"ok":true}')) as (server, url):
         first = await deliver(client, url, 1)
         second = await deliver(client, url, 2)
-    await client.close()
+    await client.aclose()
 
     assert first.status_code == 200
     assert second.status_code == 200
@@ -102,7 +102,7 @@ async def test_a_chunked_answer_and_a_retry_after_are_read() -> None:
     async with serving(chunked) as (server, url):
         result = await deliver(client, url)
         again = await deliver(client, url, 2)
-    await client.close()
+    await client.aclose()
 
     assert result.status_code == 503
     assert result.response == "busy, sir"
@@ -115,7 +115,7 @@ async def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each
     client = StandardWebhooksClient(ALLOWED)
     async with serving(sized("200 OK", b"ok", b"connection: close")) as (server, url):
         results = [await deliver(client, url, n) for n in range(3)]
-    await client.close()
+    await client.aclose()
 
     assert [r.status_code for r in results] == [200, 200, 200]
     assert server.connections == 3
@@ -128,7 +128,7 @@ async def test_an_answer_ended_by_closing_the_connection_is_read() -> None:
         url,
     ):
         result = await deliver(client, url)
-    await client.close()
+    await client.aclose()
 
     assert result.status_code == 200
     assert result.response == "until the end"
@@ -141,7 +141,7 @@ async def test_a_redirect_is_an_answer_not_followed() -> None:
         url,
     ):
         result = await deliver(client, url)
-    await client.close()
+    await client.aclose()
 
     assert result.status_code == 302
     assert len(server.requests) == 1
@@ -151,7 +151,7 @@ async def test_a_server_that_closes_without_answering_is_a_protocol_error() -> N
     client = StandardWebhooksClient(ALLOWED)
     async with serving(lambda _: None) as (_, url):
         result = await deliver(client, url)
-    await client.close()
+    await client.aclose()
 
     assert result.status_code is None
     assert result.error == "RemoteProtocolError"
