@@ -63,9 +63,11 @@ class _Connection(asyncio.Protocol):
     _body: bytearray = field(default_factory=bytearray)
     _parser: httptools.HttpResponseParser | None = None
     _status: int | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -127,8 +129,11 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is None or self._loop is None or self._loop.is_closed():
+            # A closed event loop took its transports with it (closed from outside, at
+            # shutdown): nothing is left to close here.
+            return
+        self.transport.close()
 
 
 class KeepAliveClient:
