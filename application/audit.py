@@ -1,11 +1,15 @@
 """What an auditor reads: an account's events in log order, and a conversation as of a moment.
 
 An account's history is the events of its `Account` aggregate and of every conversation
-it has, in the order the log recorded them. Conversations are found by their `Started`
-events (a topic-filtered read of the log), then the log is read in pages and filtered by
-aggregate, so a history of any length is streamed without being held in memory. Each
-read stops at the head of the log as it was when the read began, so one export is one
-consistent prefix of the log.
+it has, in the order the log recorded them. The store keeps an index of each account's
+events (`ports.AccountIndex`, written with the events): a history is read from it in
+pages, so its cost grows with the account's events, not with the log. A store without
+one (memory), or whose index does not cover the log yet (a log stored before it existed,
+until `dmledger audit index`), is read the old way: conversations found by their
+`Started` events (a topic-filtered read of the log), then the whole log read in pages and
+filtered by aggregate. Either way a history of any length is streamed without being held
+in memory, and each read stops at the head of the log as it was when the read began, so
+one export is one consistent prefix of the log.
 
 Over 300 lines: the history, the events of one conversation and the ndjson export share
 the paged, head-bounded read of the log; the chain's report types are here because the
@@ -26,6 +30,8 @@ from eventsourcing.persistence import Notification
 
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
+from application.ports import AccountIndex
+from domain import account as account_events
 from domain import conversation as conversation_events
 from domain.account import CREDENTIALS
 from domain.content import CONTENT_FIELDS, is_erased
@@ -185,12 +191,42 @@ class AuditLog:
         """The last position of the log now."""
         return self.ledger.recorder.max_notification_id() or 0
 
+    def index(self) -> AccountIndex | None:
+        """The store's account index, if it has one that covers the whole log."""
+        recorder = self.ledger.recorder
+        if isinstance(recorder, AccountIndex) and recorder.account_index_built():
+            return recorder
+        return None
+
+    def build_index(self, progress: Progress | None = None) -> int:
+        """Index the whole log by account (for a log stored before the index existed);
+        the number of aggregates found to belong to an account. Safe to run again."""
+        recorder = self.ledger.recorder
+        if not isinstance(recorder, AccountIndex):
+            raise InvalidInput("database", "this store keeps no account index (memory://)")
+        owners: dict[UUID, UUID] = {}
+        topics = [account_events.REGISTERED, conversation_events.STARTED]
+        for notification in self._notifications(1, stop=None, topics=topics, progress=progress):
+            created = self._decode(notification)
+            ig_account_id = getattr(created, "ig_account_id", None)
+            if isinstance(ig_account_id, str):
+                owners[cast(UUID, notification.originator_id)] = account_id(ig_account_id)
+        recorder.build_account_index(owners)
+        return len(owners)
+
     def aggregate_ids(self, ig_account_id: str, *, stop: int | None = None) -> set[UUID]:
         """The account's aggregate and its conversations (as started up to `stop`)."""
         ids = {account_id(ig_account_id)}
+        index = self.index()
+        if index is not None:
+            started = self._account_notifications(
+                index, ig_account_id, 1, stop=stop, topics=[conversation_events.STARTED]
+            )
+            ids.update(cast(UUID, n.originator_id) for n in started)
+            return ids
         for notification in self._notifications(1, stop=stop, topics=[conversation_events.STARTED]):
-            started = self._decode(notification)
-            if getattr(started, "ig_account_id", None) == ig_account_id:
+            event = self._decode(notification)
+            if getattr(event, "ig_account_id", None) == ig_account_id:
                 ids.add(cast(UUID, notification.originator_id))
         return ids
 
@@ -209,14 +245,22 @@ class AuditLog:
         if until is not None and until.tzinfo is None:
             raise InvalidInput("until", "until needs a time zone (RFC 3339)")
         head = self.head() if stop is None else stop
-        ids = self.aggregate_ids(ig_account_id, stop=head)
         topics = [TOPIC_PREFIX + t for t in types] if types else None
+        index = self.index()
+        notifications: Iterator[Notification]
+        if index is not None:
+            notifications = self._account_notifications(
+                index, ig_account_id, after + 1, stop=head, topics=topics, progress=progress
+            )
+        else:
+            ids = self.aggregate_ids(ig_account_id, stop=head)
+            notifications = (
+                n
+                for n in self._notifications(after + 1, stop=head, topics=topics, progress=progress)
+                if n.originator_id in ids
+            )
         found: list[tuple[int, Aggregate.Event]] = []
-        for notification in self._notifications(
-            after + 1, stop=head, topics=topics, progress=progress
-        ):
-            if notification.originator_id not in ids:
-                continue
+        for notification in notifications:
             event = self._decode(notification)
             if event is None:
                 continue
@@ -333,6 +377,31 @@ class AuditLog:
                 progress(page[-1].id if page else head, head)
             if len(page) < self.page_size:
                 return
+            start = page[-1].id + 1
+        if progress is not None:
+            progress(head, head)
+
+    def _account_notifications(
+        self,
+        index: AccountIndex,
+        ig_account_id: str,
+        start: int,
+        *,
+        stop: int | None,
+        topics: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Notification]:
+        head = stop if stop is not None else self.head()
+        owner = account_id(ig_account_id)
+        while start <= head:
+            page = index.select_account_notifications(
+                owner, start, head, self.page_size, topics or ()
+            )
+            yield from page
+            if progress is not None:
+                progress(page[-1].id if page else head, head)
+            if len(page) < self.page_size:
+                break
             start = page[-1].id + 1
         if progress is not None:
             progress(head, head)

@@ -12,6 +12,10 @@ The private parts, and why each is used:
   insert. `Ledger.record` calls it (through `HookedApplication.record_events`) instead of
   `save`, which first runs `isinstance` against runtime-checkable protocols for every
   object (a few percent of the ledger writer's time) and then its own snapshotting (below).
+- `Application._record(processing_event)` is also overridden, to call `before_record`
+  first, for both `save` and `record_events`: how `Ledger` names the owner of each
+  aggregate it creates (the `owners` keyword the account index reads, see
+  `infrastructure.account_index`).
 - `Application._notify(recordings)`: the hook `save` calls after a commit. Overridden
   here to call `HookedApplication.committed`, which `Ledger` implements (waking the
   projection runners, dropping cached credentials).
@@ -62,6 +66,13 @@ class HookedApplication(Application[UUID]):
         Neither collects events from aggregates nor snapshots, unlike `save`; nor tells
         `committed` (the caller decides whether it has news)."""
         return self._record(processing_event)
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        self.before_record(processing_event)
+        return super()._record(processing_event)
+
+    def before_record(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Called before each insert with its events; may add to its `saved_kwargs`."""
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         self.committed(recordings)

@@ -24,6 +24,21 @@ from domain.conversation import Conversation
 from domain.identity import account_id
 
 
+def owners_of(events: Iterable[DomainEventProtocol[UUID]]) -> dict[UUID, UUID]:
+    """The account (its aggregate's id) of each account and conversation these events
+    create: what an account's history holds (`application.audit`), for the store's
+    account index. An account owns itself; other aggregates (API keys) have no owner."""
+    owners: dict[UUID, UUID] = {}
+    for event in events:
+        if not isinstance(event, Aggregate.Created):
+            continue
+        if isinstance(event, Account.Event):
+            owners[event.originator_id] = event.originator_id
+        elif isinstance(event, Conversation.Event):
+            owners[event.originator_id] = account_id(cast(Any, event).ig_account_id)
+    return owners
+
+
 class Ledger(HookedApplication):
     """Stores every event of every account and conversation."""
 
@@ -89,6 +104,11 @@ class Ledger(HookedApplication):
         one of those aggregates has a stored event past that version; others ignore it.
         """
         return bool(getattr(self.recorder, "validates_reads", False))
+
+    def before_record(self, processing_event: ProcessingEvent[UUID]) -> None:
+        owners = owners_of(processing_event.events)
+        if owners:
+            processing_event.saved_kwargs["owners"] = owners
 
     def record(self, events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> None:
         """Store these new events in one insert, and tell the commit listeners.

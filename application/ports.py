@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
 
 from application.delivery import DeliveryResult, MetaError, SendResult
 
@@ -304,3 +307,31 @@ class NoMetrics:
 
     def token_refreshed(self, ig_account_id: str, outcome: str) -> None:
         pass
+
+
+@runtime_checkable
+class AccountIndex(Protocol):
+    """Each account's events by position, kept by the ledger's store beside the log.
+
+    The store writes an event's row in the transaction that stores the event, from the
+    `owners` the ledger gives with the events that create aggregates (`Ledger.record`)."""
+
+    def account_index_built(self) -> bool:
+        """Whether every event of the log is in the index (a log stored before the index
+        existed is not, until `build_account_index`)."""
+        ...
+
+    def select_account_notifications(
+        self, account_id: UUID, start: int, stop: int, limit: int, topics: Sequence[str] = ()
+    ) -> Sequence[Notification]:
+        """The account's notifications from `start` to `stop` (both included), in log
+        order, at most `limit`, of `topics` only if some are given."""
+        ...
+
+    def account_aggregates(self, account_id: UUID) -> set[UUID]:
+        """The aggregates the account owns (itself and its conversations)."""
+        ...
+
+    def build_account_index(self, owners: Mapping[UUID, UUID]) -> None:
+        """Index the whole log, given the owner of every owned aggregate in it."""
+        ...

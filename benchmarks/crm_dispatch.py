@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,30 +134,34 @@ class DispatcherProcess(ProcessGroup):
 
 def wait_delivered(
     database_url: str,
-    dispatcher: DispatcherProcess,
+    dispatchers: Sequence[DispatcherProcess],
     expected: int,
     *,
     stall_seconds: float = 60.0,
     poll_seconds: float = 0.1,
 ) -> dict[str, Any]:
-    """Poll the dispatcher's state until `expected` deliveries are recorded as delivered
-    (or nothing moved for `stall_seconds`); the dispatcher's CPU while it delivered."""
+    """Poll the dispatchers' state until `expected` deliveries are recorded as delivered
+    (or nothing moved for `stall_seconds`); the dispatchers' CPU while they delivered."""
+
+    def cpu() -> float:
+        return sum(cpu_seconds(d.pid) for d in dispatchers)
+
     query = "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FROM delivery_state"
     delivered = 0
     moved_at = time.monotonic()
     cpu_first = cpu_last = 0.0
     seen_first = seen_last = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:
-        while dispatcher.alive():
+        while all(d.alive() for d in dispatchers):
             row = conn.execute(query, prepare=True).fetchone()
             assert row is not None
             now = time.monotonic()
             if row[0] != delivered:
                 if not delivered:
-                    cpu_first, seen_first = cpu_seconds(dispatcher.pid), now
+                    cpu_first, seen_first = cpu(), now
                 delivered = row[0]
                 moved_at = now
-                cpu_last, seen_last = cpu_seconds(dispatcher.pid), now
+                cpu_last, seen_last = cpu(), now
             if delivered >= expected or now - moved_at > stall_seconds:
                 break
             time.sleep(poll_seconds)

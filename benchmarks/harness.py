@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -32,6 +32,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 
+from benchmarks import audit_stream
 from benchmarks.crm_dispatch import (
     DispatcherProcess,
     Receiver,
@@ -81,6 +82,10 @@ class Config:
     crm_baseline_seconds: float = 5.0
     crm_connections: int = 64
     """P3: wrk's connections to the receiver (the dispatcher's deliveries in flight)."""
+    dispatchers: int = 1
+    """P3: `dmledger dispatch` processes (`--dispatchers`)."""
+    audit_log_events: int = 1_000_000
+    """P7: events in the log around the streamed account's 1,000 (`--p7-events`)."""
     smoke: bool = False
 
     @classmethod
@@ -97,6 +102,7 @@ class Config:
             crm_bodies=300,
             crm_participants=60,
             crm_baseline_seconds=1.0,
+            audit_log_events=20_000,
             smoke=True,
         )
 
@@ -411,11 +417,16 @@ class Bench:
             )
 
         before = baseline()
-        with receiver, DispatcherProcess(self.server_env()) as dispatcher:
+        with receiver, ExitStack() as stack:
+            dispatchers = [
+                stack.enter_context(DispatcherProcess(self.server_env()))
+                for _ in range(config.dispatchers)
+            ]
             receiver_cpu = receiver.cpu_seconds()
-            state = wait_delivered(self.database_url, dispatcher, len(expected))
+            state = wait_delivered(self.database_url, dispatchers, len(expected))
             receiver_cpu = receiver.cpu_seconds() - receiver_cpu
-            dispatcher.stop()
+            for dispatcher in dispatchers:
+                dispatcher.stop()
             received = receiver.received()
         after = baseline()
         check = check_deliveries(expected, received)
@@ -425,6 +436,10 @@ class Bench:
         self.details["p3_deliveries"] = check
         self.details["p3_dispatch"] = {
             **state,
+            "dispatchers": config.dispatchers,
+            "dispatcher_cpu_us_per_delivery": round(
+                1e6 * (state["dispatcher_cores_busy"] or 0) * seconds / max(len(expected), 1)
+            ),
             "conversations": conversations,
             "body_bytes": {"median": sizes[len(sizes) // 2], "max": sizes[-1]},
             "seconds_first_to_last_delivered": round(seconds, 3),
@@ -443,6 +458,11 @@ class Bench:
             "complete": check["complete"] and state["delivered"] == len(expected),
             "dispatcher_cores_busy": state["dispatcher_cores_busy"],
         }
+
+    @cached_property
+    def p7(self) -> dict[str, Any]:
+        """Seconds to stream one account's 1,000 events from a log of a million."""
+        return audit_stream.measure(self)
 
     @cached_property
     def p5(self) -> dict[str, Any]:
@@ -776,7 +796,12 @@ def p3_crm_dispatch(bench: Bench) -> Figure:
     ok = "every delivery arrived, signed" if p3["complete"] else "DELIVERIES MISSING OR WRONG"
     return Figure(
         "P3",
-        "CRM deliveries/s to a receiver that answers 200, one dispatcher",
+        "CRM deliveries/s to a receiver that answers 200, "
+        + (
+            "one dispatcher"
+            if bench.config.dispatchers == 1
+            else f"{bench.config.dispatchers} dispatchers"
+        ),
         round(p3["rate"]),
         "/s",
         ">= 2000",
@@ -836,6 +861,24 @@ def p6_memory(bench: Bench) -> Figure:
     )
 
 
+@figure
+def p7_audit_stream(bench: Bench) -> Figure:
+    p7 = bench.p7
+    return Figure(
+        "P7",
+        f"stream a {p7['events']:,}-event account from a log of {p7['log_events']:,} events",
+        round(p7["seconds"], 3),
+        "s",
+        "<= 0.5",
+        met=p7["seconds"] <= 0.5,
+        baseline=round(p7["scanned_seconds"], 2),
+        baseline_name="the same stream scanning the log, s",
+        note=f"at {p7['half_log_events']:,} events: {p7['half_seconds']:.3f} s "
+        f"(scanning {p7['half_scanned_seconds']:.2f} s); median of 3, in-process "
+        "AuditLog.ndjson as the stream endpoint and replay run it (details.p7_audit_stream)",
+    )
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -892,11 +935,22 @@ def main(argv: list[str] | None = None) -> int:
         help="run projections and the dispatcher in processes of their own, not in the web one",
     )
     parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
+    parser.add_argument(
+        "--dispatchers", type=int, default=1, help="P3: dispatch processes (default 1)"
+    )
+    parser.add_argument(
+        "--p7-events",
+        type=int,
+        help="events in P7's log (default 1,000,000; 20,000 with --smoke)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
     config = Config.smoke_test() if args.smoke else Config()
     config = Config(**{**asdict(config), "web_workers": args.workers, "separate": args.separate})
+    config = Config(**{**asdict(config), "dispatchers": args.dispatchers})
+    if args.p7_events:
+        config = Config(**{**asdict(config), "audit_log_events": args.p7_events})
     database_url = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,13 @@ chains alike; each is about 200 lines.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 from uuid import UUID
 
 from cachetools import LRUCache
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
@@ -34,6 +34,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.content import ContentVault
 from application.ledger import Ledger
+from infrastructure.account_index import SQLiteAccountIndex
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.content_envelope import AesGcmEnvelope
 from infrastructure.content_keys import SQLiteContentKeys
@@ -58,9 +59,11 @@ def _warn_unchained(recorder: object) -> None:
 
 
 class ChainedSQLiteRecorder(SQLiteRecorderHooks):
-    """`SQLiteApplicationRecorder` that writes a chain link for every event."""
+    """`SQLiteApplicationRecorder` that writes a chain link for every event, and the
+    account index's rows (`infrastructure.account_index`)."""
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        self.account_index = SQLiteAccountIndex(events_table_name)
         self.chain_table_name = f"{events_table_name}_chain"
         self.genesis_table_name = f"{self.chain_table_name}_genesis"
         self.chain: ChainKeyring | None = None
@@ -103,14 +106,30 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
             "ORDER BY began_at LIMIT 1"
         )
 
+    def construct_create_table_statements(self) -> list[str]:
+        # The account index is made with the event store's tables (by the library's
+        # create_table, which `dmledger db upgrade` and SQLite's own upgrade call first).
+        statements = super().construct_create_table_statements()
+        statements.extend(self.account_index.create_statements)
+        return statements
+
+    def after_create_table(self, c: SQLiteCursor) -> None:
+        self.account_index.after_create(c)
+
     def after_insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        positions: Sequence[int] | None,
+        owners: Mapping[UUID, UUID] | None = None,
+        **kwargs: Any,
     ) -> None:
+        assert positions is not None
+        self.account_index.write(c, stored_events, positions, owners)
         self.content_keys.write(c, stored_events)
         if self.chain is None:
             _warn_unchained(self)
             return
-        assert positions is not None
 
         def previous(originator_id: UUID, version: int) -> bytes | None:
             c.execute(self._select_previous, (originator_id.hex, version))
@@ -176,6 +195,26 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         with self.datastore.transaction(commit=True) as c:
             return self.content_keys.rewrap_keys(c, rewrap)
+
+    # -- each account's events (infrastructure.account_index) ------------------------------
+
+    def account_index_built(self) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            return self.account_index.is_built(c)
+
+    def select_account_notifications(
+        self, account_id: UUID, start: int, stop: int, limit: int, topics: Sequence[str] = ()
+    ) -> Sequence[Notification]:
+        with self.datastore.transaction(commit=False) as c:
+            return self.account_index.select(c, account_id, start, stop, limit, topics)
+
+    def account_aggregates(self, account_id: UUID) -> set[UUID]:
+        with self.datastore.transaction(commit=False) as c:
+            return self.account_index.owned(c, account_id)
+
+    def build_account_index(self, owners: Mapping[UUID, UUID]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self.account_index.build(c, owners)
 
     # -- reading for the verifier ------------------------------------------------------
 

@@ -62,16 +62,21 @@ class SQLiteRecorderHooks(SQLiteApplicationRecorder):
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         positions = super()._insert_events(c, stored_events, **kwargs)
-        self.after_insert_events(c, stored_events, positions)
+        self.after_insert_events(c, stored_events, positions, **kwargs)
         return positions
 
     def after_create_table(self, c: SQLiteCursor) -> None:
         """Called in the transaction that creates the tables, after them."""
 
     def after_insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], positions: Sequence[int] | None
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        positions: Sequence[int] | None,
+        **kwargs: Any,
     ) -> None:
-        """Called in the insert's transaction (holding SQLite's write lock), after the events."""
+        """Called in the insert's transaction (holding SQLite's write lock), after the
+        events, with the keyword arguments of `insert_events`."""
 
 
 def lock_table(recorder: PostgresApplicationRecorder, curs: Cursor[DictRow]) -> None:

@@ -62,6 +62,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
+from infrastructure.account_index import PostgresAccountIndex
 from infrastructure.content_keys import PostgresContentKeys, keys_of
 from infrastructure.eventsourcing_compat import (
     drop_insert_function_statement,
@@ -122,6 +123,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         install_circuit(datastore)
         self.content_keys = PostgresContentKeys(self.datastore.schema, self.events_table_name)
         self.check_identifier_length(self.content_keys.name)
+        self.account_index = PostgresAccountIndex(self.datastore.schema, self.events_table_name)
+        for name in self.account_index.table_names:
+            self.check_identifier_length(name)
+        # The account index is made with the event store's tables, by the library's
+        # create_table (called by `dmledger db upgrade`), as an index of the events table.
+        self.sql_create_statements.extend(self.account_index.create_statements)
         names = {
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),
@@ -158,9 +165,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         expected_versions: Mapping[UUID, int] | None = None,
+        owners: Mapping[UUID, UUID] | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Insert and commit in one round trip; refuse if a read aggregate has moved on.
+
+        `owners` names the account of each aggregate these events create (see
+        `infrastructure.account_index`): the index's rows go out in the same pipeline,
+        after the INSERT, and commit with it or not at all.
 
         `expected_versions` are the versions of aggregates the events were decided on
         (an account whose credentials were checked, say). If another process has stored
@@ -207,6 +219,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                         else None
                     )
                     insert.execute(self._insert_statement, params, prepare=True)
+                    self.account_index.write(curs, stored_events, owners)
                     if synced:
                         # The links need the events' positions, and content keys are
                         # written only if the events were: fetching the INSERT's answer
@@ -309,6 +322,33 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def max_notification_id(self) -> int | None:
         return max_notification_id_once(self)
+
+    # -- each account's events (infrastructure.account_index) ------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def account_index_built(self) -> bool:
+        """Whether every event of the log is in the account index."""
+        with self.datastore.get_connection() as conn:
+            return self.account_index.is_built(conn)
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def select_account_notifications(
+        self, account_id: UUID, start: int, stop: int, limit: int, topics: Sequence[str] = ()
+    ) -> Sequence[Notification]:
+        """The account's notifications from `start` to `stop` (both included), in order."""
+        with self.datastore.get_connection() as conn:
+            return self.account_index.select(conn, account_id, start, stop, limit, topics)
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def account_aggregates(self, account_id: UUID) -> set[UUID]:
+        """The aggregates the account owns (itself and its conversations)."""
+        with self.datastore.get_connection() as conn:
+            return self.account_index.owned(conn, account_id)
+
+    def build_account_index(self, owners: Mapping[UUID, UUID]) -> None:
+        """Index the whole log, given the owner of every owned aggregate in it."""
+        with self.datastore.get_connection() as conn:
+            self.account_index.build(conn, owners)
 
 
 _used: weakref.WeakKeyDictionary[Connection[Any], float] = weakref.WeakKeyDictionary()

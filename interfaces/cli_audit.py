@@ -1,5 +1,5 @@
-"""The auditor's proofs: `dmledger audit verify|checkpoint|projections` (`replay` is in
-`interfaces/cli_replay.py`).
+"""The auditor's proofs: `dmledger audit verify|checkpoint|projections`, and `audit index`
+(`replay` is in `interfaces/cli_replay.py`).
 
 Exit status: 0 when all is well, 1 when the log or a projection is not intact, 2 for
 a usage error (as every dmledger command).
@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from application.audit import AuditLog, ChainReport
+from application.errors import InvalidInput
 from domain import conversation as conversation_events
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.chained_recorders import chain_verifier
@@ -65,6 +66,15 @@ def add_commands(commands: Any) -> None:
         "a view still behind then is reported as behind (exit status 1)",
     )
     projections.set_defaults(run=_projections)
+    index = actions.add_parser(
+        "index",
+        help="index a log stored before the account index existed (once, after upgrading)",
+        description="Every event is stored with a row of its account's index, which the "
+        "events stream and `replay` read instead of the whole log. A log stored before the "
+        "index existed is read the slow way until this command has indexed it (a new, empty "
+        "log needs nothing). New events wait while the last step runs. Safe to run again.",
+    )
+    index.set_defaults(run=_index)
 
 
 def _error(message: str) -> Exception:
@@ -171,6 +181,25 @@ def _checkpoint(settings: Settings, args: argparse.Namespace) -> int:
         "`dmledger audit verify --against CHECKPOINT`",
         file=sys.stderr,
     )
+    return 0
+
+
+# -- audit index -------------------------------------------------------------------------
+
+
+def _index(settings: Settings, args: argparse.Namespace) -> int:
+    with services_of(settings) as services:
+        audit = AuditLog(services.ledger)
+        if audit.index() is not None:
+            print("the account index already covers the whole log")
+            return 0
+        bar = _progress("indexing")
+        try:
+            owned = audit.build_index(progress=bar.update)
+        except InvalidInput as error:
+            raise _error(error.detail) from None
+        bar.done()
+    print(f"indexed the log by account: {owned} accounts and conversations")
     return 0
 
 

@@ -46,8 +46,8 @@ def test_the_smoke_run_reports_every_figure_and_stores_what_it_acknowledged(
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     figures = {(f["id"], f["name"]) for f in report["figures"]}
-    assert [f["id"] for f in report["figures"]] == ["P1", "P1", "P2", "P3", "P4", "P5", "P6"]
-    assert len(figures) == 7
+    assert [f["id"] for f in report["figures"]] == ["P1", "P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+    assert len(figures) == 8
     for f in report["figures"]:
         assert f["value"] is not None or f["note"].startswith("not measured: needs ")
     # and every acknowledged item is stored exactly once, and nothing else
@@ -55,3 +55,5 @@ def test_the_smoke_run_reports_every_figure_and_stores_what_it_acknowledged(
     assert correctness["exact"] is True
     assert correctness["acknowledged_items"] > 0
     assert correctness["stored_events"] == correctness["acknowledged_items"]
+    # and the auditor's stream read the account's 1,000 events, as the scan did
+    assert report["details"]["p7_audit_stream"]["full"]["account_events"] == 1000
