@@ -30,6 +30,9 @@ SILENT = {
     "Conversation.Started",
     "Conversation.ReplyQueued",
     "Conversation.AutoReplySkipped",
+    # the workload's fake Graph API knows no participant: each first message's profile
+    # lookup is refused, and a refusal is not a CRM notification
+    "Conversation.ParticipantProfileRefused",
 }
 """The conversation events of this workload that the CRM is not told about."""
 DECISIONS = ("Conversation.ReplyQueued", "Conversation.AutoReplySkipped")
