@@ -202,6 +202,9 @@ class SQLiteAccountIndex:
             f"INSERT OR IGNORE INTO {built} (one, head) SELECT 1, 0 "  # noqa: S608
             f"WHERE NOT EXISTS (SELECT 1 FROM {events})"
         )
+        self._marked_or_not_empty = (
+            f"SELECT EXISTS (SELECT 1 FROM {built}) OR EXISTS (SELECT 1 FROM {events})"  # noqa: S608
+        )
         self._insert_owner = f"INSERT OR IGNORE INTO {owners} VALUES (?, ?)"  # noqa: S608
         self._insert_row = (
             f"INSERT OR IGNORE INTO {rows} (account_id, notification_id) "  # noqa: S608
@@ -225,6 +228,13 @@ class SQLiteAccountIndex:
         )
 
     def after_create(self, c: SQLiteCursor) -> None:
+        # Every process runs this at start, in the library's create_table transaction. Read
+        # first and write only when there is something to mark: a write after the reads
+        # would need SQLite's write lock, which a deferred transaction cannot wait for
+        # while `serve` writes ("database is locked" at once, not after the lock timeout).
+        c.execute(self._marked_or_not_empty)
+        if c.fetchone()[0]:
+            return
         c.execute(self._mark_if_empty)
 
     def write(
