@@ -20,6 +20,7 @@ from application.ledger_writer import Changes, Command
 from application.ports import Clock, SecretBox
 from application.rules import WEEKDAYS, check_template
 from domain.account import CREDENTIALS, Account, AccountError, AccountStatus
+from domain.account_values import AccountSettings
 from domain.identity import account_id
 
 _IG_ID = re.compile(r"^[0-9]{1,32}$")
@@ -76,6 +77,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
     """An `AccountStatus` (a plain string on the wire: the API document stays as it was)."""
     registered_at: datetime
     settings: dict[str, Any]
+    """The account's `AccountSettings`, as a JSON object (the API document stays as it was)."""
     credentials: dict[str, Credential]
     sending: SendingState
 
@@ -88,7 +90,7 @@ class AccountSummary(msgspec.Struct, frozen=True):
             display_name=account.display_name,
             status=str(account.status),
             registered_at=account.created_on,
-            settings=dict(account.settings),
+            settings=account.settings.to_json(),
             credentials={
                 name: Credential(
                     set=bool(getattr(account, name)),
@@ -115,7 +117,8 @@ class SettingsChange(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def validate_settings(change: SettingsChange) -> dict[str, Any]:
-    """The changed settings, or `InvalidInput` naming the field at fault."""
+    """The changed settings, or `InvalidInput` naming the field at fault; `changed`
+    applies them to an account's settings."""
     values = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not msgspec.UNSET}
     if values.get("fallback_reply"):
         check_template(values["fallback_reply"], "settings.fallback_reply")
@@ -144,6 +147,11 @@ def validate_settings(change: SettingsChange) -> dict[str, Any]:
     if days is not None and not 1 <= days <= 36_500:
         raise InvalidInput("settings.content_retention_days", "must be 1 to 36500 days")
     return values
+
+
+def changed(settings: AccountSettings, values: dict[str, Any]) -> AccountSettings:
+    """`settings` with the validated `values` of a `SettingsChange`."""
+    return AccountSettings.from_json({**settings.to_json(), **values})
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -246,7 +254,7 @@ class Accounts:
             account = _changing(changes, ig_account_id)
             account.change_profile(username=username, display_name=display_name, by=by)
             if changed_settings:
-                account.change_settings(changes=changed_settings, by=by)
+                account.change_settings(settings=changed(account.settings, changed_settings), by=by)
             return AccountSummary.of(account, now=self._clock.now_ms())
 
         return update

@@ -148,13 +148,13 @@ class AutoReplies:
     ) -> str | None:
         if not account.automates:
             return "account_suspended"
-        if not account.settings.get("auto_reply", True):
+        if not account.settings.auto_reply:
             return "auto_reply_off"
         if conversation.status == Status.BLOCKED:
             return "conversation_blocked"
         paused_at = conversation.automation_paused_at
         if paused_at is not None:
-            resume_after = account.settings.get("auto_resume_after_hours")
+            resume_after = account.settings.auto_resume_after_hours
             if resume_after is None or inbound.sent_at < paused_at + resume_after * 3_600_000:
                 return "automation_paused"
             conversation.resume_automation(by="auto-resume")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from application.delivery import CRM_RETRY_SCHEDULE_SECONDS, DeliveryResult, crm_retry_delay_ms
 from application.ledger_writer import LedgerWriter
@@ -28,6 +27,7 @@ from application.ports import CrmEndpoint, DeliveryStatus, LeasedDelivery, Metri
 from application.sending import crm_endpoint_gone
 from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
+from domain.account_values import AccountCrmEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +105,26 @@ class CrmDeliverer:
             self._held[row.ig_account_id] = now + HOLD_MS
             await self._settlements.requeue(row, now + HOLD_MS)
             return
-        breaker = self._breakers.setdefault(endpoint["url"], _Breaker())
+        breaker = self._breakers.setdefault(endpoint.url, _Breaker())
         if breaker.open_until > now:
             await self._settlements.requeue(row, breaker.open_until)
             return
         result = await self._crm.deliver(
-            url=endpoint["url"],
-            secret=self._secrets.decrypt(endpoint["secret"]),
+            url=endpoint.url,
+            secret=self._secrets.decrypt(endpoint.secret),
             delivery_id=row.delivery_id,
             body=row.body,
         )
         self._metrics.crm_answered(row.ig_account_id, result.status_code, result.latency_ms / 1000)
         await self._record(row, breaker, result)
 
-    async def _endpoint(self, ig_account_id: str) -> dict[str, Any] | None:
+    async def _endpoint(self, ig_account_id: str) -> AccountCrmEndpoint | None:
         """The account's enabled endpoint, or None; a cached "none" is read again, so an
         endpoint set a moment ago is found."""
         for fresh in (False, True):
             account = await self._accounts.get(ig_account_id, fresh=fresh)
             endpoint = account.crm_endpoint if account is not None else None
-            if endpoint is not None and endpoint["enabled"]:
+            if endpoint is not None and endpoint.enabled:
                 return endpoint
         return None
 

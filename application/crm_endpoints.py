@@ -97,7 +97,7 @@ class CrmEndpoints:
         if account is None or account.crm_endpoint is None:
             raise NotFound("this account has no CRM endpoint")
         endpoint = account.crm_endpoint
-        return CrmEndpointView(endpoint["url"], endpoint["event_types"], endpoint["enabled"])
+        return CrmEndpointView(endpoint.url, list(endpoint.event_types), endpoint.enabled)
 
     def remove(self, ig_account_id: str, *, by: str) -> Command[None]:
         def remove(changes: Changes) -> None:

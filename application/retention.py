@@ -32,7 +32,7 @@ class ContentRetention:
         """One run over every account; how many data keys it destroyed."""
         destroyed = 0
         for account in await asyncio.to_thread(self._ledger.accounts):
-            days = account.settings.get("content_retention_days")
+            days = account.settings.content_retention_days
             if not days:
                 continue
             try:

@@ -21,6 +21,7 @@ from application.rules import (
     validate_rule,
 )
 from domain.account import Account, AccountError
+from domain.account_values import AccountRule
 from domain.identity import account_id
 
 
@@ -37,8 +38,9 @@ class Rule(msgspec.Struct, frozen=True):
     version: int
 
     @classmethod
-    def of(cls, rule_id: str, rule: dict[str, Any]) -> Rule:
-        return msgspec.convert({**rule, "id": rule_id}, cls, strict=False)
+    def of(cls, rule_id: str, rule: AccountRule) -> Rule:
+        stored = {**rule.spec.to_json(), "version": rule.version, "id": rule_id}
+        return msgspec.convert(stored, cls, strict=False)
 
 
 class RuleTest(msgspec.Struct, forbid_unknown_fields=True):

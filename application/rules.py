@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any, Literal
@@ -19,6 +19,7 @@ import msgspec
 import regex
 
 from application.errors import InvalidInput
+from domain.account_values import AccountRule, AccountSettings, RuleSpec, RuleTrigger
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ class RuleDefinition(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
 
 
-def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
-    """The rule as stored in events, or `InvalidInput` naming the field at fault."""
+def validate_rule(definition: RuleDefinition) -> RuleSpec:
+    """The rule as the account holds it, or `InvalidInput` naming the field at fault."""
     if not definition.name.strip():
         raise InvalidInput("name", "a rule needs a name")
     if not definition.triggers:
@@ -79,7 +80,7 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
     hours = definition.conditions.once_per_hours
     if hours is not None and not 1 <= hours <= 24 * 365:
         raise InvalidInput("conditions.once_per_hours", "once_per_hours must be 1 to 8760")
-    return msgspec.to_builtins(definition)  # type: ignore[no-any-return]
+    return RuleSpec.from_json(msgspec.to_builtins(definition))
 
 
 MAX_REPLY_BYTES = 1000
@@ -182,8 +183,8 @@ def _contains(haystack: list[str], needle: list[str]) -> bool:
     return any(haystack[i : i + width] == needle for i in range(len(haystack) - width + 1))
 
 
-def trigger_matches(trigger: dict[str, Any], inbound: Inbound) -> bool:
-    kind, value = trigger["type"], trigger.get("value") or ""
+def trigger_matches(trigger: RuleTrigger, inbound: Inbound) -> bool:
+    kind, value = trigger.type, trigger.value or ""
     if kind == "postback":
         return inbound.postback_payload == value
     if kind == "story_mention":
@@ -209,20 +210,20 @@ def trigger_matches(trigger: dict[str, Any], inbound: Inbound) -> bool:
     return False
 
 
-def in_business_hours(settings: dict[str, Any], at_ms: int) -> bool:
+def in_business_hours(settings: AccountSettings, at_ms: int) -> bool:
     try:
-        zone = ZoneInfo(settings.get("timezone") or "UTC")
+        zone = ZoneInfo(settings.timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     local = datetime.fromtimestamp(at_ms / 1000, UTC).astimezone(zone)
-    spans = (settings.get("business_hours") or {}).get(WEEKDAYS[local.weekday()], [])
+    spans = settings.business_hours.get(WEEKDAYS[local.weekday()], ())
     now = local.time()
     return any(time.fromisoformat(start) <= now < time.fromisoformat(end) for start, end in spans)
 
 
 def choose(
-    rules: dict[str, dict[str, Any]],
-    settings: dict[str, Any],
+    rules: Mapping[str, AccountRule],
+    settings: AccountSettings,
     inbound: Inbound,
     *,
     replied_at: dict[str, int],
@@ -233,21 +234,21 @@ def choose(
     that rule's automated reply (ms), for `once_per_hours`.
     """
     for rule_id, rule in ordered_rules(rules):
-        if not rule["enabled"]:
+        spec = rule.spec
+        if not spec.enabled:
             continue
-        if not any(trigger_matches(t, inbound) for t in rule["triggers"]):
+        if not any(trigger_matches(t, inbound) for t in spec.triggers):
             continue
-        conditions = rule.get("conditions") or {}
-        hours = conditions.get("business_hours")
+        hours = spec.conditions.business_hours
         if hours is not None and (hours == "inside") != in_business_hours(
             settings, inbound.sent_at
         ):
             continue
-        once = conditions.get("once_per_hours")
+        once = spec.conditions.once_per_hours
         if once is not None and _too_soon(replied_at.get(rule_id), once, inbound.sent_at):
             continue
-        return Match(rule_id, rule["version"], rule["name"], rule["reply"], once)
-    fallback = settings.get("fallback_reply")
+        return Match(rule_id, rule.version, spec.name, spec.reply, once)
+    fallback = settings.fallback_reply
     # The fallback answers messages (not taps) of a conversation at most once a day.
     if (
         fallback
@@ -262,6 +263,6 @@ def _too_soon(last: int | None, hours: int, now: int) -> bool:
     return last is not None and now - last < hours * 3_600_000
 
 
-def ordered_rules(rules: dict[str, dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
+def ordered_rules(rules: Mapping[str, AccountRule]) -> Iterable[tuple[str, AccountRule]]:
     """Rules in the order they are tried."""
-    return sorted(rules.items(), key=lambda item: (-item[1]["priority"], item[1]["order"]))
+    return sorted(rules.items(), key=lambda item: (-item[1].spec.priority, item[1].order))

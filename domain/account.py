@@ -7,12 +7,14 @@ aggregate are in `application/rules.py` and `application/accounts.py`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.account_values import AccountCrmEndpoint, AccountRule, AccountSettings, RuleSpec
 from domain.identity import account_id
 
 # The stored topic of each account event: part of the stored schema, never to change.
@@ -40,16 +42,6 @@ DELIVERIES_REDELIVERED = "dmledger:Account.DeliveriesRedelivered"
 CONTENT_EXPIRED = "dmledger:Account.ContentExpired"
 
 CREDENTIALS = ("app_secret", "access_token", "verify_token")
-
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "auto_reply": True,
-    "fallback_reply": None,
-    "timezone": "UTC",
-    "business_hours": {},
-    "auto_resume_after_hours": None,
-    "content_retention_days": None,
-}
-"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
 
 
 class AccountError(Exception):
@@ -111,15 +103,14 @@ class Account(Aggregate):
         self.status = AccountStatus.ACTIVE
         self.registered_by = by
         self.display_name: str | None = None
-        self.settings: dict[str, Any] = dict(DEFAULT_SETTINGS)
+        self.settings = AccountSettings()
         self.rotated_at: dict[str, Any] = {}
-        self.rules: dict[str, dict[str, Any]] = {}
-        """Rules by id: their definition, `version`, `enabled` and `order` (when added)."""
+        self.rules: dict[str, AccountRule] = {}
+        """Rules by id."""
         self.token_rejected = False
         """Meta refused the access token (code 190): sends wait for new credentials."""
         self.token_refresh_failed_at: int | None = None
-        self.crm_endpoint: dict[str, Any] | None = None
-        """url, event_types, secret (ciphertext), enabled."""
+        self.crm_endpoint: AccountCrmEndpoint | None = None
         self.sends_paused_until: int | None = None
 
     @property
@@ -147,20 +138,27 @@ class Account(Aggregate):
         self.username = username
         self.display_name = display_name
 
-    def change_settings(self, *, changes: dict[str, Any], by: str) -> bool:
-        """Change some settings; `changes` holds only the settings that change."""
-        unknown = set(changes) - set(DEFAULT_SETTINGS)
-        if unknown:
-            raise AccountError("settings", f"unknown settings: {', '.join(sorted(unknown))}")
-        settings = {**self.settings, **changes}
+    def change_settings(self, *, settings: AccountSettings, by: str) -> bool:
+        """Replace the settings (the event stores all of them, as a JSON object)."""
         if settings == self.settings:
             return False
-        self._settings_changed(settings=settings, by=by)
+        self._settings_changed(settings=settings.to_json(), by=by)
         return True
 
-    @event("SettingsChanged", topic=SETTINGS_CHANGED)
+    class SettingsChanged(Event):
+        """The account's settings, all of them, as `AccountSettings.to_json` makes them."""
+
+        TOPIC = SETTINGS_CHANGED
+        settings: dict[str, Any]
+        by: str
+
+        @property
+        def account_settings(self) -> AccountSettings:
+            return AccountSettings.from_json(self.settings)
+
+    @event(SettingsChanged)
     def _settings_changed(self, settings: dict[str, Any], by: str) -> None:
-        self.settings = settings
+        self.settings = AccountSettings.from_json(settings)
 
     def suspend(self, *, reason: str | None, by: str) -> bool:
         """Keep storing webhooks, but let no automation act."""
@@ -218,7 +216,15 @@ class Account(Aggregate):
             # Sends waited for a new token since Meta rejected the old one: they go again.
             self._sends_resumed(ig_account_id=self.ig_account_id, at=at, by=by)
 
-    @event("SendsResumed", topic=SENDS_RESUMED)
+    class SendsResumed(Event):
+        """Sends go again (new credentials after a rejected token)."""
+
+        TOPIC = SENDS_RESUMED
+        ig_account_id: str
+        at: int
+        by: str
+
+    @event(SendsResumed)
     def _sends_resumed(self, ig_account_id: str, at: int, by: str) -> None:
         pass
 
@@ -262,56 +268,104 @@ class Account(Aggregate):
 
     # -- auto-reply rules -----------------------------------------------------------------
 
-    def add_rule(self, *, rule_id: str, rule: dict[str, Any], by: str) -> None:
+    # The events store a rule as the JSON object `RuleSpec.to_json` makes.
+
+    def add_rule(self, *, rule_id: str, rule: RuleSpec, by: str) -> None:
         if rule_id in self.rules:
             raise AccountError("rule_id", f"rule {rule_id} exists already")
-        self._rule_added(rule_id=rule_id, rule=rule, by=by)
+        self._rule_added(rule_id=rule_id, rule=rule.to_json(), by=by)
 
-    @event("RuleAdded", topic=RULE_ADDED)
+    class RuleAdded(Event):
+        """A rule added, as `RuleSpec.to_json` makes it (`spec` reads it back)."""
+
+        TOPIC = RULE_ADDED
+        rule_id: str
+        rule: dict[str, Any]
+        by: str
+
+        @property
+        def spec(self) -> RuleSpec:
+            return RuleSpec.from_json(self.rule)
+
+    @event(RuleAdded)
     def _rule_added(self, rule_id: str, rule: dict[str, Any], by: str) -> None:
-        self.rules[rule_id] = {**rule, "version": 1, "order": len(self.rules)}
+        self.rules[rule_id] = AccountRule(RuleSpec.from_json(rule), 1, len(self.rules))
 
-    def change_rule(self, *, rule_id: str, rule: dict[str, Any], by: str) -> bool:
+    def change_rule(self, *, rule_id: str, rule: RuleSpec, by: str) -> bool:
         current = self._rule(rule_id)
-        kept = {k: v for k, v in current.items() if k not in ("version", "order")}
-        if kept == rule:
+        if current.spec == rule:
             return False
-        self._rule_changed(rule_id=rule_id, rule=rule, version=current["version"] + 1, by=by)
+        self._rule_changed(rule_id=rule_id, rule=rule.to_json(), version=current.version + 1, by=by)
         return True
 
-    @event("RuleChanged", topic=RULE_CHANGED)
+    class RuleChanged(Event):
+        """A rule replaced, as `RuleSpec.to_json` makes it, at its new `version`."""
+
+        TOPIC = RULE_CHANGED
+        rule_id: str
+        rule: dict[str, Any]
+        version: int
+        by: str
+
+        @property
+        def spec(self) -> RuleSpec:
+            return RuleSpec.from_json(self.rule)
+
+    @event(RuleChanged)
     def _rule_changed(self, rule_id: str, rule: dict[str, Any], version: int, by: str) -> None:
-        self.rules[rule_id] = {**rule, "version": version, "order": self.rules[rule_id]["order"]}
+        order = self.rules[rule_id].order
+        self.rules[rule_id] = AccountRule(RuleSpec.from_json(rule), version, order)
 
     def remove_rule(self, *, rule_id: str, by: str) -> None:
         self._rule(rule_id)
         self._rule_removed(rule_id=rule_id, by=by)
 
-    @event("RuleRemoved", topic=RULE_REMOVED)
+    class RuleRemoved(Event):
+        """A rule removed."""
+
+        TOPIC = RULE_REMOVED
+        rule_id: str
+        by: str
+
+    @event(RuleRemoved)
     def _rule_removed(self, rule_id: str, by: str) -> None:
         del self.rules[rule_id]
 
     def enable_rule(self, *, rule_id: str, by: str) -> bool:
-        if self._rule(rule_id)["enabled"]:
+        if self._rule(rule_id).spec.enabled:
             return False
         self._rule_enabled(rule_id=rule_id, by=by)
         return True
 
-    @event("RuleEnabled", topic=RULE_ENABLED)
+    class RuleEnabled(Event):
+        """A rule enabled."""
+
+        TOPIC = RULE_ENABLED
+        rule_id: str
+        by: str
+
+    @event(RuleEnabled)
     def _rule_enabled(self, rule_id: str, by: str) -> None:
-        self.rules[rule_id]["enabled"] = True
+        self.rules[rule_id] = self.rules[rule_id].switched(enabled=True)
 
     def disable_rule(self, *, rule_id: str, by: str) -> bool:
-        if not self._rule(rule_id)["enabled"]:
+        if not self._rule(rule_id).spec.enabled:
             return False
         self._rule_disabled(rule_id=rule_id, by=by)
         return True
 
-    @event("RuleDisabled", topic=RULE_DISABLED)
-    def _rule_disabled(self, rule_id: str, by: str) -> None:
-        self.rules[rule_id]["enabled"] = False
+    class RuleDisabled(Event):
+        """A rule disabled."""
 
-    def _rule(self, rule_id: str) -> dict[str, Any]:
+        TOPIC = RULE_DISABLED
+        rule_id: str
+        by: str
+
+    @event(RuleDisabled)
+    def _rule_disabled(self, rule_id: str, by: str) -> None:
+        self.rules[rule_id] = self.rules[rule_id].switched(enabled=False)
+
+    def _rule(self, rule_id: str) -> AccountRule:
         try:
             return self.rules[rule_id]
         except KeyError:
@@ -332,7 +386,17 @@ class Account(Aggregate):
         )
         return True
 
-    @event("TokenRejected", topic=TOKEN_REJECTED)
+    class TokenRejected(Event):
+        """Meta refused the access token: sends wait for new credentials."""
+
+        TOPIC = TOKEN_REJECTED
+        ig_account_id: str
+        code: int
+        subcode: int | None
+        message: str
+        at: int
+
+    @event(TokenRejected)
     def _token_rejected(
         self, ig_account_id: str, code: int, subcode: int | None, message: str, at: int
     ) -> None:
@@ -341,7 +405,14 @@ class Account(Aggregate):
     def fail_token_refresh(self, *, message: str, at: int) -> None:
         self._token_refresh_failed(message=message, at=at)
 
-    @event("TokenRefreshFailed", topic=TOKEN_REFRESH_FAILED)
+    class TokenRefreshFailed(Event):
+        """A refresh of the access token failed."""
+
+        TOPIC = TOKEN_REFRESH_FAILED
+        message: str
+        at: int
+
+    @event(TokenRefreshFailed)
     def _token_refresh_failed(self, message: str, at: int) -> None:
         self.token_refresh_failed_at = at
 
@@ -349,7 +420,15 @@ class Account(Aggregate):
         """Meta asked us to slow down or lacks a permission: no sends before `until` (ms)."""
         self._sends_paused(until=until, code=code, reason=reason)
 
-    @event("SendsPaused", topic=SENDS_PAUSED)
+    class SendsPaused(Event):
+        """Meta asked us to slow down or lacks a permission: no sends before `until`."""
+
+        TOPIC = SENDS_PAUSED
+        until: int
+        code: int | None
+        reason: str
+
+    @event(SendsPaused)
     def _sends_paused(self, until: int, code: int | None, reason: str) -> None:
         self.sends_paused_until = until
 
@@ -362,21 +441,26 @@ class Account(Aggregate):
         if secret is None:
             if self.crm_endpoint is None:
                 raise AccountError("secret", "a new endpoint needs a signing secret")
-            secret = self.crm_endpoint["secret"]
+            secret = self.crm_endpoint.secret
         self._crm_endpoint_set(
             ig_account_id=self.ig_account_id, url=url, event_types=event_types, secret=secret, by=by
         )
 
-    @event("CrmEndpointSet", topic=CRM_ENDPOINT_SET)
+    class CrmEndpointSet(Event):
+        """Where the CRM gets its webhooks, and which (`secret`: ciphertext)."""
+
+        TOPIC = CRM_ENDPOINT_SET
+        ig_account_id: str
+        url: str
+        event_types: list[str]
+        secret: str
+        by: str
+
+    @event(CrmEndpointSet)
     def _crm_endpoint_set(
         self, ig_account_id: str, url: str, event_types: list[str], secret: str, by: str
     ) -> None:
-        self.crm_endpoint = {
-            "url": url,
-            "event_types": event_types,
-            "secret": secret,
-            "enabled": True,
-        }
+        self.crm_endpoint = AccountCrmEndpoint(url, tuple(event_types), secret)
 
     def remove_crm_endpoint(self, *, by: str) -> bool:
         if self.crm_endpoint is None:
@@ -384,21 +468,35 @@ class Account(Aggregate):
         self._crm_endpoint_removed(ig_account_id=self.ig_account_id, by=by)
         return True
 
-    @event("CrmEndpointRemoved", topic=CRM_ENDPOINT_REMOVED)
+    class CrmEndpointRemoved(Event):
+        """The CRM gets no more webhooks."""
+
+        TOPIC = CRM_ENDPOINT_REMOVED
+        ig_account_id: str
+        by: str
+
+    @event(CrmEndpointRemoved)
     def _crm_endpoint_removed(self, ig_account_id: str, by: str) -> None:
         self.crm_endpoint = None
 
     def disable_crm_endpoint(self, *, reason: str) -> bool:
         """The endpoint said it is gone (410): deliveries stop until it is set again."""
-        if self.crm_endpoint is None or not self.crm_endpoint["enabled"]:
+        if self.crm_endpoint is None or not self.crm_endpoint.enabled:
             return False
         self._crm_endpoint_disabled(ig_account_id=self.ig_account_id, reason=reason)
         return True
 
-    @event("CrmEndpointDisabled", topic=CRM_ENDPOINT_DISABLED)
+    class CrmEndpointDisabled(Event):
+        """The endpoint answered 410 Gone: deliveries wait until it is set again."""
+
+        TOPIC = CRM_ENDPOINT_DISABLED
+        ig_account_id: str
+        reason: str
+
+    @event(CrmEndpointDisabled)
     def _crm_endpoint_disabled(self, ig_account_id: str, reason: str) -> None:
         if self.crm_endpoint is not None:
-            self.crm_endpoint = {**self.crm_endpoint, "enabled": False}
+            self.crm_endpoint = replace(self.crm_endpoint, enabled=False)
 
     def redeliver(self, *, by: str, delivery_ids: list[str], since: int | None) -> None:
         """Someone asked for CRM deliveries again: these ids, or every one made since
@@ -407,7 +505,16 @@ class Account(Aggregate):
             ig_account_id=self.ig_account_id, by=by, delivery_ids=delivery_ids, since=since
         )
 
-    @event("DeliveriesRedelivered", topic=DELIVERIES_REDELIVERED)
+    class DeliveriesRedelivered(Event):
+        """Someone asked for CRM deliveries again."""
+
+        TOPIC = DELIVERIES_REDELIVERED
+        ig_account_id: str
+        by: str
+        delivery_ids: list[str]
+        since: int | None
+
+    @event(DeliveriesRedelivered)
     def _deliveries_redelivered(
         self, ig_account_id: str, by: str, delivery_ids: list[str], since: int | None
     ) -> None:
@@ -426,7 +533,17 @@ class Account(Aggregate):
             by=by,
         )
 
-    @event("ContentExpired", topic=CONTENT_EXPIRED)
+    class ContentExpired(Event):
+        """Content recorded before `before` destroyed in these conversations (retention)."""
+
+        TOPIC = CONTENT_EXPIRED
+        ig_account_id: str
+        before: int
+        conversation_ids: list[str]
+        destroyed: int
+        by: str
+
+    @event(ContentExpired)
     def _content_expired(
         self, ig_account_id: str, before: int, conversation_ids: list[str], destroyed: int, by: str
     ) -> None:

@@ -112,7 +112,14 @@ class Conversation(Aggregate):
         """Conversations are identified by the account and the participant."""
         return conversation_id(ig_account_id, participant_id)
 
-    @event("Started", topic=STARTED)
+    class Started(Created):
+        """The conversation's first event: whose thread it is."""
+
+        TOPIC = STARTED
+        ig_account_id: str
+        participant_id: str
+
+    @event(Started)
     def __init__(self, ig_account_id: str, participant_id: str) -> None:
         self.ig_account_id = ig_account_id
         self.participant_id = participant_id
@@ -180,7 +187,23 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageReceived", topic=MESSAGE_RECEIVED)
+    class MessageReceived(Event):
+        """A message the participant sent: what projections and the CRM read of it."""
+
+        TOPIC = MESSAGE_RECEIVED
+        key: str
+        mid: str
+        sent_at: int
+        text: str | None
+        attachments: list[JSONObject]
+        reply_to: JSONObject | None
+        quick_reply: JSONObject | None
+        referral: JSONObject | None
+        unsupported: bool
+        standby: bool
+        extra: JSONObject
+
+    @event(MessageReceived)
     def _message_received(
         self,
         key: str,
@@ -236,7 +259,21 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageEchoed", topic=MESSAGE_ECHOED)
+    class MessageEchoed(Event):
+        """Meta's echo of a message the business account sent (ours, or from the app)."""
+
+        TOPIC = MESSAGE_ECHOED
+        key: str
+        mid: str
+        sent_at: int
+        text: str | None
+        attachments: list[JSONObject]
+        reply_to: JSONObject | None
+        app_id: str | None
+        standby: bool
+        extra: JSONObject
+
+    @event(MessageEchoed)
     def _message_echoed(
         self,
         key: str,
@@ -270,7 +307,17 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageUnsent", topic=MESSAGE_UNSENT)
+    class MessageUnsent(Event):
+        """The participant unsent a message; its content (and its edits') is destroyed."""
+
+        TOPIC = MESSAGE_UNSENT
+        key: str
+        mid: str
+        unsent_at: int
+        standby: bool
+        sent_at: int | None = None
+
+    @event(MessageUnsent)
     def _message_unsent(
         self, key: str, mid: str, unsent_at: int, standby: bool, sent_at: int | None = None
     ) -> None:
@@ -293,7 +340,18 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("MessageEdited", topic=MESSAGE_EDITED)
+    class MessageEdited(Event):
+        """The participant edited a message."""
+
+        TOPIC = MESSAGE_EDITED
+        key: str
+        mid: str
+        text: str | None
+        edit_count: int
+        edited_at: int
+        standby: bool
+
+    @event(MessageEdited)
     def _message_edited(
         self, key: str, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool
     ) -> None:
@@ -324,7 +382,19 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReactionAdded", topic=REACTION_ADDED)
+    class ReactionAdded(Event):
+        """A reaction to a message."""
+
+        TOPIC = REACTION_ADDED
+        key: str
+        mid: str
+        sender_id: str
+        reaction: str | None
+        emoji: str | None
+        reacted_at: int
+        standby: bool
+
+    @event(ReactionAdded)
     def _reaction_added(
         self,
         key: str,
@@ -362,7 +432,19 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReactionRemoved", topic=REACTION_REMOVED)
+    class ReactionRemoved(Event):
+        """A reaction taken back."""
+
+        TOPIC = REACTION_REMOVED
+        key: str
+        mid: str
+        sender_id: str
+        reaction: str | None
+        emoji: str | None
+        removed_at: int
+        standby: bool
+
+    @event(ReactionRemoved)
     def _reaction_removed(
         self,
         key: str,
@@ -383,7 +465,16 @@ class Conversation(Aggregate):
         self._messages_seen(key=key, mid=mid, seen_at=seen_at, standby=standby)
         return True
 
-    @event("MessagesSeen", topic=MESSAGES_SEEN)
+    class MessagesSeen(Event):
+        """The participant read the thread up to `mid`."""
+
+        TOPIC = MESSAGES_SEEN
+        key: str
+        mid: str | None
+        seen_at: int
+        standby: bool
+
+    @event(MessagesSeen)
     def _messages_seen(self, key: str, mid: str | None, seen_at: int, standby: bool) -> None:
         self.recorded[key] = None
 
@@ -405,7 +496,18 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("PostbackReceived", topic=POSTBACK_RECEIVED)
+    class PostbackReceived(Event):
+        """A tap on an icebreaker or a button."""
+
+        TOPIC = POSTBACK_RECEIVED
+        key: str
+        mid: str | None
+        title: str | None
+        payload: str | None
+        sent_at: int
+        standby: bool
+
+    @event(PostbackReceived)
     def _postback_received(
         self,
         key: str,
@@ -428,7 +530,16 @@ class Conversation(Aggregate):
         self._referral_received(key=key, referral=referral, sent_at=sent_at, standby=standby)
         return True
 
-    @event("ReferralReceived", topic=REFERRAL_RECEIVED)
+    class ReferralReceived(Event):
+        """The participant arrived through an ad or an ig.me link."""
+
+        TOPIC = REFERRAL_RECEIVED
+        key: str
+        referral: JSONObject
+        sent_at: int
+        standby: bool
+
+    @event(ReferralReceived)
     def _referral_received(
         self, key: str, referral: JSONObject, sent_at: int, standby: bool
     ) -> None:
@@ -463,7 +574,13 @@ class Conversation(Aggregate):
         self._archived(by=by)
         return True
 
-    @event("Archived", topic=ARCHIVED)
+    class Archived(Event):
+        """The business filed the conversation away."""
+
+        TOPIC = ARCHIVED
+        by: str
+
+    @event(Archived)
     def _archived(self, by: str) -> None:
         self.status = Status.ARCHIVED
 
@@ -474,7 +591,13 @@ class Conversation(Aggregate):
         self._reopened(by=by)
         return True
 
-    @event("Reopened", topic=REOPENED)
+    class Reopened(Event):
+        """The business made the conversation active again."""
+
+        TOPIC = REOPENED
+        by: str
+
+    @event(Reopened)
     def _reopened(self, by: str) -> None:
         self.status = Status.ACTIVE
 
@@ -485,7 +608,13 @@ class Conversation(Aggregate):
         self._blocked(by=by)
         return True
 
-    @event("Blocked", topic=BLOCKED)
+    class Blocked(Event):
+        """The business blocked the participant."""
+
+        TOPIC = BLOCKED
+        by: str
+
+    @event(Blocked)
     def _blocked(self, by: str) -> None:
         self.status = Status.BLOCKED
 
@@ -493,7 +622,13 @@ class Conversation(Aggregate):
         """Record that the business has read everything received so far."""
         self._marked_read(by=by)
 
-    @event("MarkedRead", topic=MARKED_READ)
+    class MarkedRead(Event):
+        """The business read everything received so far."""
+
+        TOPIC = MARKED_READ
+        by: str
+
+    @event(MarkedRead)
     def _marked_read(self, by: str) -> None:
         pass
 
@@ -533,7 +668,23 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReplyQueued", topic=REPLY_QUEUED)
+    class ReplyQueued(Event):
+        """A reply queued for the Instagram outbox (automated, or asked by the CRM)."""
+
+        TOPIC = REPLY_QUEUED
+        key: str
+        reply_id: str
+        text: str
+        automated: bool
+        in_reply_to: str | None
+        rule_id: str | None
+        rule_version: int | None
+        trigger_at: int | None
+        by: str
+        attachment: JSONObject | None = None
+        request_hash: str | None = None
+
+    @event(ReplyQueued)
     def _reply_queued(
         self,
         key: str,
@@ -567,7 +718,15 @@ class Conversation(Aggregate):
         self._reply_sent(reply_id=reply_id, message_id=message_id, sent_at=sent_at)
         return True
 
-    @event("ReplySent", topic=REPLY_SENT)
+    class ReplySent(Event):
+        """Meta accepted a reply and gave it `message_id`."""
+
+        TOPIC = REPLY_SENT
+        reply_id: str
+        message_id: str | None
+        sent_at: int
+
+    @event(ReplySent)
     def _reply_sent(self, reply_id: str, message_id: str | None, sent_at: int) -> None:
         self.replies[reply_id] = {
             **self.replies[reply_id],
@@ -605,7 +764,20 @@ class Conversation(Aggregate):
         )
         return True
 
-    @event("ReplyFailed", topic=REPLY_FAILED)
+    class ReplyFailed(Event):
+        """A send that did not go through: final, or an attempt to be retried."""
+
+        TOPIC = REPLY_FAILED
+        reply_id: str
+        error_class: str
+        retryable: bool
+        code: int | None
+        subcode: int | None
+        message: str
+        fbtrace_id: str | None
+        attempt: int
+
+    @event(ReplyFailed)
     def _reply_failed(
         self,
         reply_id: str,
@@ -688,7 +860,15 @@ class Conversation(Aggregate):
         self._automation_paused(at=at, by=by, reason=reason)
         return True
 
-    @event("AutomationPaused", topic=AUTOMATION_PAUSED)
+    class AutomationPaused(Event):
+        """A person took over: automation stays quiet until resumed."""
+
+        TOPIC = AUTOMATION_PAUSED
+        at: int
+        by: str
+        reason: str
+
+    @event(AutomationPaused)
     def _automation_paused(self, at: int, by: str, reason: str) -> None:
         self.automation_paused_at = at
 
@@ -698,7 +878,13 @@ class Conversation(Aggregate):
         self._automation_resumed(by=by)
         return True
 
-    @event("AutomationResumed", topic=AUTOMATION_RESUMED)
+    class AutomationResumed(Event):
+        """Automation may act again."""
+
+        TOPIC = AUTOMATION_RESUMED
+        by: str
+
+    @event(AutomationResumed)
     def _automation_resumed(self, by: str) -> None:
         self.automation_paused_at = None
 
@@ -707,7 +893,15 @@ class Conversation(Aggregate):
         keys of what they sent and were sent are destroyed with this event."""
         self._participant_erased(by=by, erased_at=erased_at, destroyed=destroyed)
 
-    @event("ParticipantErased", topic=PARTICIPANT_ERASED)
+    class ParticipantErased(Event):
+        """The participant's content was erased on request."""
+
+        TOPIC = PARTICIPANT_ERASED
+        by: str
+        erased_at: int
+        destroyed: int
+
+    @event(ParticipantErased)
     def _participant_erased(self, by: str, erased_at: int, destroyed: int) -> None:
         pass
 
@@ -731,7 +925,14 @@ class Conversation(Aggregate):
         self._participant_profile_recorded(profile=profile, looked_up_at=looked_up_at)
         return True
 
-    @event("ParticipantProfileRecorded", topic=PARTICIPANT_PROFILE_RECORDED)
+    class ParticipantProfileRecorded(Event):
+        """What the user profile API said of the participant."""
+
+        TOPIC = PARTICIPANT_PROFILE_RECORDED
+        profile: JSONObject
+        looked_up_at: int | None = None
+
+    @event(ParticipantProfileRecorded)
     def _participant_profile_recorded(
         self, profile: JSONObject, looked_up_at: int | None = None
     ) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from eventsourcing.domain import Aggregate
+
 from domain import account as account_topics
 from domain import conversation as topics
+from domain.account import Account
 from domain.content import is_erased
+from domain.conversation import Conversation
 from projections.conversation_list.view import ConversationListView, conversations, profiles
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
@@ -15,7 +19,7 @@ from projections.shredding import ERASED_PREVIEW, content_rows
 from projections.view import Batch, Row
 
 
-def _ms(event: Any) -> int:
+def _ms(event: Aggregate.Event) -> int:
     return int(event.timestamp.timestamp() * 1000)
 
 
@@ -32,7 +36,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
         }
         batch.preload(conversations, ids)
 
-    def _row(self, batch: Batch, event: Any, position: int) -> Row | None:
+    def _row(self, batch: Batch, event: Conversation.Event, position: int) -> Row | None:
         row = batch.get(conversations, (id_text(event.originator_id),))
         if row is not None:
             row["updated_at"] = _ms(event)
@@ -41,7 +45,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
         return row
 
     @on(topics.STARTED)
-    def started(self, batch: Batch, event: Any, position: int) -> None:
+    def started(self, batch: Batch, event: Conversation.Started, position: int) -> None:
         batch.put(
             conversations,
             {
@@ -74,7 +78,9 @@ class ConversationList(LedgerProjection[ConversationListView]):
             row["last_inbound_at"] = sent_at
 
     @on(topics.MESSAGE_RECEIVED)
-    def message_received(self, batch: Batch, event: Any, position: int) -> None:
+    def message_received(
+        self, batch: Batch, event: Conversation.MessageReceived, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
         self._message(
@@ -84,7 +90,9 @@ class ConversationList(LedgerProjection[ConversationListView]):
         row["unread_count"] += 1
 
     @on(topics.POSTBACK_RECEIVED)
-    def postback_received(self, batch: Batch, event: Any, position: int) -> None:
+    def postback_received(
+        self, batch: Batch, event: Conversation.PostbackReceived, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
         preview = event.title or event.payload or "[postback]"
@@ -95,7 +103,9 @@ class ConversationList(LedgerProjection[ConversationListView]):
         row["unread_count"] += 1
 
     @on(topics.MESSAGE_ECHOED)
-    def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+    def message_echoed(
+        self, batch: Batch, event: Conversation.MessageEchoed, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
         self._message(
@@ -104,16 +114,20 @@ class ConversationList(LedgerProjection[ConversationListView]):
         row["unread_count"] = 0
 
     @on(topics.REFERRAL_RECEIVED)
-    def referral_received(self, batch: Batch, event: Any, position: int) -> None:
+    def referral_received(
+        self, batch: Batch, event: Conversation.ReferralReceived, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is not None:
             self._inbound(row, event.sent_at)
 
     @on(topics.MESSAGE_UNSENT)
-    def message_unsent(self, batch: Batch, event: Any, position: int) -> None:
+    def message_unsent(
+        self, batch: Batch, event: Conversation.MessageUnsent, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
         # The unsent message is the one shown if it is the participant's last message.
-        sent_at = getattr(event, "sent_at", None)
+        sent_at = event.sent_at
         if (
             sent_at is not None
             and row["last_message_at"] == sent_at
@@ -122,13 +136,15 @@ class ConversationList(LedgerProjection[ConversationListView]):
             row["last_message_preview"] = ERASED_PREVIEW
 
     @on(topics.PARTICIPANT_ERASED)
-    def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
+    def participant_erased(
+        self, batch: Batch, event: Conversation.ParticipantErased, position: int
+    ) -> None:
         row = self._row(batch, event, position)
         if row is not None and row["last_message_preview"] is not None:
             row["last_message_preview"] = ERASED_PREVIEW
 
     @on(account_topics.CONTENT_EXPIRED)
-    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+    def content_expired(self, batch: Batch, event: Account.ContentExpired, position: int) -> None:
         for row in content_rows(
             batch,
             conversations,
@@ -145,41 +161,47 @@ class ConversationList(LedgerProjection[ConversationListView]):
     @on(topics.REACTION_REMOVED)
     @on(topics.MESSAGES_SEEN)
     @on(topics.UNRECOGNISED_ITEM_RECEIVED)
-    def touched(self, batch: Batch, event: Any, position: int) -> None:
+    def touched(self, batch: Batch, event: Conversation.Event, position: int) -> None:
         self._row(batch, event, position)
 
     @on(topics.ARCHIVED)
-    def archived(self, batch: Batch, event: Any, position: int) -> None:
+    def archived(self, batch: Batch, event: Conversation.Archived, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["status"] = "archived"
 
     @on(topics.REOPENED)
-    def reopened(self, batch: Batch, event: Any, position: int) -> None:
+    def reopened(self, batch: Batch, event: Conversation.Reopened, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["status"] = "active"
 
     @on(topics.BLOCKED)
-    def blocked(self, batch: Batch, event: Any, position: int) -> None:
+    def blocked(self, batch: Batch, event: Conversation.Blocked, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["status"] = "blocked"
 
     @on(topics.MARKED_READ)
-    def marked_read(self, batch: Batch, event: Any, position: int) -> None:
+    def marked_read(self, batch: Batch, event: Conversation.MarkedRead, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["unread_count"] = 0
 
     @on(topics.AUTOMATION_PAUSED)
-    def automation_paused(self, batch: Batch, event: Any, position: int) -> None:
+    def automation_paused(
+        self, batch: Batch, event: Conversation.AutomationPaused, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["automation_paused"] = True
 
     @on(topics.AUTOMATION_RESUMED)
-    def automation_resumed(self, batch: Batch, event: Any, position: int) -> None:
+    def automation_resumed(
+        self, batch: Batch, event: Conversation.AutomationResumed, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is not None:
             row["automation_paused"] = False
 
     @on(topics.PARTICIPANT_PROFILE_RECORDED)
-    def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
+    def participant_profile_recorded(
+        self, batch: Batch, event: Conversation.ParticipantProfileRecorded, position: int
+    ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
         profile = event.profile
@@ -193,11 +215,11 @@ class ConversationList(LedgerProjection[ConversationListView]):
                 "participant_follower_count": profile.get("follower_count"),
                 "participant_follows_business": profile.get("is_user_follow_business"),
                 "participant_verified": profile.get("is_verified_user"),
-                "profile_looked_up_at": getattr(event, "looked_up_at", None),
+                "profile_looked_up_at": event.looked_up_at,
             },
         )
 
     @on(topics.REPLY_QUEUED)
-    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
             self._message(row, event.text[:200], "outbound", _ms(event))

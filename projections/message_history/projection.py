@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from eventsourcing.domain import Aggregate
 from sqlalchemy import Select
 
 from domain import account as account_topics
 from domain import conversation as topics
+from domain.account import Account
 from domain.content import is_erased
+from domain.conversation import Conversation
 from projections.message_history.view import MessageHistoryView, messages
 from projections.previews import kind_of
 from projections.projection import LedgerProjection, id_text, on
@@ -28,7 +31,7 @@ _MESSAGE_TOPICS = {
 }
 
 
-def _ms(event: Any) -> int:
+def _ms(event: Aggregate.Event) -> int:
     return int(event.timestamp.timestamp() * 1000)
 
 
@@ -58,7 +61,7 @@ _BLANK: Row = {
 }
 
 
-def _blank(event: Any, key: str) -> Row:
+def _blank(event: Conversation.Event, key: str) -> Row:
     row = _BLANK.copy()  # a dict copy is cheaper than building 22 keys (once a message)
     row["conversation_id"] = id_text(event.originator_id)
     row["message_key"] = key
@@ -118,7 +121,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             ):
                 replies[(row["conversation_id"], row["mid"])] = row["message_key"]
 
-    def _message(self, batch: Batch, event: Any, key: str) -> Row:
+    def _message(self, batch: Batch, event: Conversation.Event, key: str) -> Row:
         row = batch.get(messages, (id_text(event.originator_id), key))
         if row is None:
             row = batch.put(messages, _blank(event, key))
@@ -126,7 +129,13 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             batch.changed(messages, row)
         return row
 
-    def _arrived(self, batch: Batch, event: Any, position: int, direction: str) -> Row:
+    def _arrived(
+        self,
+        batch: Batch,
+        event: Conversation.MessageReceived | Conversation.MessageEchoed,
+        position: int,
+        direction: str,
+    ) -> Row:
         row = self._message(batch, event, event.mid)
         row.update(
             mid=event.mid,
@@ -143,13 +152,17 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         return row
 
     @on(topics.MESSAGE_RECEIVED)
-    def message_received(self, batch: Batch, event: Any, position: int) -> None:
+    def message_received(
+        self, batch: Batch, event: Conversation.MessageReceived, position: int
+    ) -> None:
         row = self._arrived(batch, event, position, "inbound")
         row["quick_reply"] = event.quick_reply
         row["referral"] = event.referral
 
     @on(topics.MESSAGE_ECHOED)
-    def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+    def message_echoed(
+        self, batch: Batch, event: Conversation.MessageEchoed, position: int
+    ) -> None:
         conversation_id = id_text(event.originator_id)
         key = _replies_by_mid(batch).get((conversation_id, event.mid))
         if key is None and "preloaded" not in batch.notes:
@@ -170,7 +183,9 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         self._arrived(batch, event, position, "outbound")
 
     @on(topics.POSTBACK_RECEIVED)
-    def postback_received(self, batch: Batch, event: Any, position: int) -> None:
+    def postback_received(
+        self, batch: Batch, event: Conversation.PostbackReceived, position: int
+    ) -> None:
         # Its own key, not one made from its payload (content, gone once shredded).
         key = event.mid or event.key
         row = self._message(batch, event, key)
@@ -187,14 +202,18 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         )
 
     @on(topics.MESSAGE_UNSENT)
-    def message_unsent(self, batch: Batch, event: Any, position: int) -> None:
+    def message_unsent(
+        self, batch: Batch, event: Conversation.MessageUnsent, position: int
+    ) -> None:
         row = self._message(batch, event, event.mid)
         row["unsent"] = True
         row["unsent_at"] = event.unsent_at
         forget_content(row)  # its data key went with this event
 
     @on(topics.PARTICIPANT_ERASED)
-    def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
+    def participant_erased(
+        self, batch: Batch, event: Conversation.ParticipantErased, position: int
+    ) -> None:
         conversation_id = id_text(event.originator_id)
         for row in content_rows(batch, messages, [conversation_id]):
             if row["reply_id"] is None:  # our replies are our content, not theirs
@@ -202,14 +221,16 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
                 batch.changed(messages, row)
 
     @on(account_topics.CONTENT_EXPIRED)
-    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+    def content_expired(self, batch: Batch, event: Account.ContentExpired, position: int) -> None:
         for row in content_rows(batch, messages, event.conversation_ids, before=event.before):
             if row["reply_id"] is None:
                 forget_content(row)
                 batch.changed(messages, row)
 
     @on(topics.MESSAGE_EDITED)
-    def message_edited(self, batch: Batch, event: Any, position: int) -> None:
+    def message_edited(
+        self, batch: Batch, event: Conversation.MessageEdited, position: int
+    ) -> None:
         row = self._message(batch, event, event.mid)
         # Edits can arrive out of order: the highest edit count holds the latest text.
         if event.edit_count >= row["edit_count"]:
@@ -219,7 +240,9 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
                 row["text"] = event.text
 
     @on(topics.REACTION_ADDED)
-    def reaction_added(self, batch: Batch, event: Any, position: int) -> None:
+    def reaction_added(
+        self, batch: Batch, event: Conversation.ReactionAdded, position: int
+    ) -> None:
         row = self._message(batch, event, event.mid)
         others = [r for r in row["reactions"] if r["sender_id"] != event.sender_id]
         mine = [r for r in row["reactions"] if r["sender_id"] == event.sender_id]
@@ -234,7 +257,9 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         row["reactions"] = [*others, reaction]
 
     @on(topics.REACTION_REMOVED)
-    def reaction_removed(self, batch: Batch, event: Any, position: int) -> None:
+    def reaction_removed(
+        self, batch: Batch, event: Conversation.ReactionRemoved, position: int
+    ) -> None:
         row = self._message(batch, event, event.mid)
         row["reactions"] = [
             r
@@ -243,9 +268,9 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         ]
 
     @on(topics.REPLY_QUEUED)
-    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
-        attachment = getattr(event, "attachment", None)
+        attachment = event.attachment
         row.update(
             direction="outbound",
             kind=(attachment or {}).get("type") or "text",
@@ -261,7 +286,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         )
 
     @on(topics.REPLY_SENT)
-    def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_sent(self, batch: Batch, event: Conversation.ReplySent, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
         # Sent: the transient errors before it are its history (the log), not its status.
         row.update(delivery_status="sent", mid=event.message_id, delivery_error=None)
@@ -275,7 +300,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
                 batch.delete(messages, echo)
 
     @on(topics.REPLY_FAILED)
-    def reply_failed(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_failed(self, batch: Batch, event: Conversation.ReplyFailed, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
         if row["delivery_status"] == "sent":
             return

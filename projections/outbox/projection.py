@@ -12,10 +12,13 @@ from typing import Any
 from uuid import uuid5
 
 import msgspec
+from eventsourcing.domain import Aggregate
 
 from domain import account as account_topics
 from domain import conversation as topics
+from domain.account import Account
 from domain.content import is_erased
+from domain.conversation import Conversation
 from domain.identity import DMLEDGER_NAMESPACE, account_id
 from projections.outbox.payloads import data_of
 from projections.outbox.view import (
@@ -33,7 +36,7 @@ MAX_CRM_BODY = 20_000
 """CRM payloads stay under 20 kB: long texts are cut."""
 
 
-def _iso(event: Any) -> str:
+def _iso(event: Aggregate.Event) -> str:
     return str(event.timestamp.isoformat())
 
 
@@ -52,7 +55,7 @@ def _urls(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 _OUTCOMES = (topics.REPLY_SENT, topics.REPLY_FAILED)
 
 
-def crm_delivery_id(event: Any) -> str:
+def crm_delivery_id(event: Aggregate.Event) -> str:
     """The `webhook-id` of a notification: derived from the event, stable for ever."""
     return (
         "evt_" + uuid5(DMLEDGER_NAMESPACE, f"{event.originator_id}:{event.originator_version}").hex
@@ -78,7 +81,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     # -- who is who ------------------------------------------------------------------------
 
     @on(topics.STARTED)
-    def started(self, batch: Batch, event: Any, position: int) -> None:
+    def started(self, batch: Batch, event: Conversation.Started, position: int) -> None:
         batch.put(
             conversation_parties,
             {
@@ -91,7 +94,9 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(topics.PARTICIPANT_PROFILE_RECORDED)
-    def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
+    def participant_profile_recorded(
+        self, batch: Batch, event: Conversation.ParticipantProfileRecorded, position: int
+    ) -> None:
         key = id_text(event.originator_id)
         known = batch.get(participant_profiles, (key,))
         row = {
@@ -112,7 +117,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(account_topics.CRM_ENDPOINT_SET)
-    def crm_endpoint_set(self, batch: Batch, event: Any, position: int) -> None:
+    def crm_endpoint_set(self, batch: Batch, event: Account.CrmEndpointSet, position: int) -> None:
         batch.put(
             crm_subscriptions,
             {"ig_account_id": event.ig_account_id, "event_types": event.event_types, "enabled": 1},
@@ -121,7 +126,9 @@ class Outboxes(LedgerProjection[OutboxView]):
     # A disabled endpoint (it answered 410) is still subscribed: its deliveries are
     # written and held until it is set again. Only a removed one is not.
     @on(account_topics.CRM_ENDPOINT_REMOVED)
-    def crm_endpoint_removed(self, batch: Batch, event: Any, position: int) -> None:
+    def crm_endpoint_removed(
+        self, batch: Batch, event: Account.CrmEndpointRemoved, position: int
+    ) -> None:
         row = batch.get(crm_subscriptions, (event.ig_account_id,))
         if row is not None:
             row["enabled"] = 0
@@ -130,7 +137,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     # -- Instagram ---------------------------------------------------------------------------
 
     @on(topics.REPLY_QUEUED)
-    def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
@@ -138,7 +145,7 @@ class Outboxes(LedgerProjection[OutboxView]):
             "reply_id": event.reply_id,
             "participant_id": party["participant_id"],
             "text": event.text,
-            "attachment": getattr(event, "attachment", None),
+            "attachment": event.attachment,
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }
@@ -159,7 +166,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, None, None)
 
     @on(topics.REPLY_SENT)
-    def reply_sent(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_sent(self, batch: Batch, event: Conversation.ReplySent, position: int) -> None:
         self._outcome(batch, event.reply_id, "sent")
         self._notify_crm(
             batch,
@@ -170,7 +177,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(topics.REPLY_FAILED)
-    def reply_failed(self, batch: Batch, event: Any, position: int) -> None:
+    def reply_failed(self, batch: Batch, event: Conversation.ReplyFailed, position: int) -> None:
         if event.retryable:
             return
         self._outcome(batch, event.reply_id, "failed")
@@ -192,18 +199,24 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     # -- the CRM -------------------------------------------------------------------------------
 
-    def _inbound(self, batch: Batch, event: Any) -> None:
+    def _inbound(
+        self, batch: Batch, event: Conversation.MessageReceived | Conversation.PostbackReceived
+    ) -> None:
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is not None and (party["last_inbound_at"] or 0) < event.sent_at:
             party["last_inbound_at"] = event.sent_at
             batch.changed(conversation_parties, party)
 
     @on(topics.POSTBACK_RECEIVED)
-    def postback_received(self, batch: Batch, event: Any, position: int) -> None:
+    def postback_received(
+        self, batch: Batch, event: Conversation.PostbackReceived, position: int
+    ) -> None:
         self._inbound(batch, event)
 
     @on(topics.MESSAGE_RECEIVED)
-    def message_received(self, batch: Batch, event: Any, position: int) -> None:
+    def message_received(
+        self, batch: Batch, event: Conversation.MessageReceived, position: int
+    ) -> None:
         self._inbound(batch, event)
         data = {
             "mid": event.mid,
@@ -218,7 +231,9 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, "message.received", data)
 
     @on(topics.MESSAGE_ECHOED)
-    def message_echoed(self, batch: Batch, event: Any, position: int) -> None:
+    def message_echoed(
+        self, batch: Batch, event: Conversation.MessageEchoed, position: int
+    ) -> None:
         data = {
             "mid": event.mid,
             "text": event.text,
@@ -228,7 +243,9 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, "message.echoed", data)
 
     @on(topics.MESSAGE_UNSENT)
-    def message_unsent(self, batch: Batch, event: Any, position: int) -> None:
+    def message_unsent(
+        self, batch: Batch, event: Conversation.MessageUnsent, position: int
+    ) -> None:
         # Notifications of the message not delivered yet leave without its content, and
         # those delivered keep none here either.
         self._forget_content(
@@ -245,7 +262,9 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(topics.MESSAGE_EDITED)
-    def message_edited(self, batch: Batch, event: Any, position: int) -> None:
+    def message_edited(
+        self, batch: Batch, event: Conversation.MessageEdited, position: int
+    ) -> None:
         data = {
             "mid": event.mid,
             "text": event.text,
@@ -255,11 +274,13 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, "message.edited", data)
 
     @on(topics.PARTICIPANT_ERASED)
-    def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
+    def participant_erased(
+        self, batch: Batch, event: Conversation.ParticipantErased, position: int
+    ) -> None:
         self._forget_content(batch, [id_text(event.originator_id)])
 
     @on(account_topics.CONTENT_EXPIRED)
-    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+    def content_expired(self, batch: Batch, event: Account.ContentExpired, position: int) -> None:
         self._forget_content(batch, event.conversation_ids, before=event.before)
 
     def _forget_content(
@@ -284,7 +305,9 @@ class Outboxes(LedgerProjection[OutboxView]):
                     batch.changed(outbox, row)
 
     @on(topics.REACTION_ADDED)
-    def reaction_added(self, batch: Batch, event: Any, position: int) -> None:
+    def reaction_added(
+        self, batch: Batch, event: Conversation.ReactionAdded, position: int
+    ) -> None:
         data = {
             "mid": event.mid,
             "sender_id": event.sender_id,
@@ -295,7 +318,9 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, "reaction.added", data)
 
     @on(topics.REACTION_REMOVED)
-    def reaction_removed(self, batch: Batch, event: Any, position: int) -> None:
+    def reaction_removed(
+        self, batch: Batch, event: Conversation.ReactionRemoved, position: int
+    ) -> None:
         data = {
             "mid": event.mid,
             "sender_id": event.sender_id,
@@ -305,7 +330,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_crm(batch, event, position, "reaction.removed", data)
 
     @on(topics.MESSAGES_SEEN)
-    def messages_seen(self, batch: Batch, event: Any, position: int) -> None:
+    def messages_seen(self, batch: Batch, event: Conversation.MessagesSeen, position: int) -> None:
         self._notify_crm(
             batch, event, position, "messages.seen", {"mid": event.mid, "seen_at": event.seen_at}
         )
@@ -316,7 +341,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     @on(topics.MARKED_READ)
     @on(topics.AUTOMATION_PAUSED)
     @on(topics.AUTOMATION_RESUMED)
-    def conversation_updated(self, batch: Batch, event: Any, position: int) -> None:
+    def conversation_updated(self, batch: Batch, event: Conversation.Event, position: int) -> None:
         change = type(event).TOPIC.rsplit(".", 1)[-1]
         self._notify_crm(
             batch,
@@ -327,7 +352,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(account_topics.TOKEN_REJECTED)
-    def token_rejected(self, batch: Batch, event: Any, position: int) -> None:
+    def token_rejected(self, batch: Batch, event: Account.TokenRejected, position: int) -> None:
         ig_account_id = event.ig_account_id
         data = {"code": event.code, "subcode": event.subcode, "message": event.message}
         self._enqueue_crm(
@@ -335,7 +360,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         )
 
     @on(account_topics.SENDS_PAUSED)
-    def sends_paused(self, batch: Batch, event: Any, position: int) -> None:
+    def sends_paused(self, batch: Batch, event: Account.SendsPaused, position: int) -> None:
         data = {
             "until": _iso_ms(event.until),
             "code": event.code,
@@ -344,19 +369,21 @@ class Outboxes(LedgerProjection[OutboxView]):
         self._notify_account(batch, event, position, "account.sends_paused", data)
 
     @on(account_topics.SENDS_RESUMED)
-    def sends_resumed(self, batch: Batch, event: Any, position: int) -> None:
+    def sends_resumed(self, batch: Batch, event: Account.SendsResumed, position: int) -> None:
         data = {"reason": "credentials_rotated", "by": event.by}
         self._enqueue_crm(
             batch, event, position, "account.sends_resumed", data, event.ig_account_id, None
         )
 
     @on(account_topics.TOKEN_REFRESH_FAILED)
-    def token_refresh_failed(self, batch: Batch, event: Any, position: int) -> None:
+    def token_refresh_failed(
+        self, batch: Batch, event: Account.TokenRefreshFailed, position: int
+    ) -> None:
         data = {"message": event.message, "at": _iso_ms(event.at)}
         self._notify_account(batch, event, position, "account.token_refresh_failed", data)
 
     def _notify_account(
-        self, batch: Batch, event: Any, position: int, kind: str, data: dict[str, Any]
+        self, batch: Batch, event: Account.Event, position: int, kind: str, data: dict[str, Any]
     ) -> None:
         """A notification about the account itself, whose event names no Instagram id:
         the subscribed account whose aggregate sent it (accounts are few)."""
@@ -368,7 +395,12 @@ class Outboxes(LedgerProjection[OutboxView]):
                 return
 
     def _notify_crm(
-        self, batch: Batch, event: Any, position: int, kind: str | None, data: dict[str, Any] | None
+        self,
+        batch: Batch,
+        event: Conversation.Event,
+        position: int,
+        kind: str | None,
+        data: dict[str, Any] | None,
     ) -> None:
         if kind is None or data is None:
             return
@@ -380,7 +412,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     def _enqueue_crm(
         self,
         batch: Batch,
-        event: Any,
+        event: Aggregate.Event,
         position: int,
         kind: str,
         data: dict[str, Any],

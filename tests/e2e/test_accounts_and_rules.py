@@ -407,8 +407,8 @@ async def test_replaying_the_account_reproduces_its_rules_and_the_decisions_stan
     # replay: the account rebuilt from its events has the same rules
     replayed = bare.ledger.account(ACCOUNT)
     assert replayed is not None
-    assert replayed.rules[rule["id"]]["priority"] == 3
-    assert replayed.rules[rule["id"]]["version"] == 2
+    assert replayed.rules[rule["id"]].spec.priority == 3
+    assert replayed.rules[rule["id"]].version == 2
 
     # running the decision again over the whole log adds nothing
     def decisions() -> list[Any]:

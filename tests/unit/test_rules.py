@@ -17,6 +17,7 @@ from application.rules import (
     trigger_matches,
     validate_rule,
 )
+from domain.account_values import AccountRule, AccountSettings, RuleSpec, RuleTrigger
 
 # 2026-01-05 was a Monday; 10:00 UTC is 11:00 in Berlin.
 MONDAY_10_UTC = 1767607200000
@@ -29,17 +30,23 @@ def rule(
     order: int = 0,
     enabled: bool = True,
     **conditions: Any,
-) -> dict[str, Any]:
-    return {
+) -> AccountRule:
+    spec = {
         "name": f"rule {order}",
         "triggers": list(triggers),
         "reply": reply,
         "priority": priority,
         "conditions": conditions,
         "enabled": enabled,
-        "version": 1,
-        "order": order,
     }
+    return AccountRule(RuleSpec.from_json(spec), version=1, order=order)
+
+
+def trigger(**fields: Any) -> RuleTrigger:
+    return RuleTrigger.from_json(fields)
+
+
+NO_SETTINGS = AccountSettings()
 
 
 @pytest.mark.parametrize(
@@ -64,7 +71,7 @@ def rule(
 def test_keywords_match_whole_words_ignoring_case_accents_and_punctuation(
     keyword: str, text: str, matches: bool
 ) -> None:
-    assert trigger_matches({"type": "keyword", "value": keyword}, Inbound(text=text)) is matches
+    assert trigger_matches(trigger(type="keyword", value=keyword), Inbound(text=text)) is matches
 
 
 @pytest.mark.parametrize(
@@ -76,28 +83,28 @@ def test_keywords_match_whole_words_ignoring_case_accents_and_punctuation(
     ],
 )
 def test_a_phrase_matches_the_whole_message(phrase: str, text: str, matches: bool) -> None:
-    assert trigger_matches({"type": "phrase", "value": phrase}, Inbound(text=text)) is matches
+    assert trigger_matches(trigger(type="phrase", value=phrase), Inbound(text=text)) is matches
 
 
 def test_regex_matches_case_insensitively() -> None:
-    trigger = {"type": "regex", "value": r"order\s*#?\d{4,}"}
+    pattern = trigger(type="regex", value=r"order\s*#?\d{4,}")
 
-    assert trigger_matches(trigger, Inbound(text="Where is ORDER #12345?"))
-    assert not trigger_matches(trigger, Inbound(text="order 12"))
+    assert trigger_matches(pattern, Inbound(text="Where is ORDER #12345?"))
+    assert not trigger_matches(pattern, Inbound(text="order 12"))
 
 
 def test_a_catastrophic_regex_times_out_as_no_match() -> None:
-    trigger = {"type": "regex", "value": r"^(a+)+$"}
+    pattern = trigger(type="regex", value=r"^(a+)+$")
     started = time.monotonic()
 
-    matched = trigger_matches(trigger, Inbound(text="a" * 40 + "!"))
+    matched = trigger_matches(pattern, Inbound(text="a" * 40 + "!"))
 
     assert matched is False
     assert time.monotonic() - started < 5  # bounded, not exponential
 
 
 @pytest.mark.parametrize(
-    ("trigger", "inbound", "matches"),
+    ("stored", "inbound", "matches"),
     [
         (
             {"type": "postback", "value": "HOURS"},
@@ -112,8 +119,8 @@ def test_a_catastrophic_regex_times_out_as_no_match() -> None:
         ({"type": "first_message"}, Inbound(text="hi"), False),
     ],
 )
-def test_event_triggers(trigger: dict[str, Any], inbound: Inbound, matches: bool) -> None:
-    assert trigger_matches(trigger, inbound) is matches
+def test_event_triggers(stored: dict[str, Any], inbound: Inbound, matches: bool) -> None:
+    assert trigger_matches(RuleTrigger.from_json(stored), inbound) is matches
 
 
 def test_the_highest_priority_then_the_oldest_enabled_rule_answers() -> None:
@@ -130,14 +137,16 @@ def test_the_highest_priority_then_the_oldest_enabled_rule_answers() -> None:
         ),
     }
 
-    match = choose(rules, {}, Inbound(text="ship?"), replied_at={})
+    match = choose(rules, NO_SETTINGS, Inbound(text="ship?"), replied_at={})
 
     assert match is not None
     assert (match.rule_id, match.template) == ("high-old", "high-old")
 
 
 def test_business_hours_are_judged_in_the_accounts_time_zone() -> None:
-    settings = {"timezone": "Europe/Berlin", "business_hours": {"mon": [["11:00", "12:00"]]}}
+    settings = AccountSettings.from_json(
+        {"timezone": "Europe/Berlin", "business_hours": {"mon": [["11:00", "12:00"]]}}
+    )
     rules = {
         "in": rule(
             {"type": "keyword", "value": "hi"}, reply="in", priority=2, business_hours="inside"
@@ -159,15 +168,17 @@ def test_once_per_hours_lets_a_lower_rule_or_nothing_answer_meanwhile() -> None:
     rules = {"greet": rule({"type": "keyword", "value": "hi"}, once_per_hours=24)}
     inbound = Inbound(text="hi", sent_at=MONDAY_10_UTC)
 
-    soon = choose(rules, {}, inbound, replied_at={"greet": MONDAY_10_UTC - 3_600_000})
-    later = choose(rules, {}, inbound, replied_at={"greet": MONDAY_10_UTC - 25 * 3_600_000})
+    soon = choose(rules, NO_SETTINGS, inbound, replied_at={"greet": MONDAY_10_UTC - 3_600_000})
+    later = choose(
+        rules, NO_SETTINGS, inbound, replied_at={"greet": MONDAY_10_UTC - 25 * 3_600_000}
+    )
 
     assert soon is None
     assert later is not None
 
 
 def test_the_fallback_answers_unmatched_text_at_most_once_a_day() -> None:
-    settings = {"fallback_reply": "We'll get back to you."}
+    settings = AccountSettings(fallback_reply="We'll get back to you.")
     inbound = Inbound(text="anything", sent_at=MONDAY_10_UTC)
 
     first = choose({}, settings, inbound, replied_at={})
