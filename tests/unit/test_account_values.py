@@ -155,4 +155,3 @@ def test_an_event_stored_before_a_field_existed_reads_that_field_as_its_default(
     assert isinstance(event, Conversation.MessageUnsent)
     assert "sent_at" not in event.__dict__
     assert event.sent_at is None
-
