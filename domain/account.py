@@ -2,7 +2,10 @@
 
 Over 300 lines on purpose: one aggregate per module (see STYLE.md), each command beside
 the `@event` method that records it; the rules' and settings' checks that need no
-aggregate are in `application/rules.py` and `application/accounts.py`.
+aggregate are in `application/rules.py` and `application/accounts.py`. The rules, the
+settings and the CRM endpoint are typed values (`domain/account_values.py`); the events
+store them as the JSON objects they always stored. Events are declared as classes as in
+`domain/conversation.py` (see there why).
 """
 
 from __future__ import annotations

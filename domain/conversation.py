@@ -13,6 +13,14 @@ Over 300 lines on purpose: one aggregate per module (see STYLE.md), and each thi
 can happen in a thread is a command method beside the `@event` method that records it,
 with its stored topic above. Split across modules, the events an aggregate records would
 no longer read in one place; the pure helpers are in `domain/identity.py`.
+
+The events the read models read are declared as classes, with typed fields, just above
+the `@event` method that records them (the library's way: `@event(MessageReceived)`); the
+method's parameters repeat the fields, since the library calls it with the event's
+fields, and mypy checks each command's call against them. A field added later has a
+default there, which an event stored before it reads. The projections' handlers take
+these classes (`Conversation.MessageReceived`); the library makes a subclass of each, so
+`isinstance` holds and the stored topic is the class's `TOPIC`.
 """
 
 from __future__ import annotations
