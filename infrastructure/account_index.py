@@ -30,6 +30,8 @@ from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from infrastructure.notification_rows import notifications_of
+
 
 class PostgresAccountIndex:
     """The index's tables and statements on PostgreSQL."""
@@ -153,16 +155,7 @@ class PostgresAccountIndex:
         params.append(limit)
         with conn.cursor(binary=True) as curs:
             curs.execute(statement, params, prepare=True)
-            return [
-                Notification(
-                    id=row["notification_id"],
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=row["state"],
-                )
-                for row in curs.fetchall()
-            ]
+            return notifications_of(curs.fetchall())
 
     def owned(self, conn: Connection[DictRow], account_id: UUID) -> set[UUID]:
         return {row["originator_id"] for row in conn.execute(self._owned, (account_id,))}

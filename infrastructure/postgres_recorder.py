@@ -72,6 +72,7 @@ from infrastructure.eventsourcing_compat import (
     notify_channel,
     set_pool_check,
 )
+from infrastructure.notification_rows import notifications_of
 from infrastructure.postgres_connections import install_circuit, retry
 
 log = logging.getLogger(__name__)
@@ -308,16 +309,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         params.append(limit)
         with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
             curs.execute(statement, params, prepare=True)
-            return [
-                Notification(
-                    id=row["notification_id"],
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=row["state"],
-                )
-                for row in curs.fetchall()
-            ]
+            return notifications_of(curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def max_notification_id(self) -> int | None:
