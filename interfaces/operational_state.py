@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from domain.account import AccountStatus
+from infrastructure.delivery_counts import channel_counts
 from infrastructure.delivery_queue import DeliveryQueue
 from infrastructure.metrics_state import OperationalState, OutboxState, ProjectionState, pool_states
 from projections.health import oldest_waiting_at
@@ -66,7 +67,7 @@ class OperationalStateReader:
                 leased=c.leased,
                 dead=c.dead,
             )
-            for c in self._queue.counts(int(now * 1000))
+            for c in channel_counts(self._queue.engine, int(now * 1000))
         ]
         by_status, rejected, paused = self._account_counts(now)
         return OperationalState(

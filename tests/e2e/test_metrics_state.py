@@ -5,16 +5,15 @@ seconds; the accounts by status."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
 from application.ports import DeliveryStatus
-from infrastructure.delivery_queue import ChannelCounts
+from infrastructure.delivery_counts import ChannelCounts, channel_counts
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from interfaces.operational_state import OperationalStateReader
 from tests.conftest import ACCOUNT, register_account
 from tests.e2e.test_dispatch import deliver, message
@@ -35,15 +34,8 @@ def services(database_url: str, make_services: Callable[..., Services], crm: Fak
     return built
 
 
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
 def crm_counts(services: Services, now: int) -> ChannelCounts:
-    return {c.channel: c for c in services.delivery_queue.counts(now)}["crm"]
+    return {c.channel: c for c in channel_counts(services.delivery_queue.engine, now)}["crm"]
 
 
 async def test_a_delivery_is_counted_due_then_leased_then_dead_or_waiting(
