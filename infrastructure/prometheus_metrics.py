@@ -13,6 +13,8 @@ conversation and participant ids never do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -28,8 +30,127 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 """Commands per transaction of the ledger writer (it takes at most 256)."""
 
 
+@dataclass(frozen=True)
+class Family:
+    """One family this process counts, and the attribute of `PrometheusMetrics` that holds it."""
+
+    attribute: str
+    kind: type[Counter] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    by_account: bool = False
+    """Labelled by account too, when the operator asks (`account_labels`)."""
+    buckets: tuple[float, ...] | None = None
+
+    def make(
+        self, registry: CollectorRegistry | None, *, account_labels: bool
+    ) -> Counter | Histogram:
+        labels = [*self.labels, *(["account"] if self.by_account and account_labels else [])]
+        if self.kind is Histogram:
+            buckets = self.buckets or Histogram.DEFAULT_BUCKETS
+            return Histogram(self.name, self.help, labels, registry=registry, buckets=buckets)
+        return Counter(self.name, self.help, labels, registry=registry)
+
+
+FAMILIES = (
+    Family(
+        "webhooks",
+        Counter,
+        "dmledger_webhooks",
+        "webhook deliveries answered, by HTTP status",
+        ("status",),
+    ),
+    Family(
+        "webhook_seconds",
+        Histogram,
+        "dmledger_webhook_duration_seconds",
+        "time from a webhook's request to its answer",
+    ),
+    Family("events_stored", Counter, "dmledger_events_stored", "events committed to the log"),
+    Family(
+        "batch_commands",
+        Histogram,
+        "dmledger_writer_batch_commands",
+        "commands per transaction of the ledger writer",
+        buckets=BATCH_BUCKETS,
+    ),
+    Family(
+        "commit_seconds",
+        Histogram,
+        "dmledger_writer_commit_duration_seconds",
+        "time to commit one transaction of the ledger writer",
+    ),
+    Family(
+        "conflicts",
+        Counter,
+        "dmledger_writer_version_conflicts",
+        "transactions the event store refused because another process wrote first",
+    ),
+    Family(
+        "reruns",
+        Counter,
+        "dmledger_writer_reruns",
+        "batches run again (conflict: on fresh state; crashed: without a failed command)",
+        ("reason",),
+    ),
+    Family(
+        "send_answers",
+        Counter,
+        "dmledger_send_api_answers",
+        "Send API calls, by the class of Meta's answer (application/delivery.py)",
+        ("error_class",),
+        by_account=True,
+    ),
+    Family(
+        "send_seconds",
+        Histogram,
+        "dmledger_send_api_duration_seconds",
+        "time the Send API took to answer",
+    ),
+    Family(
+        "crm_answers",
+        Counter,
+        "dmledger_crm_deliveries",
+        "CRM delivery attempts, by the class of the endpoint's status (none: no answer)",
+        ("status_class",),
+        by_account=True,
+    ),
+    Family(
+        "crm_seconds",
+        Histogram,
+        "dmledger_crm_delivery_duration_seconds",
+        "time a CRM endpoint took to answer",
+    ),
+    Family(
+        "token_refreshes",
+        Counter,
+        "dmledger_token_refreshes",
+        "access token refreshes, by outcome (refreshed, failed)",
+        ("outcome",),
+        by_account=True,
+    ),
+)
+"""Every family `PrometheusMetrics` counts in (the gauges read at scrape time are
+`infrastructure/metrics_state.py`'s)."""
+
+
 class PrometheusMetrics:
     """The `Metrics` port, and the webhook endpoint's own counts, as Prometheus families."""
+
+    # The families of `FAMILIES`, by their `attribute`.
+    webhooks: Counter
+    webhook_seconds: Histogram
+    events_stored: Counter
+    batch_commands: Histogram
+    commit_seconds: Histogram
+    conflicts: Counter
+    reruns: Counter
+    send_answers: Counter
+    send_seconds: Histogram
+    crm_answers: Counter
+    crm_seconds: Histogram
+    token_refreshes: Counter
 
     def __init__(
         self, *, account_labels: bool = False, multiprocess_dir: str | None = None
@@ -47,71 +168,8 @@ class PrometheusMetrics:
         registry = None if multiprocess_dir else self.registry
         if multiprocess_dir:
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        account = ["account"] if account_labels else []
-        self.webhooks = Counter(
-            "dmledger_webhooks",
-            "webhook deliveries answered, by HTTP status",
-            ["status"],
-            registry=registry,
-        )
-        self.webhook_seconds = Histogram(
-            "dmledger_webhook_duration_seconds",
-            "time from a webhook's request to its answer",
-            registry=registry,
-        )
-        self.events_stored = Counter(
-            "dmledger_events_stored", "events committed to the log", registry=registry
-        )
-        self.batch_commands = Histogram(
-            "dmledger_writer_batch_commands",
-            "commands per transaction of the ledger writer",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.commit_seconds = Histogram(
-            "dmledger_writer_commit_duration_seconds",
-            "time to commit one transaction of the ledger writer",
-            registry=registry,
-        )
-        self.conflicts = Counter(
-            "dmledger_writer_version_conflicts",
-            "transactions the event store refused because another process wrote first",
-            registry=registry,
-        )
-        self.reruns = Counter(
-            "dmledger_writer_reruns",
-            "batches run again (conflict: on fresh state; crashed: without a failed command)",
-            ["reason"],
-            registry=registry,
-        )
-        self.send_answers = Counter(
-            "dmledger_send_api_answers",
-            "Send API calls, by the class of Meta's answer (application/delivery.py)",
-            ["error_class", *account],
-            registry=registry,
-        )
-        self.send_seconds = Histogram(
-            "dmledger_send_api_duration_seconds",
-            "time the Send API took to answer",
-            registry=registry,
-        )
-        self.crm_answers = Counter(
-            "dmledger_crm_deliveries",
-            "CRM delivery attempts, by the class of the endpoint's status (none: no answer)",
-            ["status_class", *account],
-            registry=registry,
-        )
-        self.crm_seconds = Histogram(
-            "dmledger_crm_delivery_duration_seconds",
-            "time a CRM endpoint took to answer",
-            registry=registry,
-        )
-        self.token_refreshes = Counter(
-            "dmledger_token_refreshes",
-            "access token refreshes, by outcome (refreshed, failed)",
-            ["outcome", *account],
-            registry=registry,
-        )
+        for family in FAMILIES:
+            setattr(self, family.attribute, family.make(registry, account_labels=account_labels))
         if registry is not None:
             ProcessCollector(registry=registry)
 
