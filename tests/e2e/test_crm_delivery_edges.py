@@ -5,7 +5,7 @@ real dispatcher, and a fake CRM on loopback that verifies Standard Webhooks sign
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,8 +18,6 @@ from interfaces.http.app import create_app
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
-    bearer,
-    issue_key,
     register_account,
     stored_events,
 )
@@ -46,18 +44,6 @@ def services(
     register_account(built)
     clock.stop()
     return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
-@pytest.fixture
-def key(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "account", ACCOUNT))
 
 
 async def step(services: Services, rounds: int = 3) -> None:

@@ -5,7 +5,7 @@ the CRM's circuit breaker and last attempt, and what the outbox cuts to fit 20 k
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,13 +17,10 @@ from application.served_accounts import FRESH_FOR_MS
 from domain.account import AccountStatus
 from domain.identity import conversation_id
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from projections.outbox.projection import MAX_CRM_BODY
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
-    bearer,
-    issue_key,
     register_account,
     stored_events,
 )
@@ -54,18 +51,6 @@ def services(
     )
     crm.secret = view.secret
     return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
-@pytest.fixture
-def key(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "account", ACCOUNT))
 
 
 async def step(services: Services, rounds: int = 3) -> None:

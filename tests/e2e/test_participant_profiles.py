@@ -5,7 +5,6 @@ API answering with Meta's shapes, and a fake CRM verifying with `standardwebhook
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,9 +16,7 @@ from interfaces.http.app import create_app
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
-    bearer,
     issue_key,
-    register_account,
     stored_events,
 )
 from tests.e2e.test_crm_delivery_edges import from_participant
@@ -37,30 +34,9 @@ WEEK = 7 * 24 * 3_600_000
 
 
 @pytest.fixture
-def services(
-    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
-) -> Services:
-    built = make_services(database_url, graph_api_url=graph.url)
-    register_account(built)
-    view = built.writer.run_now(
-        built.crm_endpoints.set(
-            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
-        )
-    )
-    crm.secret = view.secret
-    return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
-@pytest.fixture
-def key(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "account", ACCOUNT))
+def services(services_with_crm: Services) -> Services:
+    """Sending to the fake Graph API, delivering to the fake CRM (`tests/e2e/conftest.py`)."""
+    return services_with_crm
 
 
 def delivered(crm: FakeCrm, kind: str) -> list[dict[str, Any]]:
