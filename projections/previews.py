@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from domain.content import is_erased
+from domain.conversation import Conversation
+
+Message = Conversation.MessageReceived | Conversation.MessageEchoed
 
 PREVIEW_LENGTH = 200
 
 
-def kind_of(attachments: list[dict[str, Any]], event: Any) -> str:
+def kind_of(attachments: list[dict[str, Any]], event: Message) -> str:
     """text, story_reply, unsupported, or the type of the first attachment."""
     if getattr(event, "unsupported", False):
         return "unsupported"
@@ -22,7 +25,7 @@ def kind_of(attachments: list[dict[str, Any]], event: Any) -> str:
     return "text"
 
 
-def preview_of(text: str | None, attachments: list[dict[str, Any]], event: Any) -> str:
+def preview_of(text: str | None, attachments: list[dict[str, Any]], event: Message) -> str:
     """The message's text, or its kind in brackets (`[erased]` once its content is gone)."""
     if is_erased(event):
         return "[erased]"
