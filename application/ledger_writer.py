@@ -18,7 +18,8 @@ and the batch runs again on fresh state.
 
 What a command sees (`Changes`) and the writer's aggregate cache are in
 `application/changes.py`; `Changes` and `Command` are imported from here by the use
-cases, with the writer that runs them.
+cases, with the writer that runs them. A little over 300 lines: the batch, its commit and
+its two ways of running again (conflict, crash) share the writer's state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""What the application needs from the outside world; `infrastructure/` implements these."""
+"""What the application needs from the outside world; `infrastructure/` implements these.
+
+Over 300 lines: every port in one module, so that what the application asks of the outside
+reads as one list, each with the value types that cross it (`LeasedDelivery`, ...)."""
 
 from __future__ import annotations
 
