@@ -6,16 +6,21 @@ The databases are dumps that release's code made (`tests/fixtures/previous_relea
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
+from domain.account_values import AccountSettings, RuleSpec, RuleTrigger
+from infrastructure.settings import Settings
 from interfaces.cli import main
+from interfaces.composition import build
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "previous_release"
 SECRET_KEY = (FIXTURE / "secret.key").read_text().strip()
@@ -296,3 +301,39 @@ def test_a_schema_a_newer_release_upgraded_is_refused(
 
     assert status == 2
     assert "revision 9999, which this release does not know" in err
+
+
+def test_the_previous_releases_rule_and_crm_endpoint_load_as_the_accounts_typed_values(
+    previous: Previous, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored as JSON objects before they had types: read back the same, and shown the same."""
+    assert run(capsys, "db", "upgrade")[0] == 0
+    services = build(Settings.from_environ(os.environ), announce=lambda _: None)
+    try:
+        account = services.ledger.account(ACCOUNT)
+        assert account is not None
+        [(rule_id, rule)] = account.rules.items()
+        assert rule.spec == RuleSpec(
+            name="shipping",
+            triggers=(RuleTrigger("keyword", "ship"),),
+            reply="Hi {first_name}! We ship worldwide.",
+        )
+        assert (rule.version, rule.order) == (1, 0)
+        assert msgspec.to_builtins(services.rules.get(ACCOUNT, rule_id)) == {
+            "id": rule_id,
+            "name": "shipping",
+            "triggers": [{"type": "keyword", "value": "ship"}],
+            "reply": "Hi {first_name}! We ship worldwide.",
+            "priority": 0,
+            "conditions": {"business_hours": None, "once_per_hours": None},
+            "enabled": True,
+            "version": 1,
+        }
+        assert account.settings == AccountSettings()
+        endpoint = account.crm_endpoint
+        assert endpoint is not None
+        assert endpoint.enabled
+        assert "message.received" in endpoint.event_types
+        assert services.crm_endpoints.get(ACCOUNT).url == endpoint.url
+    finally:
+        services.close()
