@@ -123,6 +123,10 @@ async def test_serving_stops_with_every_http_client_closed(
         await deliver(api, message("Do you ship to Munich?", "m-1"))
         await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
         await eventually(lambda: _assert(bool(crm.delivered())), timeout=10)
+        # The CRM's client is open while it keeps an idle connection: the fake CRM has the
+        # delivery a moment before the client takes its connection back (not idle before).
+        crm_client = clients(services)["crm"]
+        await eventually(lambda: _assert(not crm_client.closed), timeout=10)
         opened = {name: not client.closed for name, client in clients(services).items()}
     # (the app has stopped: its dispatcher closed the async clients in its own loop)
     services.close()
