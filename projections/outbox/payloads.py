@@ -142,7 +142,7 @@ class ReplyFailed(Notification, kw_only=True):
 
 class ConversationUpdated(Notification, kw_only=True):
     """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed,
-    or the participant's username or name recorded (`ParticipantProfileRecorded`)."""
+    or the participant's profile recorded (`ParticipantProfileRecorded`, at most weekly)."""
 
     change: str
     by: str | None
