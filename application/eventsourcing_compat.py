@@ -24,6 +24,11 @@ The private parts, and why each is used:
   `expected_versions` reaches our PostgreSQL recorder.
 - `Aggregate.Event.mutate(aggregate)`: the ledger writer catches a cached aggregate up
   with the events another process stored (`ledger_writer.Changes.get`).
+- `CommandMethodDecorator.given_event_cls` and `.decorated_func` (what `@event(SomeEvent)`
+  leaves on the aggregate class): `declared_events` pairs each declared event class with
+  the method that records it, so that a test checks their fields agree (the library
+  builds the event from the class's fields and calls the method with them; a field added
+  to one and not the other would be lost or refused).
 
 Where we keep our own mechanism beside the library's, and why:
 
@@ -48,9 +53,12 @@ Where we keep our own mechanism beside the library's, and why:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import CommandMethodDecorator
 from eventsourcing.persistence import Recording
 
 CHECKED_VERSIONS = ">=9.5.6,<9.6"
@@ -79,3 +87,11 @@ class HookedApplication(Application[UUID]):
 
     def committed(self, recordings: list[Recording[UUID]]) -> None:
         """Called after each commit of this process that stored `recordings`."""
+
+
+def declared_events(aggregate: type[Any]) -> Iterator[tuple[type[Any], Callable[..., Any]]]:
+    """Each event class declared on `aggregate` and given to `@event`, with the method
+    (undecorated) that records it."""
+    for value in vars(aggregate).values():
+        if isinstance(value, CommandMethodDecorator) and value.given_event_cls is not None:
+            yield value.given_event_cls, value.decorated_func

@@ -12,7 +12,12 @@ from domain import conversation as topics
 from domain.account import Account
 from domain.content import is_erased
 from domain.conversation import Conversation
-from projections.conversation_list.view import ConversationListView, conversations, profiles
+from projections.conversation_list.view import (
+    PROFILE_CONTENT,
+    ConversationListView,
+    conversations,
+    profiles,
+)
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
 from projections.shredding import ERASED_PREVIEW, content_rows
@@ -87,7 +92,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
             row, preview_of(event.text, event.attachments, event), "inbound", event.sent_at
         )
         self._inbound(row, event.sent_at)
-        row["unread_count"] += 1
+        if not event.backfilled:  # history is not news
+            row["unread_count"] += 1
 
     @on(topics.POSTBACK_RECEIVED)
     def postback_received(
@@ -111,7 +117,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
         self._message(
             row, preview_of(event.text, event.attachments, event), "outbound", event.sent_at
         )
-        row["unread_count"] = 0
+        if not event.backfilled:
+            row["unread_count"] = 0
 
     @on(topics.REFERRAL_RECEIVED)
     def referral_received(
@@ -140,8 +147,21 @@ class ConversationList(LedgerProjection[ConversationListView]):
         self, batch: Batch, event: Conversation.ParticipantErased, position: int
     ) -> None:
         row = self._row(batch, event, position)
-        if row is not None and row["last_message_preview"] is not None:
+        if row is None:
+            return
+        if row["last_message_preview"] is not None:
             row["last_message_preview"] = ERASED_PREVIEW
+        self._forget_profile(batch, row)
+
+    def _forget_profile(self, batch: Batch, row: Row) -> None:
+        """The conversation's participant without what their profile said (as a profile
+        read back erased leaves it)."""
+        row["participant_username"] = None
+        batch.changed(conversations, row)
+        profile = batch.get(profiles, (row["conversation_id"],))
+        if profile is not None:
+            profile.update(dict.fromkeys(PROFILE_CONTENT))
+            batch.changed(profiles, profile)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Account.ContentExpired, position: int) -> None:
@@ -155,6 +175,16 @@ class ConversationList(LedgerProjection[ConversationListView]):
             if row["last_message_preview"] is not None:
                 row["last_message_preview"] = ERASED_PREVIEW
                 batch.changed(conversations, row)
+        for profile in content_rows(
+            batch,
+            profiles,
+            event.conversation_ids,
+            before=event.before,
+            time_column="profile_recorded_at",
+        ):
+            listed = batch.get(conversations, (profile["conversation_id"],))
+            if listed is not None:
+                self._forget_profile(batch, listed)
 
     @on(topics.MESSAGE_EDITED)
     @on(topics.REACTION_ADDED)
@@ -204,7 +234,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
     ) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
-        profile = event.profile
+        profile = event.profile  # {} once erased
         row["participant_username"] = profile.get("username")
         batch.put(
             profiles,
@@ -216,10 +246,12 @@ class ConversationList(LedgerProjection[ConversationListView]):
                 "participant_follows_business": profile.get("is_user_follow_business"),
                 "participant_verified": profile.get("is_verified_user"),
                 "profile_looked_up_at": event.looked_up_at,
+                "profile_recorded_at": _ms(event),
             },
         )
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
-            self._message(row, event.text[:200], "outbound", _ms(event))
+            preview = ERASED_PREVIEW if is_erased(event) else (event.text or "")[:200]
+            self._message(row, preview, "outbound", _ms(event))
