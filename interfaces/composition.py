@@ -17,7 +17,14 @@ from application.dispatcher import Dispatcher
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantProfiles
+from application.entry_points import EntryPoints
+from application.ports import (
+    Clock,
+    CrmEndpoint,
+    InstagramSendApi,
+    MessengerProfileApi,
+    ParticipantProfiles,
+)
 from application.redeliveries import Redeliveries
 from application.retention import ContentRetention
 from application.rule_management import Rules
@@ -64,6 +71,8 @@ class Services:
     delivery_queue: DeliveryQueue
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
+    entry_points: EntryPoints
+    """The account's ice breakers and persistent menu (pushed by the dispatcher)."""
     retention: ContentRetention
     clock: Clock
     instagram: InstagramSendApi
@@ -165,6 +174,8 @@ def build(
         lease_ms=settings.dispatch_lease_seconds * 1000,
         crm_retry_schedule=settings.crm_retry_schedule_seconds,
         metrics=metrics,
+        # The Graph client serves the Messenger Profile API too; a stand-in may not.
+        messenger_profile=instagram if isinstance(instagram, MessengerProfileApi) else None,
     )
     # The gauges read from the database are read when /metrics is scraped, not kept.
     metrics.add(StateCollector(OperationalStateReader(read_models, delivery_queue)))
@@ -187,6 +198,7 @@ def build(
         delivery_queue=delivery_queue,
         redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
+        entry_points=EntryPoints(ledger),
         retention=ContentRetention(ledger, writer, clock.now_ms),
         clock=clock,
         instagram=instagram,

@@ -14,12 +14,16 @@ log = logging.getLogger(__name__)
 
 TOKEN_CHECK_SECONDS = 3600.0
 RETENTION_CHECK_SECONDS = 3600.0
+ENTRY_POINTS_CHECK_SECONDS = 15.0
+"""How often the accounts' ice breakers and persistent menus are compared with what Meta
+took (`application/entry_point_pusher.py`)."""
 
 
 async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
     when another process does; refreshes ageing access tokens and destroys content past
-    its accounts' retention every hour. Closes the HTTP clients' connections when it stops."""
+    its accounts' retention every hour, pushes changed ice breakers and persistent menus to
+    Meta every 15 seconds. Closes the HTTP clients' connections when it stops."""
     dispatcher = services.dispatcher
     loop = asyncio.get_running_loop()
 
@@ -39,12 +43,13 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
         ).start()
     refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
     retention = asyncio.ensure_future(_expire_content(services, stop))
+    entry_points = asyncio.ensure_future(_push_entry_points(services, stop))
     try:
         await dispatcher.run(stop)
     finally:
         stop_listening()
         listening.set()
-        for task in (refresher, retention):
+        for task in (refresher, retention, entry_points):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -70,3 +75,13 @@ async def _expire_content(services: Services, stop: asyncio.Event) -> None:
             log.exception("content retention failed; trying again in an hour")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RETENTION_CHECK_SECONDS)
+
+
+async def _push_entry_points(services: Services, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await services.dispatcher.push_entry_points()
+        except Exception:
+            log.exception("pushing entry points failed; trying again shortly")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENTRY_POINTS_CHECK_SECONDS)
