@@ -151,8 +151,9 @@ class FakeGraphApi:
         self.answers: deque[tuple[Any, Any]] = deque()
         self.messenger_profile: dict[str, dict[str, Any]] = {}
         """Per Instagram account id: its `messenger_profile` fields, as last set."""
-        self.profile_answers: deque[tuple[int, dict[str, Any]]] = deque()
-        """Scripted (status, body) answers for the next `messenger_profile` changes."""
+        self.profile_answers: deque[tuple[Any, Any]] = deque()
+        """Scripted answers for the next `messenger_profile` changes: (status, body), or
+        ("sleep", seconds) before the change is made and answered as usual."""
         self.refresh_to: str | None = None
         self._count = 0
         fake = self
@@ -239,8 +240,11 @@ class FakeGraphApi:
                     {"method": method, "path": path, "query": query, "body": body, "token": token}
                 )
                 if fake.profile_answers:
-                    self._answer(*fake.profile_answers.popleft())
-                    return
+                    kind, value = fake.profile_answers.popleft()
+                    if kind != "sleep":
+                        self._answer(kind, value)
+                        return
+                    time.sleep(value)
                 if not fake.takes(token):
                     self._answer(401, TOKEN_EXPIRED)
                     return
