@@ -14,10 +14,10 @@ from application.auto_reply import AutoReplies
 from application.conversations import Conversations
 from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
+from application.entry_points import EntryPoints
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.entry_points import EntryPoints
 from application.ports import (
     Clock,
     CrmEndpoint,

@@ -25,8 +25,8 @@ from interfaces.http.auth import (
 )
 from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
-from interfaces.http.entry_points import EntryPointController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
+from interfaces.http.entry_points import EntryPointController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController

@@ -214,7 +214,8 @@ def test_only_the_current_version_is_applied_or_failed() -> None:
     )
     push = push_of(account, "ice_breakers")
     assert push.status == "failed"
-    assert push.error is not None and push.error.attempt == 2 and push.error.retrying
+    assert push.error is not None
+    assert (push.error.attempt, push.error.retrying) == (2, True)
     assert account.record_entry_point_applied(
         entry_point="ice_breakers", version=2, pushed=removed, at=60_000
     )
