@@ -297,7 +297,10 @@ class FakeGraphApi:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away first (a test that stops a dispatcher)
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -23,7 +23,7 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
     when another process does; refreshes ageing access tokens and destroys content past
     its accounts' retention every hour, pushes changed ice breakers and persistent menus to
-    Meta every 15 seconds. Closes the HTTP clients' connections when it stops."""
+    Meta every 15 seconds (at once when this process changed an account). Closes the HTTP clients' connections when it stops."""
     dispatcher = services.dispatcher
     loop = asyncio.get_running_loop()
 
@@ -43,7 +43,16 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
         ).start()
     refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
     retention = asyncio.ensure_future(_expire_content(services, stop))
-    entry_points = asyncio.ensure_future(_push_entry_points(services, stop))
+    account_changed = asyncio.Event()
+
+    def on_account_change() -> None:
+        # A change of this process (an ice breaker set over HTTP by `serve`) is pushed now;
+        # another process's, at the next poll.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(account_changed.set)
+
+    services.ledger.on_account_change(on_account_change)
+    entry_points = asyncio.ensure_future(_push_entry_points(services, stop, account_changed))
     try:
         await dispatcher.run(stop)
     finally:
@@ -77,11 +86,21 @@ async def _expire_content(services: Services, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), RETENTION_CHECK_SECONDS)
 
 
-async def _push_entry_points(services: Services, stop: asyncio.Event) -> None:
+async def _push_entry_points(
+    services: Services, stop: asyncio.Event, account_changed: asyncio.Event
+) -> None:
     while not stop.is_set():
+        account_changed.clear()
         try:
             await services.dispatcher.push_entry_points()
         except Exception:
             log.exception("pushing entry points failed; trying again shortly")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ENTRY_POINTS_CHECK_SECONDS)
+        waiters = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(account_changed.wait()),
+        }
+        await asyncio.wait(
+            waiters, timeout=ENTRY_POINTS_CHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in waiters:
+            waiter.cancel()

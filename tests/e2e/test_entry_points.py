@@ -90,6 +90,22 @@ def admin(admin_key: Any) -> dict[str, str]:
     return bearer(admin_key.token)
 
 
+async def test_serve_with_its_dispatcher_pushes_a_change_at_once(
+    services: Services, graph: FakeGraphApi, admin: dict[str, str]
+) -> None:
+    async with AsyncTestClient(app=create_app(services)) as served:
+        assert (
+            await served.put(f"{BASE}/ice-breakers", json=ICE, headers=admin)
+        ).status_code == 200
+
+        async def applied() -> None:
+            shown = (await served.get(f"{BASE}/ice-breakers", headers=admin)).json()
+            assert shown["push"]["status"] == "applied"
+
+        await eventually(applied, timeout=5.0)  # well before the 15-second poll
+    assert graph.messenger_profile[ACCOUNT] == ICE
+
+
 def profile_requests(graph: FakeGraphApi) -> list[dict[str, Any]]:
     return [r for r in graph.requests if r["path"].endswith("/messenger_profile")]
 
