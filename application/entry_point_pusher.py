@@ -4,9 +4,9 @@ The design, durable without a table of its own: each entry point on the `Account
 has a `version` (raised by every `IceBreakersChanged` / `PersistentMenuChanged`) and an
 `applied_version` (raised by `EntryPointsApplied`). The dispatcher polls
 (`push_due`, every `ENTRY_POINTS_CHECK_SECONDS` in `interfaces/dispatching.py`, and at once
-after its own process changed an account): for every served account whose `version` is ahead of `applied_version`, it pushes
-the current value (Meta sets the whole field; a removed value is a DELETE of the field) and
-records what came of it:
+after its own process changed an account): for every served account whose `version` is
+ahead of `applied_version`, it pushes the current value (Meta sets the whole field; a
+removed value is a DELETE of the field) and records what came of it:
 
 - Meta answered `{"result": "success"}`: `EntryPointsApplied` (what was pushed);
 - Meta refused: `EntryPointsFailed` (what was pushed, Meta's code and message, the attempt).

@@ -8,6 +8,7 @@ Meta's endpoints it stands in for (with what Meta refuses) beside the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -297,10 +298,9 @@ class FakeGraphApi:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                try:
+                # The client may have gone first (a test that stops a dispatcher mid-push).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(raw)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client went away first (a test that stops a dispatcher)
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -23,7 +23,8 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     """Dispatch until `stop`: woken when this process fills the outbox, or (PostgreSQL)
     when another process does; refreshes ageing access tokens and destroys content past
     its accounts' retention every hour, pushes changed ice breakers and persistent menus to
-    Meta every 15 seconds (at once when this process changed an account). Closes the HTTP clients' connections when it stops."""
+    Meta every 15 seconds (at once when this process changed an account). Closes the HTTP
+    clients' connections when it stops."""
     dispatcher = services.dispatcher
     loop = asyncio.get_running_loop()
 
