@@ -238,3 +238,21 @@ def test_an_account_stored_before_entry_points_has_none() -> None:
     account = _account()
     assert "_entry_points" not in vars(account)  # registration sets none, as before
     assert account.entry_point("persistent_menu")["version"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"platform": "instagram"},
+        _ice(("default", 5)),
+        _ice(("en_US", 1)),
+        _menu(_with(WEB, title="t" * 31)),
+        _menu(_with(POSTBACK, type="nested")),
+        _menu(_with(WEB, url=None)),
+        _menu(*[POSTBACK] * 21),
+    ],
+)
+def test_the_fake_graph_api_refuses_what_meta_refuses(body: dict[str, Any]) -> None:
+    refusal = profile_refusal({"platform": "instagram", **body})
+    assert refusal is not None
+    assert refusal["error"]["code"] == 100
