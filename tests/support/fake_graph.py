@@ -8,7 +8,9 @@ from interfaces.dev_graph_api import (
     TOKEN_EXPIRED,
     USER_UNAVAILABLE,
     FakeGraphApi,
+    invalid_parameter,
     meta_error,
+    profile_refusal,
 )
 
 __all__ = [
@@ -18,5 +20,7 @@ __all__ = [
     "TOKEN_EXPIRED",
     "USER_UNAVAILABLE",
     "FakeGraphApi",
+    "invalid_parameter",
     "meta_error",
+    "profile_refusal",
 ]
