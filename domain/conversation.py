@@ -19,9 +19,10 @@ the `@event` method that records them (the library's way: `@event(MessageReceive
 method's parameters repeat the fields, since the library calls it with the event's
 fields, and mypy checks each command's call against them. A field added later goes
 into both, with a default, which an event stored before it reads
-(`tests/unit/test_declared_events.py` fails until the class and the method agree). The projections' handlers take
-these classes (`Conversation.MessageReceived`); the library makes a subclass of each, so
-`isinstance` holds and the stored topic is the class's `TOPIC`.
+(`tests/unit/test_declared_events.py` fails until the class and the method agree). The
+projections' handlers take these classes (`Conversation.MessageReceived`); the library
+makes a subclass of each, so `isinstance` holds and the stored topic is the class's
+`TOPIC`.
 """
 
 from __future__ import annotations
