@@ -119,6 +119,14 @@ class AutoReplies:
         if match is None:
             return None
         reason = self._reason_not_to_reply(account, conversation, inbound, now)
+        if reason is None and (
+            getattr(event, "standby", False)
+            or conversation.owned_by_another_app(
+                primary_receiver=account.settings.get("primary_receiver", True)
+            )
+        ):
+            # Handover: the thread's owner answers (its messages reach us on `standby`).
+            reason = "thread_owned_by_another_app"
         mid = getattr(event, "mid", None)
         if reason is not None:
             conversation.skip_auto_reply(

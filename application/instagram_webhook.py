@@ -79,8 +79,20 @@ _OBJECTS = (
     "messaging_seen",
     "postback",
     "referral",
+    "pass_thread_control",
+    "take_thread_control",
+    "release_thread_control",
+    "request_thread_control",
 )
 """Keys of an item whose value, when present, must be a JSON object."""
+
+_HANDOVERS = {
+    "pass_thread_control": "pass",
+    "take_thread_control": "take",
+    "release_thread_control": "release",
+    "request_thread_control": "request",
+}
+"""A `messaging_handover` item's key, and the action it records."""
 
 
 def _check_items(webhook: WebhookBody) -> None:
@@ -89,13 +101,23 @@ def _check_items(webhook: WebhookBody) -> None:
     is half-kept); replace NUL characters in items' strings by U+FFFD (see
     `application.storable`): a NUL has no meaning in a message, and a message is kept."""
     for e, entry in enumerate(webhook.entry):
-        for name, items in (("messaging", entry.messaging), ("standby", entry.standby)):
-            for i, item in enumerate(items):
-                path = f"entry[{e}].{name}[{i}]"
-                without_nul(item)
-                problem = unstorable(item, path) or _shape_problem(item, path)
-                if problem is not None:
-                    raise MalformedWebhook(f"{problem[0]} {problem[1]}")
+        changes = [
+            (f"changes[{c}].value", change["value"])
+            for c, change in enumerate(entry.changes)
+            if isinstance(change, dict)
+            and change.get("field") == "messaging_handover"
+            and isinstance(change.get("value"), dict)
+        ]
+        for name, item in (
+            *((f"messaging[{i}]", item) for i, item in enumerate(entry.messaging)),
+            *((f"standby[{i}]", item) for i, item in enumerate(entry.standby)),
+            *changes,
+        ):
+            path = f"entry[{e}].{name}"
+            without_nul(item)
+            problem = unstorable(item, path) or _shape_problem(item, path)
+            if problem is not None:
+                raise MalformedWebhook(f"{problem[0]} {problem[1]}")
 
 
 def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
@@ -136,7 +158,19 @@ def route_items(webhook: WebhookBody) -> tuple[list[RoutedItem], list[JSONObject
     routed: list[RoutedItem] = []
     unroutable: list[JSONObject] = []
     for entry in webhook.entry:
-        for standby, items in ((False, entry.messaging), (True, entry.standby)):
+        # `messaging_handover` may come as a change whose value is a messaging item.
+        handovers = [
+            c["value"]
+            for c in entry.changes
+            if isinstance(c, dict)
+            and c.get("field") == "messaging_handover"
+            and isinstance(c.get("value"), dict)
+        ]
+        for standby, items in (
+            (False, entry.messaging),
+            (True, entry.standby),
+            (False, handovers),
+        ):
             for item in items:
                 sender = _id_of(item.get("sender"))
                 recipient = _id_of(item.get("recipient"))
@@ -229,6 +263,19 @@ def record_item(conversation: Conversation, routed: RoutedItem) -> bool:
     referral = item.get("referral")
     if isinstance(referral, dict):
         return conversation.receive_referral(referral=referral, sent_at=at, standby=standby)
+    for name, action in _HANDOVERS.items():
+        control = item.get(name)
+        if isinstance(control, dict):
+            return conversation.record_thread_control(
+                action=action,
+                previous_owner_app_id=_id_text(control.get("previous_owner_app_id")),
+                new_owner_app_id=_id_text(
+                    control.get("new_owner_app_id", control.get("requested_owner_app_id"))
+                ),
+                metadata=_str(control.get("metadata")),
+                at=at,
+                standby=standby,
+            )
     return conversation.record_unrecognised(
         item=item,
         fingerprint=hashlib.sha256(msgspec.json.encode(item, order="sorted")).hexdigest(),
@@ -242,6 +289,12 @@ def _id_of(party: object) -> str | None:
         value = party.get("id")
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             return str(value)
+    return None
+
+
+def _id_text(value: object) -> str | None:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)
     return None
 
 

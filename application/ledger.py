@@ -22,10 +22,11 @@ from domain import conversation as conversation_events
 from domain.account import Account
 from domain.conversation import Conversation
 from domain.identity import account_id
+from domain.media import Media
 
 
 def owners_of(events: Iterable[DomainEventProtocol[UUID]]) -> dict[UUID, UUID]:
-    """The account (its aggregate's id) of each account and conversation these events
+    """The account (its aggregate's id) of each account, conversation and media these events
     create: what an account's history holds (`application.audit`), for the store's
     account index. An account owns itself; other aggregates (API keys) have no owner."""
     owners: dict[UUID, UUID] = {}
@@ -34,7 +35,7 @@ def owners_of(events: Iterable[DomainEventProtocol[UUID]]) -> dict[UUID, UUID]:
             continue
         if isinstance(event, Account.Event):
             owners[event.originator_id] = event.originator_id
-        elif isinstance(event, Conversation.Event):
+        elif isinstance(event, Conversation.Event | Media.Event):
             owners[event.originator_id] = account_id(cast(Any, event).ig_account_id)
     return owners
 

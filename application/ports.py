@@ -90,6 +90,20 @@ class InstagramSendApi(Protocol):
         """A new long-lived token and its lifetime in seconds, or Meta's error."""
         ...
 
+    async def send_private_reply(
+        self, *, ig_account_id: str, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{ig_account_id}/messages with `recipient: {comment_id}`: the one private
+        reply Meta takes for a comment."""
+        ...
+
+    async def reply_to_comment(
+        self, *, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{comment_id}/replies: a public answer to a comment (`message_id` is the
+        new comment's id)."""
+        ...
+
 
 class CrmEndpoint(Protocol):
     """An account's CRM webhook endpoint."""
@@ -207,6 +221,11 @@ class ConversationWindows(Protocol):
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """None if the participant never wrote."""
+        ...
+
+    def private_replies_sent(self, ig_account_id: str, since: int) -> int:
+        """How many private replies to comments of this account queued since `since` (ms)
+        Meta has accepted: what every dispatcher counts against Meta's hourly limit."""
         ...
 
 

@@ -35,6 +35,8 @@ class Rule(msgspec.Struct, frozen=True):
     conditions: Conditions
     enabled: bool
     version: int
+    public_reply: str | None = None
+    """On a comment trigger: the public answer to the comment, besides the private reply."""
 
     @classmethod
     def of(cls, rule_id: str, rule: dict[str, Any]) -> Rule:

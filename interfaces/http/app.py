@@ -27,6 +27,7 @@ from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
 from interfaces.http.health import healthz, readyz
+from interfaces.http.media import MediaController
 from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
@@ -73,6 +74,7 @@ def create_app(
             CrmController,
             AuditController,
             ParticipantController,
+            MediaController,
             healthz,
             readyz,
             metrics_route(services),

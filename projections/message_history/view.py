@@ -44,6 +44,7 @@ messages = Table(
     Column("delivery_status", String(16)),
     Column("delivery_error", JSON),
     Column("reply_id", String(64)),
+    Column("comment", JSON),
     Column("sent_at", BigInteger),
     Column("recorded_at", BigInteger),
     Column("position", BigInteger),
@@ -52,7 +53,8 @@ messages = Table(
 )
 """One row a message, keyed by Meta's `mid`. A row whose `kind` is null holds an edit,
 unsend or reaction that arrived before its message (Meta does not promise order) and is
-not shown until the message comes. Times are milliseconds since the epoch."""
+not shown until the message comes. Times are milliseconds since the epoch. `comment` is
+the comment a private reply answers ({"comment_id", "media_id"})."""
 
 
 class MessageHistoryView(SqlView):
@@ -60,6 +62,7 @@ class MessageHistoryView(SqlView):
 
     name = "message_history"
     tables = (messages,)
+    version = 2
 
     def reply(self, conversation_id: str, reply_id: str) -> dict[str, Any] | None:
         """The row of one of our replies."""

@@ -15,6 +15,7 @@ import msgspec
 
 from domain import account as account_topics
 from domain import conversation as topics
+from domain import media as media_topics
 from domain.content import is_erased
 from domain.identity import DMLEDGER_NAMESPACE, account_id
 from projections.outbox.payloads import data_of
@@ -134,6 +135,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
+        comment = getattr(event, "comment", None)
         body = {
             "reply_id": event.reply_id,
             "participant_id": party["participant_id"],
@@ -142,6 +144,8 @@ class Outboxes(LedgerProjection[OutboxView]):
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }
+        if comment is not None:
+            body["comment"] = comment  # a private reply: to `recipient.comment_id`
         batch.put(
             outbox,
             {
@@ -149,7 +153,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "channel": "instagram",
                 "ig_account_id": party["ig_account_id"],
                 "conversation_id": id_text(event.originator_id),
-                "kind": "reply",
+                "kind": "reply" if comment is None else "private_reply",
                 "body": msgspec.json.encode(body).decode(),
                 "position": position,
                 "created_at": int(event.timestamp.timestamp() * 1000),
@@ -316,6 +320,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     @on(topics.MARKED_READ)
     @on(topics.AUTOMATION_PAUSED)
     @on(topics.AUTOMATION_RESUMED)
+    @on(topics.THREAD_CONTROL_CHANGED)
     def conversation_updated(self, batch: Batch, event: Any, position: int) -> None:
         change = type(event).TOPIC.rsplit(".", 1)[-1]
         self._notify_crm(
@@ -324,6 +329,22 @@ class Outboxes(LedgerProjection[OutboxView]):
             position,
             "conversation.updated",
             {"change": change, "by": getattr(event, "by", None)},
+        )
+
+    @on(media_topics.COMMENT_RECEIVED)
+    def comment_received(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "comment_id": event.comment_id,
+            "media_id": event.media,
+            "media_product_type": event.product_type,
+            "parent_id": event.parent_id,
+            "text": event.text,
+            "author": {"id": event.author_id, "username": event.author_username},
+            "live": event.live,
+            "commented_at": event.commented_at,
+        }
+        self._enqueue_crm(
+            batch, event, position, "comment.received", data, event.ig_account_id, None
         )
 
     @on(account_topics.TOKEN_REJECTED)
