@@ -19,9 +19,10 @@ from application.content import ContentMapper, ContentVault
 from application.eventsourcing_compat import HookedApplication
 from domain import account as account_events
 from domain import conversation as conversation_events
+from domain import media as media_events
 from domain.account import Account
 from domain.conversation import Conversation
-from domain.identity import account_id
+from domain.identity import account_id, conversation_id
 from domain.media import Media
 
 
@@ -170,6 +171,16 @@ class Ledger(HookedApplication):
             if getattr(started, "ig_account_id", None) == ig_account_id:
                 ids.append(cast(UUID, notification.originator_id))
         return ids
+
+    def commenter_conversation_ids(self, ig_account_id: str) -> list[UUID]:
+        """Ids of the conversations whose data keys seal the account's comments (one a
+        commenter, whether or not they ever wrote: `domain.content.content_owner`)."""
+        ids: dict[UUID, None] = {}
+        for notification in self._notifications(topics=[media_events.COMMENT_RECEIVED]):
+            received = self.mapper.to_domain_event(notification)  # its ids are in clear
+            if getattr(received, "ig_account_id", None) == ig_account_id:
+                ids[conversation_id(ig_account_id, cast(Any, received).author_id)] = None
+        return list(ids)
 
     def account_history(self, ig_account_id: str) -> Iterator[tuple[int, Aggregate.Event]]:
         """Every event of the account and its conversations, in log order, with its position."""

@@ -98,7 +98,9 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
     check_template(definition.reply, "reply")
     if definition.public_reply is not None:
         if not any(t.type in COMMENT_TRIGGERS for t in definition.triggers):
-            raise InvalidInput("public_reply", "only a rule with a comment trigger replies publicly")
+            raise InvalidInput(
+                "public_reply", "only a rule with a comment trigger replies publicly"
+            )
         check_template(definition.public_reply, "public_reply")
     hours = definition.conditions.once_per_hours
     if hours is not None and not 1 <= hours <= 24 * 365:

@@ -190,6 +190,8 @@ class Media(Aggregate):
             return "already_replied"
         if comment["author_id"] in self.replied_authors:
             return "commenter_already_replied"
+        if not comment["commented_at"]:
+            return "comment_time_unknown"  # Meta's webhook had no `time` to count 7 days from
         deadline = private_reply_deadline(comment["commented_at"], live=comment["live"])
         if now > deadline:
             return "broadcast_over" if comment["live"] else "comment_too_old"

@@ -68,10 +68,9 @@ class InstagramGraphClient:
     async def reply_to_comment(
         self, *, access_token: str, comment_id: str, text: str
     ) -> SendResult:
-        result = await self._post(
+        return await self._post(
             f"{self._base}/{comment_id}/replies", {"message": text}, access_token
         )
-        return result
 
     async def _post(self, url: str, body: dict[str, Any], access_token: str) -> SendResult:
         try:

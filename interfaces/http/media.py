@@ -17,9 +17,7 @@ from interfaces.http.openapi import problems
 from projections.registry import ReadModels
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="At most this many comments.")]
-Cursor = Annotated[
-    str | None, QueryParameter(description="`next_cursor` of a previous page.")
-]
+Cursor = Annotated[str | None, QueryParameter(description="`next_cursor` of a previous page.")]
 
 
 class Commenter(msgspec.Struct):
@@ -28,8 +26,11 @@ class Commenter(msgspec.Struct):
     id: Annotated[str, Meta(description="The commenter's Instagram-scoped id (IGSID).")]
     username: str | None
     conversation_id: Annotated[
-        str, Meta(description="The conversation with the commenter (it exists once they "
-                  "wrote, or got a private reply).")
+        str,
+        Meta(
+            description="The conversation with the commenter (it exists once they "
+            "wrote, or got a private reply)."
+        ),
     ]
 
 
@@ -49,13 +50,17 @@ class Comment(msgspec.Struct):
     erased: bool
     private_reply_id: Annotated[
         str | None,
-        Meta(description="The private reply sent to the commenter for it (a reply of "
-             "`author.conversation_id`), if a rule answered it."),
+        Meta(
+            description="The private reply sent to the commenter for it (a reply of "
+            "`author.conversation_id`), if a rule answered it."
+        ),
     ]
     skipped_reason: Annotated[
         str | None,
-        Meta(description="Why a rule that matched it did not answer it (comment_too_old, "
-             "commenter_already_replied, thread_owned_by_another_app, ...)."),
+        Meta(
+            description="Why a rule that matched it did not answer it (comment_too_old, "
+            "commenter_already_replied, thread_owned_by_another_app, ...)."
+        ),
     ]
 
     @classmethod

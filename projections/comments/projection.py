@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from domain import account as account_topics
 from domain import conversation as conversation_topics
 from domain import media as topics
 from domain.content import is_erased
@@ -109,10 +110,28 @@ class Comments(LedgerProjection[CommentsView]):
 
     @on(conversation_topics.PARTICIPANT_ERASED)
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
-        author = id_text(event.originator_id)
-        found = {id(r): r for r in batch.load(comments, comments.c.author_conversation_id == author)}
+        self._forget_authors(batch, [id_text(event.originator_id)], before=None)
+
+    @on(account_topics.CONTENT_EXPIRED)
+    def content_expired(self, batch: Batch, event: Any, position: int) -> None:
+        self._forget_authors(batch, event.conversation_ids, before=event.before)
+
+    def _forget_authors(self, batch: Batch, authors: Sequence[str], before: int | None) -> None:
+        """Forget the comments of these commenters' conversations (made before `before`:
+        Meta's time of a comment stands for when its key was recorded)."""
+        wanted = set(authors)
+        found: dict[int, Row] = {}
+        ids = sorted(wanted)
+        for start in range(0, len(ids), 500):
+            column = comments.c.author_conversation_id
+            for row in batch.load(comments, column.in_(ids[start : start + 500])):
+                found[id(row)] = row
         found.update({id(r): r for r in batch.in_memory(comments)})
         for row in found.values():
-            if row["author_conversation_id"] == author and not row["erased"]:
+            if (
+                row["author_conversation_id"] in wanted
+                and not row["erased"]
+                and (before is None or row["commented_at"] < before)
+            ):
                 _forget(row)
                 batch.changed(comments, row)

@@ -112,7 +112,13 @@ def comment(
 def messaging(item: dict[str, Any], *, standby: bool = False) -> bytes:
     body = {
         "object": "instagram",
-        "entry": [{"id": ACCOUNT, "time": int(time.time() * 1000), "standby" if standby else "messaging": [item]}],
+        "entry": [
+            {
+                "id": ACCOUNT,
+                "time": int(time.time() * 1000),
+                "standby" if standby else "messaging": [item],
+            }
+        ],
     }
     return json.dumps(body).encode()
 
@@ -189,9 +195,7 @@ async def test_a_keyword_comment_on_a_post_gets_exactly_one_private_reply(
         {"comment_id": "c-1", "message": "Sent you a DM!", "id": graph.comment_replies[0]["id"]}
     ]
     # it is the commenter's conversation's message, linked to the comment, and sent
-    page = await api.get(
-        f"{BASE}/conversations/{COMMENTER_CONVERSATION}/messages", headers=admin
-    )
+    page = await api.get(f"{BASE}/conversations/{COMMENTER_CONVERSATION}/messages", headers=admin)
     assert page.status_code == 200, page.text
     [message] = page.json()["messages"]
     assert message["direction"] == "outbound"
@@ -213,9 +217,9 @@ async def test_a_keyword_comment_on_a_post_gets_exactly_one_private_reply(
     assert rows[1]["private_reply_id"] is not None
     assert rows[1]["author"]["conversation_id"] == str(COMMENTER_CONVERSATION)
     assert rows[0]["skipped_reason"] == "commenter_already_replied"
-    assert (await api.get(f"{BASE}/media/{OTHER_POST}/comments", headers=admin)).json()[
-        "comments"
-    ][0]["private_reply_id"] is None
+    assert (await api.get(f"{BASE}/media/{OTHER_POST}/comments", headers=admin)).json()["comments"][
+        0
+    ]["private_reply_id"] is None
 
 
 def sent_message_id(graph: FakeGraphApi, comment_id: str) -> str:
@@ -291,7 +295,8 @@ async def test_the_fake_graph_api_refuses_a_second_private_reply_to_a_comment_as
     )
 
     assert classify(first) == Action.SENT
-    assert second.error is not None and second.error.code == 10900
+    assert second.error is not None
+    assert second.error.code == 10900
     assert classify(second) == Action.TERMINAL
 
 

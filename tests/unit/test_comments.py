@@ -13,13 +13,13 @@ import pytest
 from application.comment_replies import CommentReplies
 from application.comment_rules import CommentInbound, choose_for_comment, comment_trigger_matches
 from application.errors import InvalidInput
+from application.ingest import sign
 from application.ledger_writer import Changes
 from application.rules import RuleDefinition, Trigger, validate_rule
 from domain.conversation import Conversation
 from domain.identity import conversation_id, media_id
 from domain.media import DAY_MS, LIVE_BROADCAST_MS, Media
 from interfaces.composition import Services
-from application.ingest import sign
 from tests.conftest import ACCOUNT, APP_SECRET, register_account
 from tests.support.clock import MovableClock
 
@@ -101,7 +101,10 @@ def test_a_private_reply_goes_within_7_days_of_the_comment(clock: MovableClock) 
     assert media.private_reply_refusal("c1", clock.now_ms()) is None
     clock.advance(1)
     assert media.private_reply_refusal("c1", clock.now_ms()) == "comment_too_old"
-    assert media.claim_private_reply(comment_id="c1", reply_id="r", rule_id=None, now=clock.now_ms()) is False
+    assert (
+        media.claim_private_reply(comment_id="c1", reply_id="r", rule_id=None, now=clock.now_ms())
+        is False
+    )
 
 
 def test_a_live_comment_is_answered_only_while_the_broadcast_can_last(clock: MovableClock) -> None:
@@ -133,8 +136,16 @@ def test_a_removed_comment_is_not_answered_and_an_edit_after_it_is_ignored() -> 
     [
         ({"type": "comment", "value": "price"}, CommentInbound("Price please!", POST, False), True),
         ({"type": "comment", "value": "price"}, CommentInbound("priceless", POST, False), False),
-        ({"type": "comment", "value": "price", "media_id": POST}, CommentInbound("price", POST, False), True),
-        ({"type": "comment", "value": "price", "media_id": "other"}, CommentInbound("price", POST, False), False),
+        (
+            {"type": "comment", "value": "price", "media_id": POST},
+            CommentInbound("price", POST, False),
+            True,
+        ),
+        (
+            {"type": "comment", "value": "price", "media_id": "other"},
+            CommentInbound("price", POST, False),
+            False,
+        ),
         ({"type": "comment", "value": None}, CommentInbound("anything", POST, False), True),
         ({"type": "comment", "value": "price"}, CommentInbound(None, POST, False), False),
         ({"type": "comment", "value": "price"}, CommentInbound("price", POST, True), False),
@@ -193,7 +204,9 @@ def test_a_dm_rule_may_not_name_a_media_nor_reply_publicly() -> None:
 # -- ingest and the decision ------------------------------------------------------------------
 
 
-def comment_body(comment_id: str, text: str, *, author: str = COMMENTER, field: str = "comments") -> bytes:
+def comment_body(
+    comment_id: str, text: str, *, author: str = COMMENTER, field: str = "comments"
+) -> bytes:
     return json.dumps(
         {
             "object": "instagram",
@@ -366,7 +379,11 @@ def test_a_deleted_comment_loses_its_text(sealed: Services) -> None:
     ingest(sealed, comment_body("c1", "Price please"))
     ingest(sealed, comment_body("c2", "Nice!"))
     removal = json.loads(comment_body("c1", ""))
-    removal["entry"][0]["changes"][0]["value"] = {"id": "c1", "media": {"id": POST}, "verb": "remove"}
+    removal["entry"][0]["changes"][0]["value"] = {
+        "id": "c1",
+        "media": {"id": POST},
+        "verb": "remove",
+    }
 
     report = ingest(sealed, json.dumps(removal).encode())
 
