@@ -55,6 +55,7 @@ def content_owner(topic: str, state: dict[str, Any]) -> tuple[str, str | None] |
         return str(owner), state["comment_id"]
     return None
 
+
 ERASED: dict[str, Any] = {"erased": True}
 """What an event whose content is gone holds in its `content` field."""
 
