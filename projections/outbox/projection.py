@@ -6,7 +6,7 @@ payloads' shapes are in `projections/outbox/payloads.py`, the tables in `view.py
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid5
@@ -261,6 +261,43 @@ class Outboxes(LedgerProjection[OutboxView]):
     @on(topics.PARTICIPANT_ERASED)
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
         self._forget_content(batch, [id_text(event.originator_id)])
+        party = batch.get(conversation_parties, (id_text(event.originator_id),))
+        if party is not None:
+            # Their comments' notifications too (they leave in the lanes of the media).
+            self._forget_comments(
+                batch,
+                party["ig_account_id"],
+                lambda data: data["author"]["id"] == party["participant_id"],
+            )
+
+    @on(media_topics.COMMENT_REMOVED)
+    def comment_removed(self, batch: Batch, event: Any, position: int) -> None:
+        self._forget_comments(
+            batch, event.ig_account_id, lambda data: data["comment_id"] == event.comment_id
+        )
+
+    def _forget_comments(
+        self, batch: Batch, ig_account_id: str, matches: Callable[[dict[str, Any]], bool]
+    ) -> None:
+        """`comment.received` notifications of the account whose data `matches`, without
+        the comment's text (`erased`)."""
+        found = {
+            id(row): row
+            for row in batch.load(
+                outbox, outbox.c.ig_account_id == ig_account_id, outbox.c.kind == "comment.received"
+            )
+        }
+        found.update({id(row): row for row in batch.in_memory(outbox)})
+        for row in found.values():
+            if (
+                row["kind"] == "comment.received"
+                and row["ig_account_id"] == ig_account_id
+                and matches(msgspec.json.decode(row["body"])["data"])
+            ):
+                erased = erased_crm_body(row["body"])
+                if erased != row["body"]:
+                    row["body"] = erased
+                    batch.changed(outbox, row)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:

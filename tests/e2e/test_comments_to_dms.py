@@ -378,3 +378,38 @@ async def test_a_story_mention_opens_the_reply_window_like_a_message(
 
     assert response.status_code == 202, response.text
     assert [s["body"]["message"]["text"] for s in graph.sent] == ["Thanks for the mention!"]
+
+
+async def test_erasing_a_commenter_erases_their_comments_everywhere(
+    api: Client, services: Services, database_url: str, admin: dict[str, str]
+) -> None:
+    if database_url.startswith("memory"):
+        pytest.skip("memory persistence keeps no sealed content (no vault)")
+    await deliver(
+        api,
+        comment("c-1", "my phone is 0170 1234567"),
+        comment("c-2", "nice", author="5500000000000010"),
+    )
+    await step(services)
+
+    erased = await api.delete(f"{BASE}/participants/{COMMENTER}", headers=admin)
+    await step(services)
+
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["destroyed_keys"] == 1
+    rows = (await api.get(f"{BASE}/media/{POST}/comments", headers=admin)).json()["comments"]
+    assert [(c["id"], c["text"], c["erased"]) for c in rows] == [
+        ("c-2", "nice", False),
+        ("c-1", None, True),
+    ]
+    bodies = [
+        json.loads(d["body"])
+        for d in services.delivery_queue.deliveries(
+            ACCOUNT, status=None, limit=100, before_position=None
+        )
+        if d["kind"] == "comment.received"
+    ]
+    assert sorted((b["data"]["comment_id"], b["data"]["text"]) for b in bodies) == [
+        ("c-1", None),
+        ("c-2", "nice"),
+    ]
