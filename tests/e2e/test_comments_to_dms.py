@@ -413,3 +413,27 @@ async def test_erasing_a_commenter_erases_their_comments_everywhere(
         ("c-1", None),
         ("c-2", "nice"),
     ]
+
+
+async def test_a_live_comment_gets_a_private_reply_from_a_live_comment_rule(
+    api: Client, services: Services, graph: FakeGraphApi, admin: dict[str, str]
+) -> None:
+    await add_rule(
+        api,
+        admin,
+        {
+            "name": "live giveaway",
+            "triggers": [{"type": "live_comment", "value": "win"}],
+            "reply": "You are in the draw, {username}!",
+        },
+    )
+
+    await deliver(api, comment("c-1", "I want to win", field="live_comments"))
+    await deliver(api, comment("c-2", "I want to win", author="5500000000000010"))
+    await step(services)
+
+    assert [
+        (r["body"]["recipient"], r["body"]["message"]["text"]) for r in private_replies(graph)
+    ] == [({"comment_id": "c-1"}, "You are in the draw, bob!")]
+    rows = (await api.get(f"{BASE}/media/{POST}/comments", headers=admin)).json()["comments"]
+    assert [(c["id"], c["live"]) for c in rows] == [("c-2", False), ("c-1", True)]

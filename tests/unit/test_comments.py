@@ -389,3 +389,43 @@ def test_a_deleted_comment_loses_its_text(sealed: Services) -> None:
 
     assert report.comments == 1
     assert comment_texts(sealed) == [None, "Nice!"]
+
+
+def test_handover_items_in_messaging_and_as_changes_are_conversation_events(
+    services: Services,
+) -> None:
+    def item(kind: str, at: int, **control: str) -> dict[str, Any]:
+        return {
+            "sender": {"id": COMMENTER},
+            "recipient": {"id": ACCOUNT},
+            "timestamp": at,
+            kind: control,
+        }
+
+    body = {
+        "object": "instagram",
+        "entry": [
+            {
+                "id": ACCOUNT,
+                "time": NOW,
+                "messaging": [item("take_thread_control", NOW, previous_owner_app_id="1")],
+                "changes": [
+                    {
+                        "field": "messaging_handover",
+                        "value": item("release_thread_control", NOW + 1, new_owner_app_id="1"),
+                    }
+                ],
+            }
+        ],
+    }
+    raw = json.dumps(body).encode()
+
+    first = ingest(services, raw)
+    again = ingest(services, raw)
+
+    assert (first.recorded, again.duplicates, first.test_events) == (2, 2, 0)
+    conversation = services.ledger.find(conversation_id(ACCOUNT, COMMENTER))
+    assert isinstance(conversation, Conversation)
+    assert conversation.thread_owner == "primary"
+    assert conversation.owned_by_another_app(primary_receiver=True) is False
+    assert conversation.owned_by_another_app(primary_receiver=False) is True
