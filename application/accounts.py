@@ -19,7 +19,13 @@ from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, SecretBox
 from application.rules import WEEKDAYS, check_template
-from domain.account import CREDENTIALS, Account, AccountError, AccountStatus
+from domain.account import (
+    CREDENTIALS,
+    DEFAULT_SETTINGS,
+    Account,
+    AccountError,
+    AccountStatus,
+)
 from domain.identity import account_id
 
 _IG_ID = re.compile(r"^[0-9]{1,32}$")
@@ -88,7 +94,8 @@ class AccountSummary(msgspec.Struct, frozen=True):
             display_name=account.display_name,
             status=str(account.status),
             registered_at=account.created_on,
-            settings=dict(account.settings),
+            # Settings added since the account was made show their default.
+            settings={**DEFAULT_SETTINGS, **account.settings},
             credentials={
                 name: Credential(
                     set=bool(getattr(account, name)),

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,7 @@ from application.ports import (
     InstagramSendApi,
     LeasedDelivery,
     Metrics,
+    PrivateReplyCounts,
     SecretBox,
 )
 from application.reply_windows import HOUR_MS, window
@@ -51,9 +53,9 @@ MAX_SEND_ATTEMPTS = 8
 HOLD_MS = 60_000
 """How long a suspended account, or one whose token was rejected, waits between checks."""
 PRIVATE_REPLIES_PER_HOUR = 750
-"""Meta's limit on private replies to comments, per account and hour. Counted from the
-outbox (`ConversationWindows.private_replies_sent`), which every dispatcher reads; a reply
-over it waits `HOLD_MS` and is counted again."""
+"""Meta's limit on private replies to comments, per account and hour. Counted in the
+delivery queue (`PrivateReplyCounts`), which every dispatcher shares: a reply with that
+many ahead of it sent (or being sent) in the last hour waits `HOLD_MS` and is counted again."""
 
 
 @dataclass
@@ -115,8 +117,10 @@ class InstagramSender:
         now: Callable[[], int],
         sends_per_second: float,
         metrics: Metrics,
+        counts: PrivateReplyCounts,
     ) -> None:
         self._writer = writer
+        self._counts = counts
         self._metrics = metrics
         self._accounts = accounts
         self._windows = windows
@@ -215,10 +219,15 @@ class InstagramSender:
                 else "a private reply more than 7 days after the comment",
             )
             return
-        sent = await asyncio.to_thread(
-            self._windows.private_replies_sent, ig_account_id, now - HOUR_MS
+        ahead = await asyncio.to_thread(
+            partial(
+                self._counts.private_replies_counted,
+                ig_account_id,
+                before_position=row.position,
+                since=now - HOUR_MS,
+            )
         )
-        if sent >= PRIVATE_REPLIES_PER_HOUR:
+        if ahead >= PRIVATE_REPLIES_PER_HOUR:
             await self._settlements.requeue(row, now + HOLD_MS)
             return
         token = self._secrets.decrypt(account.access_token)

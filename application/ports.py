@@ -166,7 +166,18 @@ class Settlement:
     wait for a retry are due now (the endpoint is healthy again)."""
 
 
-class Outbox(Protocol):
+class PrivateReplyCounts(Protocol):
+    """Private replies to comments counted against Meta's hourly limit, by every dispatcher."""
+
+    def private_replies_counted(
+        self, ig_account_id: str, *, before_position: int, since: int
+    ) -> int:
+        """The account's private replies ahead of `before_position` in the outbox that were
+        sent, or leased to be sent, since `since` (ms)."""
+        ...
+
+
+class Outbox(PrivateReplyCounts, Protocol):
     """The outboxes' rows and the dispatcher's state of each delivery."""
 
     def lease(
@@ -221,11 +232,6 @@ class ConversationWindows(Protocol):
 
     def last_inbound_at(self, ig_account_id: str, conversation_id: str) -> int | None:
         """None if the participant never wrote."""
-        ...
-
-    def private_replies_sent(self, ig_account_id: str, since: int) -> int:
-        """How many private replies to comments of this account queued since `since` (ms)
-        Meta has accepted: what every dispatcher counts against Meta's hourly limit."""
         ...
 
 

@@ -22,7 +22,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    func,
     select,
 )
 
@@ -111,18 +110,6 @@ class OutboxView(SqlView):
         with self.engine.connect() as conn:
             found = conn.execute(query).scalar()
         return int(found) if found is not None else None
-
-    def private_replies_sent(self, ig_account_id: str, since: int) -> int:
-        """Private replies of this account queued since `since` (ms) and sent."""
-        o = outbox.c
-        query = select(func.count()).where(
-            o.ig_account_id == ig_account_id,
-            o.kind == "private_reply",
-            o.created_at >= since,
-            o.outcome == "sent",
-        )
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
 
     def notify_channel(self) -> str:
         return "dmledger_outbox"

@@ -437,3 +437,33 @@ async def test_a_live_comment_gets_a_private_reply_from_a_live_comment_rule(
     ] == [({"comment_id": "c-1"}, "You are in the draw, bob!")]
     rows = (await api.get(f"{BASE}/media/{POST}/comments", headers=admin)).json()["comments"]
     assert [(c["id"], c["live"]) for c in rows] == [("c-2", False), ("c-1", True)]
+
+
+async def test_private_replies_beyond_the_hourly_limit_wait_for_the_next_hour(
+    api: Client,
+    services: Services,
+    graph: FakeGraphApi,
+    admin: dict[str, str],
+    clock: MovableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Meta's 750 an hour, made 2 so that the test counts rather than sends 751
+    monkeypatch.setattr("application.instagram_sender.PRIVATE_REPLIES_PER_HOUR", 2)
+    await add_rule(api, admin, PRICE_RULE)
+    people = [f"55000000000001{i:02d}" for i in range(3)]
+
+    await deliver(api, *(comment(f"c-{i}", "price?", author=p) for i, p in enumerate(people)))
+    await step(services)
+    assert len(private_replies(graph)) == 2
+
+    clock.advance(60_000)  # a minute on: the hour is not over, the third still waits
+    await step(services)
+    assert len(private_replies(graph)) == 2
+
+    clock.advance(3_600_000)
+    await step(services)
+    assert sorted(r["body"]["recipient"]["comment_id"] for r in private_replies(graph)) == [
+        "c-0",
+        "c-1",
+        "c-2",
+    ]
