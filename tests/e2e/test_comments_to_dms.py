@@ -467,3 +467,31 @@ async def test_private_replies_beyond_the_hourly_limit_wait_for_the_next_hour(
         "c-1",
         "c-2",
     ]
+
+
+async def test_a_comment_signed_with_another_secret_is_refused_and_nothing_stored(
+    api: Client, services: Services
+) -> None:
+    body = comment("c-1", "price?")
+
+    response = await api.post(
+        "/webhooks/instagram", content=body, headers=signed_headers(body, "not-the-app-secret")
+    )
+
+    assert response.status_code == 401
+    assert of_type(services, "Media.CommentReceived") == []
+
+
+async def test_a_comment_without_its_media_is_a_400_naming_the_field(
+    api: Client, services: Services
+) -> None:
+    body = json.loads(comment("c-1", "price?"))
+    del body["entry"][0]["changes"][0]["value"]["media"]
+    raw = json.dumps(body).encode()
+
+    response = await api.post("/webhooks/instagram", content=raw, headers=signed_headers(raw))
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "entry[0].changes[0].value.media.id" in response.json()["detail"]
+    assert of_type(services, "Media.CommentReceived") == []
