@@ -194,7 +194,9 @@ class Message(msgspec.Struct):
             delivery_status=row["delivery_status"],
             sent_at=_time(row["sent_at"]),  # type: ignore[arg-type]
             recorded_at=_time(row["recorded_at"]),  # type: ignore[arg-type]
-            comment=row.get("comment"),
+            comment=(row["reply_to"] or {}).get("comment")
+            if row["direction"] == "outbound"
+            else None,
         )
 
 

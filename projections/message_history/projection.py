@@ -52,7 +52,6 @@ _BLANK: Row = {
     "delivery_status": None,
     "delivery_error": None,
     "reply_id": None,
-    "comment": None,
     "sent_at": None,
     "recorded_at": None,
     "position": None,
@@ -88,7 +87,7 @@ def _comment_link(comment: dict[str, Any] | None) -> dict[str, Any] | None:
     """What a private reply shows of the comment it answers."""
     if comment is None:
         return None
-    return {"comment_id": comment["comment_id"], "media_id": comment["media_id"]}
+    return {"comment": {"comment_id": comment["comment_id"], "media_id": comment["media_id"]}}
 
 
 class MessageHistory(LedgerProjection[MessageHistoryView]):
@@ -263,7 +262,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             else [],
             delivery_status="queued",
             reply_id=event.reply_id,
-            comment=_comment_link(getattr(event, "comment", None)),
+            reply_to=_comment_link(getattr(event, "comment", None)),
             sent_at=_ms(event),
             recorded_at=_ms(event),
             position=position,

@@ -44,7 +44,6 @@ messages = Table(
     Column("delivery_status", String(16)),
     Column("delivery_error", JSON),
     Column("reply_id", String(64)),
-    Column("comment", JSON),
     Column("sent_at", BigInteger),
     Column("recorded_at", BigInteger),
     Column("position", BigInteger),
@@ -53,8 +52,8 @@ messages = Table(
 )
 """One row a message, keyed by Meta's `mid`. A row whose `kind` is null holds an edit,
 unsend or reaction that arrived before its message (Meta does not promise order) and is
-not shown until the message comes. Times are milliseconds since the epoch. `comment` is
-the comment a private reply answers ({"comment_id", "media_id"})."""
+not shown until the message comes. Times are milliseconds since the epoch. A private
+reply's `reply_to` is `{"comment": {"comment_id", "media_id"}}`: the comment it answers."""
 
 
 class MessageHistoryView(SqlView):
@@ -62,7 +61,6 @@ class MessageHistoryView(SqlView):
 
     name = "message_history"
     tables = (messages,)
-    version = 2
 
     def reply(self, conversation_id: str, reply_id: str) -> dict[str, Any] | None:
         """The row of one of our replies."""
