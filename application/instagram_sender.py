@@ -7,6 +7,9 @@ sends a second per account), and Meta must be willing to take it (see
 `error_class`, then the `ACTIONS` table) and each action has its handler here, in
 `InstagramSender._outcomes`: `ReplySent` / `ReplyFailed` on the conversation,
 `TokenRejected` or `SendsPaused` on the account, and the delivery settled or put back.
+A private reply to a comment (`_send_private_reply`) goes through the same holds, bucket
+and handlers, with its own deadline and Meta's hourly limit instead of the reply window:
+over 300 lines so that every send's path reads in one place.
 """
 
 from __future__ import annotations

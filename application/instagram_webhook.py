@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from application.errors import MalformedWebhook
+from application.handover_webhook import handover_changes, record_handover
 from application.storable import LATEST_MS, unstorable, without_nul
 from domain.conversation import Conversation
 
@@ -86,14 +87,6 @@ _OBJECTS = (
 )
 """Keys of an item whose value, when present, must be a JSON object."""
 
-_HANDOVERS = {
-    "pass_thread_control": "pass",
-    "take_thread_control": "take",
-    "release_thread_control": "release",
-    "request_thread_control": "request",
-}
-"""A `messaging_handover` item's key, and the action it records."""
-
 
 def _check_items(webhook: WebhookBody) -> None:
     """Refuse, as `MalformedWebhook` naming the field, a body with an item that cannot be
@@ -101,17 +94,10 @@ def _check_items(webhook: WebhookBody) -> None:
     is half-kept); replace NUL characters in items' strings by U+FFFD (see
     `application.storable`): a NUL has no meaning in a message, and a message is kept."""
     for e, entry in enumerate(webhook.entry):
-        changes = [
-            (f"changes[{c}].value", change["value"])
-            for c, change in enumerate(entry.changes)
-            if isinstance(change, dict)
-            and change.get("field") == "messaging_handover"
-            and isinstance(change.get("value"), dict)
-        ]
         for name, item in (
             *((f"messaging[{i}]", item) for i, item in enumerate(entry.messaging)),
             *((f"standby[{i}]", item) for i, item in enumerate(entry.standby)),
-            *changes,
+            *((f"changes[{c}].value", item) for c, item in handover_changes(entry.changes)),
         ):
             path = f"entry[{e}].{name}"
             without_nul(item)
@@ -159,13 +145,7 @@ def route_items(webhook: WebhookBody) -> tuple[list[RoutedItem], list[JSONObject
     unroutable: list[JSONObject] = []
     for entry in webhook.entry:
         # `messaging_handover` may come as a change whose value is a messaging item.
-        handovers = [
-            c["value"]
-            for c in entry.changes
-            if isinstance(c, dict)
-            and c.get("field") == "messaging_handover"
-            and isinstance(c.get("value"), dict)
-        ]
+        handovers = [item for _, item in handover_changes(entry.changes)]
         for standby, items in (
             (False, entry.messaging),
             (True, entry.standby),
@@ -263,19 +243,9 @@ def record_item(conversation: Conversation, routed: RoutedItem) -> bool:
     referral = item.get("referral")
     if isinstance(referral, dict):
         return conversation.receive_referral(referral=referral, sent_at=at, standby=standby)
-    for name, action in _HANDOVERS.items():
-        control = item.get(name)
-        if isinstance(control, dict):
-            return conversation.record_thread_control(
-                action=action,
-                previous_owner_app_id=_id_text(control.get("previous_owner_app_id")),
-                new_owner_app_id=_id_text(
-                    control.get("new_owner_app_id", control.get("requested_owner_app_id"))
-                ),
-                metadata=_str(control.get("metadata")),
-                at=at,
-                standby=standby,
-            )
+    handed_over = record_handover(conversation, item, at=at, standby=standby)
+    if handed_over is not None:
+        return handed_over
     return conversation.record_unrecognised(
         item=item,
         fingerprint=hashlib.sha256(msgspec.json.encode(item, order="sorted")).hexdigest(),
@@ -289,12 +259,6 @@ def _id_of(party: object) -> str | None:
         value = party.get("id")
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             return str(value)
-    return None
-
-
-def _id_text(value: object) -> str | None:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        return str(value)
     return None
 
 
