@@ -60,6 +60,8 @@ class AutoReplies:
     ) -> None:
         self.clock = clock
         """The service's clock."""
+        self.ledger = ledger
+        """The ledger (the comment decisions of the same policy read profiles from it)."""
         self._profiles = ProfileLookups(ledger, secrets, profiles, lambda: self.clock.now_ms())
 
     def observe(self, event: Any) -> None:
@@ -97,18 +99,29 @@ class AutoReplies:
             conversation = changes.get(event.originator_id, Conversation)
             if conversation is None:
                 return None
+            known: dict[str, Any] | None = None
             if profile is not None:
                 profile.record_on(conversation)
+                # This batch's answer, recorded by this command or an earlier one of the
+                # batch (not stored yet, so not to be read back).
+                known = profile.found if isinstance(profile.found, dict) else None
             account = changes.get(account_id(conversation.ig_account_id), Account, fresh=True)
             if account is None:
                 return None
-            return self._decide(account, conversation, event, decided_at)
+            return self._decide(account, conversation, event, decided_at, known)
 
         return decide
 
     def _decide(
-        self, account: Account, conversation: Conversation, event: Any, now: int
+        self,
+        account: Account,
+        conversation: Conversation,
+        event: Any,
+        now: int,
+        profile: dict[str, Any] | None,
     ) -> str | None:
+        """`profile`: the one this command records, if any; else the conversation's
+        last, opened from its sealed event only if a reply is rendered."""
         key = "decision:" + trigger_key(event)
         if conversation.has_recorded(key):
             return None
@@ -137,7 +150,9 @@ class AutoReplies:
             reply_id=str(uuid5(conversation.id, key)),
             text=render(
                 match.template,
-                profile=conversation.participant_profile,
+                profile=profile
+                if profile is not None
+                else self.ledger.participant_profile(conversation),
                 account_username=account.username,
             ),
             key=key,

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid5
 
 from application.comment_rules import CommentInbound, choose_for_comment
+from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock
 from application.rules import render
@@ -30,7 +31,8 @@ TRIGGER_TOPICS = (media_topics.COMMENT_RECEIVED,)
 class CommentReplies:
     """Decides the private reply to each comment, one comment at a time."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock) -> None:
+        self.ledger = ledger
         self.clock = clock
 
     def command_for(self, event: Any) -> Command[str | None]:
@@ -45,12 +47,14 @@ class CommentReplies:
             account = changes.get(account_id(media.ig_account_id), Account, fresh=True)
             if account is None:
                 return None
-            return _decide(changes, account, media, event, decided_at)
+            return _decide(self.ledger, changes, account, media, event, decided_at)
 
         return decide
 
 
-def _decide(changes: Changes, account: Account, media: Media, event: Any, now: int) -> str | None:
+def _decide(
+    ledger: Ledger, changes: Changes, account: Account, media: Media, event: Any, now: int
+) -> str | None:
     if event.author_id in ("", account.ig_account_id):
         return None  # the account's own comments (its replies to others) get no DM
     match = choose_for_comment(
@@ -72,7 +76,7 @@ def _decide(changes: Changes, account: Account, media: Media, event: Any, now: i
         changes.add(conversation)
     key = f"private-reply:{event.comment_id}"
     reply_id = str(uuid5(media.id, key))
-    profile = {"username": event.author_username, **conversation.participant_profile}
+    profile = {"username": event.author_username, **ledger.participant_profile(conversation)}
     public = match.public_reply
     media.claim_private_reply(
         comment_id=event.comment_id, reply_id=reply_id, rule_id=match.rule_id, now=now
@@ -92,10 +96,10 @@ def _decide(changes: Changes, account: Account, media: Media, event: Any, now: i
             "media_id": media.media,
             "live": event.live,
             "deadline": private_reply_deadline(event.commented_at, live=event.live),
-            "public_reply": render(public, profile=profile, account_username=account.username)
-            if public
-            else None,
         },
+        public_reply=render(public, profile=profile, account_username=account.username)
+        if public
+        else None,
     )
     return "queued"
 

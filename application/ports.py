@@ -149,6 +149,10 @@ class LeasedDelivery:
     """The number of this attempt (1 for the first)."""
     history: list[dict[str, Any]]
     """Earlier attempts at a CRM delivery."""
+    content_key: str | None = None
+    """The data key of the content it carries, if any (`application.destroyed_content`)."""
+    body_erased: bool = False
+    """A reply whose content was destroyed since it was queued: it is not sent."""
 
 
 @dataclass(frozen=True)

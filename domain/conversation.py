@@ -134,7 +134,6 @@ class Conversation(Aggregate):
         """When a person took over (ms), or None while automation may act."""
         self.auto_replied_at: dict[str, int] = {}
         """The trigger time (ms) of the latest automated reply of each rule ("" = fallback)."""
-        self.participant_profile: dict[str, Any] = {}
         self.first_inbound_key: str | None = None
         """The record key of the participant's first message or postback."""
         self.replies: dict[str, dict[str, Any]] = {}
@@ -525,12 +524,18 @@ class Conversation(Aggregate):
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
         comment: JSONObject | None = None,
+        public_reply: str | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
         or request a no-op (False). `attachment` is {"type": ..., "url": ...}. `comment`
-        makes it a private reply to a comment: {"comment_id", "media_id", "deadline" (ms,
-        when Meta stops taking it), "public_reply" (text or None)}, claimed on the media
-        first (`Media.claim_private_reply`)."""
+        makes it a private reply to a comment: {"comment_id", "media_id", "live",
+        "deadline" (ms, when Meta stops taking it)}, claimed on the media first
+        (`Media.claim_private_reply`); `public_reply`, the text also posted under the
+        comment.
+
+        The reply's text, attachment and public reply are sealed content (erased with the
+        participant); `echo`, a digest of the text, stays in clear to know the reply's
+        echo by."""
         if key in self.recorded:
             return False
         self._reply_queued(
@@ -545,7 +550,9 @@ class Conversation(Aggregate):
             by=by,
             attachment=attachment,
             request_hash=request_hash,
+            echo=_digest(text) if text else None,
             comment=comment,
+            public_reply=public_reply,
         )
         return True
 
@@ -563,13 +570,16 @@ class Conversation(Aggregate):
         by: str,
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
+        echo: str | None = None,
         comment: JSONObject | None = None,
+        public_reply: str | None = None,
     ) -> None:
         self.recorded[key] = None
         self.replies[reply_id] = {
             "state": ReplyStatus.QUEUED,
             "automated": automated,
-            "echo": _digest(text) if text else None,
+            # Events before `echo` was kept carry their text in clear.
+            "echo": echo if echo is not None else (_digest(text) if text else None),
         }
         if request_hash is not None:
             self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
@@ -726,7 +736,9 @@ class Conversation(Aggregate):
 
     @event("ParticipantErased", topic=PARTICIPANT_ERASED)
     def _participant_erased(self, by: str, erased_at: int, destroyed: int) -> None:
-        pass
+        # What was known of them went with their keys: their next message asks again.
+        self.profile_version = None
+        self.profile_looked_up_at = None
 
     # -- who owns the thread (Meta's handover protocol) ---------------------------------
 
@@ -790,6 +802,11 @@ class Conversation(Aggregate):
     """When the user profile API was last asked (ms), answered or refused; None: never.
     A class default, for conversations snapshotted before it was kept."""
 
+    profile_version: int | None = None
+    """The version of the conversation's latest `ParticipantProfileRecorded`, whose sealed
+    content is the profile (`Ledger.participant_profile` opens it); None: none kept. The
+    aggregate keeps no profile itself: its snapshots must hold nobody's name."""
+
     def profile_due(self, now: int) -> bool:
         """Whether the participant's profile should be looked up (again) at `now` (ms):
         never asked, or asked more than `PROFILE_REFRESH_MS` ago."""
@@ -809,8 +826,10 @@ class Conversation(Aggregate):
         self, profile: JSONObject, looked_up_at: int | None = None
     ) -> None:
         # `looked_up_at` is None in events stored before it was kept: the next message
-        # looks the profile up again.
-        self.participant_profile = profile
+        # looks the profile up again. The profile is content, sealed in the event (read
+        # back erased on replay): only where it is is kept, this event's version (an
+        # event is applied before the aggregate takes its version).
+        self.profile_version = self.version + 1
         self.profile_looked_up_at = looked_up_at
 
     def refuse_participant_profile(

@@ -49,7 +49,9 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
         super().__init__(view)
         self._writer = writer
         self._auto_replies = auto_replies
-        self._comment_replies = comment_replies or CommentReplies(auto_replies.clock)
+        self._comment_replies = comment_replies or CommentReplies(
+            auto_replies.ledger, auto_replies.clock
+        )
 
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
         # The batch's decisions are committed together (and with the webhooks waiting in

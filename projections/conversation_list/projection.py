@@ -8,7 +8,12 @@ from typing import Any
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
-from projections.conversation_list.view import ConversationListView, conversations, profiles
+from projections.conversation_list.view import (
+    PROFILE_CONTENT,
+    ConversationListView,
+    conversations,
+    profiles,
+)
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
 from projections.shredding import ERASED_PREVIEW, content_rows
@@ -124,8 +129,21 @@ class ConversationList(LedgerProjection[ConversationListView]):
     @on(topics.PARTICIPANT_ERASED)
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
         row = self._row(batch, event, position)
-        if row is not None and row["last_message_preview"] is not None:
+        if row is None:
+            return
+        if row["last_message_preview"] is not None:
             row["last_message_preview"] = ERASED_PREVIEW
+        self._forget_profile(batch, row)
+
+    def _forget_profile(self, batch: Batch, row: Row) -> None:
+        """The conversation's participant without what their profile said (as a profile
+        read back erased leaves it)."""
+        row["participant_username"] = None
+        batch.changed(conversations, row)
+        profile = batch.get(profiles, (row["conversation_id"],))
+        if profile is not None:
+            profile.update(dict.fromkeys(PROFILE_CONTENT))
+            batch.changed(profiles, profile)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:
@@ -139,6 +157,16 @@ class ConversationList(LedgerProjection[ConversationListView]):
             if row["last_message_preview"] is not None:
                 row["last_message_preview"] = ERASED_PREVIEW
                 batch.changed(conversations, row)
+        for profile in content_rows(
+            batch,
+            profiles,
+            event.conversation_ids,
+            before=event.before,
+            time_column="profile_recorded_at",
+        ):
+            listed = batch.get(conversations, (profile["conversation_id"],))
+            if listed is not None:
+                self._forget_profile(batch, listed)
 
     @on(topics.MESSAGE_EDITED)
     @on(topics.REACTION_ADDED)
@@ -182,7 +210,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
     def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
-        profile = event.profile
+        profile = event.profile  # {} once erased
         row["participant_username"] = profile.get("username")
         batch.put(
             profiles,
@@ -194,10 +222,12 @@ class ConversationList(LedgerProjection[ConversationListView]):
                 "participant_follows_business": profile.get("is_user_follow_business"),
                 "participant_verified": profile.get("is_verified_user"),
                 "profile_looked_up_at": getattr(event, "looked_up_at", None),
+                "profile_recorded_at": _ms(event),
             },
         )
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
-            self._message(row, event.text[:200], "outbound", _ms(event))
+            preview = ERASED_PREVIEW if is_erased(event) else (event.text or "")[:200]
+            self._message(row, preview, "outbound", _ms(event))

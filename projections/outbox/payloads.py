@@ -142,8 +142,9 @@ class ReplyFailed(Notification, kw_only=True):
 
 class ConversationUpdated(Notification, kw_only=True):
     """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed,
-    the participant's username or name recorded (`ParticipantProfileRecorded`), or thread
-    control passed, taken, released or requested (`ThreadControlChanged`, Meta's handover)."""
+    the participant's profile recorded (`ParticipantProfileRecorded`, at most weekly), or
+    thread control passed, taken, released or requested (`ThreadControlChanged`, Meta's
+    handover)."""
 
     change: str
     by: str | None

@@ -262,7 +262,8 @@ def decide(services: Services, clock: MovableClock, comment_id: str) -> Any:
         for e in services.ledger.events.get(media.id)
         if type(e).__name__ == "CommentReceived" and e.comment_id == comment_id
     ]
-    return services.writer.run_now(CommentReplies(clock).command_for(event))
+    services.ledger.open_content([event])  # as the policy's runner reads it
+    return services.writer.run_now(CommentReplies(services.ledger, clock).command_for(event))
 
 
 def add_rule(services: Services) -> None:
@@ -429,3 +430,43 @@ def test_handover_items_in_messaging_and_as_changes_are_conversation_events(
     assert conversation.thread_owner == "primary"
     assert conversation.owned_by_another_app(primary_receiver=True) is False
     assert conversation.owned_by_another_app(primary_receiver=False) is True
+
+
+@pytest.mark.sqlite
+def test_the_private_and_public_replies_are_sealed_like_any_reply_of_ours(
+    sealed: Services, clock: MovableClock
+) -> None:
+    import msgspec
+
+    sealed.writer.run_now(
+        sealed.rules.add(
+            ACCOUNT,
+            msgspec.convert(
+                {
+                    "name": "price",
+                    "triggers": [{"type": "comment", "value": "price"}],
+                    "reply": "Hi {username}, it is 20 EUR",
+                    "public_reply": "Sent you a DM, {username}",
+                },
+                RuleDefinition,
+            ),
+            by="test",
+        )
+    )
+    clock.stop(NOW + 1000)
+    ingest(sealed, comment_body("c1", "Price please"))
+
+    assert decide(sealed, clock, "c1") == "queued"
+
+    stored = sealed.ledger.recorder.select_notifications(start=1, limit=100)
+    raw = b"".join(n.state for n in stored)
+    assert b"Hi bob, it is 20 EUR" not in raw  # the rule's template is the rule's
+    assert b"Sent you a DM, bob" not in raw
+    conversation = sealed.ledger.find(conversation_id(ACCOUNT, COMMENTER))
+    assert conversation is not None
+    [queued] = [
+        e for e in sealed.ledger.events.get(conversation.id) if type(e).__name__ == "ReplyQueued"
+    ]
+    sealed.ledger.open_content([queued])
+    assert (queued.text, queued.public_reply) == ("Hi bob, it is 20 EUR", "Sent you a DM, bob")
+    assert queued.comment["comment_id"] == "c1"
