@@ -106,7 +106,7 @@ class Ledger(HookedApplication):
     # A snapshot store, written by the ledger writer (see application.eventsourcing_compat
     # for why not by the library). The repository then loads a long conversation from its
     # latest snapshot and the events after it, instead of replaying every event.
-    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Conversation: 500}
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Conversation: 500, Media: 500}
     """Take a snapshot each time an aggregate's version passes a multiple of this."""
 
     @property

@@ -470,3 +470,23 @@ def test_the_private_and_public_replies_are_sealed_like_any_reply_of_ours(
     sealed.ledger.open_content([queued])
     assert (queued.text, queued.public_reply) == ("Hi bob, it is 20 EUR", "Sent you a DM, bob")
     assert queued.comment["comment_id"] == "c1"
+
+
+@pytest.mark.sqlite
+def test_a_much_commented_media_loads_from_its_snapshot(sealed: Services) -> None:
+    body = json.loads(comment_body("c0", "hi"))
+    template = body["entry"][0]["changes"][0]
+    body["entry"][0]["changes"] = [
+        {**template, "value": {**template["value"], "id": f"c{i}", "text": f"hi {i}"}}
+        for i in range(501)
+    ]
+    ingest(sealed, json.dumps(body).encode())
+    snapshots = sealed.ledger.snapshots
+    assert snapshots is not None
+
+    [snapshot] = list(snapshots.get(media_id(ACCOUNT, POST)))
+    media = sealed.ledger.find(media_id(ACCOUNT, POST))
+
+    assert snapshot.originator_version == 502
+    assert isinstance(media, Media)
+    assert len(media.comments) == 501
