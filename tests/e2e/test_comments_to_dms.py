@@ -495,3 +495,26 @@ async def test_a_comment_without_its_media_is_a_400_naming_the_field(
     assert response.headers["content-type"] == "application/problem+json"
     assert "entry[0].changes[0].value.media.id" in response.json()["detail"]
     assert of_type(services, "Media.CommentReceived") == []
+
+
+async def test_the_rules_dry_run_tells_which_rule_answers_a_comment(
+    api: Client, services: Services, admin: dict[str, str]
+) -> None:
+    await add_rule(api, admin, PRICE_RULE)
+
+    def trial(**body: Any) -> Any:
+        return api.post(f"{BASE}/rules/test", headers=admin, json=body)
+
+    on_post = await trial(kind="comment", text="price?", media_id=POST, username="bob")
+    elsewhere = await trial(kind="comment", text="price?", media_id=OTHER_POST)
+    no_media = await trial(kind="comment", text="price?")
+
+    assert on_post.status_code == 200, on_post.text
+    assert (on_post.json()["reply"], on_post.json()["public_reply"]) == (
+        "Hi bob! The price list: https://shop.example/prices",
+        "Sent you a DM!",
+    )
+    assert elsewhere.json()["matched"] is False
+    assert no_media.status_code == 422
+    assert "media_id" in no_media.text
+    assert of_type(services, "Media.CommentReceived") == []
