@@ -518,3 +518,28 @@ async def test_the_rules_dry_run_tells_which_rule_answers_a_comment(
     assert no_media.status_code == 422
     assert "media_id" in no_media.text
     assert of_type(services, "Media.CommentReceived") == []
+
+
+async def test_the_comments_read_model_is_what_the_log_makes_of_it(
+    api: Client, services: Services, graph: FakeGraphApi, database_url: str, admin: dict[str, str]
+) -> None:
+    from application.audit import AuditLog
+    from projections.audit_check import check_account
+
+    await add_rule(api, admin, PRICE_RULE)
+    await deliver(api, comment("c-1", "price?"), comment("c-2", "price!"))
+    await deliver(api, comment("c-3", "nice", author="5500000000000010"))
+    if not database_url.startswith("memory"):
+        assert (await api.delete(f"{BASE}/participants/5500000000000010", headers=admin)).is_success
+    await step(services)
+
+    checks = check_account(services.read_models, AuditLog(services.ledger), ACCOUNT)
+
+    stream = await api.get(f"{BASE}/events", headers=admin)
+    types = [json.loads(line)["type"] for line in stream.text.splitlines()]
+    assert types.count("Media.CommentReceived") == 3
+    assert "Media.PrivateReplyClaimed" in types
+    comments = next(c for c in checks if c.projection == "comments")
+    assert "media_comments" not in comments.skipped_tables
+    assert comments.rows == 3
+    assert [(c.projection, c.differences) for c in checks if not c.identical] == []
