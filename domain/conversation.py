@@ -163,8 +163,13 @@ class Conversation(Aggregate):
         unsupported: bool = False,
         standby: bool = False,
         extra: JSONObject | None = None,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> bool:
-        """Record a message the participant sent; `sent_at` is Meta's timestamp in ms."""
+        """Record a message the participant sent; `sent_at` is Meta's timestamp in ms.
+
+        `backfilled`: read from Meta's Conversations API, not delivered by a webhook (history:
+        no automation acts on it, and the CRM is told only if `notify_crm`)."""
         key = f"message:{mid}"
         if key in self.recorded:
             return False
@@ -183,6 +188,8 @@ class Conversation(Aggregate):
             unsupported=unsupported,
             standby=standby,
             extra=extra or {},
+            backfilled=backfilled,
+            notify_crm=notify_crm,
         )
         return True
 
@@ -200,6 +207,8 @@ class Conversation(Aggregate):
         unsupported: bool,
         standby: bool,
         extra: JSONObject,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> None:
         self.recorded[key] = sent_at
         self._inbound(key, sent_at)
@@ -222,8 +231,11 @@ class Conversation(Aggregate):
         app_id: str | None = None,
         standby: bool = False,
         extra: JSONObject | None = None,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> bool:
-        """Record Meta's echo of a message the business account sent."""
+        """Record Meta's echo of a message the business account sent (or, `backfilled`,
+        a message it sent read from the Conversations API: see `receive_message`)."""
         key = f"message:{mid}"
         if key in self.recorded:
             return False
@@ -239,6 +251,8 @@ class Conversation(Aggregate):
             app_id=app_id,
             standby=standby,
             extra=extra or {},
+            backfilled=backfilled,
+            notify_crm=notify_crm,
         )
         return True
 
@@ -254,6 +268,8 @@ class Conversation(Aggregate):
         app_id: str | None,
         standby: bool,
         extra: JSONObject,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> None:
         self.recorded[key] = sent_at
 

@@ -86,7 +86,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
             row, preview_of(event.text, event.attachments, event), "inbound", event.sent_at
         )
         self._inbound(row, event.sent_at)
-        row["unread_count"] += 1
+        if not getattr(event, "backfilled", False):  # history is not news
+            row["unread_count"] += 1
 
     @on(topics.POSTBACK_RECEIVED)
     def postback_received(self, batch: Batch, event: Any, position: int) -> None:
@@ -106,7 +107,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
         self._message(
             row, preview_of(event.text, event.attachments, event), "outbound", event.sent_at
         )
-        row["unread_count"] = 0
+        if not getattr(event, "backfilled", False):
+            row["unread_count"] = 0
 
     @on(topics.REFERRAL_RECEIVED)
     def referral_received(self, batch: Batch, event: Any, position: int) -> None:

@@ -474,6 +474,11 @@ class Outboxes(LedgerProjection[OutboxView]):
     ) -> None:
         if kind is None or data is None:
             return
+        if getattr(event, "backfilled", False):
+            # History read back by a backfill: the CRM is told only if it was asked.
+            if not getattr(event, "notify_crm", False):
+                return
+            data = {**data, "backfilled": True}
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
