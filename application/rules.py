@@ -86,6 +86,9 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
         needs_value = trigger.type in ("keyword", "phrase", "regex", "postback")
         if needs_value and not (trigger.value or "").strip():
             raise InvalidInput(field, f"a {trigger.type} trigger needs a value")
+        if trigger.type in COMMENT_TRIGGERS and trigger.value and not words(trigger.value):
+            # It would answer every comment: say so with no value instead.
+            raise InvalidInput(field, "a comment trigger's keyword needs a word or an emoji")
         if trigger.media_id is not None and trigger.type not in COMMENT_TRIGGERS:
             raise InvalidInput(
                 f"triggers[{index}].media_id", "only a comment trigger names a media"

@@ -199,6 +199,11 @@ def test_a_dm_rule_may_not_name_a_media_nor_reply_publicly() -> None:
             )
         )
     assert public.value.field == "public_reply"
+    with pytest.raises(InvalidInput) as punctuation:
+        validate_rule(
+            RuleDefinition(name="x", triggers=[Trigger(type="comment", value="!!")], reply="r")
+        )
+    assert punctuation.value.field == "triggers[0].value"
 
 
 # -- ingest and the decision ------------------------------------------------------------------
