@@ -495,3 +495,20 @@ def test_a_much_commented_media_loads_from_its_snapshot(sealed: Services) -> Non
     assert snapshot.originator_version == 502
     assert isinstance(media, Media)
     assert len(media.comments) == 501
+
+
+@pytest.mark.sqlite
+async def test_retention_destroys_the_comments_of_people_who_never_wrote(
+    sealed: Services, clock: MovableClock
+) -> None:
+    ingest(sealed, comment_body("c1", "Price please"))
+    clock.advance(31 * DAY_MS)
+
+    sealed.writer.start()
+    try:
+        destroyed = await sealed.retention.expire_account(ACCOUNT, 30)
+    finally:
+        sealed.writer.stop()
+
+    assert destroyed == 1
+    assert comment_texts(sealed) == [None]
