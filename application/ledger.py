@@ -69,10 +69,12 @@ class Ledger(HookedApplication):
         """The content vault, if this ledger has one."""
         return cast(ContentMapper, self.mapper).vault
 
-    def open_content(self, events: Iterable[Any]) -> None:
+    def open_content(self, events: Iterable[Any], *, recent: bool = False) -> None:
         """Give these events read from the store their content back, or mark it erased;
-        the data keys of all of them are read in one query (see `application.content`)."""
-        cast(ContentMapper, self.mapper).open(events)
+        the data keys of all of them are read in one query (see `application.content`;
+        `recent`: a projection runner's batch, which may use the keys this process sealed
+        lately)."""
+        cast(ContentMapper, self.mapper).open(events, recent=recent)
 
     def participant_profile(self, conversation: Any) -> dict[str, Any]:
         """What the user profile API last said of the conversation's participant, opened

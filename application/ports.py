@@ -134,6 +134,35 @@ class InstagramSendApi(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProfileAnswer:
+    """What Meta said to a change of the account's `messenger_profile`."""
+
+    applied: bool
+    """Meta answered `{"result": "success"}`."""
+    error: MetaError | None = None
+    status_code: int | None = None
+    """None: no answer (the connection failed or timed out)."""
+
+
+@runtime_checkable  # the composition root asks whether a Send API stand-in serves it too
+class MessengerProfileApi(Protocol):
+    """Meta's Messenger Profile API for Instagram: the account's ice breakers and
+    persistent menu. Each call sets (or deletes) whole fields: pushing again is harmless."""
+
+    async def set_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, body: dict[str, Any]
+    ) -> ProfileAnswer:
+        """POST /{ig_account_id}/messenger_profile with `body`."""
+        ...
+
+    async def delete_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, fields: list[str]
+    ) -> ProfileAnswer:
+        """DELETE /{ig_account_id}/messenger_profile of these fields."""
+        ...
+
+
 class CrmEndpoint(Protocol):
     """An account's CRM webhook endpoint."""
 

@@ -32,7 +32,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 
-from benchmarks import audit_stream
+from benchmarks import audit_stream, content_sealing
 from benchmarks.crm_dispatch import (
     DispatcherProcess,
     Receiver,
@@ -460,6 +460,11 @@ class Bench:
         }
 
     @cached_property
+    def p8(self) -> dict[str, Any]:
+        """CPU of ingest and of a rebuild with content sealed against stored in clear."""
+        return content_sealing.measure(self)
+
+    @cached_property
     def p7(self) -> dict[str, Any]:
         """Seconds to stream one account's 1,000 events from a log of a million."""
         return audit_stream.measure(self)
@@ -876,6 +881,25 @@ def p7_audit_stream(bench: Bench) -> Figure:
         note=f"at {p7['half_log_events']:,} events: {p7['half_seconds']:.3f} s "
         f"(scanning {p7['half_scanned_seconds']:.2f} s); median of 3, in-process "
         "AuditLog.ndjson as the stream endpoint and replay run it (details.p7_audit_stream)",
+    )
+
+
+@figure
+def p8_content_sealing(bench: Bench) -> Figure:
+    p8 = bench.p8
+    rebuild = p8["rebuild"]
+    return Figure(
+        "P8",
+        "CPU per webhook with content sealed / stored in clear (ingest at a fixed rate)",
+        round(p8["ingest_ratio"], 3),
+        "ratio",
+        "< 1.10 (and the rebuild's)",
+        met=p8["ingest_ratio"] < 1.10 and p8["rebuild_ratio"] < 1.10,
+        baseline=round(p8["clear_us"]),
+        baseline_name="us of web-process CPU per webhook in clear",
+        note=f"sealed {p8['sealed_us']:.0f} us; rebuild CPU sealed / clear "
+        f"{rebuild['sealed']:.2f} s / {rebuild['clear']:.2f} s = {p8['rebuild_ratio']:.3f} "
+        "(details.p8_content_sealing)",
     )
 
 

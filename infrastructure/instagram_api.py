@@ -1,5 +1,7 @@
 """Meta's Send API for Instagram (`POST /{ig-account-id}/messages`, private replies to
-comments among them) and public replies to comments (`POST /{comment-id}/replies`) over httpx."""
+comments among them), public replies to comments (`POST /{comment-id}/replies`) and the
+Messenger Profile API (`/{ig-account-id}/messenger_profile`: ice breakers, persistent menu)
+over httpx."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import httpx
 
 from application.delivery import MetaError, SendResult
+from application.ports import ProfileAnswer
 from infrastructure.loop_clients import close_from_outside
 
 TIMEOUT = httpx.Timeout(15.0)
@@ -98,6 +101,44 @@ class InstagramGraphClient:
         if response.status_code == 200 and isinstance(payload.get("access_token"), str):
             return payload["access_token"], int(payload.get("expires_in") or 0)
         return meta_error_of(payload) or MetaError(None, None, f"HTTP {response.status_code}")
+
+    async def set_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, body: dict[str, Any]
+    ) -> ProfileAnswer:
+        return await self._profile("POST", ig_account_id, access_token, {}, body)
+
+    async def delete_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, fields: list[str]
+    ) -> ProfileAnswer:
+        # Meta's documented DELETE carries the fields in a JSON body, the platform in the query.
+        query = {"platform": "instagram"}
+        return await self._profile("DELETE", ig_account_id, access_token, query, {"fields": fields})
+
+    async def _profile(
+        self,
+        method: str,
+        ig_account_id: str,
+        access_token: str,
+        query: dict[str, str],
+        body: dict[str, Any],
+    ) -> ProfileAnswer:
+        try:
+            response = await self._http().request(
+                method,
+                f"{self._base}/{ig_account_id}/messenger_profile",
+                params=query,
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as error:
+            failure = MetaError(None, None, f"no answer: {type(error).__name__}")
+            return ProfileAnswer(applied=False, error=failure)
+        payload = json_of(response)
+        if response.status_code == 200 and payload.get("result") == "success":
+            return ProfileAnswer(applied=True, status_code=200)
+        return ProfileAnswer(
+            applied=False, error=meta_error_of(payload), status_code=response.status_code
+        )
 
     @property
     def closed(self) -> bool:

@@ -2,11 +2,13 @@
 
 For trying dmledger without Meta (`dmledger dev fake-graph`, the README's walkthrough) and
 for the tests, which script its answers. It serves loopback only and keeps everything in
-memory; it is never part of a deployment.
+memory; it is never part of a deployment. A little over 300 lines: one server, and each of
+Meta's endpoints it stands in for (with what Meta refuses) beside the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -65,6 +67,57 @@ PROFILE_FIELDS = frozenset(
 """The fields Meta's user profile API (Instagram API with Instagram Login) serves."""
 
 
+def invalid_parameter(message: str) -> dict[str, Any]:
+    """Meta's refusal of a malformed parameter (code 100)."""
+    return meta_error(100, f"(#100) {message}")
+
+
+PROFILE_FIELDS_SET = ("ice_breakers", "persistent_menu")
+"""The `messenger_profile` fields the fake keeps."""
+
+
+def profile_refusal(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Meta's refusal of a malformed `messenger_profile` POST, or None if it is taken:
+    the documented limits (4 questions, 20 items, 30-character titles, a `default`
+    locale, `web_url` or `postback` items)."""
+    fields = [f for f in PROFILE_FIELDS_SET if f in body]
+    if not fields:
+        return invalid_parameter("Requires one of the params: ice_breakers, persistent_menu")
+    for field in fields:
+        value = body[field]
+        if not isinstance(value, list) or not value:
+            return invalid_parameter(f"Param {field} must be a non-empty array")
+        locales = [e.get("locale") if isinstance(e, dict) else None for e in value]
+        if "default" not in locales:
+            return invalid_parameter(f"Param {field} requires a default locale")
+        for entry in value:
+            actions = entry.get("call_to_actions")
+            limit = 4 if field == "ice_breakers" else 20
+            if not isinstance(actions, list) or not 1 <= len(actions) <= limit:
+                return invalid_parameter(
+                    f"Param {field}[call_to_actions] must have a maximum of {limit} items"
+                )
+            for action in actions:
+                if not isinstance(action, dict) or (refusal := _action_refusal(field, action)):
+                    return refusal or invalid_parameter(f"Invalid {field} item")
+    return None
+
+
+def _action_refusal(field: str, action: dict[str, Any]) -> dict[str, Any] | None:
+    if field == "ice_breakers":
+        if set(action) != {"question", "payload"}:
+            return invalid_parameter("Each ice breaker needs a question and a payload")
+        return None
+    kind = action.get("type")
+    title = action.get("title")
+    if not isinstance(title, str) or len(title) > 30:
+        return invalid_parameter("Param title must be at most 30 characters")
+    wanted = {"web_url": "url", "postback": "payload"}.get(str(kind))
+    if wanted is None or not isinstance(action.get(wanted), str):
+        return invalid_parameter("Param type must be one of {web_url, postback} with its value")
+    return None
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     """The listen backlog: the default 5 resets connections when a dispatcher opens many
@@ -75,7 +128,10 @@ class FakeGraphApi:
     """Serves the user profile API (`GET /{version}/{igsid}?fields=...`), the Send API
     (`POST /{version}/{ig_account_id}/messages`, whose `recipient: {comment_id}` is a
     private reply: one per comment, a second refused as Meta does), public replies to
-    comments (`POST /{version}/{comment_id}/replies`) and the refresh of tokens
+    comments (`POST /{version}/{comment_id}/replies`), the Messenger Profile API (`POST`
+    and `DELETE /{version}/{ig_account_id or me}/messenger_profile`: ice breakers and the
+    persistent menu, kept in `messenger_profile`, scripted by `profile_answers`) and the
+    refresh of tokens
     (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
     or an error when it is None); records every request.
 
@@ -102,6 +158,11 @@ class FakeGraphApi:
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self.answers: deque[tuple[Any, Any]] = deque()
+        self.messenger_profile: dict[str, dict[str, Any]] = {}
+        """Per Instagram account id: its `messenger_profile` fields, as last set."""
+        self.profile_answers: deque[tuple[Any, Any]] = deque()
+        """Scripted answers for the next `messenger_profile` changes: (status, body), or
+        ("sleep", seconds) before the change is made and answered as usual."""
         self.refresh_to: str | None = None
         self.commenters: dict[str, str] = {}
         """Comment id -> its commenter's IGSID, which a private reply's answer names."""
@@ -147,6 +208,9 @@ class FakeGraphApi:
                 body = json.loads(raw or b"{}")
                 parts = urlsplit(self.path)
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if parts.path.endswith("/messenger_profile"):
+                    self._profile("POST", parts.path, parse_qs(parts.query), body, token)
+                    return
                 record = {"path": parts.path, "body": body, "token": token}
                 fake.requests.append(record)
                 if fake.answers:
@@ -192,6 +256,59 @@ class FakeGraphApi:
                 )
                 self._answer(200, {"id": made})
 
+            def do_DELETE(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                parts = urlsplit(self.path)
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if not parts.path.endswith("/messenger_profile"):
+                    self._answer(400, NO_SUCH_OBJECT)
+                    return
+                self._profile("DELETE", parts.path, parse_qs(parts.query), body, token)
+
+            def _profile(
+                self,
+                method: str,
+                path: str,
+                query: dict[str, list[str]],
+                body: dict[str, Any],
+                token: str,
+            ) -> None:
+                # `/{version}/me/messenger_profile` or `/{version}/{ig_id}/messenger_profile`.
+                owner = path.rsplit("/", 2)[-2]
+                fake.requests.append(
+                    {"method": method, "path": path, "query": query, "body": body, "token": token}
+                )
+                if fake.profile_answers:
+                    kind, value = fake.profile_answers.popleft()
+                    if kind != "sleep":
+                        self._answer(kind, value)
+                        return
+                    time.sleep(value)
+                if not fake.takes(token):
+                    self._answer(401, TOKEN_EXPIRED)
+                    return
+                kept = fake.messenger_profile.setdefault(owner, {})
+                if method == "DELETE":
+                    fields = body.get("fields")
+                    if not isinstance(fields, list) or not fields:
+                        self._answer(400, invalid_parameter("Requires the param fields"))
+                        return
+                    for field in fields:
+                        kept.pop(field, None)
+                else:
+                    if body.get("platform") != "instagram" and query.get("platform") != [
+                        "instagram"
+                    ]:
+                        self._answer(400, invalid_parameter("Requires platform=instagram"))
+                        return
+                    refusal = profile_refusal(body)
+                    if refusal is not None:
+                        self._answer(400, refusal)
+                        return
+                    kept.update({f: body[f] for f in PROFILE_FIELDS_SET if f in body})
+                self._answer(200, {"result": "success"})
+
             def _refresh(self, query: dict[str, list[str]]) -> None:
                 if query.get("access_token") != [fake.access_token] or not fake.refresh_to:
                     self._answer(400, TOKEN_EXPIRED)
@@ -212,7 +329,9 @@ class FakeGraphApi:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                # The client may have gone first (a test that stops a dispatcher mid-push).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(raw)
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -9,7 +9,9 @@ from interfaces.dev_graph_api import (
     TOKEN_EXPIRED,
     USER_UNAVAILABLE,
     FakeGraphApi,
+    invalid_parameter,
     meta_error,
+    profile_refusal,
 )
 
 __all__ = [
@@ -20,5 +22,7 @@ __all__ = [
     "TOKEN_EXPIRED",
     "USER_UNAVAILABLE",
     "FakeGraphApi",
+    "invalid_parameter",
     "meta_error",
+    "profile_refusal",
 ]
