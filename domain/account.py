@@ -54,8 +54,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "business_hours": {},
     "auto_resume_after_hours": None,
     "content_retention_days": None,
+    "primary_receiver": True,
 }
-"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
+"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...].
+`primary_receiver`: whether dmledger is the primary receiver of Meta's handover protocol
+(owns a thread nobody passed or took). Accounts made before a setting existed read it
+with `settings.get(name, DEFAULT_SETTINGS[name])`."""
 
 
 class AccountError(Exception):
