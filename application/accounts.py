@@ -114,6 +114,9 @@ class SettingsChange(msgspec.Struct, forbid_unknown_fields=True):
     """Resume automation this many hours after a person took over (null: never)."""
     content_retention_days: int | msgspec.UnsetType | None = msgspec.UNSET
     """Destroy the content of messages older than this many days (null: keep it)."""
+    primary_receiver: bool | msgspec.UnsetType = msgspec.UNSET
+    """Whether dmledger is the primary receiver of Meta's handover protocol: it owns a
+    thread no app passed or took. While another app owns a thread, automation holds."""
 
 
 def validate_settings(change: SettingsChange) -> dict[str, Any]:

@@ -39,7 +39,8 @@ from eventsourcing.utils import get_topic
 from application.ports import ContentCipher, ContentKeyStore
 from domain import account as account_topics
 from domain import conversation as conversation_topics
-from domain.content import CONTENT_FIELDS, ERASED, erased_fields
+from domain import media as media_topics
+from domain.content import CONTENT_FIELDS, ERASED, content_owner, erased_fields
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ def shreds_of(topic: str, state: dict[str, Any], conversation_id: str) -> tuple[
         return (Shred((conversation_id,)),)
     if topic == account_topics.CONTENT_EXPIRED:
         return (Shred(tuple(state["conversation_ids"]), before_ms=state["before"]),)
+    if topic == media_topics.COMMENT_REMOVED:
+        # A deleted comment's key (and its edits') is its commenter's conversation's.
+        owner = content_owner(media_topics.COMMENT_RECEIVED, state)
+        assert owner is not None
+        return (Shred((owner[0],), mid=owner[1]),)
     return ()
 
 
@@ -142,10 +148,11 @@ class ContentVault:
         with self._recent_lock:
             self._recent[key_id] = wrapped
         timestamp = event_state.get("timestamp")
+        owner = content_owner(topic, event_state)
         return NewKey(
             key_id=key_id,
-            conversation_id=str(originator_id),
-            mid=event_state.get("mid"),
+            conversation_id=owner[0] if owner else str(originator_id),
+            mid=owner[1] if owner else event_state.get("mid"),
             recorded_at=int(timestamp.timestamp() * 1000) if timestamp is not None else 0,
             wrapped=wrapped,
         )
@@ -203,6 +210,7 @@ class ContentMapper(Mapper[UUID]):
                 conversation_topics.MESSAGE_UNSENT,
                 conversation_topics.PARTICIPANT_ERASED,
                 account_topics.CONTENT_EXPIRED,
+                media_topics.COMMENT_REMOVED,
             )
         ):
             return super().to_stored_event(domain_event)

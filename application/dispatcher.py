@@ -94,6 +94,7 @@ class Dispatcher:
             now=now,
             sends_per_second=sends_per_second,
             metrics=metrics,
+            counts=outbox,
         )
         self.crm = CrmDeliverer(
             writer=writer,

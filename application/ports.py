@@ -122,6 +122,20 @@ class InstagramSendApi(Protocol):
         """A new long-lived token and its lifetime in seconds, or Meta's error."""
         ...
 
+    async def send_private_reply(
+        self, *, ig_account_id: str, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{ig_account_id}/messages with `recipient: {comment_id}`: the one private
+        reply Meta takes for a comment."""
+        ...
+
+    async def reply_to_comment(
+        self, *, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{comment_id}/replies: a public answer to a comment (`message_id` is the
+        new comment's id)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ProfileAnswer:
@@ -217,7 +231,18 @@ class Settlement:
     wait for a retry are due now (the endpoint is healthy again)."""
 
 
-class Outbox(Protocol):
+class PrivateReplyCounts(Protocol):
+    """Private replies to comments counted against Meta's hourly limit, by every dispatcher."""
+
+    def private_replies_counted(
+        self, ig_account_id: str, *, before_position: int, since: int
+    ) -> int:
+        """The account's private replies ahead of `before_position` in the outbox that were
+        sent, or leased to be sent, since `since` (ms)."""
+        ...
+
+
+class Outbox(PrivateReplyCounts, Protocol):
     """The outboxes' rows and the dispatcher's state of each delivery."""
 
     def lease(

@@ -20,18 +20,20 @@ Spans = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class RuleTrigger:
-    """What makes a rule answer: its `type` ("keyword", "postback", ...) and, for some
-    types, the keyword, phrase, pattern or payload."""
+    """What makes a rule answer: its `type` ("keyword", "postback", "comment", ...) and,
+    for some types, the keyword, phrase, pattern or payload."""
 
     type: str
     value: str | None = None
+    media_id: str | None = None
+    """A comment trigger's media; None: any of the account's."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "value": self.value}
+        return {"type": self.type, "value": self.value, "media_id": self.media_id}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RuleTrigger:
-        return cls(type=obj["type"], value=obj.get("value"))
+        return cls(type=obj["type"], value=obj.get("value"), media_id=obj.get("media_id"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class RuleSpec:
     """Higher first; among equals, the older rule first."""
     conditions: RuleConditions = RuleConditions()
     enabled: bool = True
+    public_reply: str | None = None
+    """On a comment trigger: also answer the comment publicly with this text."""
 
     def to_json(self) -> dict[str, Any]:
         """The stored object, its keys in the order the log has always had them."""
@@ -76,6 +80,7 @@ class RuleSpec:
             "priority": self.priority,
             "conditions": self.conditions.to_json(),
             "enabled": self.enabled,
+            "public_reply": self.public_reply,
         }
 
     @classmethod
@@ -87,6 +92,7 @@ class RuleSpec:
             priority=obj.get("priority", 0),
             conditions=RuleConditions.from_json(obj.get("conditions")),
             enabled=obj.get("enabled", True),
+            public_reply=obj.get("public_reply"),
         )
 
 
@@ -118,6 +124,9 @@ class AccountSettings:
     """Resume automation this many hours after a person took over (None: never)."""
     content_retention_days: int | None = None
     """Destroy the content of messages older than this many days (None: keep it)."""
+    primary_receiver: bool = True
+    """Whether dmledger is the primary receiver of Meta's handover protocol (owns a thread
+    nobody passed or took)."""
 
     def to_json(self) -> dict[str, Any]:
         """The stored object (and the API's `settings`), keys in their historical order."""
@@ -130,6 +139,7 @@ class AccountSettings:
             },
             "auto_resume_after_hours": self.auto_resume_after_hours,
             "content_retention_days": self.content_retention_days,
+            "primary_receiver": self.primary_receiver,
         }
 
     @classmethod
@@ -145,6 +155,7 @@ class AccountSettings:
             },
             auto_resume_after_hours=obj.get("auto_resume_after_hours"),
             content_retention_days=obj.get("content_retention_days"),
+            primary_receiver=obj.get("primary_receiver", default.primary_receiver),
         )
 
     @staticmethod

@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from domain import conversation as topics
+from domain import media as media_topics
+from domain.identity import conversation_id
 
 CONTENT_FIELDS: dict[str, dict[str, Any]] = {
     topics.MESSAGE_RECEIVED: {
@@ -34,11 +36,29 @@ CONTENT_FIELDS: dict[str, dict[str, Any]] = {
     topics.POSTBACK_RECEIVED: {"title": None, "payload": None},
     topics.REFERRAL_RECEIVED: {"referral": {}},
     topics.UNRECOGNISED_ITEM_RECEIVED: {"item": {}},
+    media_topics.COMMENT_RECEIVED: {"text": None, "extra": {}},
+    media_topics.COMMENT_EDITED: {"text": None},
     # What we sent them and what we know of them is theirs to have erased too.
-    topics.REPLY_QUEUED: {"text": None, "attachment": None},
+    topics.REPLY_QUEUED: {"text": None, "attachment": None, "public_reply": None},
     topics.PARTICIPANT_PROFILE_RECORDED: {"profile": {}},
 }
 """Topic -> {content field: its value once erased}."""
+
+COMMENT_TOPICS = (media_topics.COMMENT_RECEIVED, media_topics.COMMENT_EDITED)
+"""Events of a media whose content is a commenter's: sealed under a key of the
+commenter's conversation with the account (`content_owner`), so that erasing that
+participant erases their comments, and keyed by the comment's id as a message's by its mid."""
+
+
+def content_owner(topic: str, state: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The conversation id and the message (or comment) id an event's data key belongs to,
+    when it is not the event's own aggregate and `mid` (a comment's: its commenter's
+    conversation, and the comment's id); None otherwise."""
+    if topic in COMMENT_TOPICS:
+        owner = conversation_id(state["ig_account_id"], state["author_id"])
+        return str(owner), state["comment_id"]
+    return None
+
 
 ERASED: dict[str, Any] = {"erased": True}
 """What an event whose content is gone holds in its `content` field."""

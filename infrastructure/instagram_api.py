@@ -1,5 +1,7 @@
-"""Meta's Send API for Instagram (`POST /{ig-account-id}/messages`) over httpx, and its
-Messenger Profile API (`/{ig-account-id}/messenger_profile`: ice breakers, persistent menu)."""
+"""Meta's Send API for Instagram (`POST /{ig-account-id}/messages`, private replies to
+comments among them), public replies to comments (`POST /{comment-id}/replies`) and the
+Messenger Profile API (`/{ig-account-id}/messenger_profile`: ice breakers, persistent menu)
+over httpx."""
 
 from __future__ import annotations
 
@@ -58,11 +60,25 @@ class InstagramGraphClient:
         if tag:
             body["messaging_type"] = "MESSAGE_TAG"
             body["tag"] = tag
+        return await self._post(f"{self._base}/{ig_account_id}/messages", body, access_token)
+
+    async def send_private_reply(
+        self, *, ig_account_id: str, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        body = {"recipient": {"comment_id": comment_id}, "message": {"text": text}}
+        return await self._post(f"{self._base}/{ig_account_id}/messages", body, access_token)
+
+    async def reply_to_comment(
+        self, *, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        return await self._post(
+            f"{self._base}/{comment_id}/replies", {"message": text}, access_token
+        )
+
+    async def _post(self, url: str, body: dict[str, Any], access_token: str) -> SendResult:
         try:
             response = await self._http().post(
-                f"{self._base}/{ig_account_id}/messages",
-                json=body,
-                headers={"Authorization": f"Bearer {access_token}"},
+                url, json=body, headers={"Authorization": f"Bearer {access_token}"}
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             return SendResult(transport="not_sent", detail=type(error).__name__)
@@ -189,10 +205,12 @@ def _regain_seconds(response: httpx.Response) -> int | None:
 def _result(response: httpx.Response) -> SendResult:
     payload = json_of(response)
     error = meta_error_of(payload)
+    # A message's answer names it `message_id`; a new comment's (a public reply), `id`.
+    made = payload.get("message_id", payload.get("id"))
     return SendResult(
         transport="answered",
         status_code=response.status_code,
-        message_id=payload.get("message_id") if error is None else None,
+        message_id=made if error is None and isinstance(made, str) else None,
         error=error,
         regain_access_seconds=_regain_seconds(response),
         detail="" if error is None else error.message,

@@ -43,6 +43,8 @@ OUTSIDE_WINDOW = meta_error(
 USER_UNAVAILABLE = meta_error(551, "This person isn't available right now.", 1545041)
 TEMPORARY = meta_error(2, "An unexpected error has occurred. Please retry your request later.")
 RATE_LIMITED = meta_error(613, "Calls to this api have exceeded the rate limit.")
+ALREADY_REPLIED = meta_error(10900, "Activity already replied to", None, "OAuthException")
+"""Meta's answer to a second private reply to one comment."""
 NO_SUCH_OBJECT = meta_error(
     100,
     "Unsupported get request. Object with ID does not exist, cannot be loaded due to "
@@ -124,8 +126,10 @@ class _Server(ThreadingHTTPServer):
 
 class FakeGraphApi:
     """Serves the user profile API (`GET /{version}/{igsid}?fields=...`), the Send API
-    (`POST /{version}/{ig_account_id}/messages`), the Messenger Profile API (`POST` and
-    `DELETE /{version}/{ig_account_id or me}/messenger_profile`: ice breakers and the
+    (`POST /{version}/{ig_account_id}/messages`, whose `recipient: {comment_id}` is a
+    private reply: one per comment, a second refused as Meta does), public replies to
+    comments (`POST /{version}/{comment_id}/replies`), the Messenger Profile API (`POST`
+    and `DELETE /{version}/{ig_account_id or me}/messenger_profile`: ice breakers and the
     persistent menu, kept in `messenger_profile`, scripted by `profile_answers`) and the
     refresh of tokens
     (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
@@ -160,6 +164,12 @@ class FakeGraphApi:
         """Scripted answers for the next `messenger_profile` changes: (status, body), or
         ("sleep", seconds) before the change is made and answered as usual."""
         self.refresh_to: str | None = None
+        self.commenters: dict[str, str] = {}
+        """Comment id -> its commenter's IGSID, which a private reply's answer names."""
+        self.private_replies: dict[str, dict[str, Any]] = {}
+        """The private reply each comment got (Meta takes one)."""
+        self.comment_replies: list[dict[str, Any]] = []
+        """Public replies to comments, each `{comment_id, message, id}`."""
         self._count = 0
         fake = self
 
@@ -217,13 +227,34 @@ class FakeGraphApi:
                     self._answer(401, TOKEN_EXPIRED)
                     return
                 fake._count += 1
+                if parts.path.endswith("/replies"):
+                    self._public_reply(parts.path, body)
+                    return
+                recipient = body.get("recipient") or {}
+                comment_id = recipient.get("comment_id")
+                if comment_id is not None and comment_id in fake.private_replies:
+                    self._answer(400, ALREADY_REPLIED)
+                    return
                 message_id = f"m_fake{fake._count}"
                 fake.sent.append({**record, "message_id": message_id})
                 if fake.on_send is not None:
                     fake.on_send({**record, "message_id": message_id})
-                self._answer(
-                    200, {"recipient_id": body["recipient"]["id"], "message_id": message_id}
+                if comment_id is not None:
+                    fake.private_replies[comment_id] = {**record, "message_id": message_id}
+                    answer = {"message_id": message_id}
+                    if comment_id in fake.commenters:
+                        answer = {"recipient_id": fake.commenters[comment_id], **answer}
+                    self._answer(200, answer)
+                    return
+                self._answer(200, {"recipient_id": recipient["id"], "message_id": message_id})
+
+            def _public_reply(self, path: str, body: dict[str, Any]) -> None:
+                comment_id = path.rstrip("/").split("/")[-2]
+                made = f"1790000000{fake._count:07d}"
+                fake.comment_replies.append(
+                    {"comment_id": comment_id, "message": body.get("message"), "id": made}
                 )
+                self._answer(200, {"id": made})
 
             def do_DELETE(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

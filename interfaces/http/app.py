@@ -29,6 +29,7 @@ from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
 from interfaces.http.entry_points import EntryPointController
 from interfaces.http.health import healthz, readyz
+from interfaces.http.media import MediaController
 from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
@@ -76,6 +77,7 @@ def create_app(
             CrmController,
             AuditController,
             ParticipantController,
+            MediaController,
             BackfillController,
             healthz,
             readyz,

@@ -331,12 +331,13 @@ def test_the_previous_releases_rule_and_crm_endpoint_load_as_the_accounts_typed_
         assert msgspec.to_builtins(services.rules.get(ACCOUNT, rule_id)) == {
             "id": rule_id,
             "name": "shipping",
-            "triggers": [{"type": "keyword", "value": "ship"}],
+            "triggers": [{"type": "keyword", "value": "ship", "media_id": None}],
             "reply": "Hi {first_name}! We ship worldwide.",
             "priority": 0,
             "conditions": {"business_hours": None, "once_per_hours": None},
             "enabled": True,
             "version": 1,
+            "public_reply": None,
         }
         assert account.settings == AccountSettings()
         endpoint = account.crm_endpoint

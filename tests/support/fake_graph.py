@@ -2,6 +2,7 @@
 fake-graph` too)."""
 
 from interfaces.dev_graph_api import (
+    ALREADY_REPLIED,
     OUTSIDE_WINDOW,
     RATE_LIMITED,
     TEMPORARY,
@@ -14,6 +15,7 @@ from interfaces.dev_graph_api import (
 )
 
 __all__ = [
+    "ALREADY_REPLIED",
     "OUTSIDE_WINDOW",
     "RATE_LIMITED",
     "TEMPORARY",

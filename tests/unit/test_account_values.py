@@ -52,6 +52,7 @@ def test_a_rule_is_stored_as_the_object_the_log_has_always_held() -> None:
         "priority",
         "conditions",
         "enabled",
+        "public_reply",
     ]
     assert shop.rules["r1"].spec.triggers == (
         RuleTrigger("keyword", "ship"),
@@ -94,6 +95,7 @@ def test_settings_are_stored_whole_and_older_settings_load_with_defaults() -> No
         "business_hours": {"mon": [["09:00", "17:00"]]},
         "auto_resume_after_hours": None,
         "content_retention_days": None,
+        "primary_receiver": True,
     }
     assert shop.settings.business_hours == {"mon": (("09:00", "17:00"),)}
     # A `SettingsChanged` stored before `content_retention_days` existed.
