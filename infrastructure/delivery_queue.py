@@ -14,7 +14,7 @@ The queue's state survives a rebuild of the outbox: what was delivered is not se
 A rebuilt outbox may hold rows the old one did not, so `outbox_replaced` (called by the
 outbox view in the transaction that replaces its rows) sends the cursors back to the start.
 
-About 390 lines: leasing, settling and redelivering share the queue's invariants
+About 400 lines: leasing, settling and redelivering share the queue's invariants
 (a delivery is in `delivery_queue` exactly while it is unfinished), so they stay together;
 the listing of deliveries for the API is the last ~35. What the metrics count of the queue
 is read by `infrastructure/delivery_counts.py`.
