@@ -20,6 +20,7 @@ from application.rules import (
     ordered_rules,
     validate_rule,
 )
+from application.reply_messages import GenericTemplate, QuickReply
 from domain.account import Account, AccountError
 from domain.identity import account_id
 
@@ -35,6 +36,8 @@ class Rule(msgspec.Struct, frozen=True):
     conditions: Conditions
     enabled: bool
     version: int
+    quick_replies: list[QuickReply] | None = None
+    template: GenericTemplate | None = None
 
     @classmethod
     def of(cls, rule_id: str, rule: dict[str, Any]) -> Rule:

@@ -19,6 +19,15 @@ import msgspec
 import regex
 
 from application.errors import InvalidInput
+from application.reply_messages import (
+    GenericTemplate,
+    QuickReply,
+    ReplyMessage,
+    TemplateReply,
+    TextReply,
+    check_elements,
+    check_quick_replies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +61,16 @@ class RuleDefinition(msgspec.Struct, forbid_unknown_fields=True):
 
     name: str
     triggers: list[Trigger]
-    reply: str
+    reply: str = ""
+    """The text template; none when the rule answers with a `template`."""
     priority: int = 0
     """Higher first; among equals, the older rule first."""
     conditions: Conditions = msgspec.field(default_factory=Conditions)
     enabled: bool = True
+    quick_replies: list[QuickReply] | None = None
+    """Up to 13 buttons under the reply's text."""
+    template: GenericTemplate | None = None
+    """A generic template (carousel) to answer with, in place of a text."""
 
 
 def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
@@ -75,11 +89,22 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
                 regex.compile(trigger.value or "", regex.IGNORECASE)
             except regex.error as error:
                 raise InvalidInput(field, f"not a valid regular expression: {error}") from None
-    check_template(definition.reply, "reply")
+    if definition.template is None:
+        check_template(definition.reply, "reply")
+        check_quick_replies(definition.quick_replies or [])
+    else:
+        if definition.reply or definition.quick_replies:
+            field = "reply" if definition.reply else "quick_replies"
+            raise InvalidInput(field, "a rule answers with a text or a template, not both")
+        check_elements(definition.template.elements)
     hours = definition.conditions.once_per_hours
     if hours is not None and not 1 <= hours <= 24 * 365:
         raise InvalidInput("conditions.once_per_hours", "once_per_hours must be 1 to 8760")
-    return msgspec.to_builtins(definition)  # type: ignore[no-any-return]
+    stored: dict[str, Any] = msgspec.to_builtins(definition)
+    for rich in ("quick_replies", "template"):  # rules without them are stored as before
+        if stored[rich] is None:
+            del stored[rich]
+    return stored
 
 
 MAX_REPLY_BYTES = 1000
@@ -158,6 +183,16 @@ class Match:
     name: str
     template: str
     once_per_hours: int | None
+    rule: dict[str, Any] | None = None
+    """The rule as stored (None for the fallback): its `quick_replies` or `template`."""
+
+    def message(self, text: str) -> ReplyMessage:
+        """The reply the rule answers with, given its rendered `text`."""
+        rule = self.rule or {}
+        if rule.get("template"):
+            return msgspec.convert(rule["template"], TemplateReply)
+        quick_replies = msgspec.convert(rule.get("quick_replies") or [], list[QuickReply])
+        return TextReply(text=text, quick_replies=quick_replies)
 
 
 def normalise(text: str) -> str:
@@ -246,7 +281,7 @@ def choose(
         once = conditions.get("once_per_hours")
         if once is not None and _too_soon(replied_at.get(rule_id), once, inbound.sent_at):
             continue
-        return Match(rule_id, rule["version"], rule["name"], rule["reply"], once)
+        return Match(rule_id, rule["version"], rule["name"], rule["reply"], once, rule)
     fallback = settings.get("fallback_reply")
     # The fallback answers messages (not taps) of a conversation at most once a day.
     if (

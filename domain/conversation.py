@@ -513,9 +513,12 @@ class Conversation(Aggregate):
         by: str,
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
+        message: JSONObject | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
-        or request a no-op (False). `attachment` is {"type": ..., "url": ...}."""
+        or request a no-op (False). `message` is the reply's JSON shape (its kind and
+        content, `application/reply_messages.py`), `text` its text if it has one;
+        `attachment` ({"type": ..., "url": ...}) is only in events stored before `message`."""
         if key in self.recorded:
             return False
         self._reply_queued(
@@ -530,6 +533,7 @@ class Conversation(Aggregate):
             by=by,
             attachment=attachment,
             request_hash=request_hash,
+            message=message,
         )
         return True
 
@@ -547,6 +551,7 @@ class Conversation(Aggregate):
         by: str,
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
+        message: JSONObject | None = None,
     ) -> None:
         self.recorded[key] = None
         self.replies[reply_id] = {

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from interfaces.dev_graph_checks import send_refusal, upload_refusal
+
 
 def meta_error(
     code: int, message: str, subcode: int | None = None, kind: str = "OAuthException"
@@ -69,7 +71,9 @@ class _Server(ThreadingHTTPServer):
 
 class FakeGraphApi:
     """Serves the user profile API (`GET /{version}/{igsid}?fields=...`), the Send API
-    (`POST /{version}/{ig_account_id}/messages`) and the refresh of tokens
+    (`POST /{version}/{ig_account_id}/messages`, refusing what Meta refuses:
+    `interfaces/dev_graph_checks.py`), the attachment upload
+    (`POST /{version}/{ig_account_id}/message_attachments`) and the refresh of tokens
     (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
     or an error when it is None); records every request.
 
@@ -93,6 +97,10 @@ class FakeGraphApi:
         self.profiles = profiles or {}
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
+        """Each send it accepted: `path`, `body` (exactly as received), `token`, `at`
+        (time.time() when it came), and `message_id` unless it was a sender action."""
+        self.uploads: list[dict[str, Any]] = []
+        """Each `/message_attachments` upload it accepted, with the `attachment_id` given."""
         self.answers: deque[tuple[Any, Any]] = deque()
         self.refresh_to: str | None = None
         self._count = 0
@@ -129,7 +137,7 @@ class FakeGraphApi:
                 body = json.loads(raw or b"{}")
                 parts = urlsplit(self.path)
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                record = {"path": parts.path, "body": body, "token": token}
+                record = {"path": parts.path, "body": body, "token": token, "at": time.time()}
                 fake.requests.append(record)
                 if fake.answers:
                     kind, value = fake.answers.popleft()
@@ -144,14 +152,35 @@ class FakeGraphApi:
                 if not fake.takes(token):
                     self._answer(401, TOKEN_EXPIRED)
                     return
+                if parts.path.endswith("/message_attachments"):
+                    self._upload(record)
+                    return
+                refused = send_refusal(body)
+                if refused is not None:
+                    self._answer(400, meta_error(100, refused))
+                    return
                 fake._count += 1
                 message_id = f"m_fake{fake._count}"
+                if "sender_action" in body:  # Meta names no message for an action
+                    fake.sent.append(record)
+                    self._answer(200, {"recipient_id": body["recipient"]["id"]})
+                    return
                 fake.sent.append({**record, "message_id": message_id})
                 if fake.on_send is not None:
                     fake.on_send({**record, "message_id": message_id})
                 self._answer(
                     200, {"recipient_id": body["recipient"]["id"], "message_id": message_id}
                 )
+
+            def _upload(self, record: dict[str, Any]) -> None:
+                refused = upload_refusal(record["body"])
+                if refused is not None:
+                    self._answer(400, meta_error(100, refused))
+                    return
+                fake._count += 1
+                attachment_id = str(1_000_000_000 + fake._count)
+                fake.uploads.append({**record, "attachment_id": attachment_id})
+                self._answer(200, {"attachment_id": attachment_id})
 
             def _refresh(self, query: dict[str, list[str]]) -> None:
                 if query.get("access_token") != [fake.access_token] or not fake.refresh_to:

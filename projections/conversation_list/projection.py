@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from application.reply_messages import kind_of as reply_kind
+from application.reply_messages import of_event
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
@@ -200,4 +202,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is not None:
-            self._message(row, event.text[:200], "outbound", _ms(event))
+            message = getattr(event, "message", None)
+            preview = event.text[:200]
+            if not preview and message:  # a reply of another kind: [image], [template], ...
+                preview = f"[{reply_kind(of_event(None, None, message))}]"
+            self._message(row, preview, "outbound", _ms(event))

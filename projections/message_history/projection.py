@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import Select
 
+from application.reply_messages import attachments_of, of_event
+from application.reply_messages import kind_of as reply_kind
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
@@ -245,14 +247,14 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
-        attachment = getattr(event, "attachment", None)
+        reply = of_event(
+            event.text, getattr(event, "attachment", None), getattr(event, "message", None)
+        )
         row.update(
             direction="outbound",
-            kind=(attachment or {}).get("type") or "text",
+            kind=reply_kind(reply),
             text=event.text or None,
-            attachments=[{"type": attachment["type"], "payload": {"url": attachment["url"]}}]
-            if attachment
-            else [],
+            attachments=attachments_of(reply),
             delivery_status="queued",
             reply_id=event.reply_id,
             sent_at=_ms(event),

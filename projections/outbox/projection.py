@@ -139,6 +139,7 @@ class Outboxes(LedgerProjection[OutboxView]):
             "participant_id": party["participant_id"],
             "text": event.text,
             "attachment": getattr(event, "attachment", None),
+            "message": getattr(event, "message", None),
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }
