@@ -5,10 +5,13 @@ rejected, its sends paused), its send rate must have room (Meta allows 300 sends
 per account, 10 of audio or video: `SendLimits`, counted in the database, shared by every
 dispatcher process), and Meta must be willing to take it (see
 `application.reply_windows`). A reusable attachment's URL is uploaded once per account
-(`/message_attachments`) and sent by the id Meta gave it (`ReusableAttachments`). Meta's answer is classified (`application.delivery`:
-`error_class`, then the `ACTIONS` table) and each action has its handler here, in
-`InstagramSender._outcomes`: `ReplySent` / `ReplyFailed` on the conversation,
-`TokenRejected` or `SendsPaused` on the account, and the delivery settled or put back.
+(`/message_attachments`) and sent by the id Meta gave it (`ReusableAttachments`).
+Meta's answer is classified (`application.delivery`: `error_class`, then the `ACTIONS`
+table) and each action has its handler here, in `InstagramSender._outcomes`:
+`ReplySent` / `ReplyFailed` on the conversation, `TokenRejected` or `SendsPaused` on the
+account, and the delivery settled or put back.
+
+Over 300 lines: the send's steps and one handler per action, which read best together.
 """
 
 from __future__ import annotations
@@ -156,9 +159,7 @@ class InstagramSender:
             await self._settlements.requeue(row, hold_until)
             return
         message = of_event(reply.get("text"), reply.get("attachment"), reply.get("message"))
-        taken = await asyncio.to_thread(
-            self._limits.take, ig_account_id, send_class(message), now
-        )
+        taken = await asyncio.to_thread(self._limits.take, ig_account_id, send_class(message), now)
         if not taken:
             await self._settlements.requeue(row, (now // 1000 + 1) * 1000)
             return

@@ -60,9 +60,10 @@ class _FirstReplyRequest(msgspec.Struct):
 
 def _fingerprint(request: ReplyRequest) -> str:
     first = _FirstReplyRequest(request.text, request.attachment_url, request.attachment_type)
-    same = msgspec.structs.replace(
-        request, text=None, attachment_url=None, attachment_type=None
-    ) == ReplyRequest()
+    same = (
+        msgspec.structs.replace(request, text=None, attachment_url=None, attachment_type=None)
+        == ReplyRequest()
+    )
     encoded = msgspec.json.encode(first if same else request)
     return hashlib.sha256(encoded).hexdigest()
 

@@ -116,7 +116,7 @@ ReplyMessage = TextReply | AttachmentReply | TemplateReply | ReactionReply | Sen
 
 def stored(message: dict[str, Any]) -> ReplyMessage:
     """A reply from the JSON shape its `ReplyQueued` stored."""
-    return msgspec.convert(message, ReplyMessage)  # type: ignore[arg-type]
+    return msgspec.convert(message, ReplyMessage)  # type: ignore[no-any-return]
 
 
 def of_event(

@@ -12,6 +12,7 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, ParticipantProfiles, SecretBox
+from application.reply_messages import GenericTemplate, QuickReply
 from application.rules import (
     Conditions,
     Inbound,
@@ -20,7 +21,6 @@ from application.rules import (
     ordered_rules,
     validate_rule,
 )
-from application.reply_messages import GenericTemplate, QuickReply
 from domain.account import Account, AccountError
 from domain.identity import account_id
 

@@ -89,7 +89,9 @@ class SqlReusableAttachments:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def attachment_id(self, ig_account_id: str, url: str, media_type: str, now_ms: int) -> str | None:
+    def attachment_id(
+        self, ig_account_id: str, url: str, media_type: str, now_ms: int
+    ) -> str | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(reusable_attachments.c.attachment_id).where(

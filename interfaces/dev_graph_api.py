@@ -163,6 +163,8 @@ class FakeGraphApi:
                 message_id = f"m_fake{fake._count}"
                 if "sender_action" in body:  # Meta names no message for an action
                     fake.sent.append(record)
+                    if fake.on_send is not None:
+                        fake.on_send(record)
                     self._answer(200, {"recipient_id": body["recipient"]["id"]})
                     return
                 fake.sent.append({**record, "message_id": message_id})

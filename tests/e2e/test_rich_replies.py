@@ -70,7 +70,9 @@ def key(services: Services) -> dict[str, str]:
     return bearer(issue_key(services, "account", ACCOUNT))
 
 
-async def deliver(api: Client, text: str = "Hello", mid: str = "m-1", at: int | None = None) -> None:
+async def deliver(
+    api: Client, text: str = "Hello", mid: str = "m-1", at: int | None = None
+) -> None:
     body = meta_json("text")
     item = body["entry"][0]["messaging"][0]
     item["timestamp"] = at if at is not None else int(time.time() * 1000)
@@ -228,14 +230,23 @@ async def test_a_reusable_attachment_is_uploaded_once_and_sent_by_its_id(
 
 
 REFUSED = [
-    ({"text": "Pick", "quick_replies": [*QUICK, *QUICK[:1], {"title": "x" * 21, "payload": "X"}]},
-     "quick_replies[3].title"),
-    ({"text": "Pick", "quick_replies": [{"title": f"Q{i}", "payload": "P"} for i in range(14)]},
-     "quick_replies"),
+    (
+        {
+            "text": "Pick",
+            "quick_replies": [*QUICK, *QUICK[:1], {"title": "x" * 21, "payload": "X"}],
+        },
+        "quick_replies[3].title",
+    ),
+    (
+        {"text": "Pick", "quick_replies": [{"title": f"Q{i}", "payload": "P"} for i in range(14)]},
+        "quick_replies",
+    ),
     ({"text": "é" * 501}, "text"),
     ({"template": {"elements": [HAT] * 11}}, "template.elements"),
-    ({"template": {"elements": [{**HAT, "buttons": HAT["buttons"] * 2}]}},
-     "template.elements[0].buttons"),
+    (
+        {"template": {"elements": [{**HAT, "buttons": HAT["buttons"] * 2}]}},
+        "template.elements[0].buttons",
+    ),
     ({"attachment_url": IMAGE, "attachment_type": "gif"}, "attachment_type"),
     ({"reaction": {"message_id": "m-1", "reaction": "laugh"}}, "reaction.reaction"),
     ({"sender_action": "typing"}, "sender_action"),
@@ -283,7 +294,11 @@ async def test_a_rule_answers_with_quick_replies_or_a_template(
         "reply": "Hi {first_name}, what do you need?",
         "quick_replies": QUICK,
     }
-    hats = {"name": "hats", "triggers": [{"type": "keyword", "value": "hats"}], "template": {"elements": [HAT]}}
+    hats = {
+        "name": "hats",
+        "triggers": [{"type": "keyword", "value": "hats"}],
+        "template": {"elements": [HAT]},
+    }
     too_many = {**menu, "quick_replies": [{"title": "x" * 21, "payload": "X"}]}
 
     added = [await api.post(rules, headers=admin, json=rule) for rule in (menu, hats)]

@@ -49,6 +49,17 @@ def button(**change: Any) -> dict[str, Any]:
     return {"type": "postback", "title": "Buy", "payload": "BUY", **change}
 
 
+def tpl(*elements: dict[str, Any]) -> dict[str, Any]:
+    return {"template": {"elements": list(elements)}}
+
+
+def buttons(*given: dict[str, Any]) -> dict[str, Any]:
+    return tpl(element(buttons=list(given)))
+
+
+E0 = "template.elements[0]"
+
+
 def request(body: dict[str, Any]) -> ReplyRequest:
     return msgspec.convert(body, ReplyRequest)
 
@@ -132,10 +143,19 @@ REFUSED = [
     ({"quick_replies": quick(1)}, "text"),
     ({"text": "Pick", "quick_replies": quick(14)}, "quick_replies"),
     ({"text": "Pick", "quick_replies": quick(4, title="x" * 21)}, "quick_replies[0].title"),
-    ({"text": "Pick", "quick_replies": [*quick(3), {"title": "", "payload": "P"}]}, "quick_replies[3].title"),
-    ({"text": "Pick", "quick_replies": [*quick(2), {"title": "T", "payload": ""}]}, "quick_replies[2].payload"),
+    (
+        {"text": "Pick", "quick_replies": [*quick(3), {"title": "", "payload": "P"}]},
+        "quick_replies[3].title",
+    ),
+    (
+        {"text": "Pick", "quick_replies": [*quick(2), {"title": "T", "payload": ""}]},
+        "quick_replies[2].payload",
+    ),
     ({"text": "Pick", "quick_replies": quick(1, payload="p" * 1001)}, "quick_replies[0].payload"),
-    ({"text": "Pick", "quick_replies": quick(1, content_type="user_email")}, "quick_replies[0].content_type"),
+    (
+        {"text": "Pick", "quick_replies": quick(1, content_type="user_email")},
+        "quick_replies[0].content_type",
+    ),
     ({"attachment_url": HTTPS}, "attachment_type"),
     ({"attachment_url": HTTPS, "attachment_type": "sticker"}, "attachment_type"),
     ({"attachment_url": "http://shop.example/a.jpg", "attachment_type": "image"}, "attachment_url"),
@@ -145,16 +165,16 @@ REFUSED = [
     ({"attachment_id": "1", "attachment_type": "image", "reusable": True}, "reusable"),
     ({"template": {"elements": []}}, "template.elements"),
     ({"template": {"elements": [element()] * 11}}, "template.elements"),
-    ({"template": {"elements": [element(title="")]}}, "template.elements[0].title"),
-    ({"template": {"elements": [element(), element(title="t" * 81)]}}, "template.elements[1].title"),
-    ({"template": {"elements": [element(subtitle="s" * 81)]}}, "template.elements[0].subtitle"),
-    ({"template": {"elements": [element(image_url="http://a.example/x.png")]}}, "template.elements[0].image_url"),
-    ({"template": {"elements": [element(buttons=[button()] * 4)]}}, "template.elements[0].buttons"),
-    ({"template": {"elements": [element(buttons=[button(type="call")])]}}, "template.elements[0].buttons[0].type"),
-    ({"template": {"elements": [element(buttons=[button(), button(title="b" * 21)])]}}, "template.elements[0].buttons[1].title"),
-    ({"template": {"elements": [element(buttons=[button(payload=None)])]}}, "template.elements[0].buttons[0].payload"),
-    ({"template": {"elements": [element(buttons=[button(payload="p" * 1001)])]}}, "template.elements[0].buttons[0].payload"),
-    ({"template": {"elements": [element(buttons=[{"type": "web_url", "title": "Go"}])]}}, "template.elements[0].buttons[0].url"),
+    (tpl(element(title="")), f"{E0}.title"),
+    (tpl(element(), element(title="t" * 81)), "template.elements[1].title"),
+    (tpl(element(subtitle="s" * 81)), f"{E0}.subtitle"),
+    (tpl(element(image_url="http://a.example/x.png")), f"{E0}.image_url"),
+    (buttons(*[button()] * 4), f"{E0}.buttons"),
+    (buttons(button(type="call")), f"{E0}.buttons[0].type"),
+    (buttons(button(), button(title="b" * 21)), f"{E0}.buttons[1].title"),
+    (buttons(button(payload=None)), f"{E0}.buttons[0].payload"),
+    (buttons(button(payload="p" * 1001)), f"{E0}.buttons[0].payload"),
+    (buttons({"type": "web_url", "title": "Go"}), f"{E0}.buttons[0].url"),
     ({"reaction": {"message_id": "", "reaction": "love"}}, "reaction.message_id"),
     ({"reaction": {"message_id": "m-1", "reaction": "thumbs"}}, "reaction.reaction"),
     ({"reaction": {"message_id": "m-1"}}, "reaction.reaction"),
