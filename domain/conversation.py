@@ -87,9 +87,12 @@ PROFILE_REFRESH_MS = 7 * 24 * 3_600_000
 """A participant's profile is looked up again at the first message after this long."""
 
 
-def _echo_digest(text: str) -> str:
-    """What identifies a reply's text in its echo, without keeping the text itself."""
+def _digest(text: str) -> str:
+    """What identifies a text (a reply's in its echo, a postback's payload in a key)
+    without keeping the text itself."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 
 
 class Conversation(Aggregate):
@@ -397,8 +400,11 @@ class Conversation(Aggregate):
         standby: bool = False,
     ) -> bool:
         """Record a tap on an icebreaker or a button (a postback)."""
-        key = f"postback:{mid}" if mid else f"postback:{payload}:{sent_at}"
-        if key in self.recorded:
+        # Without a mid, the tap is known by its payload and time: by a digest of the payload,
+        # since the key outlives the content (in the log and in snapshots). An older release
+        # kept the payload itself in the key: a redelivery under that key is known too.
+        key = f"postback:{mid}" if mid else f"postback:{_digest(payload or '')}:{sent_at}"
+        if key in self.recorded or (not mid and f"postback:{payload}:{sent_at}" in self.recorded):
             return False
         self._postback_received(
             key=key, mid=mid, title=title, payload=payload, sent_at=sent_at, standby=standby
@@ -422,8 +428,9 @@ class Conversation(Aggregate):
         self, *, referral: JSONObject, sent_at: int, standby: bool = False
     ) -> bool:
         """Record that the participant arrived through an ad or an ig.me link."""
-        key = f"referral:{referral.get('ref')}:{referral.get('source')}:{sent_at}"
-        if key in self.recorded:
+        older = f"referral:{referral.get('ref')}:{referral.get('source')}:{sent_at}"
+        key = f"referral:{_digest(older)}"  # the ref is content (see `receive_postback`)
+        if key in self.recorded or older in self.recorded:
             return False
         self._referral_received(key=key, referral=referral, sent_at=sent_at, standby=standby)
         return True
@@ -557,7 +564,7 @@ class Conversation(Aggregate):
         self.replies[reply_id] = {
             "state": ReplyStatus.QUEUED,
             "automated": automated,
-            "echo": _echo_digest(text) if text else None,
+            "echo": _digest(text) if text else None,
         }
         if request_hash is not None:
             self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
@@ -651,7 +658,7 @@ class Conversation(Aggregate):
         the echo of, if any: Meta did send it after all."""
         if not text:
             return None
-        digest = _echo_digest(text)
+        digest = _digest(text)
         for reply_id, reply in self.replies.items():
             if (
                 reply["state"] == ReplyStatus.FAILED
@@ -665,7 +672,7 @@ class Conversation(Aggregate):
         """Whether an echo with this text may be that of one of our replies on its way
         (its echo can come before the Send API's answer). A text reply's echo carries its
         text; a reply queued before texts were remembered, or an attachment, may be any."""
-        digest = _echo_digest(text) if text else None
+        digest = _digest(text) if text else None
         return any(
             r["state"] == ReplyStatus.QUEUED and (r.get("echo") is None or r.get("echo") == digest)
             for r in self.replies.values()

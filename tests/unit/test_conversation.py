@@ -106,3 +106,28 @@ def test_replaying_the_stored_events_rebuilds_the_conversation() -> None:
     assert replayed.version == conversation.version == 3
     assert replayed.recorded == conversation.recorded
     assert replayed.receive_message(mid="m1", sent_at=1, text="hi") is False
+
+
+def test_a_postback_or_referral_without_a_mid_keeps_no_content_in_its_key() -> None:
+    # The key stays in the log and in snapshots after the content's data key is destroyed.
+    conversation = new_conversation()
+    conversation.receive_postback(
+        mid=None, title="Ship to", payload="ADDRESS:12 Old Mill Lane 7f3a9", sent_at=1
+    )
+    conversation.receive_referral(
+        referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2
+    )
+
+    events = conversation.collect_events()[1:]
+    assert all("7f3a9" not in e.key for e in events)  # type: ignore[attr-defined]
+    assert all("7f3a9" not in key for key in conversation.recorded)
+    # and a redelivery is still recognised, with its payload as with a key of an older release
+    assert not conversation.receive_postback(
+        mid=None, title="Ship to", payload="ADDRESS:12 Old Mill Lane 7f3a9", sent_at=1
+    )
+    assert not conversation.receive_referral(
+        referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2
+    )
+    older = new_conversation()
+    older.recorded["postback:HOURS:5"] = None
+    assert not older.receive_postback(mid=None, title="Hours?", payload="HOURS", sent_at=5)
