@@ -246,3 +246,34 @@ def test_a_rule_without_quick_replies_or_template_is_stored_as_before() -> None:
 
     assert "quick_replies" not in stored_rule
     assert "template" not in stored_rule
+
+
+def test_a_reply_queued_event_stored_without_a_message_still_loads() -> None:
+    from domain.conversation import Conversation
+
+    conversation = Conversation(ig_account_id="1", participant_id="2")
+    conversation.queue_reply(
+        reply_id="r-1",
+        text="",
+        key="request:k",
+        automated=False,
+        in_reply_to=None,
+        rule_id=None,
+        rule_version=None,
+        trigger_at=None,
+        by="t",
+        attachment={"type": "image", "url": HTTPS},
+    )
+    queued = conversation.collect_events()[-1]
+    # the event as a release before `message` stored it, read as the library's mapper
+    # reads a stored event (its state set, no __init__)
+    old: Any = object.__new__(type(queued))
+    old.__dict__.update({k: v for k, v in queued.__dict__.items() if k != "message"})
+    replayed = Conversation(ig_account_id="1", participant_id="2")
+    old.mutate(replayed)
+
+    assert replayed.reply("r-1") is not None
+    message = getattr(old, "message", None)  # as the read models read it
+    assert of_event(old.text, old.attachment, message) == AttachmentReply(
+        media_type="image", url=HTTPS
+    )
