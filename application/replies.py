@@ -247,6 +247,13 @@ def request_reply(
         if refused is not None:
             # Meta would refuse it: say so now rather than accept a reply that must fail.
             raise InvalidInput(*refused)
+        if isinstance(reply, ReactionReply) and not conversation.has_recorded(
+            f"message:{reply.message_id}"
+        ):
+            raise InvalidInput(
+                "reaction.message_id",
+                f"there is no message {reply.message_id} in this conversation",
+            )
         conversation.queue_reply(
             reply_id=reply_id,
             text=text_of(reply),

@@ -250,6 +250,7 @@ REFUSED = [
     ({"attachment_url": IMAGE, "attachment_type": "gif"}, "attachment_type"),
     ({"reaction": {"message_id": "m-1", "reaction": "laugh"}}, "reaction.reaction"),
     ({"sender_action": "typing"}, "sender_action"),
+    ({"reaction": {"message_id": "m-unknown", "reaction": "love"}}, "reaction.message_id"),
 ]
 
 
