@@ -12,7 +12,7 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, ParticipantProfiles, SecretBox
-from application.reply_messages import GenericTemplate, QuickReply
+from application.reply_messages import GenericTemplate, QuickReply, as_json
 from application.rules import (
     Conditions,
     Inbound,
@@ -64,6 +64,8 @@ class RuleTestResult(msgspec.Struct, frozen=True):
     rule_name: str | None
     rule_version: int | None
     reply: str | None
+    message: dict[str, Any] | None = None
+    """The whole reply it would send (`type` text, with its quick replies, or template)."""
 
 
 class Rules:
@@ -154,7 +156,8 @@ class Rules:
         match, reply = preview(account, inbound, profile)
         if match is None:
             return RuleTestResult(False, None, None, None, None)
-        return RuleTestResult(True, match.rule_id, match.name, match.rule_version, reply)
+        message = as_json(match.message(reply or ""))
+        return RuleTestResult(True, match.rule_id, match.name, match.rule_version, reply, message)
 
     def _account(self, ig_account_id: str) -> Account:
         account = self._ledger.account(ig_account_id)

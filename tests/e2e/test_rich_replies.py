@@ -26,7 +26,7 @@ from tests.conftest import (
     signed_headers,
     stored_events,
 )
-from tests.support.fake_graph import FakeGraphApi
+from tests.support.fake_graph import FakeGraphApi, meta_error
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
@@ -229,6 +229,25 @@ async def test_a_reusable_attachment_is_uploaded_once_and_sent_by_its_id(
     assert [s["body"]["message"]["attachment"] for s in graph.sent] == [by_id, by_id]
 
 
+async def test_a_refused_upload_fails_the_reply_and_sends_nothing(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    await deliver(api)
+    graph.answers.append((400, meta_error(100, "(#100) Param url is not a reachable file")))
+
+    accepted = await send(
+        api, key, {"attachment_url": IMAGE, "attachment_type": "image", "reusable": True}, "k-1"
+    )
+    await step(services)
+    status = await api.get(accepted.headers["location"], headers=key)
+
+    posted = [r["path"] for r in graph.requests if "body" in r]
+    assert posted == [f"/v21.0/{ACCOUNT}/message_attachments"]
+    assert graph.sent == []
+    assert status.json()["status"] == "failed"
+    assert status.json()["error"]["code"] == 100
+
+
 REFUSED = [
     (
         {
@@ -304,6 +323,7 @@ async def test_a_rule_answers_with_quick_replies_or_a_template(
 
     added = [await api.post(rules, headers=admin, json=rule) for rule in (menu, hats)]
     refused = await api.post(rules, headers=admin, json=too_many)
+    tried = await api.post(f"{rules}/test", headers=admin, json={"text": "hats?"})
     await deliver(api, "help please", "m-1")
     await step(services)
     await deliver(api, "show me hats", "m-2")
@@ -311,6 +331,7 @@ async def test_a_rule_answers_with_quick_replies_or_a_template(
 
     assert [a.status_code for a in added] == [201, 201], [a.text for a in added]
     assert (refused.status_code, refused.json()["field"]) == (422, "quick_replies[0].title")
+    assert tried.json()["message"] == {"type": "template", "elements": [HAT]}
     assert [s["body"]["message"] for s in graph.sent] == [
         {
             "text": "Hi Anna, what do you need?",
