@@ -93,8 +93,6 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-
-
 class Conversation(Aggregate):
     """The thread between one Instagram account and one participant (an IGSID)."""
 

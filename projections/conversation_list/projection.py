@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from application.reply_messages import kind_of as reply_kind
-from application.reply_messages import of_event
+from application.reply_messages import is_message, of_event
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
@@ -201,9 +201,12 @@ class ConversationList(LedgerProjection[ConversationListView]):
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
+        message = getattr(event, "message", None)
+        reply = of_event(None, None, message) if message else None
+        if reply is not None and not is_message(reply):
+            return  # a reaction or a sender action is no message of the conversation
         if (row := self._row(batch, event, position)) is not None:
-            message = getattr(event, "message", None)
             preview = event.text[:200]
-            if not preview and message:  # a reply of another kind: [image], [template], ...
-                preview = f"[{reply_kind(of_event(None, None, message))}]"
+            if not preview and reply is not None:  # another kind: [image], [template], ...
+                preview = f"[{reply_kind(reply)}]"
             self._message(row, preview, "outbound", _ms(event))

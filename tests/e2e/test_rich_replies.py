@@ -192,12 +192,19 @@ async def test_each_kind_of_reply_reaches_the_send_api_as_meta_documents_it(
     await step(services)
     status = await api.get(accepted.headers["location"], headers=key)
     history = await api.get(MESSAGES, headers=key)
+    listed = await api.get(MESSAGES.removesuffix("/messages"), headers=key)
 
     assert accepted.status_code == 202, accepted.text
     assert [s["body"] for s in graph.sent] == [{"recipient": {"id": PARTICIPANT}, **meta}]
     assert status.json()["status"] == "sent"
     ours = [m for m in history.json()["messages"] if m["direction"] == "outbound"]
     assert [m["kind"] for m in ours] == [kind]
+    last = listed.json()["last_message"]
+    if "message" in meta:  # a message is the conversation's last; an action is none
+        preview = body.get("text") or f"[{kind}]"
+        assert (last["preview"], last["direction"]) == (preview, "outbound")
+    else:
+        assert (last["preview"], last["direction"]) == ("Hello", "inbound")
 
 
 async def test_a_reusable_attachment_is_uploaded_once_and_sent_by_its_id(

@@ -114,9 +114,7 @@ def test_a_postback_or_referral_without_a_mid_keeps_no_content_in_its_key() -> N
     conversation.receive_postback(
         mid=None, title="Ship to", payload="ADDRESS:12 Old Mill Lane 7f3a9", sent_at=1
     )
-    conversation.receive_referral(
-        referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2
-    )
+    conversation.receive_referral(referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2)
 
     events = conversation.collect_events()[1:]
     assert all("7f3a9" not in e.key for e in events)  # type: ignore[attr-defined]
