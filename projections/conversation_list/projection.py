@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from application.reply_messages import kind_of as reply_kind
 from application.reply_messages import is_message, of_event
+from application.reply_messages import kind_of as reply_kind
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
