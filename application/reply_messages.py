@@ -7,6 +7,9 @@ carousel), a reaction to one of the participant's messages, or a sender action
 replies (`application/rules.py`) both become a `ReplyMessage`; `ReplyQueued` stores it as
 its JSON shape (`message`), and the dispatcher turns it into Meta's request body
 (`meta_fields`). `check` refuses what Meta would refuse, naming the field at fault.
+
+Just over 300 lines: the kinds, their limits and their request body read best in one
+place; each is a few lines.
 """
 
 from __future__ import annotations
