@@ -74,7 +74,13 @@ class AuditEvent(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, position: int, event: Aggregate.Event) -> AuditEvent:
         data = dict(vars(event))
-        for name in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+        for name in (
+            "originator_id",
+            "originator_version",
+            "timestamp",
+            "originator_topic",
+            "content_key",  # which data key opened it: not part of the event
+        ):
             data.pop(name, None)
         if is_erased(event):
             # Its content is gone: `"content": {"erased": true}` says so, not empty fields.

@@ -10,7 +10,7 @@ from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.participant_profiles import ProfileAnswer, ProfileLookups
 from application.ports import Clock, ParticipantProfiles, SecretBox
-from application.reply_messages import as_json, text_of
+from application.reply_messages import as_json, kind_of, text_of
 from application.rules import Inbound, Match, choose, render
 from domain import conversation as topics
 from domain.account import Account
@@ -61,6 +61,7 @@ class AutoReplies:
     ) -> None:
         self.clock = clock
         """The service's clock."""
+        self._ledger = ledger
         self._profiles = ProfileLookups(ledger, secrets, profiles, lambda: self.clock.now_ms())
 
     def observe(self, event: Any) -> None:
@@ -98,18 +99,29 @@ class AutoReplies:
             conversation = changes.get(event.originator_id, Conversation)
             if conversation is None:
                 return None
+            known: dict[str, Any] | None = None
             if profile is not None:
                 profile.record_on(conversation)
+                # This batch's answer, recorded by this command or an earlier one of the
+                # batch (not stored yet, so not to be read back).
+                known = profile.found if isinstance(profile.found, dict) else None
             account = changes.get(account_id(conversation.ig_account_id), Account, fresh=True)
             if account is None:
                 return None
-            return self._decide(account, conversation, event, decided_at)
+            return self._decide(account, conversation, event, decided_at, known)
 
         return decide
 
     def _decide(
-        self, account: Account, conversation: Conversation, event: Any, now: int
+        self,
+        account: Account,
+        conversation: Conversation,
+        event: Any,
+        now: int,
+        profile: dict[str, Any] | None,
     ) -> str | None:
+        """`profile`: the one this command records, if any; else the conversation's
+        last, opened from its sealed event only if a reply is rendered."""
         key = "decision:" + trigger_key(event)
         if conversation.has_recorded(key):
             return None
@@ -129,7 +141,9 @@ class AutoReplies:
         message = match.message(
             render(
                 match.template,
-                profile=conversation.participant_profile,
+                profile=profile
+                if profile is not None
+                else self._ledger.participant_profile(conversation),
                 account_username=account.username,
             )
         )
@@ -137,6 +151,7 @@ class AutoReplies:
             reply_id=str(uuid5(conversation.id, key)),
             text=text_of(message),
             message=as_json(message),
+            kind=kind_of(message),
             key=key,
             automated=True,
             in_reply_to=mid,

@@ -140,6 +140,7 @@ class ContentVault:
             key = wrapped.get(blob["key"])
             if key is None:
                 state["content"] = dict(ERASED)
+                state["content_key"] = blob["key"]
                 continue
             plaintext = self.cipher.open(
                 key,
@@ -148,6 +149,8 @@ class ContentVault:
             )
             state.update(transcoder.decode(plaintext))
             del state["content"]
+            # Which key opened it: a delivery of this content checks it still exists.
+            state["content_key"] = blob["key"]
 
 
 class ContentMapper(Mapper[UUID]):

@@ -23,6 +23,7 @@ from typing import Any
 
 from application.crm_deliverer import CrmDeliverer
 from application.delivery import CRM_RETRY_SCHEDULE_SECONDS
+from application.destroyed_content import without_destroyed_content
 from application.instagram_sender import InstagramSender
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
@@ -71,6 +72,7 @@ class Dispatcher:
     ) -> None:
         metrics = metrics or NoMetrics()
         self._outbox = outbox
+        self._ledger = ledger
         self._owner = owner
         self._clock = clock
         self._max_in_flight = max_in_flight
@@ -164,6 +166,15 @@ class Dispatcher:
             lease_ms=self._lease_ms,
             skip_accounts=self.crm.held_accounts(now),
         )
+        if replies or notifications:
+            # Content destroyed since these were queued does not leave with them.
+            vault = self._ledger.vault
+            leased = await asyncio.to_thread(
+                without_destroyed_content,
+                vault.keys if vault is not None else None,
+                [*replies, *notifications],
+            )
+            replies, notifications = leased[: len(replies)], leased[len(replies) :]
         for row in replies:
             self._start(self.instagram.send(row))
         for row in notifications:

@@ -149,6 +149,9 @@ class InstagramSender:
         ig_account_id = row.ig_account_id
         conversation_id = UUID(row.conversation_id)
         now = self._now()
+        if row.body_erased or reply.get("erased"):
+            await self._refuse(row, conversation_id, "its content was erased")
+            return
         account = await self._accounts.get(ig_account_id)
         if account is None or account.status == AccountStatus.DEACTIVATED:
             await self._refuse(row, conversation_id, "the account is not served")

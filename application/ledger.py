@@ -72,6 +72,17 @@ class Ledger(HookedApplication):
         the data keys of all of them are read in one query (see `application.content`)."""
         cast(ContentMapper, self.mapper).open(events)
 
+    def participant_profile(self, conversation: Any) -> dict[str, Any]:
+        """What the user profile API last said of the conversation's participant, opened
+        from its sealed event (`Conversation.profile_version`); {} if none, or erased."""
+        version = getattr(conversation, "profile_version", None)
+        if version is None:
+            return {}
+        found = list(self.events.get(conversation.id, gt=version - 1, lte=version))
+        self.open_content(found)
+        profile = getattr(found[0], "profile", None) if found else None
+        return dict(profile) if isinstance(profile, dict) else {}
+
     def on_commit(self, listener: Callable[[], None]) -> None:
         """Call `listener` after each commit of this process (to wake the projection runners)."""
         self._commit_listeners.append(listener)

@@ -87,8 +87,10 @@ class ProfileLookups:
         """When each account whose last lookup got no answer may be asked again (ms)."""
 
     def observe(self, event: Any) -> None:
-        """Learn from the log that a conversation's profile was looked up."""
-        if type(event).TOPIC in _LOOKED_UP:
+        """Learn from the log that a conversation's profile was looked up, or erased
+        (what was known went with it: the next message asks again)."""
+        topic = type(event).TOPIC
+        if topic in _LOOKED_UP or topic == topics.PARTICIPANT_ERASED:
             known = self._known.get(event.originator_id)
             if known is not None:
                 known.looked_up_at = getattr(event, "looked_up_at", None)

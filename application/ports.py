@@ -70,6 +70,35 @@ class ParticipantProfiles(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of Meta's Conversations API, newest first."""
+
+    items: list[dict[str, Any]]
+    """As Meta gave them: conversations (`id`, `updated_time`) or messages (`id`,
+    `created_time`, `from`, `to`, `message`, `attachments`)."""
+    after: str | None
+    """The cursor of the next page; None after the last."""
+
+
+class HistoryUnavailable(Exception):
+    """Meta's Conversations API did not answer with a page (its error, or no answer)."""
+
+
+class ConversationHistory(Protocol):
+    """Meta's Conversations API: an account's existing conversations and their messages."""
+
+    def conversations(self, access_token: str, *, after: str | None) -> HistoryPage:
+        """A page of the account's Instagram conversations (`/me/conversations`)."""
+        ...
+
+    def messages(
+        self, access_token: str, conversation_id: str, *, after: str | None
+    ) -> HistoryPage:
+        """A page of one conversation's messages, each with its details."""
+        ...
+
+
 class InstagramSendApi(Protocol):
     """Meta's Send API for Instagram, and the refresh of Instagram user tokens."""
 
@@ -168,6 +197,10 @@ class LeasedDelivery:
     """The number of this attempt (1 for the first)."""
     history: list[dict[str, Any]]
     """Earlier attempts at a CRM delivery."""
+    content_key: str | None = None
+    """The data key of the content it carries, if any (`application.destroyed_content`)."""
+    body_erased: bool = False
+    """A reply whose content was destroyed since it was queued: it is not sent."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from application.reply_messages import (
     as_json,
     check,
     is_message,
+    kind_of,
     text_of,
 )
 from application.reply_windows import refusal
@@ -266,6 +267,7 @@ def request_reply(
             by=by,
             request_hash=fingerprint,
             message=as_json(reply),
+            kind=kind_of(reply),
         )
         conversation.pause_automation(at=at, by=by, reason="human_reply")
         return ReplyAccepted(reply_id=reply_id, created=True)

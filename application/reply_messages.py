@@ -37,6 +37,8 @@ SENDER_ACTIONS = ("typing_on", "typing_off", "mark_seen")
 REACTIONS = ("love",)
 """The reactions the Instagram Send API takes (`payload.reaction`)."""
 BUTTON_TYPES = ("web_url", "postback")
+NOT_MESSAGES = ("reaction", *SENDER_ACTIONS)
+"""The kinds of reply that are no message of the conversation (`kind_of`)."""
 SLOW_MEDIA = ("audio", "video")
 """Attachments under Meta's lower per-account rate (10 a second)."""
 

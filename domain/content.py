@@ -2,8 +2,10 @@
 
 The content of a message-bearing event (its text, attachment and media URLs, captions,
 reply previews, quick-reply and postback payloads and titles, referral and ad details,
-the raw item of a kind this code does not know, an edit's text) is what a person may
-unsend or ask to have erased. It is stored sealed under a data key of its own
+the raw item of a kind this code does not know, an edit's text), our replies' texts and
+attachments, and the participant's profile (name, username, picture) are what a person
+may unsend or ask to have erased (an unsend destroys one message's keys; an erasure all
+of a conversation's). It is stored sealed under a data key of its own
 (`application/content.py`); Meta's ids, times, kinds and routing stay in clear, so that
 de-duplication, ordering and the hash chain work without it.
 
@@ -33,6 +35,9 @@ CONTENT_FIELDS: dict[str, dict[str, Any]] = {
     topics.POSTBACK_RECEIVED: {"title": None, "payload": None},
     topics.REFERRAL_RECEIVED: {"referral": {}},
     topics.UNRECOGNISED_ITEM_RECEIVED: {"item": {}},
+    # What we sent them and what we know of them is theirs to have erased too.
+    topics.REPLY_QUEUED: {"text": None, "attachment": None, "message": None},
+    topics.PARTICIPANT_PROFILE_RECORDED: {"profile": {}},
 }
 """Topic -> {content field: its value once erased}."""
 

@@ -128,7 +128,6 @@ class Conversation(Aggregate):
         """When a person took over (ms), or None while automation may act."""
         self.auto_replied_at: dict[str, int] = {}
         """The trigger time (ms) of the latest automated reply of each rule ("" = fallback)."""
-        self.participant_profile: dict[str, Any] = {}
         self.first_inbound_key: str | None = None
         """The record key of the participant's first message or postback."""
         self.replies: dict[str, dict[str, Any]] = {}
@@ -158,8 +157,13 @@ class Conversation(Aggregate):
         unsupported: bool = False,
         standby: bool = False,
         extra: JSONObject | None = None,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> bool:
-        """Record a message the participant sent; `sent_at` is Meta's timestamp in ms."""
+        """Record a message the participant sent; `sent_at` is Meta's timestamp in ms.
+
+        `backfilled`: read from Meta's Conversations API, not delivered by a webhook (history:
+        no automation acts on it, and the CRM is told only if `notify_crm`)."""
         key = f"message:{mid}"
         if key in self.recorded:
             return False
@@ -178,6 +182,8 @@ class Conversation(Aggregate):
             unsupported=unsupported,
             standby=standby,
             extra=extra or {},
+            backfilled=backfilled,
+            notify_crm=notify_crm,
         )
         return True
 
@@ -195,6 +201,8 @@ class Conversation(Aggregate):
         unsupported: bool,
         standby: bool,
         extra: JSONObject,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> None:
         self.recorded[key] = sent_at
         self._inbound(key, sent_at)
@@ -217,8 +225,11 @@ class Conversation(Aggregate):
         app_id: str | None = None,
         standby: bool = False,
         extra: JSONObject | None = None,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> bool:
-        """Record Meta's echo of a message the business account sent."""
+        """Record Meta's echo of a message the business account sent (or, `backfilled`,
+        a message it sent read from the Conversations API: see `receive_message`)."""
         key = f"message:{mid}"
         if key in self.recorded:
             return False
@@ -234,6 +245,8 @@ class Conversation(Aggregate):
             app_id=app_id,
             standby=standby,
             extra=extra or {},
+            backfilled=backfilled,
+            notify_crm=notify_crm,
         )
         return True
 
@@ -249,6 +262,8 @@ class Conversation(Aggregate):
         app_id: str | None,
         standby: bool,
         extra: JSONObject,
+        backfilled: bool = False,
+        notify_crm: bool = True,
     ) -> None:
         self.recorded[key] = sent_at
 
@@ -519,11 +534,17 @@ class Conversation(Aggregate):
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
         message: JSONObject | None = None,
+        kind: str | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
         or request a no-op (False). `message` is the reply's JSON shape (its kind and
         content, `application/reply_messages.py`), `text` its text if it has one;
-        `attachment` ({"type": ..., "url": ...}) is only in events stored before `message`."""
+        `attachment` ({"type": ..., "url": ...}) is only in events stored before `message`.
+        `kind` (text, image, ..., template, reaction, typing_on, ...) stays in clear.
+
+        The reply's text, attachment and message are sealed content (erased with the
+        participant); `echo`, a digest of the text, stays in clear to know the reply's
+        echo by."""
         if key in self.recorded:
             return False
         self._reply_queued(
@@ -538,7 +559,9 @@ class Conversation(Aggregate):
             by=by,
             attachment=attachment,
             request_hash=request_hash,
+            echo=_digest(text) if text else None,
             message=message,
+            kind=kind,
         )
         return True
 
@@ -556,13 +579,16 @@ class Conversation(Aggregate):
         by: str,
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
+        echo: str | None = None,
         message: JSONObject | None = None,
+        kind: str | None = None,
     ) -> None:
         self.recorded[key] = None
         self.replies[reply_id] = {
             "state": ReplyStatus.QUEUED,
             "automated": automated,
-            "echo": _digest(text) if text else None,
+            # Events before `echo` was kept carry their text in clear.
+            "echo": echo if echo is not None else (_digest(text) if text else None),
         }
         if request_hash is not None:
             self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
@@ -719,13 +745,20 @@ class Conversation(Aggregate):
 
     @event("ParticipantErased", topic=PARTICIPANT_ERASED)
     def _participant_erased(self, by: str, erased_at: int, destroyed: int) -> None:
-        pass
+        # What was known of them went with their keys: their next message asks again.
+        self.profile_version = None
+        self.profile_looked_up_at = None
 
     # -- who the participant is -------------------------------------------------------
 
     profile_looked_up_at: int | None = None
     """When the user profile API was last asked (ms), answered or refused; None: never.
     A class default, for conversations snapshotted before it was kept."""
+
+    profile_version: int | None = None
+    """The version of the conversation's latest `ParticipantProfileRecorded`, whose sealed
+    content is the profile (`Ledger.participant_profile` opens it); None: none kept. The
+    aggregate keeps no profile itself: its snapshots must hold nobody's name."""
 
     def profile_due(self, now: int) -> bool:
         """Whether the participant's profile should be looked up (again) at `now` (ms):
@@ -746,8 +779,10 @@ class Conversation(Aggregate):
         self, profile: JSONObject, looked_up_at: int | None = None
     ) -> None:
         # `looked_up_at` is None in events stored before it was kept: the next message
-        # looks the profile up again.
-        self.participant_profile = profile
+        # looks the profile up again. The profile is content, sealed in the event (read
+        # back erased on replay): only where it is is kept, this event's version (an
+        # event is applied before the aggregate takes its version).
+        self.profile_version = self.version + 1
         self.profile_looked_up_at = looked_up_at
 
     def refuse_participant_profile(

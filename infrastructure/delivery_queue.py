@@ -167,6 +167,7 @@ class DeliveryQueue:
                 created_at=r["created_at"],
                 attempts=(r["attempts"] or 0) + 1,
                 history=r["history"] or [],
+                content_key=r["content_key"],
             )
             for r in rows
         ]

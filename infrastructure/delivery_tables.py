@@ -53,6 +53,8 @@ outbox = Table(
     Column("position", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("outcome", String(16)),
+    Column("content_key", String(32)),
+    Column("profile_recorded_at", BigInteger),
 )
 """The outbox projection's table, read only (never created from here)."""
 

@@ -1,4 +1,4 @@
-"""`dmledger accounts add|list`: the Instagram accounts, registered from a shell."""
+"""`dmledger accounts add|list|backfill`: the Instagram accounts, registered from a shell."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import msgspec
 from application.accounts import SendingState
 from domain.account import CREDENTIALS
 from infrastructure.settings import Settings
+from interfaces import cli_backfill
 from interfaces.cli_support import CliError, print_table, services_of
 
 
@@ -40,6 +41,7 @@ def add_commands(commands: Any) -> None:
     listing = accounts.add_parser("list", help="list the registered accounts")
     listing.add_argument("--format", choices=("table", "jsonl"), default="table")
     listing.set_defaults(run=_list)
+    cli_backfill.add_command(accounts)
 
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:

@@ -11,19 +11,28 @@ from pathlib import Path
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.auto_reply import AutoReplies
+from application.backfill import Backfill
+from application.backfill_runs import BackfillRuns
 from application.conversations import Conversations
 from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
-from application.ports import Clock, CrmEndpoint, InstagramSendApi, ParticipantProfiles
+from application.ports import (
+    Clock,
+    ConversationHistory,
+    CrmEndpoint,
+    InstagramSendApi,
+    ParticipantProfiles,
+)
 from application.redeliveries import Redeliveries
 from application.retention import ContentRetention
 from application.rule_management import Rules
 from application.webhook_signatures import ServedAppSecrets
 from infrastructure.chained_recorders import install_chain, install_vault
 from infrastructure.clock import SystemClock
+from infrastructure.conversations_api import GraphApiHistory
 from infrastructure.crm_urls import CrmUrlPolicy
 from infrastructure.crm_webhooks import StandardWebhooksClient, new_secret
 from infrastructure.database_presence import require_database
@@ -66,6 +75,10 @@ class Services:
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
     retention: ContentRetention
+    backfill: Backfill
+    """Reads an account's existing conversations from Meta (`dmledger accounts backfill`)."""
+    backfills: BackfillRuns
+    """The backfills started over HTTP, in the background."""
     clock: Clock
     instagram: InstagramSendApi
     """The Send API (and the token refresh) the dispatcher uses."""
@@ -104,6 +117,7 @@ def build(
     instagram: InstagramSendApi | None = None,
     crm: CrmEndpoint | None = None,
     profiles: ParticipantProfiles | None = None,
+    history: ConversationHistory | None = None,
     clock: Clock | None = None,
     announce: Callable[[str], None] = print,
 ) -> Services:
@@ -125,6 +139,10 @@ def build(
         graph_profiles = GraphApiProfiles(settings.graph_api_url, settings.graph_api_version)
         closers.append(graph_profiles.close)
         profiles = graph_profiles
+    if history is None:
+        graph_history = GraphApiHistory(settings.graph_api_url, settings.graph_api_version)
+        closers.append(graph_history.close)
+        history = graph_history
     crm_urls = CrmUrlPolicy(
         allow_private=settings.crm_allow_private_urls, https_only=settings.is_production
     )
@@ -177,6 +195,7 @@ def build(
     ingest = WebhookIngest(secrets)
     # A rotated app secret must not stay in memory (see application.webhook_signatures).
     ledger.on_account_change(ingest.app_secrets.forget)
+    backfill = Backfill(ledger, writer, secrets, history)
     return Services(
         settings=settings,
         ledger=ledger,
@@ -194,6 +213,8 @@ def build(
         redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
         retention=ContentRetention(ledger, writer, clock.now_ms),
+        backfill=backfill,
+        backfills=BackfillRuns(backfill, clock.now_ms),
         clock=clock,
         instagram=instagram,
         crm=crm,

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from interfaces.dev_graph_checks import send_refusal, upload_refusal
+from interfaces.dev_graph_history import FakeHistory
 
 
 def meta_error(
@@ -95,6 +96,8 @@ class FakeGraphApi:
         self.on_send = on_send
         """Called with each send it accepts (the dev command prints them)."""
         self.profiles = profiles or {}
+        self.history: FakeHistory | None = None
+        """The account's conversations for the Conversations API (a backfill), if set."""
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         """Each send it accepted: `path`, `body` (exactly as received), `token`, `at`
@@ -124,6 +127,10 @@ class FakeGraphApi:
                     self._refresh(parse_qs(parts.query))
                 elif not fake.takes(token):
                     self._answer(401, TOKEN_EXPIRED)
+                elif fake.history is not None and (
+                    history := fake.history.answer(parts.path, parse_qs(parts.query))
+                ):
+                    self._answer(200, history)
                 elif participant in fake.profiles:
                     self._answer(200, fake.profile(participant, parse_qs(parts.query)))
                 else:

@@ -51,7 +51,10 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
         relevant = [
             (e, p)
             for e, p in items
-            if type(e).TOPIC in TRIGGER_TOPICS or type(e).TOPIC == MESSAGE_ECHOED
+            if (type(e).TOPIC in TRIGGER_TOPICS or type(e).TOPIC == MESSAGE_ECHOED)
+            # History read back from Meta (a backfill) is not answered, nor taken for a
+            # person answering from the app.
+            and not getattr(e, "backfilled", False)
         ]
         if not relevant:
             return

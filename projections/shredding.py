@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 from sqlalchemy import Table
 
 from projections.view import Batch, Row
@@ -22,9 +21,6 @@ ERASED_KIND = "erased"
 
 ERASED_PREVIEW = "[erased]"
 """A conversation's last-message preview once that message's content is gone."""
-
-CRM_CONTENT_KINDS = ("message.received", "message.echoed", "message.edited")
-"""The CRM notifications that carry a message's content."""
 
 
 def forget_content(row: Row) -> None:
@@ -73,16 +69,3 @@ def content_rows(
         and (before is None or (row[time_column] is not None and row[time_column] < before))
         and (kinds is None or row["kind"] in kinds)
     ]
-
-
-def erased_crm_body(body: str) -> str:
-    """A CRM notification's body without the message's content: `"erased": true`."""
-    envelope = msgspec.json.decode(body)
-    data = envelope["data"]
-    for name in ("reply_to", "quick_reply", "referral", "truncated"):
-        data.pop(name, None)
-    data["text"] = None
-    if "attachments" in data:
-        data["attachments"] = []
-    data["erased"] = True
-    return msgspec.json.encode(envelope).decode()

@@ -23,6 +23,7 @@ from interfaces.http.auth import (
     provide_readable_account,
     provide_writable_account,
 )
+from interfaces.http.backfill import BackfillController
 from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
@@ -73,6 +74,7 @@ def create_app(
             CrmController,
             AuditController,
             ParticipantController,
+            BackfillController,
             healthz,
             readyz,
             metrics_route(services),
@@ -105,6 +107,7 @@ def create_app(
             "crm_endpoints": provide(services.crm_endpoints),
             "delivery_queue": provide(services.delivery_queue),
             "redeliveries": provide(services.redeliveries),
+            "backfills": provide(services.backfills),
             "clock": provide(services.clock),
             "principal": Provide(provide_principal),
             # Resolved from the path's {account_id}, for the routes that have one.

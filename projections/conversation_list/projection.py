@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from application.reply_messages import is_message, of_event
-from application.reply_messages import kind_of as reply_kind
+from application.reply_messages import NOT_MESSAGES
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
-from projections.conversation_list.view import ConversationListView, conversations, profiles
+from projections.conversation_list.view import (
+    PROFILE_CONTENT,
+    ConversationListView,
+    conversations,
+    profiles,
+)
 from projections.previews import preview_of
 from projections.projection import LedgerProjection, id_text, on
 from projections.shredding import ERASED_PREVIEW, content_rows
@@ -83,7 +87,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
             row, preview_of(event.text, event.attachments, event), "inbound", event.sent_at
         )
         self._inbound(row, event.sent_at)
-        row["unread_count"] += 1
+        if not getattr(event, "backfilled", False):  # history is not news
+            row["unread_count"] += 1
 
     @on(topics.POSTBACK_RECEIVED)
     def postback_received(self, batch: Batch, event: Any, position: int) -> None:
@@ -103,7 +108,8 @@ class ConversationList(LedgerProjection[ConversationListView]):
         self._message(
             row, preview_of(event.text, event.attachments, event), "outbound", event.sent_at
         )
-        row["unread_count"] = 0
+        if not getattr(event, "backfilled", False):
+            row["unread_count"] = 0
 
     @on(topics.REFERRAL_RECEIVED)
     def referral_received(self, batch: Batch, event: Any, position: int) -> None:
@@ -126,8 +132,21 @@ class ConversationList(LedgerProjection[ConversationListView]):
     @on(topics.PARTICIPANT_ERASED)
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
         row = self._row(batch, event, position)
-        if row is not None and row["last_message_preview"] is not None:
+        if row is None:
+            return
+        if row["last_message_preview"] is not None:
             row["last_message_preview"] = ERASED_PREVIEW
+        self._forget_profile(batch, row)
+
+    def _forget_profile(self, batch: Batch, row: Row) -> None:
+        """The conversation's participant without what their profile said (as a profile
+        read back erased leaves it)."""
+        row["participant_username"] = None
+        batch.changed(conversations, row)
+        profile = batch.get(profiles, (row["conversation_id"],))
+        if profile is not None:
+            profile.update(dict.fromkeys(PROFILE_CONTENT))
+            batch.changed(profiles, profile)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:
@@ -141,6 +160,16 @@ class ConversationList(LedgerProjection[ConversationListView]):
             if row["last_message_preview"] is not None:
                 row["last_message_preview"] = ERASED_PREVIEW
                 batch.changed(conversations, row)
+        for profile in content_rows(
+            batch,
+            profiles,
+            event.conversation_ids,
+            before=event.before,
+            time_column="profile_recorded_at",
+        ):
+            listed = batch.get(conversations, (profile["conversation_id"],))
+            if listed is not None:
+                self._forget_profile(batch, listed)
 
     @on(topics.MESSAGE_EDITED)
     @on(topics.REACTION_ADDED)
@@ -184,7 +213,7 @@ class ConversationList(LedgerProjection[ConversationListView]):
     def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
         if (row := self._row(batch, event, position)) is None:
             return
-        profile = event.profile
+        profile = event.profile  # {} once erased
         row["participant_username"] = profile.get("username")
         batch.put(
             profiles,
@@ -196,17 +225,17 @@ class ConversationList(LedgerProjection[ConversationListView]):
                 "participant_follows_business": profile.get("is_user_follow_business"),
                 "participant_verified": profile.get("is_verified_user"),
                 "profile_looked_up_at": getattr(event, "looked_up_at", None),
+                "profile_recorded_at": _ms(event),
             },
         )
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Any, position: int) -> None:
-        message = getattr(event, "message", None)
-        reply = of_event(None, None, message) if message else None
-        if reply is not None and not is_message(reply):
+        kind = getattr(event, "kind", None)  # in clear: known once the content is erased
+        if kind in NOT_MESSAGES:
             return  # a reaction or a sender action is no message of the conversation
         if (row := self._row(batch, event, position)) is not None:
-            preview = event.text[:200]
-            if not preview and reply is not None:  # another kind: [image], [template], ...
-                preview = f"[{reply_kind(reply)}]"
+            preview = ERASED_PREVIEW if is_erased(event) else (event.text or "")[:200]
+            if not preview and kind is not None:  # another kind: [image], [template], ...
+                preview = f"[{kind}]"
             self._message(row, preview, "outbound", _ms(event))

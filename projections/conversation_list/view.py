@@ -54,17 +54,32 @@ profiles = Table(
     Column("participant_follows_business", Boolean),
     Column("participant_verified", Boolean),
     Column("profile_looked_up_at", BigInteger),
+    Column("profile_recorded_at", BigInteger),
 )
 """What Meta's user profile API last said of each conversation's participant (the username
-is the list's own column); a conversation without a profile has no row."""
+is the list's own column); a conversation without a profile has no row. Its content goes
+with the participant's erasure, or with the account's retention (`profile_recorded_at`:
+when its event was recorded, ms)."""
 
-_PROFILE_COLUMNS = [c for c in profiles.c if c.name != "conversation_id"]
+PROFILE_CONTENT = (
+    "participant_name",
+    "participant_profile_picture_url",
+    "participant_follower_count",
+    "participant_follows_business",
+    "participant_verified",
+)
+"""The profile's columns that are the participant's content."""
+
+_PROFILE_COLUMNS = [
+    c for c in profiles.c if c.name not in ("conversation_id", "profile_recorded_at")
+]
 
 
 class ConversationListView(SqlView):
     """Each account's conversations, most recently changed first."""
 
     name = "conversation_list"
+    version = 2  # 2: profiles and our replies are erased with the participant
     tables = (conversations, profiles)
 
     def page(

@@ -199,16 +199,15 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
         conversation_id = id_text(event.originator_id)
         for row in content_rows(batch, messages, [conversation_id]):
-            if row["reply_id"] is None:  # our replies are our content, not theirs
-                forget_content(row)
-                batch.changed(messages, row)
+            # What they sent, and what we sent them (our replies' keys went too).
+            forget_content(row)
+            batch.changed(messages, row)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:
         for row in content_rows(batch, messages, event.conversation_ids, before=event.before):
-            if row["reply_id"] is None:
-                forget_content(row)
-                batch.changed(messages, row)
+            forget_content(row)
+            batch.changed(messages, row)
 
     @on(topics.MESSAGE_EDITED)
     def message_edited(self, batch: Batch, event: Any, position: int) -> None:
@@ -250,9 +249,10 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
         reply = of_event(
             event.text, getattr(event, "attachment", None), getattr(event, "message", None)
         )
+        erased = is_erased(event)
         row.update(
             direction="outbound",
-            kind=reply_kind(reply),
+            kind="erased" if erased else reply_kind(reply),
             text=event.text or None,
             attachments=attachments_of(reply),
             delivery_status="queued",

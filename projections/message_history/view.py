@@ -59,6 +59,7 @@ class MessageHistoryView(SqlView):
     """Messages in the order they were sent (Meta's time, then log position)."""
 
     name = "message_history"
+    version = 2  # 2: our replies are erased with the participant
     tables = (messages,)
 
     def reply(self, conversation_id: str, reply_id: str) -> dict[str, Any] | None:

@@ -61,6 +61,8 @@ class MessageReceived(Notification, kw_only=True):
     erased: bool = False
     """The message's content is gone (unsent, erased on request, or past the account's
     retention): its text is null and it has no attachments; only the ids remain."""
+    backfilled: bool = False
+    """Read from Meta's Conversations API by a backfill (history), not from a webhook."""
 
 
 class MessageEchoed(Notification, kw_only=True):
@@ -74,6 +76,8 @@ class MessageEchoed(Notification, kw_only=True):
     erased: bool = False
     """The message's content is gone (unsent, erased on request, or past the account's
     retention): its text is null and it has no attachments; only the ids remain."""
+    backfilled: bool = False
+    """Read from Meta's Conversations API by a backfill (history), not from a webhook."""
 
 
 class MessageUnsent(Notification, kw_only=True):
@@ -142,7 +146,7 @@ class ReplyFailed(Notification, kw_only=True):
 
 class ConversationUpdated(Notification, kw_only=True):
     """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed,
-    or the participant's username or name recorded (`ParticipantProfileRecorded`)."""
+    or the participant's profile recorded (`ParticipantProfileRecorded`, at most weekly)."""
 
     change: str
     by: str | None

@@ -13,6 +13,12 @@ from uuid import uuid5
 
 import msgspec
 
+from application.destroyed_content import (
+    CRM_CONTENT_KINDS,
+    anonymous_crm_body,
+    erased_crm_body,
+    erased_reply_body,
+)
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.content import is_erased
@@ -26,7 +32,7 @@ from projections.outbox.view import (
     participant_profiles,
 )
 from projections.projection import LedgerProjection, id_text, on
-from projections.shredding import CRM_CONTENT_KINDS, content_rows, erased_crm_body
+from projections.shredding import content_rows
 from projections.view import Batch, Row
 
 MAX_CRM_BODY = 20_000
@@ -35,6 +41,10 @@ MAX_CRM_BODY = 20_000
 
 def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
+
+
+def _ms(event: Any) -> int:
+    return int(event.timestamp.timestamp() * 1000)
 
 
 def _iso_ms(ms: int) -> str:
@@ -92,17 +102,19 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     @on(topics.PARTICIPANT_PROFILE_RECORDED)
     def participant_profile_recorded(self, batch: Batch, event: Any, position: int) -> None:
-        key = id_text(event.originator_id)
-        known = batch.get(participant_profiles, (key,))
-        row = {
-            "conversation_id": key,
-            "username": event.profile.get("username"),
-            "name": event.profile.get("name"),
-        }
-        before = (known["username"], known["name"]) if known is not None else (None, None)
-        if before == (row["username"], row["name"]):
-            return  # nothing new for the CRM (the weekly lookup, or a profile without either)
-        batch.put(participant_profiles, row)
+        # Each lookup (at most weekly) is a `conversation.updated`, whatever it found: once
+        # the profile is erased, whether it had changed can no longer be told, and a view
+        # rebuilt then must make the same deliveries.
+        if not is_erased(event):
+            batch.put(
+                participant_profiles,
+                {
+                    "conversation_id": id_text(event.originator_id),
+                    "username": event.profile.get("username"),
+                    "name": event.profile.get("name"),
+                    "recorded_at": _ms(event),
+                },
+            )
         self._notify_crm(
             batch,
             event,
@@ -143,6 +155,7 @@ class Outboxes(LedgerProjection[OutboxView]):
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }
+        encoded = msgspec.json.encode(body).decode()
         batch.put(
             outbox,
             {
@@ -151,10 +164,12 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "ig_account_id": party["ig_account_id"],
                 "conversation_id": id_text(event.originator_id),
                 "kind": "reply",
-                "body": msgspec.json.encode(body).decode(),
+                "body": erased_reply_body(encoded) if is_erased(event) else encoded,
                 "position": position,
                 "created_at": int(event.timestamp.timestamp() * 1000),
                 "outcome": None,
+                "content_key": getattr(event, "content_key", None),
+                "profile_recorded_at": None,
             },
         )
         self._notify_crm(batch, event, position, None, None)
@@ -257,11 +272,35 @@ class Outboxes(LedgerProjection[OutboxView]):
 
     @on(topics.PARTICIPANT_ERASED)
     def participant_erased(self, batch: Batch, event: Any, position: int) -> None:
-        self._forget_content(batch, [id_text(event.originator_id)])
+        conversation_id = id_text(event.originator_id)
+        self._forget_content(batch, [conversation_id])
+        self._forget_profiles(batch, [conversation_id])
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:
         self._forget_content(batch, event.conversation_ids, before=event.before)
+        self._forget_profiles(batch, event.conversation_ids, before=event.before)
+
+    def _forget_profiles(
+        self, batch: Batch, conversation_ids: Sequence[str], before: int | None = None
+    ) -> None:
+        """Forget what the participants' profiles recorded before `before` (all, if None)
+        said: the profile, and the username and name in the notifications that carry it."""
+        for profile in content_rows(
+            batch, participant_profiles, conversation_ids, before=before, time_column="recorded_at"
+        ):
+            batch.delete(participant_profiles, profile)
+        for row in content_rows(
+            batch,
+            outbox,
+            conversation_ids,
+            before=before,
+            time_column="profile_recorded_at",
+        ):
+            if row["profile_recorded_at"] is not None:
+                row["body"] = anonymous_crm_body(row["body"])
+                row["profile_recorded_at"] = None
+                batch.changed(outbox, row)
 
     def _forget_content(
         self,
@@ -276,13 +315,15 @@ class Outboxes(LedgerProjection[OutboxView]):
             conversation_ids,
             before=before,
             time_column="created_at",
-            kinds=CRM_CONTENT_KINDS,
+            kinds=(*CRM_CONTENT_KINDS, "reply") if matches is None else CRM_CONTENT_KINDS,
         ):
-            if row["channel"] == "crm" and (matches is None or matches(row["body"])):
-                erased = erased_crm_body(row["body"])
-                if erased != row["body"]:
-                    row["body"] = erased
-                    batch.changed(outbox, row)
+            if matches is not None and not matches(row["body"]):
+                continue
+            erase = erased_crm_body if row["channel"] == "crm" else erased_reply_body
+            erased = erase(row["body"])
+            if erased != row["body"]:
+                row["body"] = erased
+                batch.changed(outbox, row)
 
     @on(topics.REACTION_ADDED)
     def reaction_added(self, batch: Batch, event: Any, position: int) -> None:
@@ -373,6 +414,11 @@ class Outboxes(LedgerProjection[OutboxView]):
     ) -> None:
         if kind is None or data is None:
             return
+        if getattr(event, "backfilled", False):
+            # History read back by a backfill: the CRM is told only if it was asked.
+            if not getattr(event, "notify_crm", False):
+                return
+            data = {**data, "backfilled": True}
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
@@ -396,20 +442,22 @@ class Outboxes(LedgerProjection[OutboxView]):
         ):
             return
         envelope_data: dict[str, Any] = {"account_id": ig_account_id}
+        profile_recorded_at: int | None = None
         if party is not None:
             party["crm_sequence"] += 1
             batch.changed(conversation_parties, party)
+            participant, profile_recorded_at = _participant(batch, party)
             envelope_data.update(
                 conversation_id=party["conversation_id"],
                 participant_id=party["participant_id"],
-                participant=_participant(batch, party),
+                participant=participant,
                 sequence=party["crm_sequence"],
             )
         envelope_data.update(data)
         # As documented (payloads.py, and so the OpenAPI document's `webhooks`): a field
         # the outbox adds without documenting it fails here, in the tests, not at a CRM.
         body = _fit({"type": kind, "timestamp": _iso(event), "data": data_of(kind, envelope_data)})
-        if is_erased(event):
+        if is_erased(event) and kind in CRM_CONTENT_KINDS:
             body = erased_crm_body(body)  # as a notification queued before is made (unsend)
         batch.put(
             outbox,
@@ -427,19 +475,26 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "position": position,
                 "created_at": int(event.timestamp.timestamp() * 1000),
                 "outcome": None,
+                "content_key": getattr(event, "content_key", None)
+                if kind in CRM_CONTENT_KINDS
+                else None,
+                "profile_recorded_at": profile_recorded_at,
             },
         )
 
 
-def _participant(batch: Batch, party: Row) -> dict[str, Any]:
-    """The participant's id, and the username and name once recorded."""
+def _participant(batch: Batch, party: Row) -> tuple[dict[str, Any], int | None]:
+    """The participant's id, and the username and name once recorded; when the profile
+    that said them was recorded (ms), if it said either."""
     participant: dict[str, Any] = {"id": party["participant_id"]}
     profile = batch.get(participant_profiles, (party["conversation_id"],))
     if profile is not None:
         for field in ("username", "name"):
             if profile[field] is not None:
                 participant[field] = profile[field]
-    return participant
+    if profile is None or len(participant) == 1:
+        return participant, None
+    return participant, profile["recorded_at"]
 
 
 def _fit(envelope: dict[str, Any]) -> str:

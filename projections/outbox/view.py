@@ -40,10 +40,15 @@ outbox = Table(
     Column("position", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("outcome", String(16)),
+    Column("content_key", String(32)),
+    Column("profile_recorded_at", BigInteger),
     Index("outbox_due", "channel", "outcome", "position"),
     Index("outbox_by_conversation", "conversation_id", "position"),
 )
-"""A row per delivery; `outcome` is set from events (`ReplySent`, a final `ReplyFailed`)."""
+"""A row per delivery; `outcome` is set from events (`ReplySent`, a final `ReplyFailed`).
+`content_key`: the data key of the content its body carries (a message's, a reply's), which
+the dispatcher checks before sending; `profile_recorded_at`: when the participant's profile
+its body names was recorded (ms), for the account's retention."""
 
 crm_subscriptions = Table(
     "outbox_crm_subscriptions",
@@ -73,6 +78,7 @@ participant_profiles = Table(
     Column("conversation_id", String(36), primary_key=True),
     Column("username", Text),
     Column("name", Text),
+    Column("recorded_at", BigInteger),
 )
 """What each CRM notification of a conversation says of its participant besides the id,
 once the user profile API told (`ParticipantProfileRecorded`)."""
@@ -82,6 +88,7 @@ class OutboxView(SqlView):
     """The outboxes, and when each participant last wrote."""
 
     name = "outbox"
+    version = 2  # 2: content keys, profiles' times; replies and profiles erased
     tables = (outbox, crm_subscriptions, conversation_parties, participant_profiles)
     notify = "dmledger_outbox"
     announced = (outbox,)

@@ -36,6 +36,7 @@ from tests.conftest import (
     signed_headers,
 )
 from tests.support.fake_crm import FakeCrm
+from tests.support.fake_graph import FakeGraphApi
 
 TEXT = "meet me at the old mill 7f3a9"
 URL = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=private-photo-7f3a9"
@@ -441,3 +442,137 @@ def test_messages_stored_in_clear_before_this_change_are_read_as_before_and_veri
     assert status == 0, verified
     status, compared = run(capsys, "audit", "projections", "--account", ACCOUNT)
     assert status == 0, compared
+
+
+REPLY_TEXT = "your parcel 7f3a9 leaves from the old mill"
+PROFILE = {
+    "name": "Zelda Quixote 7f3a9",
+    "username": "zelda.quixote.7f3a9",
+    "profile_pic": "https://cdn.example/zelda-7f3a9.jpg",
+    "follower_count": 12,
+    "is_user_follow_business": True,
+    "is_business_follow_user": False,
+    "is_verified_user": False,
+}
+
+
+def test_an_erasure_destroys_our_replies_to_them_and_what_we_knew_of_them(
+    database: RawBytes,
+    crm: FakeCrm,
+    graph: FakeGraphApi,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given a participant whose profile we looked up, and a reply we sent them
+    graph.profiles[PARTICIPANT] = dict(PROFILE)
+    monkeypatch.setenv("DMLEDGER_GRAPH_API_URL", graph.url)
+    services = services_of_environment()
+    try:
+        register_account(services)
+        view = services.writer.run_now(
+            services.crm_endpoints.set(
+                ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+            )
+        )
+        crm.secret = view.secret
+        headers = bearer(issue_key(services))
+        app = create_app(services, run_projections=False, run_dispatcher=False)
+        base = f"/api/v1/accounts/{ACCOUNT}"
+        with TestClient(app=app) as client:
+            recent = json.loads(message("m-1"))
+            recent["entry"][0]["messaging"][0]["timestamp"] = int(
+                datetime.now(UTC).timestamp() * 1000
+            )
+            body = json.dumps(recent).encode()
+            assert (
+                client.post(
+                    "/webhooks/instagram", content=body, headers=signed_headers(body)
+                ).status_code
+                == 200
+            )
+            settle(services)
+            sent = client.post(
+                f"{base}/conversations/{CONVERSATION}/replies",
+                json={"text": REPLY_TEXT},
+                headers={**headers, "idempotency-key": "reply-1"},
+            )
+            assert sent.status_code == 202, sent.text
+            settle(services)
+            assert [s["body"]["message"].get("text") for s in graph.sent] == [REPLY_TEXT]
+            assert PROFILE["username"] in everything_shown(client, headers)
+
+            # when an admin erases the participant
+            before = len(crm.received)
+            erased = client.delete(f"{base}/participants/{PARTICIPANT}", headers=headers)
+            assert erased.status_code == 200, erased.text
+            settle(services)
+            redelivered = client.post(
+                f"{base}/deliveries/redeliver",
+                params={"since": (datetime.now(UTC) - timedelta(hours=1)).isoformat()},
+                headers=headers,
+            )
+            assert redelivered.status_code == 200, redelivered.text
+            settle(services)
+            shown = everything_shown(client, headers)
+            deliveries = crm.received[before:]
+    finally:
+        services.close()
+
+    # then our reply's text and what we knew of them are nowhere either
+    assert erased.json()["destroyed_keys"] >= 3  # their message, our reply, their profile
+    secrets_of_theirs = [REPLY_TEXT, PROFILE["name"], PROFILE["username"], PROFILE["profile_pic"]]
+    status, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
+    assert status == 0
+    stored = database()
+    assert deliveries
+    for secret in secrets_of_theirs:
+        assert secret not in shown, secret
+        assert secret not in replayed, secret
+        assert all(secret not in json.dumps(d["payload"]) for d in deliveries), secret
+        assert secret.encode() not in stored, secret
+    status, verified = run(capsys, "audit", "verify")
+    assert status == 0, verified
+    status, compared = run(capsys, "audit", "projections", "--account", ACCOUNT)
+    assert status == 0, compared
+
+
+def test_a_notification_sent_after_its_unsend_is_stored_carries_no_content(
+    database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a message whose CRM notification is queued but not delivered yet
+    services = services_of_environment()
+    try:
+        register_account(services)
+        view = services.writer.run_now(
+            services.crm_endpoints.set(
+                ACCOUNT,
+                url=crm.url,
+                event_types=["message.received"],
+                rotate_secret=False,
+                by="test",
+            )
+        )
+        crm.secret = view.secret
+        app = create_app(services, run_projections=False, run_dispatcher=False)
+        with TestClient(app=app) as client:
+            for body in (message("m-1"), message("m-1", deleted=True)):
+                assert (
+                    client.post(
+                        "/webhooks/instagram", content=body, headers=signed_headers(body)
+                    ).status_code
+                    == 200
+                )
+                if b"is_deleted" not in body:
+                    services.read_models.catch_up()
+            # when the dispatcher sends it after the unsend is stored, before the read
+            # models have followed it (or while it held the delivery's lease)
+            asyncio.run(services.dispatcher.drain())
+    finally:
+        services.close()
+
+    # then the CRM is told of the message without its content
+    [delivery] = crm.received
+    assert delivery["payload"]["type"] == "message.received"
+    assert delivery["payload"]["data"]["erased"] is True
+    assert TEXT not in json.dumps(delivery["payload"])
+    assert URL not in json.dumps(delivery["payload"])

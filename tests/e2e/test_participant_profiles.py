@@ -23,7 +23,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.e2e.test_crm_delivery_edges import from_participant
-from tests.e2e.test_dispatch import deliver, message, step
+from tests.e2e.test_dispatch import _definition, deliver, message, step
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
@@ -190,3 +190,44 @@ async def test_the_console_shows_the_participants_name_escaped(
         assert page.status_code == 200, page.text
         assert "@anna" in page.text
         assert "Anna &lt;b&gt;S&lt;/b&gt;" in page.text
+
+
+async def test_a_reply_names_the_participant_from_their_sealed_profile_after_a_restart(
+    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
+) -> None:
+    if database_url.startswith("memory"):
+        pytest.skip("a restart keeps nothing in memory")
+    # given a participant whose profile was looked up on their first message
+    rules = [
+        {"name": "hello", "triggers": [{"type": "keyword", "value": "hello"}], "reply": "Hi!"},
+        {
+            "name": "hours",
+            "triggers": [{"type": "keyword", "value": "hours"}],
+            "reply": "{first_name}, we open at nine.",
+        },
+    ]
+    first = make_services(database_url, graph_api_url=graph.url)
+    register_account(first)
+    for rule in rules:
+        first.writer.run_now(first.rules.add(ACCOUNT, _definition(rule), by="test"))
+    async with AsyncTestClient(
+        app=create_app(first, run_projections=False, run_dispatcher=False)
+    ) as api:
+        await deliver(api, message("hello", "m-1"))
+        await step(first)
+    first.close()
+
+    # when, after a restart (nothing kept in memory), a rule answers with their first name
+    again = make_services(database_url, graph_api_url=graph.url)
+    async with AsyncTestClient(
+        app=create_app(again, run_projections=False, run_dispatcher=False)
+    ) as api:
+        await deliver(api, message("your hours?", "m-2"))
+        await step(again)
+
+    # then the name comes from the recorded profile (sealed in its event), not a new lookup
+    assert len(profile_lookups(graph)) == 1
+    texts = [
+        r["body"]["message"]["text"] for r in graph.requests if r["path"].endswith("/messages")
+    ]
+    assert texts == ["Hi!", "Anna, we open at nine."]

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from interfaces.cli import main
+from projections.conversation_list.view import ConversationListView
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "previous_release"
 SECRET_KEY = (FIXTURE / "secret.key").read_text().strip()
@@ -34,6 +35,10 @@ TABLES = [
     "projection_tracking",
 ]
 """Every table of that release but the event store's, which differ by name per backend."""
+
+CHANGED_READ_MODELS = "conversation_list message_history outbox"
+"""The read models whose definition changed since that release (`projections.definitions`),
+as `dmledger projections rebuild` takes them."""
 
 Rows = Callable[[str], list[tuple[Any, ...]]]
 
@@ -170,11 +175,15 @@ def test_db_upgrade_keeps_every_row_and_the_chain_verifies(
     assert "chained:   14" in out
     assert "intact" in out
     assert run(capsys, "db", "check")[0] == 0
-    # and the read models need no rebuild: they were built by version 1 of each
+    # and the read models this release defines anew are named for a rebuild (built by
+    # version 1 of each), and need none once rebuilt
     status, out, err = run(capsys, "projections", "status")
     assert status == 0, err
+    assert f"`dmledger projections rebuild {CHANGED_READ_MODELS}`" in out
+    assert run(capsys, "projections", "rebuild", *CHANGED_READ_MODELS.split())[0] == 0
+    status, out, err = run(capsys, "projections", "status")
     assert "rebuild" not in out + err
-    # and the data reads as before
+    # and the data reads as before (what was delivered stays delivered)
     status, out, err = run(capsys, "deliveries", "list", "--account", ACCOUNT)
     assert status == 0, err
     assert "delivered" in out
@@ -242,7 +251,7 @@ def _conversation_list_is_current(previous: Previous, rows: int) -> None:
     assert len(found) == rows
     assert previous.sql(
         "SELECT definition_version FROM projection_tracking WHERE projection = 'conversation_list'"
-    ) == [(1,)]
+    ) == [(ConversationListView.version,)]
 
 
 @pytest.mark.postgres
@@ -259,12 +268,12 @@ def test_a_read_model_of_another_definition_is_refused_on_postgres_until_rebuilt
     assert status == 2
     said = [line for line in err.splitlines() if not line.startswith("dmledger: database ")]
     assert len(said) == 1, err
-    assert "`dmledger projections rebuild conversation_list`" in said[0]
+    assert f"`dmledger projections rebuild {CHANGED_READ_MODELS}`" in said[0]
     status, out, _ = run(capsys, "projections", "status")
-    assert "`dmledger projections rebuild conversation_list`" in out
+    assert f"`dmledger projections rebuild {CHANGED_READ_MODELS}`" in out
 
     # then after the rebuild the table has this release's columns and every row
-    assert run(capsys, "projections", "rebuild", "conversation_list")[0] == 0
+    assert run(capsys, "projections", "rebuild", *CHANGED_READ_MODELS.split())[0] == 0
     _conversation_list_is_current(previous, rows)
     assert run(capsys, "dispatch", "--once")[0] == 0
 

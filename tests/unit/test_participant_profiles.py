@@ -47,13 +47,18 @@ def test_a_lookup_made_twice_is_recorded_once() -> None:
 
 def test_a_refusal_waits_a_week_too_and_keeps_what_was_known() -> None:
     conversation = new_conversation()
-    conversation.record_participant_profile(profile={"username": "a"}, looked_up_at=NOW)
+    conversation.record_participant_profile(profile={"username": "zelda.q"}, looked_up_at=NOW)
+    recorded_in = conversation.profile_version
     later = NOW + PROFILE_REFRESH_MS
 
     assert conversation.refuse_participant_profile(code=100, message="no", looked_up_at=later)
     assert not conversation.refuse_participant_profile(code=100, message="no", looked_up_at=later)
 
-    assert conversation.participant_profile == {"username": "a"}
+    # the profile kept is still the one recorded (in its event: the aggregate keeps no name)
+    assert recorded_in == 2
+    assert conversation.profile_version == recorded_in
+    conversation.collect_events()
+    assert "zelda.q" not in str(vars(conversation))
     assert not conversation.profile_due(later + PROFILE_REFRESH_MS - 1)
 
 
@@ -66,7 +71,7 @@ def test_a_profile_stored_before_lookup_times_were_kept_is_looked_up_again() -> 
 
     replayed = application.repository.get(conversation.id)
 
-    assert replayed.participant_profile == {"username": "a"}
+    assert replayed.profile_version == 2
     assert replayed.profile_due(NOW)
 
 
