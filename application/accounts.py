@@ -19,7 +19,13 @@ from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, SecretBox
 from application.rules import WEEKDAYS, check_template
-from domain.account import CREDENTIALS, Account, AccountError, AccountStatus
+from domain.account import (
+    CREDENTIALS,
+    DEFAULT_SETTINGS,
+    Account,
+    AccountError,
+    AccountStatus,
+)
 from domain.identity import account_id
 
 _IG_ID = re.compile(r"^[0-9]{1,32}$")
@@ -88,7 +94,8 @@ class AccountSummary(msgspec.Struct, frozen=True):
             display_name=account.display_name,
             status=str(account.status),
             registered_at=account.created_on,
-            settings=dict(account.settings),
+            # Settings added since the account was made show their default.
+            settings={**DEFAULT_SETTINGS, **account.settings},
             credentials={
                 name: Credential(
                     set=bool(getattr(account, name)),
@@ -112,6 +119,9 @@ class SettingsChange(msgspec.Struct, forbid_unknown_fields=True):
     """Resume automation this many hours after a person took over (null: never)."""
     content_retention_days: int | msgspec.UnsetType | None = msgspec.UNSET
     """Destroy the content of messages older than this many days (null: keep it)."""
+    primary_receiver: bool | msgspec.UnsetType = msgspec.UNSET
+    """Whether dmledger is the primary receiver of Meta's handover protocol: it owns a
+    thread no app passed or took. While another app owns a thread, automation holds."""
 
 
 def validate_settings(change: SettingsChange) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from application.ledger import Ledger
 from application.ports import AccountIndex
 from domain import account as account_events
 from domain import conversation as conversation_events
+from domain import media as media_events
 from domain.account import CREDENTIALS
 from domain.content import CONTENT_FIELDS, is_erased
 from domain.identity import account_id
@@ -147,6 +148,10 @@ class ChainReport(msgspec.Struct):
         return self.broken is None
 
 
+_OWNED = [conversation_events.STARTED, media_events.STARTED]
+"""What starts an aggregate an account owns, besides the account itself."""
+
+
 def type_of(event: Any) -> str:
     """An event's type as the audit API names it."""
     topic: str = type(event).TOPIC
@@ -211,7 +216,7 @@ class AuditLog:
         if not isinstance(recorder, AccountIndex):
             raise InvalidInput("database", "this store keeps no account index (memory://)")
         owners: dict[UUID, UUID] = {}
-        topics = [account_events.REGISTERED, conversation_events.STARTED]
+        topics = [account_events.REGISTERED, conversation_events.STARTED, media_events.STARTED]
         for notification in self._notifications(1, stop=None, topics=topics, progress=progress):
             created = self._decode(notification)
             ig_account_id = getattr(created, "ig_account_id", None)
@@ -221,16 +226,14 @@ class AuditLog:
         return len(owners)
 
     def aggregate_ids(self, ig_account_id: str, *, stop: int | None = None) -> set[UUID]:
-        """The account's aggregate and its conversations (as started up to `stop`)."""
+        """The account's aggregate, its conversations and its media (as started up to `stop`)."""
         ids = {account_id(ig_account_id)}
         index = self.index()
         if index is not None:
-            started = self._account_notifications(
-                index, ig_account_id, 1, stop=stop, topics=[conversation_events.STARTED]
-            )
+            started = self._account_notifications(index, ig_account_id, 1, stop=stop, topics=_OWNED)
             ids.update(cast(UUID, n.originator_id) for n in started)
             return ids
-        for notification in self._notifications(1, stop=stop, topics=[conversation_events.STARTED]):
+        for notification in self._notifications(1, stop=stop, topics=_OWNED):
             event = self._decode(notification)
             if getattr(event, "ig_account_id", None) == ig_account_id:
                 ids.add(cast(UUID, notification.originator_id))

@@ -61,7 +61,8 @@ class AutoReplies:
     ) -> None:
         self.clock = clock
         """The service's clock."""
-        self._ledger = ledger
+        self.ledger = ledger
+        """The ledger (the comment decisions of the same policy read profiles from it)."""
         self._profiles = ProfileLookups(ledger, secrets, profiles, lambda: self.clock.now_ms())
 
     def observe(self, event: Any) -> None:
@@ -132,6 +133,14 @@ class AutoReplies:
         if match is None:
             return None
         reason = self._reason_not_to_reply(account, conversation, inbound, now)
+        if reason is None and (
+            getattr(event, "standby", False)
+            or conversation.owned_by_another_app(
+                primary_receiver=account.settings.get("primary_receiver", True)
+            )
+        ):
+            # Handover: the thread's owner answers (its messages reach us on `standby`).
+            reason = "thread_owned_by_another_app"
         mid = getattr(event, "mid", None)
         if reason is not None:
             conversation.skip_auto_reply(
@@ -143,7 +152,7 @@ class AutoReplies:
                 match.template,
                 profile=profile
                 if profile is not None
-                else self._ledger.participant_profile(conversation),
+                else self.ledger.participant_profile(conversation),
                 account_username=account.username,
             )
         )

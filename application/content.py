@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+from cachetools import LRUCache
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
@@ -37,7 +39,8 @@ from eventsourcing.utils import get_topic
 from application.ports import ContentCipher, ContentKeyStore
 from domain import account as account_topics
 from domain import conversation as conversation_topics
-from domain.content import CONTENT_FIELDS, ERASED, erased_fields
+from domain import media as media_topics
+from domain.content import CONTENT_FIELDS, ERASED, content_owner, erased_fields
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,11 @@ def shreds_of(topic: str, state: dict[str, Any], conversation_id: str) -> tuple[
         return (Shred((conversation_id,)),)
     if topic == account_topics.CONTENT_EXPIRED:
         return (Shred(tuple(state["conversation_ids"]), before_ms=state["before"]),)
+    if topic == media_topics.COMMENT_REMOVED:
+        # A deleted comment's key (and its edits') is its commenter's conversation's.
+        owner = content_owner(media_topics.COMMENT_RECEIVED, state)
+        assert owner is not None
+        return (Shred((owner[0],), mid=owner[1]),)
     return ()
 
 
@@ -93,12 +101,32 @@ def _is_sealed(value: Any) -> bool:
     return isinstance(value, dict) and "sealed" in value and "key" in value
 
 
+RECENT_KEYS = 50_000
+"""Data keys this process sealed lately, kept for its own projection runners."""
+
+
 class ContentVault:
-    """Seals content under new data keys and opens batches of events (see the module)."""
+    """Seals content under new data keys and opens batches of events (see the module).
+
+    The projection runners of the process that stored an event read it a moment later:
+    the data keys this process sealed lately are kept (`recent`), so that the four runners
+    do not each query the key table for every small batch (four queries a webhook). A
+    runner may so open content whose key another process destroyed since; it then applies
+    the destroying event, which comes later in the log, and drops it, as it would had it
+    read the message before the destroying event was stored. Readers whose content leaves
+    (the REST API, the events stream, replay) always ask the key table. A destroying event
+    stored by this process empties the kept keys."""
 
     def __init__(self, cipher: ContentCipher, keys: ContentKeyStore) -> None:
         self.cipher = cipher
         self.keys = keys
+        self._recent: LRUCache[str, str] = LRUCache(maxsize=RECENT_KEYS)
+        self._recent_lock = threading.Lock()
+
+    def forget_recent(self) -> None:
+        """Keys were destroyed: no kept key may stand for one that is gone."""
+        with self._recent_lock:
+            self._recent.clear()
 
     def seal(
         self, transcoder: Any, event_state: dict[str, Any], topic: str, version: int
@@ -117,23 +145,37 @@ class ContentVault:
             key, transcoder.encode(content), _context(originator_id, version, key_id)
         )
         event_state["content"] = {"key": key_id, "sealed": base64.b64encode(sealed).decode()}
+        with self._recent_lock:
+            self._recent[key_id] = wrapped
         timestamp = event_state.get("timestamp")
+        owner = content_owner(topic, event_state)
         return NewKey(
             key_id=key_id,
-            conversation_id=str(originator_id),
-            mid=event_state.get("mid"),
+            conversation_id=owner[0] if owner else str(originator_id),
+            mid=owner[1] if owner else event_state.get("mid"),
             recorded_at=int(timestamp.timestamp() * 1000) if timestamp is not None else 0,
             wrapped=wrapped,
         )
 
-    def open(self, transcoder: Any, events: Iterable[Any]) -> None:
+    def open(self, transcoder: Any, events: Iterable[Any], *, recent: bool = False) -> None:
         """Give each sealed event of the batch its content back, or mark it erased.
 
-        One query reads the keys of the whole batch."""
+        One query reads the keys of the whole batch; with `recent` (a projection runner),
+        only those this process did not seal lately (see the class)."""
         sealed = [e for e in events if _is_sealed(getattr(e, "content", None))]
         if not sealed:
             return
-        wrapped = self.keys.wrapped_keys(sorted({e.content["key"] for e in sealed}))
+        wanted = {e.content["key"] for e in sealed}
+        wrapped: dict[str, str] = {}
+        if recent:
+            with self._recent_lock:
+                for key_id in wanted:
+                    found = self._recent.get(key_id)
+                    if found is not None:
+                        wrapped[key_id] = found
+            wanted -= wrapped.keys()
+        if wanted:
+            wrapped.update(self.keys.wrapped_keys(sorted(wanted)))
         for event in sealed:
             state = event.__dict__
             blob = state["content"]
@@ -168,6 +210,7 @@ class ContentMapper(Mapper[UUID]):
                 conversation_topics.MESSAGE_UNSENT,
                 conversation_topics.PARTICIPANT_ERASED,
                 account_topics.CONTENT_EXPIRED,
+                media_topics.COMMENT_REMOVED,
             )
         ):
             return super().to_stored_event(domain_event)
@@ -176,6 +219,8 @@ class ContentMapper(Mapper[UUID]):
         if topic in CONTENT_FIELDS:
             new_keys = (vault.seal(self.transcoder, state, topic, domain_event.originator_version),)
         shreds = shreds_of(topic, state, str(domain_event.originator_id))
+        if shreds:
+            vault.forget_recent()
         # The library's mapping, of the event as it is to be stored.
         stand_in = object.__new__(type(domain_event))
         object.__setattr__(stand_in, "__dict__", state)
@@ -200,10 +245,10 @@ class ContentMapper(Mapper[UUID]):
                     state.setdefault(name, value)
         return domain_event
 
-    def open(self, events: Iterable[Any]) -> None:
+    def open(self, events: Iterable[Any], *, recent: bool = False) -> None:
         """Open the content of these events, read from the store (see `ContentVault.open`)."""
         if self.vault is not None:
-            self.vault.open(self.transcoder, events)
+            self.vault.open(self.transcoder, events, recent=recent)
             return
         # No vault, no keys: what is sealed cannot be read here, and never leaves sealed.
         for event in events:

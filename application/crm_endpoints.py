@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "reply.sent",
     "reply.failed",
     "conversation.updated",
+    "comment.received",
     "account.token_rejected",
     "account.sends_paused",
     "account.sends_resumed",

@@ -16,9 +16,10 @@ RETRY_CODES = frozenset({1, 2, 1200})
 THROTTLE_CODES = frozenset({4, 17, 32, 613})
 TOKEN_CODES = frozenset({190})
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
-TERMINAL = ((10, 2018278), (None, 2534022), (551, None), (100, 2018001))
+TERMINAL = ((10, 2018278), (None, 2534022), (551, None), (100, 2018001), (10900, None))
 """(code, subcode) pairs that no retry will fix (None matches any); they win over the
-code's own class (10/2018278 is outside the messaging window, not a permission)."""
+code's own class (10/2018278 is outside the messaging window, not a permission; 10900 is
+a second private reply to one comment)."""
 
 CRM_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 """When each attempt of a CRM delivery is made, after the previous one failed."""

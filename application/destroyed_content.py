@@ -21,8 +21,8 @@ import msgspec
 
 from application.ports import ContentKeyStore, LeasedDelivery
 
-CRM_CONTENT_KINDS = ("message.received", "message.echoed", "message.edited")
-"""The CRM notifications that carry a message's content."""
+CRM_CONTENT_KINDS = ("message.received", "message.echoed", "message.edited", "comment.received")
+"""The CRM notifications that carry a message's (or a comment's) content."""
 
 
 def erased_crm_body(body: str) -> str:
@@ -45,6 +45,8 @@ def erased_reply_body(body: str) -> str:
     reply["text"] = None
     reply["attachment"] = None
     reply["message"] = None
+    if isinstance(reply.get("comment"), dict):
+        reply["comment"]["public_reply"] = None  # a private reply's public one
     reply["erased"] = True
     return msgspec.json.encode(reply).decode()
 

@@ -6,7 +6,9 @@ slow conversation or endpoint holds only its own deliveries):
 
 - `application.instagram_sender`: replies, and what Meta's answer means;
 - `application.crm_deliverer`: the CRM's signed notifications, retries, circuit breakers;
-- `application.token_refresher`: the access tokens, before they expire.
+- `application.token_refresher`: the access tokens, before they expire;
+- `application.entry_point_pusher`: the accounts' ice breakers and persistent menus, to
+  Meta's `messenger_profile` (polled, not leased: see its docstring).
 
 They share `application.served_accounts` (accounts read from the ledger, kept briefly)
 and `application.settlements` (outcomes recorded in the outbox in batches). Delivery is at
@@ -24,6 +26,7 @@ from typing import Any
 from application.crm_deliverer import CrmDeliverer
 from application.delivery import CRM_RETRY_SCHEDULE_SECONDS
 from application.destroyed_content import without_destroyed_content
+from application.entry_point_pusher import EntryPointPusher
 from application.instagram_sender import InstagramSender
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
@@ -32,6 +35,7 @@ from application.ports import (
     ConversationWindows,
     CrmEndpoint,
     InstagramSendApi,
+    MessengerProfileApi,
     Metrics,
     NoMetrics,
     Outbox,
@@ -69,6 +73,7 @@ class Dispatcher:
         breaker_rest_ms: int = 60_000,
         crm_retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
         metrics: Metrics | None = None,
+        messenger_profile: MessengerProfileApi | None = None,
     ) -> None:
         metrics = metrics or NoMetrics()
         self._outbox = outbox
@@ -93,6 +98,7 @@ class Dispatcher:
             limits=limits,
             attachments=attachments,
             metrics=metrics,
+            counts=outbox,
         )
         self.crm = CrmDeliverer(
             writer=writer,
@@ -114,6 +120,9 @@ class Dispatcher:
             accounts=accounts,
             now=now,
             metrics=metrics,
+        )
+        self.entry_points = EntryPointPusher(
+            ledger=ledger, writer=writer, secrets=secrets, api=messenger_profile, now=now
         )
 
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
@@ -206,3 +215,8 @@ class Dispatcher:
     async def refresh_tokens(self) -> int:
         """Refresh the access tokens that are 50 days old or more; the number refreshed."""
         return await self.tokens.refresh()
+
+    async def push_entry_points(self) -> int:
+        """Push the ice breakers and persistent menus changed since they were last applied
+        (or due for another try); the number pushed."""
+        return await self.entry_points.push_due()

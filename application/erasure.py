@@ -26,16 +26,22 @@ def erase_participant(
     def erase(changes: Changes) -> int:
         if changes.get(account_id(ig_account_id), Account) is None:
             raise NotFound(f"there is no Instagram account {ig_account_id}")
-        conversation = changes.get(conversation_id(ig_account_id, participant_id), Conversation)
-        if conversation is None:
-            raise NotFound(
-                f"there is no conversation with participant {participant_id} in this account"
-            )
+        the_id = conversation_id(ig_account_id, participant_id)
+        conversation = changes.get(the_id, Conversation)
         vault = ledger.vault
         # Counted here, in the writer's thread: no other command of this process stores a
-        # key between the count and the insert that destroys them.
-        counts = vault.keys.key_counts([str(conversation.id)]) if vault is not None else {}
+        # key between the count and the insert that destroys them. A commenter's comments
+        # are sealed under keys of their conversation (`domain.content.content_owner`).
+        counts = vault.keys.key_counts([str(the_id)]) if vault is not None else {}
         destroyed = sum(counts.values())
+        if conversation is None:
+            if not destroyed:
+                raise NotFound(
+                    f"there is no conversation with participant {participant_id} in this account"
+                )
+            # Someone who only commented: their conversation starts to record the erasure.
+            conversation = Conversation(ig_account_id=ig_account_id, participant_id=participant_id)
+            changes.add(conversation)
         conversation.erase_participant(by=by, erased_at=now, destroyed=destroyed)
         return destroyed
 

@@ -8,6 +8,12 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from application.comment_webhook import (
+    COMMENT_FIELDS,
+    RoutedComment,
+    record_comment,
+    route_comments,
+)
 from application.errors import InvalidSignature, MalformedWebhook
 from application.instagram_webhook import RoutedItem, read_webhook, record_item, route_items
 from application.json_nesting import MAX_DEPTH, nests_deeper_than
@@ -21,7 +27,8 @@ from application.webhook_signatures import (
 )
 from domain.account import Account
 from domain.conversation import Conversation
-from domain.identity import account_id, conversation_id
+from domain.identity import account_id, conversation_id, media_id
+from domain.media import Media
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ class IngestReport:
     """Items that named no sender or recipient, so belong to no conversation."""
     test_events: int
     """Dashboard test events (`entry[].changes[]`), answered without side effects."""
+    comments: int = 0
+    """New events of `comments` and `live_comments` changes."""
 
 
 class WebhookIngest:
@@ -64,9 +73,14 @@ class WebhookIngest:
             raise MalformedWebhook(f"the body is nested more than {MAX_DEPTH} levels deep")
         webhook = read_webhook(body)
         routed, unroutable = route_items(webhook)
+        comments = route_comments(webhook.entry)
         by_account: dict[str, list[RoutedItem]] = defaultdict(list)
         for item in routed:
             by_account[item.ig_account_id].append(item)
+        comments_by_account: dict[str, list[RoutedComment]] = defaultdict(list)
+        for comment in comments:
+            comments_by_account[comment.ig_account_id].append(comment)
+            by_account.setdefault(comment.ig_account_id, [])
 
         # Verify against every served account the body addresses before changing anything.
         served: dict[str, list[RoutedItem]] = {}
@@ -76,8 +90,8 @@ class WebhookIngest:
             if account is None or not account.serves_webhooks:
                 skipped.append(ig_account_id)
                 log.warning(
-                    "skipping %d messaging items for Instagram account %s, which is not served",
-                    len(items),
+                    "skipping %d items for Instagram account %s, which is not served",
+                    len(items) + len(comments_by_account.pop(ig_account_id, ())),
                     ig_account_id,
                 )
                 continue
@@ -101,13 +115,43 @@ class WebhookIngest:
                     recorded += len(conversation.pending_events) - before
                 else:
                     duplicates += 1
+        recorded_comments = 0
+        for items_of_account in comments_by_account.values():
+            for comment in items_of_account:
+                media = self._media(changes, comment)
+                before = len(media.pending_events)
+                if record_comment(media, comment):
+                    recorded_comments += len(media.pending_events) - before
+                else:
+                    duplicates += 1
         return IngestReport(
-            recorded=recorded,
+            recorded=recorded + recorded_comments,
             duplicates=duplicates,
             skipped_accounts=tuple(skipped),
             unroutable=len(unroutable),
-            test_events=sum(len(entry.changes) for entry in webhook.entry),
+            test_events=sum(
+                1
+                for entry in webhook.entry
+                for change in entry.changes
+                if not (
+                    isinstance(change, dict)
+                    and change.get("field") in (*COMMENT_FIELDS, "messaging_handover")
+                )
+            ),
+            comments=recorded_comments,
         )
+
+    def _media(self, changes: Changes, comment: RoutedComment) -> Media:
+        found = changes.get(media_id(comment.ig_account_id, comment.media), Media)
+        if found is not None:
+            return found
+        media = Media(
+            ig_account_id=comment.ig_account_id,
+            media=comment.media,
+            product_type=comment.value["media"].get("media_product_type"),
+        )
+        changes.add(media)
+        return media
 
     def _conversation(
         self, changes: Changes, ig_account_id: str, participant_id: str

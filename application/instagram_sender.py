@@ -9,9 +9,10 @@ dispatcher process), and Meta must be willing to take it (see
 Meta's answer is classified (`application.delivery`: `error_class`, then the `ACTIONS`
 table) and each action has its handler here, in `InstagramSender._outcomes`:
 `ReplySent` / `ReplyFailed` on the conversation, `TokenRejected` or `SendsPaused` on the
-account, and the delivery settled or put back.
-
-Over 300 lines: the send's steps and one handler per action, which read best together.
+account, and the delivery settled or put back. A private reply to a comment
+(`_send_private_reply`) goes through the same holds, rate and handlers, with its own
+deadline and Meta's hourly limit instead of the reply window: over 300 lines so that
+every send's path reads in one place.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +31,7 @@ from application.delivery import (
     ACTIONS,
     Action,
     MetaError,
+    MetaErrorClass,
     SendResult,
     backoff_ms,
     classify,
@@ -41,6 +44,7 @@ from application.ports import (
     InstagramSendApi,
     LeasedDelivery,
     Metrics,
+    PrivateReplyCounts,
     ReusableAttachments,
     SecretBox,
     SendLimits,
@@ -64,6 +68,10 @@ log = logging.getLogger(__name__)
 MAX_SEND_ATTEMPTS = 8
 HOLD_MS = 60_000
 """How long a suspended account, or one whose token was rejected, waits between checks."""
+PRIVATE_REPLIES_PER_HOUR = 750
+"""Meta's limit on private replies to comments, per account and hour. Counted in the
+delivery queue (`PrivateReplyCounts`), which every dispatcher shares: a reply with that
+many ahead of it sent (or being sent) in the last hour waits `HOLD_MS` and is counted again."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,10 @@ class InstagramSender:
         limits: SendLimits,
         attachments: ReusableAttachments,
         metrics: Metrics,
+        counts: PrivateReplyCounts,
     ) -> None:
         self._writer = writer
+        self._counts = counts
         self._metrics = metrics
         self._accounts = accounts
         self._windows = windows
@@ -166,6 +176,10 @@ class InstagramSender:
         if not taken:
             await self._settlements.requeue(row, (now // 1000 + 1) * 1000)
             return
+        comment = reply.get("comment")
+        if comment:
+            await self._send_private_reply(row, conversation_id, account, reply, comment)
+            return
         last_inbound = await asyncio.to_thread(
             self._windows.last_inbound_at, ig_account_id, row.conversation_id
         )
@@ -218,6 +232,63 @@ class InstagramSender:
             )
             known = uploaded
         return meta_fields(message, attachment_id=known)
+
+    async def _send_private_reply(
+        self,
+        row: LeasedDelivery,
+        conversation_id: UUID,
+        account: Account,
+        reply: dict[str, Any],
+        comment: dict[str, Any],
+    ) -> None:
+        """The one private reply to a comment (claimed on its media), within Meta's
+        deadline and hourly limit; then the public reply to the comment, if the rule has one."""
+        now = self._now()
+        ig_account_id = account.ig_account_id
+        if now > comment["deadline"]:
+            await self._refuse(
+                row,
+                conversation_id,
+                "a private reply after the live broadcast"
+                if comment.get("live")
+                else "a private reply more than 7 days after the comment",
+            )
+            return
+        ahead = await asyncio.to_thread(
+            partial(
+                self._counts.private_replies_counted,
+                ig_account_id,
+                before_position=row.position,
+                since=now - HOUR_MS,
+            )
+        )
+        if ahead >= PRIVATE_REPLIES_PER_HOUR:
+            await self._settlements.requeue(row, now + HOLD_MS)
+            return
+        token = self._secrets.decrypt(account.access_token)
+        started = time.perf_counter()
+        result = await self._instagram.send_private_reply(
+            ig_account_id=ig_account_id,
+            access_token=token,
+            comment_id=comment["comment_id"],
+            text=reply.get("text") or "",
+        )
+        kind = error_class(result)
+        self._metrics.send_answered(ig_account_id, kind.value, time.perf_counter() - started)
+        await self._outcomes[ACTIONS[kind]](_Answer(row, conversation_id, account, result))
+        public = comment.get("public_reply")
+        if kind == MetaErrorClass.SENT and public:
+            # Best effort, once: the private reply is what the rule promised.
+            answer = await self._instagram.reply_to_comment(
+                access_token=token, comment_id=comment["comment_id"], text=public
+            )
+            if error_class(answer) != MetaErrorClass.SENT:
+                log.warning(
+                    "the public reply to comment %s of %s was not taken: %s",
+                    comment["comment_id"],
+                    ig_account_id,
+                    answer.detail or answer.status_code,
+                )
 
     # -- one handler per `Action` -------------------------------------------------------------
 

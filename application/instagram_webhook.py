@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from application.errors import MalformedWebhook
+from application.handover_webhook import handover_changes, record_handover
 from application.storable import LATEST_MS, unstorable, without_nul
 from domain.conversation import Conversation
 
@@ -79,6 +80,10 @@ _OBJECTS = (
     "messaging_seen",
     "postback",
     "referral",
+    "pass_thread_control",
+    "take_thread_control",
+    "release_thread_control",
+    "request_thread_control",
 )
 """Keys of an item whose value, when present, must be a JSON object."""
 
@@ -89,13 +94,16 @@ def _check_items(webhook: WebhookBody) -> None:
     is half-kept); replace NUL characters in items' strings by U+FFFD (see
     `application.storable`): a NUL has no meaning in a message, and a message is kept."""
     for e, entry in enumerate(webhook.entry):
-        for name, items in (("messaging", entry.messaging), ("standby", entry.standby)):
-            for i, item in enumerate(items):
-                path = f"entry[{e}].{name}[{i}]"
-                without_nul(item)
-                problem = unstorable(item, path) or _shape_problem(item, path)
-                if problem is not None:
-                    raise MalformedWebhook(f"{problem[0]} {problem[1]}")
+        for name, item in (
+            *((f"messaging[{i}]", item) for i, item in enumerate(entry.messaging)),
+            *((f"standby[{i}]", item) for i, item in enumerate(entry.standby)),
+            *((f"changes[{c}].value", item) for c, item in handover_changes(entry.changes)),
+        ):
+            path = f"entry[{e}].{name}"
+            without_nul(item)
+            problem = unstorable(item, path) or _shape_problem(item, path)
+            if problem is not None:
+                raise MalformedWebhook(f"{problem[0]} {problem[1]}")
 
 
 def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
@@ -136,7 +144,13 @@ def route_items(webhook: WebhookBody) -> tuple[list[RoutedItem], list[JSONObject
     routed: list[RoutedItem] = []
     unroutable: list[JSONObject] = []
     for entry in webhook.entry:
-        for standby, items in ((False, entry.messaging), (True, entry.standby)):
+        # `messaging_handover` may come as a change whose value is a messaging item.
+        handovers = [item for _, item in handover_changes(entry.changes)]
+        for standby, items in (
+            (False, entry.messaging),
+            (True, entry.standby),
+            (False, handovers),
+        ):
             for item in items:
                 sender = _id_of(item.get("sender"))
                 recipient = _id_of(item.get("recipient"))
@@ -229,6 +243,9 @@ def record_item(conversation: Conversation, routed: RoutedItem) -> bool:
     referral = item.get("referral")
     if isinstance(referral, dict):
         return conversation.receive_referral(referral=referral, sent_at=at, standby=standby)
+    handed_over = record_handover(conversation, item, at=at, standby=standby)
+    if handed_over is not None:
+        return handed_over
     return conversation.record_unrecognised(
         item=item,
         fingerprint=hashlib.sha256(msgspec.json.encode(item, order="sorted")).hexdigest(),

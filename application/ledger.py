@@ -19,13 +19,15 @@ from application.content import ContentMapper, ContentVault
 from application.eventsourcing_compat import HookedApplication
 from domain import account as account_events
 from domain import conversation as conversation_events
+from domain import media as media_events
 from domain.account import Account
 from domain.conversation import Conversation
-from domain.identity import account_id
+from domain.identity import account_id, conversation_id
+from domain.media import Media
 
 
 def owners_of(events: Iterable[DomainEventProtocol[UUID]]) -> dict[UUID, UUID]:
-    """The account (its aggregate's id) of each account and conversation these events
+    """The account (its aggregate's id) of each account, conversation and media these events
     create: what an account's history holds (`application.audit`), for the store's
     account index. An account owns itself; other aggregates (API keys) have no owner."""
     owners: dict[UUID, UUID] = {}
@@ -34,7 +36,7 @@ def owners_of(events: Iterable[DomainEventProtocol[UUID]]) -> dict[UUID, UUID]:
             continue
         if isinstance(event, Account.Event):
             owners[event.originator_id] = event.originator_id
-        elif isinstance(event, Conversation.Event):
+        elif isinstance(event, Conversation.Event | Media.Event):
             owners[event.originator_id] = account_id(cast(Any, event).ig_account_id)
     return owners
 
@@ -67,10 +69,12 @@ class Ledger(HookedApplication):
         """The content vault, if this ledger has one."""
         return cast(ContentMapper, self.mapper).vault
 
-    def open_content(self, events: Iterable[Any]) -> None:
+    def open_content(self, events: Iterable[Any], *, recent: bool = False) -> None:
         """Give these events read from the store their content back, or mark it erased;
-        the data keys of all of them are read in one query (see `application.content`)."""
-        cast(ContentMapper, self.mapper).open(events)
+        the data keys of all of them are read in one query (see `application.content`;
+        `recent`: a projection runner's batch, which may use the keys this process sealed
+        lately)."""
+        cast(ContentMapper, self.mapper).open(events, recent=recent)
 
     def participant_profile(self, conversation: Any) -> dict[str, Any]:
         """What the user profile API last said of the conversation's participant, opened
@@ -104,7 +108,7 @@ class Ledger(HookedApplication):
     # A snapshot store, written by the ledger writer (see application.eventsourcing_compat
     # for why not by the library). The repository then loads a long conversation from its
     # latest snapshot and the events after it, instead of replaying every event.
-    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Conversation: 500}
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Conversation: 500, Media: 500}
     """Take a snapshot each time an aggregate's version passes a multiple of this."""
 
     @property
@@ -180,6 +184,16 @@ class Ledger(HookedApplication):
             if getattr(started, "ig_account_id", None) == ig_account_id:
                 ids.append(cast(UUID, notification.originator_id))
         return ids
+
+    def commenter_conversation_ids(self, ig_account_id: str) -> list[UUID]:
+        """Ids of the conversations whose data keys seal the account's comments (one a
+        commenter, whether or not they ever wrote: `domain.content.content_owner`)."""
+        ids: dict[UUID, None] = {}
+        for notification in self._notifications(topics=[media_events.COMMENT_RECEIVED]):
+            received = self.mapper.to_domain_event(notification)  # its ids are in clear
+            if getattr(received, "ig_account_id", None) == ig_account_id:
+                ids[conversation_id(ig_account_id, cast(Any, received).author_id)] = None
+        return list(ids)
 
     def account_history(self, ig_account_id: str) -> Iterator[tuple[int, Aggregate.Event]]:
         """Every event of the account and its conversations, in log order, with its position."""

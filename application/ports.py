@@ -129,6 +129,49 @@ class InstagramSendApi(Protocol):
         """A new long-lived token and its lifetime in seconds, or Meta's error."""
         ...
 
+    async def send_private_reply(
+        self, *, ig_account_id: str, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{ig_account_id}/messages with `recipient: {comment_id}`: the one private
+        reply Meta takes for a comment."""
+        ...
+
+    async def reply_to_comment(
+        self, *, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        """POST /{comment_id}/replies: a public answer to a comment (`message_id` is the
+        new comment's id)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProfileAnswer:
+    """What Meta said to a change of the account's `messenger_profile`."""
+
+    applied: bool
+    """Meta answered `{"result": "success"}`."""
+    error: MetaError | None = None
+    status_code: int | None = None
+    """None: no answer (the connection failed or timed out)."""
+
+
+@runtime_checkable  # the composition root asks whether a Send API stand-in serves it too
+class MessengerProfileApi(Protocol):
+    """Meta's Messenger Profile API for Instagram: the account's ice breakers and
+    persistent menu. Each call sets (or deletes) whole fields: pushing again is harmless."""
+
+    async def set_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, body: dict[str, Any]
+    ) -> ProfileAnswer:
+        """POST /{ig_account_id}/messenger_profile with `body`."""
+        ...
+
+    async def delete_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, fields: list[str]
+    ) -> ProfileAnswer:
+        """DELETE /{ig_account_id}/messenger_profile of these fields."""
+        ...
+
 
 class SendLimits(Protocol):
     """Meta's per-account send rates, shared by every dispatcher process."""
@@ -218,7 +261,18 @@ class Settlement:
     wait for a retry are due now (the endpoint is healthy again)."""
 
 
-class Outbox(Protocol):
+class PrivateReplyCounts(Protocol):
+    """Private replies to comments counted against Meta's hourly limit, by every dispatcher."""
+
+    def private_replies_counted(
+        self, ig_account_id: str, *, before_position: int, since: int
+    ) -> int:
+        """The account's private replies ahead of `before_position` in the outbox that were
+        sent, or leased to be sent, since `since` (ms)."""
+        ...
+
+
+class Outbox(PrivateReplyCounts, Protocol):
     """The outboxes' rows and the dispatcher's state of each delivery."""
 
     def lease(

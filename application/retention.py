@@ -50,9 +50,9 @@ class ContentRetention:
         if vault is None:
             return 0
         before = self._now() - days * DAY_MS
-        ids = [
-            str(i) for i in await asyncio.to_thread(self._ledger.conversation_ids, ig_account_id)
-        ]
+        conversations = await asyncio.to_thread(self._ledger.conversation_ids, ig_account_id)
+        commenters = await asyncio.to_thread(self._ledger.commenter_conversation_ids, ig_account_id)
+        ids = [str(i) for i in dict.fromkeys([*conversations, *commenters])]
         counts = await asyncio.to_thread(vault.keys.key_counts, ids, before)
         if not counts:
             return 0

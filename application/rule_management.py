@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from application.auto_reply import preview
+from application.comment_rules import CommentInbound, choose_for_comment
 from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
@@ -19,6 +20,7 @@ from application.rules import (
     RuleDefinition,
     Trigger,
     ordered_rules,
+    render,
     validate_rule,
 )
 from domain.account import Account, AccountError
@@ -36,6 +38,8 @@ class Rule(msgspec.Struct, frozen=True):
     conditions: Conditions
     enabled: bool
     version: int
+    public_reply: str | None = None
+    """On a comment trigger: the public answer to the comment, besides the private reply."""
     quick_replies: list[QuickReply] | None = None
     template: GenericTemplate | None = None
 
@@ -48,15 +52,19 @@ class RuleTest(msgspec.Struct, forbid_unknown_fields=True):
     """A message to try the rules on."""
 
     text: str | None = None
-    kind: Literal["message", "postback", "story_mention", "story_reply"] = "message"
+    kind: Literal[
+        "message", "postback", "story_mention", "story_reply", "comment", "live_comment"
+    ] = "message"
     payload: str | None = None
     """The postback payload, for kind `postback`."""
+    media_id: str | None = None
+    """The commented media, for kinds `comment` and `live_comment`."""
     first_message: bool = False
     username: str | None = None
     """The participant's username, to render `{username}` and `{first_name}`."""
 
 
-class RuleTestResult(msgspec.Struct, frozen=True):
+class RuleTestResult(msgspec.Struct, frozen=True, omit_defaults=True):
     """Which rule would answer, and what it would say."""
 
     matched: bool
@@ -64,6 +72,8 @@ class RuleTestResult(msgspec.Struct, frozen=True):
     rule_name: str | None
     rule_version: int | None
     reply: str | None
+    public_reply: str | None = None
+    """A comment rule's public answer under the comment, rendered (left out: none)."""
     message: dict[str, Any] | None = None
     """The whole reply it would send (`type` text, with its quick replies, or template)."""
 
@@ -144,6 +154,8 @@ class Rules:
             raise InvalidInput("payload", "a postback needs its payload")
         if trial.kind == "message" and not trial.text:
             raise InvalidInput("text", "give the message text to try")
+        if trial.kind in ("comment", "live_comment"):
+            return self._test_comment(account, trial)
         inbound = Inbound(
             text=trial.text if trial.kind != "postback" else None,
             postback_payload=trial.payload if trial.kind == "postback" else None,
@@ -157,7 +169,32 @@ class Rules:
         if match is None:
             return RuleTestResult(False, None, None, None, None)
         message = as_json(match.message(reply or ""))
-        return RuleTestResult(True, match.rule_id, match.name, match.rule_version, reply, message)
+        return RuleTestResult(
+            True, match.rule_id, match.name, match.rule_version, reply, message=message
+        )
+
+    @staticmethod
+    def _test_comment(account: Account, trial: RuleTest) -> RuleTestResult:
+        """Which rule would answer this comment with a private reply, rendered."""
+        if not trial.media_id:
+            raise InvalidInput("media_id", "give the commented media's id to try a comment")
+        comment = CommentInbound(trial.text, trial.media_id, live=trial.kind == "live_comment")
+        match = choose_for_comment(account.rules, comment)
+        if match is None:
+            return RuleTestResult(False, None, None, None, None)
+        profile = {"username": trial.username} if trial.username else {}
+
+        def rendered(template: str) -> str:
+            return render(template, profile=profile, account_username=account.username)
+
+        return RuleTestResult(
+            True,
+            match.rule_id,
+            match.name,
+            match.rule_version,
+            rendered(match.private_reply),
+            rendered(match.public_reply) if match.public_reply else None,
+        )
 
     def _account(self, ig_account_id: str) -> Account:
         account = self._ledger.account(ig_account_id)

@@ -37,15 +37,29 @@ PLACEHOLDERS = ("username", "first_name", "account_username")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 TriggerType = Literal[
-    "keyword", "phrase", "regex", "postback", "story_mention", "story_reply", "first_message"
+    "keyword",
+    "phrase",
+    "regex",
+    "postback",
+    "story_mention",
+    "story_reply",
+    "first_message",
+    "comment",
+    "live_comment",
 ]
+COMMENT_TRIGGERS = ("comment", "live_comment")
+"""Triggers on a comment (see `application.comment_rules`): they answer with a private
+reply, never a message of a conversation."""
 
 
 class Trigger(msgspec.Struct, forbid_unknown_fields=True):
-    """What makes a rule answer. `value` is the keyword, phrase, pattern or payload."""
+    """What makes a rule answer. `value` is the keyword, phrase, pattern or payload (a
+    comment trigger's keyword: none answers every comment)."""
 
     type: TriggerType
     value: str | None = None
+    media_id: str | None = None
+    """A comment trigger's media (post, reel, live); none: any of the account's."""
 
 
 class Conditions(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,6 +81,8 @@ class RuleDefinition(msgspec.Struct, forbid_unknown_fields=True):
     """Higher first; among equals, the older rule first."""
     conditions: Conditions = msgspec.field(default_factory=Conditions)
     enabled: bool = True
+    public_reply: str | None = None
+    """On a comment trigger: also answer the comment publicly with this text."""
     quick_replies: list[QuickReply] | None = None
     """Up to 13 buttons under the reply's text."""
     template: GenericTemplate | None = None
@@ -84,6 +100,13 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
         needs_value = trigger.type in ("keyword", "phrase", "regex", "postback")
         if needs_value and not (trigger.value or "").strip():
             raise InvalidInput(field, f"a {trigger.type} trigger needs a value")
+        if trigger.type in COMMENT_TRIGGERS and trigger.value and not words(trigger.value):
+            # It would answer every comment: say so with no value instead.
+            raise InvalidInput(field, "a comment trigger's keyword needs a word or an emoji")
+        if trigger.media_id is not None and trigger.type not in COMMENT_TRIGGERS:
+            raise InvalidInput(
+                f"triggers[{index}].media_id", "only a comment trigger names a media"
+            )
         if trigger.type == "regex":
             try:
                 regex.compile(trigger.value or "", regex.IGNORECASE)
@@ -97,6 +120,17 @@ def validate_rule(definition: RuleDefinition) -> dict[str, Any]:
             field = "reply" if definition.reply else "quick_replies"
             raise InvalidInput(field, "a rule answers with a text or a template, not both")
         check_elements(definition.template.elements)
+    rich = "template" if definition.template else "quick_replies"
+    if (definition.template or definition.quick_replies) and any(
+        t.type in COMMENT_TRIGGERS for t in definition.triggers
+    ):
+        raise InvalidInput(rich, "a private reply to a comment is a text")
+    if definition.public_reply is not None:
+        if not any(t.type in COMMENT_TRIGGERS for t in definition.triggers):
+            raise InvalidInput(
+                "public_reply", "only a rule with a comment trigger replies publicly"
+            )
+        check_template(definition.public_reply, "public_reply")
     hours = definition.conditions.once_per_hours
     if hours is not None and not 1 <= hours <= 24 * 365:
         raise InvalidInput("conditions.once_per_hours", "once_per_hours must be 1 to 8760")

@@ -23,6 +23,9 @@ def dmledger_app() -> Litestar:
     from interfaces.http.app import create_app
 
     services = build(settings_from_environment())
+    if os.environ.get("BENCH_CONTENT_IN_CLEAR"):
+        # P8's baseline (benchmarks/content_sealing.py): content stored in clear.
+        services.ledger.mapper.vault = None  # type: ignore[attr-defined]
     in_process = not os.environ.get("BENCH_SEPARATE_PROCESSES")
     return create_app(services, run_projections=in_process, run_dispatcher=in_process)
 

@@ -32,7 +32,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from psycopg import sql
 
-from benchmarks import audit_stream
+from benchmarks import audit_stream, content_sealing, soak
 from benchmarks.crm_dispatch import (
     DispatcherProcess,
     Receiver,
@@ -460,6 +460,11 @@ class Bench:
         }
 
     @cached_property
+    def p8(self) -> dict[str, Any]:
+        """CPU of ingest and of a rebuild with content sealed against stored in clear."""
+        return content_sealing.measure(self)
+
+    @cached_property
     def p7(self) -> dict[str, Any]:
         """Seconds to stream one account's 1,000 events from a log of a million."""
         return audit_stream.measure(self)
@@ -879,6 +884,40 @@ def p7_audit_stream(bench: Bench) -> Figure:
     )
 
 
+@figure
+def p8_content_sealing(bench: Bench) -> Figure:
+    p8 = bench.p8
+    rebuild = p8["rebuild"]
+    return Figure(
+        "P8",
+        "CPU per webhook with content sealed / stored in clear (ingest at a fixed rate)",
+        round(p8["ingest_ratio"], 3),
+        "ratio",
+        "< 1.10 (and the rebuild's)",
+        met=p8["ingest_ratio"] < 1.10 and p8["rebuild_ratio"] < 1.10,
+        baseline=round(p8["clear_us"]),
+        baseline_name="us of web-process CPU per webhook in clear",
+        note=f"sealed {p8['sealed_us']:.0f} us; rebuild CPU sealed / clear "
+        f"{rebuild['sealed']:.2f} s / {rebuild['clear']:.2f} s = {p8['rebuild_ratio']:.3f} "
+        "(details.p8_content_sealing)",
+    )
+
+
+def soak_figure(bench: Bench, minutes: float, rate: float | None) -> Figure:
+    """P6 held for `minutes` (`--soak`): not one of FIGURES, run only on request."""
+    result = soak.measure(bench, minutes, rate)
+    return Figure(
+        "P6",
+        f"growth of the web worker's RSS over a {minutes:g}-minute soak at "
+        f"{result['rate']:g} webhooks/s",
+        round(result["growth_mb"], 1),
+        "MiB",
+        "< 5 (no growth), peak <= 100",
+        met=result["growth_mb"] < 5 and result["peak_mb"] <= 100,
+        note=f"peak {result['peak_mb']:.1f} MiB; samples every 30 s in details.soak",
+    )
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -943,6 +982,16 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="events in P7's log (default 1,000,000; 20,000 with --smoke)",
     )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        nargs="?",
+        const=30.0,
+        metavar="MINUTES",
+        help="also hold dmledger at half its P1 rate this long and report its memory's "
+        "growth (30 minutes when no number is given; not in CI)",
+    )
+    parser.add_argument("--soak-rate", type=float, help="the soak's webhooks/s (default: half P1)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
 
@@ -965,6 +1014,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         figures.append(function(bench))
         print(f"measured {figures[-1].id}: {figures[-1].name}", file=sys.stderr)
+    if args.soak:
+        figures.append(soak_figure(bench, args.soak, args.soak_rate))
+        print(f"measured the soak: {figures[-1].name}", file=sys.stderr)
     report = {
         "date": started.isoformat(timespec="seconds"),
         "commit": _git("rev-parse", "--short", "HEAD"),

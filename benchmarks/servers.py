@@ -111,6 +111,11 @@ class Server(ProcessGroup):
         # uvicorn's supervisor also starts a resource tracker process; workers listen.
         return [p for p in pids if "benchmarks" in _cmdline(p) or "spawn_main" in _cmdline(p)]
 
+    def rss_mb(self) -> float:
+        """The largest resident set size among the web workers now, in MiB."""
+        sizes = [_status_kb(pid, "VmRSS") / 1024 for pid in self.worker_pids()]
+        return max(sizes, default=0.0)
+
     def peak_rss_mb(self) -> float:
         """The largest peak resident set size among the web workers, in MiB."""
         peaks = [_status_kb(pid, "VmHWM") / 1024 for pid in self.worker_pids()]

@@ -38,8 +38,14 @@ CRM_ENDPOINT_REMOVED = "dmledger:Account.CrmEndpointRemoved"
 CRM_ENDPOINT_DISABLED = "dmledger:Account.CrmEndpointDisabled"
 DELIVERIES_REDELIVERED = "dmledger:Account.DeliveriesRedelivered"
 CONTENT_EXPIRED = "dmledger:Account.ContentExpired"
+ICE_BREAKERS_CHANGED = "dmledger:Account.IceBreakersChanged"
+PERSISTENT_MENU_CHANGED = "dmledger:Account.PersistentMenuChanged"
+ENTRY_POINTS_APPLIED = "dmledger:Account.EntryPointsApplied"
+ENTRY_POINTS_FAILED = "dmledger:Account.EntryPointsFailed"
 
 CREDENTIALS = ("app_secret", "access_token", "verify_token")
+ENTRY_POINTS = ("ice_breakers", "persistent_menu")
+"""The account's entry points: Meta's `messenger_profile` fields dmledger manages."""
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "auto_reply": True,
@@ -48,8 +54,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "business_hours": {},
     "auto_resume_after_hours": None,
     "content_retention_days": None,
+    "primary_receiver": True,
 }
-"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...]."""
+"""Settings of a new account. `business_hours` maps mon..sun to [["09:00", "17:00"], ...].
+`primary_receiver`: whether dmledger is the primary receiver of Meta's handover protocol
+(owns a thread nobody passed or took). Accounts made before a setting existed read it
+with `settings.get(name, DEFAULT_SETTINGS[name])`."""
 
 
 class AccountError(Exception):
@@ -431,3 +441,149 @@ class Account(Aggregate):
         self, ig_account_id: str, before: int, conversation_ids: list[str], destroyed: int, by: str
     ) -> None:
         pass
+
+    # -- entry points: ice breakers and the persistent menu --------------------------------
+    # Each is a whole value (Meta's shape, checked by `application/entry_points.py`) with a
+    # version; the dispatcher pushes a version to Meta and records what came of it. The
+    # state lives in `_entry_points`, absent from accounts stored before it existed.
+
+    def entry_point(self, name: str) -> dict[str, Any]:
+        """`value` (None: none set), `version` (0: never changed), `applied_version`,
+        `applied_at` (ms) and `failure` (the last failed push of `version`, or None)."""
+        found: dict[str, dict[str, Any]] = self.__dict__.get("_entry_points") or {}
+        return found.get(name) or {
+            "value": None,
+            "version": 0,
+            "applied_version": 0,
+            "applied_at": None,
+            "failure": None,
+        }
+
+    def _keep_entry_point(self, name: str, **changes: Any) -> None:
+        found: dict[str, dict[str, Any]] = self.__dict__.get("_entry_points") or {}
+        self._entry_points = {**found, name: {**self.entry_point(name), **changes}}
+
+    def change_ice_breakers(self, *, ice_breakers: list[dict[str, Any]] | None, by: str) -> bool:
+        """Set (None: remove) the ice breakers; False if they are so already."""
+        current = self.entry_point("ice_breakers")
+        if ice_breakers == current["value"]:
+            return False
+        self._ice_breakers_changed(
+            ig_account_id=self.ig_account_id,
+            ice_breakers=ice_breakers,
+            version=current["version"] + 1,
+            by=by,
+        )
+        return True
+
+    @event("IceBreakersChanged", topic=ICE_BREAKERS_CHANGED)
+    def _ice_breakers_changed(
+        self, ig_account_id: str, ice_breakers: list[dict[str, Any]] | None, version: int, by: str
+    ) -> None:
+        self._keep_entry_point("ice_breakers", value=ice_breakers, version=version, failure=None)
+
+    def change_persistent_menu(
+        self, *, persistent_menu: list[dict[str, Any]] | None, by: str
+    ) -> bool:
+        """Set (None: remove) the persistent menu; False if it is so already."""
+        current = self.entry_point("persistent_menu")
+        if persistent_menu == current["value"]:
+            return False
+        self._persistent_menu_changed(
+            ig_account_id=self.ig_account_id,
+            persistent_menu=persistent_menu,
+            version=current["version"] + 1,
+            by=by,
+        )
+        return True
+
+    @event("PersistentMenuChanged", topic=PERSISTENT_MENU_CHANGED)
+    def _persistent_menu_changed(
+        self,
+        ig_account_id: str,
+        persistent_menu: list[dict[str, Any]] | None,
+        version: int,
+        by: str,
+    ) -> None:
+        self._keep_entry_point(
+            "persistent_menu", value=persistent_menu, version=version, failure=None
+        )
+
+    def record_entry_point_applied(
+        self, *, entry_point: str, version: int, pushed: dict[str, Any], at: int
+    ) -> bool:
+        """Meta took `version` of `entry_point` (`pushed` is what was sent); False if that
+        version, or a later one, is recorded as applied already."""
+        current = self.entry_point(entry_point)
+        if not current["applied_version"] < version <= current["version"]:
+            return False
+        self._entry_points_applied(
+            ig_account_id=self.ig_account_id,
+            entry_point=entry_point,
+            version=version,
+            pushed=pushed,
+            at=at,
+        )
+        return True
+
+    @event("EntryPointsApplied", topic=ENTRY_POINTS_APPLIED)
+    def _entry_points_applied(
+        self, ig_account_id: str, entry_point: str, version: int, pushed: dict[str, Any], at: int
+    ) -> None:
+        self._keep_entry_point(entry_point, applied_version=version, applied_at=at, failure=None)
+
+    def record_entry_point_failed(
+        self,
+        *,
+        entry_point: str,
+        version: int,
+        pushed: dict[str, Any],
+        code: int | None,
+        subcode: int | None,
+        message: str,
+        retryable: bool,
+        at: int,
+    ) -> bool:
+        """Meta refused (or did not answer) a push of the current `version`; False if a
+        later version was changed or this one applied meanwhile."""
+        current = self.entry_point(entry_point)
+        if version != current["version"] or version <= current["applied_version"]:
+            return False
+        failure = current["failure"]
+        self._entry_points_failed(
+            ig_account_id=self.ig_account_id,
+            entry_point=entry_point,
+            version=version,
+            pushed=pushed,
+            code=code,
+            subcode=subcode,
+            message=message,
+            retryable=retryable,
+            attempt=failure["attempt"] + 1 if failure is not None else 1,
+            at=at,
+        )
+        return True
+
+    @event("EntryPointsFailed", topic=ENTRY_POINTS_FAILED)
+    def _entry_points_failed(
+        self,
+        ig_account_id: str,
+        entry_point: str,
+        version: int,
+        pushed: dict[str, Any],
+        code: int | None,
+        subcode: int | None,
+        message: str,
+        retryable: bool,
+        attempt: int,
+        at: int,
+    ) -> None:
+        failure = {
+            "code": code,
+            "subcode": subcode,
+            "message": message,
+            "retryable": retryable,
+            "attempt": attempt,
+            "at": at,
+        }
+        self._keep_entry_point(entry_point, failure=failure)

@@ -54,6 +54,12 @@ PARTICIPANT_PROFILE_REFUSED = "dmledger:Conversation.ParticipantProfileRefused"
 REPLY_SENT = "dmledger:Conversation.ReplySent"
 REPLY_FAILED = "dmledger:Conversation.ReplyFailed"
 PARTICIPANT_ERASED = "dmledger:Conversation.ParticipantErased"
+THREAD_CONTROL_CHANGED = "dmledger:Conversation.ThreadControlChanged"
+
+HANDOVER_ACTIONS = ("pass", "take", "release", "request")
+"""Meta's `messaging_handover` items: `pass_thread_control` (control passed to us),
+`take_thread_control` (taken from us), `release_thread_control` (back to the primary
+receiver), `request_thread_control` (another app asks us for it; nothing changes)."""
 
 
 class Status(StrEnum):
@@ -533,16 +539,22 @@ class Conversation(Aggregate):
         by: str,
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
+        comment: JSONObject | None = None,
+        public_reply: str | None = None,
         message: JSONObject | None = None,
         kind: str | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
-        or request a no-op (False). `message` is the reply's JSON shape (its kind and
-        content, `application/reply_messages.py`), `text` its text if it has one;
-        `attachment` ({"type": ..., "url": ...}) is only in events stored before `message`.
-        `kind` (text, image, ..., template, reaction, typing_on, ...) stays in clear.
+        or request a no-op (False). `attachment` is {"type": ..., "url": ...}. `comment`
+        makes it a private reply to a comment: {"comment_id", "media_id", "live",
+        "deadline" (ms, when Meta stops taking it)}, claimed on the media first
+        (`Media.claim_private_reply`); `public_reply`, the text also posted under the
+        comment. `message` is the reply's JSON shape (its kind and content,
+        `application/reply_messages.py`), `text` its text if it has one; `attachment` is only
+        in events stored before `message`. `kind` (text, image, ..., template, reaction,
+        typing_on, ...) stays in clear.
 
-        The reply's text, attachment and message are sealed content (erased with the
+        The reply's text, attachment, message and public reply are sealed content (erased with the
         participant); `echo`, a digest of the text, stays in clear to know the reply's
         echo by."""
         if key in self.recorded:
@@ -560,6 +572,8 @@ class Conversation(Aggregate):
             attachment=attachment,
             request_hash=request_hash,
             echo=_digest(text) if text else None,
+            comment=comment,
+            public_reply=public_reply,
             message=message,
             kind=kind,
         )
@@ -580,6 +594,8 @@ class Conversation(Aggregate):
         attachment: JSONObject | None = None,
         request_hash: str | None = None,
         echo: str | None = None,
+        comment: JSONObject | None = None,
+        public_reply: str | None = None,
         message: JSONObject | None = None,
         kind: str | None = None,
     ) -> None:
@@ -592,7 +608,7 @@ class Conversation(Aggregate):
         }
         if request_hash is not None:
             self.requests[key] = {"reply_id": reply_id, "hash": request_hash}
-        if automated and trigger_at is not None:
+        if automated and trigger_at is not None and comment is None:
             self.auto_replied_at[rule_id or ""] = trigger_at
 
     def record_reply_sent(self, *, reply_id: str, message_id: str | None, sent_at: int) -> bool:
@@ -748,6 +764,62 @@ class Conversation(Aggregate):
         # What was known of them went with their keys: their next message asks again.
         self.profile_version = None
         self.profile_looked_up_at = None
+
+    # -- who owns the thread (Meta's handover protocol) ---------------------------------
+
+    thread_owner: str | None = None
+    """"us" after control was passed to us, "other" after another app took it, "primary"
+    after it was released to the primary receiver, None before any handover (the primary
+    receiver's). A class default, for conversations snapshotted before it was kept."""
+
+    def owned_by_another_app(self, *, primary_receiver: bool) -> bool:
+        """Whether another app owns the thread now, so that automation must hold: it was
+        taken from us, or it is the primary receiver's and dmledger is not that."""
+        owner = self.thread_owner
+        if owner == "other":
+            return True
+        return owner in (None, "primary") and not primary_receiver
+
+    def record_thread_control(
+        self,
+        *,
+        action: str,
+        previous_owner_app_id: str | None,
+        new_owner_app_id: str | None,
+        metadata: str | None,
+        at: int,
+        standby: bool = False,
+    ) -> bool:
+        """Record a `messaging_handover` item (`HANDOVER_ACTIONS`); False if already recorded."""
+        key = f"handover:{action}:{previous_owner_app_id}:{new_owner_app_id}:{at}"
+        if key in self.recorded:
+            return False
+        self._thread_control_changed(
+            key=key,
+            action=action,
+            previous_owner_app_id=previous_owner_app_id,
+            new_owner_app_id=new_owner_app_id,
+            metadata=metadata,
+            at=at,
+            standby=standby,
+        )
+        return True
+
+    @event("ThreadControlChanged", topic=THREAD_CONTROL_CHANGED)
+    def _thread_control_changed(
+        self,
+        key: str,
+        action: str,
+        previous_owner_app_id: str | None,
+        new_owner_app_id: str | None,
+        metadata: str | None,
+        at: int,
+        standby: bool,
+    ) -> None:
+        self.recorded[key] = None
+        owner = {"pass": "us", "take": "other", "release": "primary"}.get(action)
+        if owner is not None:
+            self.thread_owner = owner
 
     # -- who the participant is -------------------------------------------------------
 

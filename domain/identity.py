@@ -16,3 +16,8 @@ def account_id(ig_account_id: str) -> UUID:
 def conversation_id(ig_account_id: str, participant_id: str) -> UUID:
     """The id of the `Conversation` between an account and one participant (an IGSID)."""
     return uuid5(DMLEDGER_NAMESPACE, f"conversation:{ig_account_id}:{participant_id}")
+
+
+def media_id(ig_account_id: str, media: str) -> UUID:
+    """The id of the `Media` aggregate of one post, reel, story or live of an account."""
+    return uuid5(DMLEDGER_NAMESPACE, f"media:{ig_account_id}:{media}")

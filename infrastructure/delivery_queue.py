@@ -172,6 +172,27 @@ class DeliveryQueue:
             for r in rows
         ]
 
+    def private_replies_counted(
+        self, ig_account_id: str, *, before_position: int, since: int
+    ) -> int:
+        """The account's private replies ahead of `before_position` that were delivered, or
+        leased to be sent, since `since` (ms): ahead of it, so that of one batch leased
+        together the first ones go and the rest wait."""
+        o, s = outbox.c, delivery_state.c
+        query = (
+            select(func.count())
+            .select_from(outbox.join(delivery_state, s.delivery_id == o.delivery_id))
+            .where(
+                o.ig_account_id == ig_account_id,
+                o.kind == "private_reply",
+                o.position < before_position,
+                s.status.in_((DeliveryStatus.DELIVERED, DeliveryStatus.SENDING)),
+                s.updated_at >= since,
+            )
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def _adopt(self, conn: Connection, channel: str) -> None:
         """Queue the channel's outbox rows past its cursor that are not finished yet.
 

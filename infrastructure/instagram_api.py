@@ -1,4 +1,7 @@
-"""Meta's Send API for Instagram (`POST /{ig-account-id}/messages`) over httpx."""
+"""Meta's Send API for Instagram (`POST /{ig-account-id}/messages`, private replies to
+comments among them), public replies to comments (`POST /{comment-id}/replies`) and the
+Messenger Profile API (`/{ig-account-id}/messenger_profile`: ice breakers, persistent menu)
+over httpx."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 import httpx
 
 from application.delivery import MetaError, SendResult
+from application.ports import ProfileAnswer
 from infrastructure.loop_clients import close_from_outside
 
 TIMEOUT = httpx.Timeout(15.0)
@@ -58,11 +62,25 @@ class InstagramGraphClient:
         if tag and "message" in body:
             body["messaging_type"] = "MESSAGE_TAG"
             body["tag"] = tag
+        return await self._post(f"{self._base}/{ig_account_id}/messages", body, access_token)
+
+    async def send_private_reply(
+        self, *, ig_account_id: str, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        body = {"recipient": {"comment_id": comment_id}, "message": {"text": text}}
+        return await self._post(f"{self._base}/{ig_account_id}/messages", body, access_token)
+
+    async def reply_to_comment(
+        self, *, access_token: str, comment_id: str, text: str
+    ) -> SendResult:
+        return await self._post(
+            f"{self._base}/{comment_id}/replies", {"message": text}, access_token
+        )
+
+    async def _post(self, url: str, body: dict[str, Any], access_token: str) -> SendResult:
         try:
             response = await self._http().post(
-                f"{self._base}/{ig_account_id}/messages",
-                json=body,
-                headers={"Authorization": f"Bearer {access_token}"},
+                url, json=body, headers={"Authorization": f"Bearer {access_token}"}
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             return SendResult(transport="not_sent", detail=type(error).__name__)
@@ -118,6 +136,44 @@ class InstagramGraphClient:
         if response.status_code == 200 and isinstance(payload.get("access_token"), str):
             return payload["access_token"], int(payload.get("expires_in") or 0)
         return meta_error_of(payload) or MetaError(None, None, f"HTTP {response.status_code}")
+
+    async def set_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, body: dict[str, Any]
+    ) -> ProfileAnswer:
+        return await self._profile("POST", ig_account_id, access_token, {}, body)
+
+    async def delete_messenger_profile(
+        self, *, ig_account_id: str, access_token: str, fields: list[str]
+    ) -> ProfileAnswer:
+        # Meta's documented DELETE carries the fields in a JSON body, the platform in the query.
+        query = {"platform": "instagram"}
+        return await self._profile("DELETE", ig_account_id, access_token, query, {"fields": fields})
+
+    async def _profile(
+        self,
+        method: str,
+        ig_account_id: str,
+        access_token: str,
+        query: dict[str, str],
+        body: dict[str, Any],
+    ) -> ProfileAnswer:
+        try:
+            response = await self._http().request(
+                method,
+                f"{self._base}/{ig_account_id}/messenger_profile",
+                params=query,
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as error:
+            failure = MetaError(None, None, f"no answer: {type(error).__name__}")
+            return ProfileAnswer(applied=False, error=failure)
+        payload = json_of(response)
+        if response.status_code == 200 and payload.get("result") == "success":
+            return ProfileAnswer(applied=True, status_code=200)
+        return ProfileAnswer(
+            applied=False, error=meta_error_of(payload), status_code=response.status_code
+        )
 
     @property
     def closed(self) -> bool:
@@ -184,10 +240,12 @@ def _regain_seconds(response: httpx.Response) -> int | None:
 def _result(response: httpx.Response) -> SendResult:
     payload = json_of(response)
     error = meta_error_of(payload)
+    # A message's answer names it `message_id`; a new comment's (a public reply), `id`.
+    made = payload.get("message_id", payload.get("id"))
     return SendResult(
         transport="answered",
         status_code=response.status_code,
-        message_id=payload.get("message_id") if error is None else None,
+        message_id=made if error is None and isinstance(made, str) else None,
         error=error,
         regain_access_seconds=_regain_seconds(response),
         detail="" if error is None else error.message,

@@ -18,6 +18,7 @@ import msgspec
 from application.audit import AuditLog, ChainReport
 from application.errors import InvalidInput
 from domain import conversation as conversation_events
+from domain import media as media_events
 from infrastructure.chain_verifier import ChainVerifier
 from infrastructure.chained_recorders import chain_verifier
 from infrastructure.event_chain import ChainKeyring, Checkpoint
@@ -108,7 +109,7 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
         bar = _progress("verifying")
         report = verifier.verify(
             aggregates,
-            also_topics=[conversation_events.STARTED],
+            also_topics=[conversation_events.STARTED, media_events.STARTED],
             progress=bar.update,
             against=against,
         )

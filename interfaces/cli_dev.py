@@ -34,6 +34,13 @@ def add_commands(commands: Any) -> None:
         help="a participant the user profile API describes (repeat it for more); "
         "it refuses every other one, as Meta does without consent",
     )
+    graph.add_argument(
+        "--history",
+        type=history_of,
+        metavar="IG_ID[:CONVERSATIONS[:MESSAGES]]",
+        help="conversations of the account IG_ID for the Conversations API, to try "
+        "`dmledger accounts backfill` (3 of 10 messages by default)",
+    )
     graph.set_defaults(run=_fake_graph)
     crm = dev.add_parser(
         "crm-receiver",
@@ -62,8 +69,35 @@ def _fake_graph(_: Settings, args: argparse.Namespace) -> int:
         )
 
     server = FakeGraphApi(args.token, dict(args.profile), port=args.port, on_send=sent)
+    if args.history is not None:
+        from interfaces.dev_graph_history import FakeHistory
+
+        account, conversations, messages = args.history
+        server.history = FakeHistory.demo(account, conversations, messages)
+        print(
+            f"its Conversations API has {conversations} conversations of {messages} "
+            f"messages for {account}",
+            flush=True,
+        )
     print(f"fake Graph API on {server.url}; sends are printed here", flush=True)
     return _until_stopped(server.close)
+
+
+def history_of(value: str) -> tuple[str, int, int]:
+    """`IG_ID[:CONVERSATIONS[:MESSAGES]]` as (account, conversations, messages)."""
+    ig_id, _, rest = value.partition(":")
+    conversations, _, messages = rest.partition(":")
+    try:
+        shape = (ig_id.strip(), int(conversations or 3), int(messages or 10))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not IG_ID[:CONVERSATIONS[:MESSAGES]]"
+        ) from None
+    if not shape[0].isdigit() or not 0 < shape[1] <= 1000 or not 0 < shape[2] <= 10_000:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: an account id, 1 to 1,000 conversations, 1 to 10,000 messages each"
+        )
+    return shape
 
 
 def participant_profile(value: str) -> tuple[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from application.backfill_runs import BackfillRuns
 from application.conversations import Conversations
 from application.crm_endpoints import CrmEndpoints
 from application.dispatcher import Dispatcher
+from application.entry_points import EntryPoints
 from application.ingest import WebhookIngest
 from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
@@ -24,6 +25,7 @@ from application.ports import (
     ConversationHistory,
     CrmEndpoint,
     InstagramSendApi,
+    MessengerProfileApi,
     ParticipantProfiles,
 )
 from application.redeliveries import Redeliveries
@@ -74,6 +76,8 @@ class Services:
     delivery_queue: DeliveryQueue
     redeliveries: Redeliveries
     crm_endpoints: CrmEndpoints
+    entry_points: EntryPoints
+    """The account's ice breakers and persistent menu (pushed by the dispatcher)."""
     retention: ContentRetention
     backfill: Backfill
     """Reads an account's existing conversations from Meta (`dmledger accounts backfill`)."""
@@ -189,6 +193,8 @@ def build(
         lease_ms=settings.dispatch_lease_seconds * 1000,
         crm_retry_schedule=settings.crm_retry_schedule_seconds,
         metrics=metrics,
+        # The Graph client serves the Messenger Profile API too; a stand-in may not.
+        messenger_profile=instagram if isinstance(instagram, MessengerProfileApi) else None,
     )
     # The gauges read from the database are read when /metrics is scraped, not kept.
     metrics.add(StateCollector(OperationalStateReader(read_models, delivery_queue)))
@@ -212,6 +218,7 @@ def build(
         delivery_queue=delivery_queue,
         redeliveries=Redeliveries(writer, delivery_queue, clock.now_ms),
         crm_endpoints=CrmEndpoints(ledger, secrets, new_secret, crm_urls.problem_with_url),
+        entry_points=EntryPoints(ledger),
         retention=ContentRetention(ledger, writer, clock.now_ms),
         backfill=backfill,
         backfills=BackfillRuns(backfill, clock.now_ms),

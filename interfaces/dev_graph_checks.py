@@ -22,8 +22,8 @@ def _long(value: Any, limit: int) -> bool:
 def send_refusal(body: dict[str, Any]) -> str | None:
     """Meta's message for a Send API body it refuses (code 100), or None."""
     recipient = body.get("recipient")
-    if not isinstance(recipient, dict) or not recipient.get("id"):
-        return _param("recipient", "must be an object with an id")
+    if not isinstance(recipient, dict) or not (recipient.get("id") or recipient.get("comment_id")):
+        return _param("recipient", "must be an object with an id or a comment_id")
     action = body.get("sender_action")
     if action is not None:
         return _action_refusal(action, body)

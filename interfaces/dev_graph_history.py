@@ -46,6 +46,28 @@ class FakeHistory:
         self.conversations[conversation_id] = rows
         return conversation_id
 
+    @classmethod
+    def demo(cls, account_id: str, conversations: int = 3, messages: int = 10) -> FakeHistory:
+        """A history to try a backfill on: `conversations` of `messages` each, the last
+        hours' (every third message the account's)."""
+        history = cls(account_id)
+        now = int(time.time() * 1000)
+        for n in range(conversations):
+            participant = f"56000000000{n + 1:05d}"
+            history.add(
+                participant,
+                [
+                    (
+                        f"aWdfdemo-{n}-{i}",
+                        i % 3 != 2,
+                        f"message {i + 1} of conversation {n + 1}",
+                        now - (messages - i) * 60_000,
+                    )
+                    for i in range(messages)
+                ],
+            )
+        return history
+
     def answer(self, path: str, query: dict[str, list[str]]) -> dict[str, Any] | None:
         """Meta's answer to a GET of this API, or None if `path` is not one of it."""
         parts = path.strip("/").split("/")

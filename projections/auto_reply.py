@@ -1,6 +1,7 @@
 """The auto-reply policy: follows the log and records a decision on each inbound message
-(with the participant's profile when it is due), and pauses automation when a person
-answers from the Instagram app.
+(with the participant's profile when it is due) and on each comment (a private reply,
+`application/comment_replies.py`), and pauses automation when a person answers from the
+Instagram app.
 
 It keeps no rows, only its position: each decision is a command on the ledger (an event on
 the conversation), keyed by the message, so running one again after a crash changes
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from application.auto_reply import TRIGGER_TOPICS, AutoReplies, echo_command
+from application.comment_replies import TRIGGER_TOPICS as COMMENT_TOPICS
+from application.comment_replies import CommentReplies
 from application.errors import StorageUnavailable
 from application.ledger_writer import Command, LedgerWriter
 from domain.conversation import MESSAGE_ECHOED
@@ -37,11 +40,18 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
     rebuildable: ClassVar[bool] = False
 
     def __init__(
-        self, view: PolicyPosition, writer: LedgerWriter, auto_replies: AutoReplies
+        self,
+        view: PolicyPosition,
+        writer: LedgerWriter,
+        auto_replies: AutoReplies,
+        comment_replies: CommentReplies | None = None,
     ) -> None:
         super().__init__(view)
         self._writer = writer
         self._auto_replies = auto_replies
+        self._comment_replies = comment_replies or CommentReplies(
+            auto_replies.ledger, auto_replies.clock
+        )
 
     def act(self, items: Sequence[tuple[Any, int]]) -> None:
         # The batch's decisions are committed together (and with the webhooks waiting in
@@ -51,7 +61,11 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
         relevant = [
             (e, p)
             for e, p in items
-            if (type(e).TOPIC in TRIGGER_TOPICS or type(e).TOPIC == MESSAGE_ECHOED)
+            if (
+                type(e).TOPIC in TRIGGER_TOPICS
+                or type(e).TOPIC in COMMENT_TOPICS
+                or type(e).TOPIC == MESSAGE_ECHOED
+            )
             # History read back from Meta (a backfill) is not answered, nor taken for a
             # person answering from the app.
             and not getattr(e, "backfilled", False)
@@ -64,7 +78,11 @@ class AutoReplyPolicy(LedgerProjection[PolicyPosition]):
             )
         )
         commands: list[Command[Any]] = [
-            echo_command(e) if type(e).TOPIC == MESSAGE_ECHOED else next(decisions)
+            echo_command(e)
+            if type(e).TOPIC == MESSAGE_ECHOED
+            else self._comment_replies.command_for(e)
+            if type(e).TOPIC in COMMENT_TOPICS
+            else next(decisions)
             for e, _ in relevant
         ]
         futures = self._writer.run_all(commands)

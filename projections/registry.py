@@ -16,6 +16,8 @@ from application.ledger import Ledger
 from application.ledger_writer import LedgerWriter
 from application.ports import Clock
 from projections.auto_reply import AutoReplyPolicy, PolicyPosition
+from projections.comments.projection import Comments
+from projections.comments.view import CommentsView
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
 from projections.definitions import outdated
@@ -61,6 +63,7 @@ class ReadModels:
     conversation_list: ConversationListView
     message_history: MessageHistoryView
     outbox: OutboxView
+    comments: CommentsView
     runners: dict[str, ProjectionRunner]
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -79,10 +82,12 @@ class ReadModels:
         message_history = MessageHistoryView(engine)
         policy_position = PolicyPosition(engine)
         outbox = OutboxView(engine)
+        comments = CommentsView(engine)
         projections: list[LedgerProjection[Any]] = [
             ConversationList(conversation_list),
             MessageHistory(message_history),
             Outboxes(outbox),
+            Comments(comments),
             AutoReplyPolicy(policy_position, writer, auto_replies),
         ]
         for projection in projections:
@@ -94,7 +99,7 @@ class ReadModels:
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
         runners = {p.name: ProjectionRunner(ledger, p, clock=clock) for p in projections}
-        return cls(ledger, conversation_list, message_history, outbox, runners)
+        return cls(ledger, conversation_list, message_history, outbox, comments, runners)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:
         """Run every projection in a thread of this process; `catch_up_share` below 1

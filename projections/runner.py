@@ -216,7 +216,7 @@ class ProjectionRunner:
         """The (event, position) pairs of the notifications that decode, their content
         opened (the batch's data keys in one query, see `application.content`)."""
         items = [(e, n.id) for n in notifications if (e := self.decode(n)) is not None]
-        self.ledger.open_content(e for e, _ in items)
+        self.ledger.open_content((e for e, _ in items), recent=True)
         return items
 
     def apply(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:

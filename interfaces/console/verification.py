@@ -12,6 +12,7 @@ from application.audit import AuditLog, ChainReport
 from application.ledger import Ledger
 from application.ports import Clock
 from domain import conversation as conversation_events
+from domain import media as media_events
 from infrastructure.chained_recorders import chain_verifier
 
 
@@ -35,7 +36,9 @@ class Verifications:
         if self._verifier is None:
             return None
         aggregates = AuditLog(self._ledger).aggregate_ids(ig_account_id)
-        report = self._verifier.verify(aggregates, also_topics=[conversation_events.STARTED])
+        report = self._verifier.verify(
+            aggregates, also_topics=[conversation_events.STARTED, media_events.STARTED]
+        )
         with self._lock:
             self._last[ig_account_id] = (self._clock.now_ms(), report)
         return report

@@ -27,7 +27,9 @@ from interfaces.http.backfill import BackfillController
 from interfaces.http.conversations import ConversationController
 from interfaces.http.crm import CrmController
 from interfaces.http.crm_webhooks_openapi import crm_webhooks
+from interfaces.http.entry_points import EntryPointController
 from interfaces.http.health import healthz, readyz
+from interfaces.http.media import MediaController
 from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
@@ -69,11 +71,13 @@ def create_app(
         route_handlers=[
             WebhookController,
             AccountController,
+            EntryPointController,
             ConversationController,
             RuleController,
             CrmController,
             AuditController,
             ParticipantController,
+            MediaController,
             BackfillController,
             healthz,
             readyz,
@@ -105,6 +109,7 @@ def create_app(
             ),
             "rules": provide(services.rules),
             "crm_endpoints": provide(services.crm_endpoints),
+            "entry_points": provide(services.entry_points),
             "delivery_queue": provide(services.delivery_queue),
             "redeliveries": provide(services.redeliveries),
             "backfills": provide(services.backfills),

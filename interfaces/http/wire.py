@@ -161,6 +161,10 @@ class Message(msgspec.Struct):
     delivery_status: str | None
     sent_at: Annotated[datetime, Meta(description="Meta's time of the message.")]
     recorded_at: datetime
+    comment: Annotated[
+        dict[str, Any] | None,
+        Meta(description="A private reply's comment: {comment_id, media_id}."),
+    ] = None
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Message:
@@ -191,6 +195,9 @@ class Message(msgspec.Struct):
             delivery_status=row["delivery_status"],
             sent_at=_time(row["sent_at"]),  # type: ignore[arg-type]
             recorded_at=_time(row["recorded_at"]),  # type: ignore[arg-type]
+            comment=(row["reply_to"] or {}).get("comment")
+            if row["direction"] == "outbound"
+            else None,
         )
 
 

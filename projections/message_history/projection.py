@@ -85,6 +85,13 @@ def _replies_of_echoes() -> Select[Any]:
     return query
 
 
+def _comment_link(comment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a private reply shows of the comment it answers."""
+    if comment is None:
+        return None
+    return {"comment": {"comment_id": comment["comment_id"], "media_id": comment["media_id"]}}
+
+
 class MessageHistory(LedgerProjection[MessageHistoryView]):
     """Keeps `message_history` in step with the conversations' events."""
 
@@ -257,6 +264,7 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
             attachments=attachments_of(reply),
             delivery_status="queued",
             reply_id=event.reply_id,
+            reply_to=_comment_link(getattr(event, "comment", None)),
             sent_at=_ms(event),
             recorded_at=_ms(event),
             position=position,

@@ -52,7 +52,8 @@ messages = Table(
 )
 """One row a message, keyed by Meta's `mid`. A row whose `kind` is null holds an edit,
 unsend or reaction that arrived before its message (Meta does not promise order) and is
-not shown until the message comes. Times are milliseconds since the epoch."""
+not shown until the message comes. Times are milliseconds since the epoch. A private
+reply's `reply_to` is `{"comment": {"comment_id", "media_id"}}`: the comment it answers."""
 
 
 class MessageHistoryView(SqlView):

@@ -146,10 +146,44 @@ class ReplyFailed(Notification, kw_only=True):
 
 class ConversationUpdated(Notification, kw_only=True):
     """`conversation.updated`: archived, reopened, blocked, read, automation paused/resumed,
-    or the participant's profile recorded (`ParticipantProfileRecorded`, at most weekly)."""
+    the participant's profile recorded (`ParticipantProfileRecorded`, at most weekly), or
+    thread control passed, taken, released or requested (`ThreadControlChanged`, Meta's
+    handover)."""
 
     change: str
     by: str | None
+
+
+class Commenter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Who wrote a comment, as Meta's webhook says."""
+
+    id: str
+    """The commenter's Instagram-scoped id (IGSID): their conversation's participant id."""
+    username: str | None
+    """Their Instagram username."""
+
+
+class CommentReceived(Notification, kw_only=True):
+    """`comment.received`: someone commented on one of the account's media (a post, reel
+    or ad: `live` false; a live broadcast: `live` true). It concerns a media, not a
+    conversation: the conversation's fields are absent; deliveries of one media leave in
+    order."""
+
+    comment_id: str
+    media_id: str
+    media_product_type: str | None
+    """Meta's surface of the media: FEED, REELS, STORY, AD, ..."""
+    parent_id: str | None
+    """The comment this one answers, if it is a reply."""
+    text: str | None
+    author: Commenter
+    live: bool
+    commented_at: int
+    """When Meta sent the comment's webhook, in milliseconds since 1970 (Meta's comment
+    webhooks carry no time of their own)."""
+    truncated: bool = False
+    erased: bool = False
+    """The comment's content is gone (deleted, or its author erased): its text is null."""
 
 
 class TokenRejected(Notification, kw_only=True):
@@ -193,6 +227,7 @@ PAYLOADS: dict[str, type[Notification]] = {
     "reply.sent": ReplySent,
     "reply.failed": ReplyFailed,
     "conversation.updated": ConversationUpdated,
+    "comment.received": CommentReceived,
     "account.token_rejected": TokenRejected,
     "account.sends_paused": SendsPaused,
     "account.sends_resumed": SendsResumed,

@@ -6,7 +6,7 @@ payloads' shapes are in `projections/outbox/payloads.py`, the tables in `view.py
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid5
@@ -21,6 +21,7 @@ from application.destroyed_content import (
 )
 from domain import account as account_topics
 from domain import conversation as topics
+from domain import media as media_topics
 from domain.content import is_erased
 from domain.identity import DMLEDGER_NAMESPACE, account_id
 from projections.outbox.payloads import data_of
@@ -146,6 +147,7 @@ class Outboxes(LedgerProjection[OutboxView]):
         party = batch.get(conversation_parties, (id_text(event.originator_id),))
         if party is None:
             return
+        comment = getattr(event, "comment", None)
         body = {
             "reply_id": event.reply_id,
             "participant_id": party["participant_id"],
@@ -155,6 +157,9 @@ class Outboxes(LedgerProjection[OutboxView]):
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }
+        if comment is not None:
+            # A private reply: to `recipient.comment_id`, and the public one under it.
+            body["comment"] = {**comment, "public_reply": getattr(event, "public_reply", None)}
         encoded = msgspec.json.encode(body).decode()
         batch.put(
             outbox,
@@ -163,7 +168,7 @@ class Outboxes(LedgerProjection[OutboxView]):
                 "channel": "instagram",
                 "ig_account_id": party["ig_account_id"],
                 "conversation_id": id_text(event.originator_id),
-                "kind": "reply",
+                "kind": "reply" if comment is None else "private_reply",
                 "body": erased_reply_body(encoded) if is_erased(event) else encoded,
                 "position": position,
                 "created_at": int(event.timestamp.timestamp() * 1000),
@@ -275,6 +280,43 @@ class Outboxes(LedgerProjection[OutboxView]):
         conversation_id = id_text(event.originator_id)
         self._forget_content(batch, [conversation_id])
         self._forget_profiles(batch, [conversation_id])
+        party = batch.get(conversation_parties, (conversation_id,))
+        if party is not None:
+            # Their comments' notifications too (they leave in the lanes of the media).
+            self._forget_comments(
+                batch,
+                party["ig_account_id"],
+                lambda data: data["author"]["id"] == party["participant_id"],
+            )
+
+    @on(media_topics.COMMENT_REMOVED)
+    def comment_removed(self, batch: Batch, event: Any, position: int) -> None:
+        self._forget_comments(
+            batch, event.ig_account_id, lambda data: data["comment_id"] == event.comment_id
+        )
+
+    def _forget_comments(
+        self, batch: Batch, ig_account_id: str, matches: Callable[[dict[str, Any]], bool]
+    ) -> None:
+        """`comment.received` notifications of the account whose data `matches`, without
+        the comment's text (`erased`)."""
+        found = {
+            id(row): row
+            for row in batch.load(
+                outbox, outbox.c.ig_account_id == ig_account_id, outbox.c.kind == "comment.received"
+            )
+        }
+        found.update({id(row): row for row in batch.in_memory(outbox)})
+        for row in found.values():
+            if (
+                row["kind"] == "comment.received"
+                and row["ig_account_id"] == ig_account_id
+                and matches(msgspec.json.decode(row["body"])["data"])
+            ):
+                erased = erased_crm_body(row["body"])
+                if erased != row["body"]:
+                    row["body"] = erased
+                    batch.changed(outbox, row)
 
     @on(account_topics.CONTENT_EXPIRED)
     def content_expired(self, batch: Batch, event: Any, position: int) -> None:
@@ -315,7 +357,9 @@ class Outboxes(LedgerProjection[OutboxView]):
             conversation_ids,
             before=before,
             time_column="created_at",
-            kinds=(*CRM_CONTENT_KINDS, "reply") if matches is None else CRM_CONTENT_KINDS,
+            kinds=(*CRM_CONTENT_KINDS, "reply", "private_reply")
+            if matches is None
+            else CRM_CONTENT_KINDS,
         ):
             if matches is not None and not matches(row["body"]):
                 continue
@@ -358,6 +402,7 @@ class Outboxes(LedgerProjection[OutboxView]):
     @on(topics.MARKED_READ)
     @on(topics.AUTOMATION_PAUSED)
     @on(topics.AUTOMATION_RESUMED)
+    @on(topics.THREAD_CONTROL_CHANGED)
     def conversation_updated(self, batch: Batch, event: Any, position: int) -> None:
         change = type(event).TOPIC.rsplit(".", 1)[-1]
         self._notify_crm(
@@ -366,6 +411,22 @@ class Outboxes(LedgerProjection[OutboxView]):
             position,
             "conversation.updated",
             {"change": change, "by": getattr(event, "by", None)},
+        )
+
+    @on(media_topics.COMMENT_RECEIVED)
+    def comment_received(self, batch: Batch, event: Any, position: int) -> None:
+        data = {
+            "comment_id": event.comment_id,
+            "media_id": event.media,
+            "media_product_type": event.product_type,
+            "parent_id": event.parent_id,
+            "text": event.text,
+            "author": {"id": event.author_id, "username": event.author_username},
+            "live": event.live,
+            "commented_at": event.commented_at,
+        }
+        self._enqueue_crm(
+            batch, event, position, "comment.received", data, event.ig_account_id, None
         )
 
     @on(account_topics.TOKEN_REJECTED)

@@ -263,11 +263,11 @@ def test_projections_rebuild_all_rebuilds_every_read_model_in_one_pass(
     two = capsys.readouterr().out
 
     # then each says so, and every view stands at the head of the log
-    assert "rebuilt conversation_list, message_history, outbox from 3 events" in out
+    assert "rebuilt conversation_list, message_history, outbox, comments from 3 events" in out
     assert "rebuilt conversation_list, outbox from 3 events" in two
     assert main(["projections", "status"]) == 0
     status = [line.split() for line in capsys.readouterr().out.splitlines()]
-    for name in ("conversation_list", "message_history", "outbox"):
+    for name in ("conversation_list", "message_history", "outbox", "comments"):
         assert [name, "3", "3", "0", "0"] in status
     assert main(["projections", "rebuild", "outbox", "auto_reply"]) == 2
 

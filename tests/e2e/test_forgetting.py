@@ -83,6 +83,20 @@ def services_of_environment() -> Services:
     return build(Settings.from_environ(os.environ), announce=lambda _: None)
 
 
+def served(crm: FakeCrm, event_types: list[str] | None = None) -> Services:
+    """Services of the environment with the account registered, sending `event_types` (all,
+    if None) to the fake CRM."""
+    services = services_of_environment()
+    register_account(services)
+    view = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=event_types, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = view.secret
+    return services
+
+
 def message(mid: str, *, deleted: bool = False, echo: bool = False) -> bytes:
     body = meta_json("text")
     item = body["entry"][0]["messaging"][0]
@@ -140,15 +154,8 @@ def unsend_scenario(
     """Registers the account with the fake CRM, posts `webhooks` (signed) one by one, then
     does `then` with an admin key if given; (everything shown, the CRM deliveries made after
     the last webhook or `then`, the messages)."""
-    services = services_of_environment()
+    services = served(crm)
     try:
-        register_account(services)
-        view = services.writer.run_now(
-            services.crm_endpoints.set(
-                ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
-            )
-        )
-        crm.secret = view.secret
         headers = bearer(issue_key(services))
         app = create_app(services, run_projections=False, run_dispatcher=False)
         with TestClient(app=app) as client:
@@ -470,15 +477,8 @@ def test_an_erasure_destroys_our_replies_to_them_and_what_we_knew_of_them(
     # given a participant whose profile we looked up, and a reply we sent them
     graph.profiles[PARTICIPANT] = dict(PROFILE)
     monkeypatch.setenv("DMLEDGER_GRAPH_API_URL", graph.url)
-    services = services_of_environment()
+    services = served(crm)
     try:
-        register_account(services)
-        view = services.writer.run_now(
-            services.crm_endpoints.set(
-                ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
-            )
-        )
-        crm.secret = view.secret
         headers = bearer(issue_key(services))
         app = create_app(services, run_projections=False, run_dispatcher=False)
         base = f"/api/v1/accounts/{ACCOUNT}"
@@ -556,19 +556,8 @@ def test_a_notification_sent_after_its_unsend_is_stored_carries_no_content(
     database: RawBytes, crm: FakeCrm, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # given a message whose CRM notification is queued but not delivered yet
-    services = services_of_environment()
+    services = served(crm, event_types=["message.received"])
     try:
-        register_account(services)
-        view = services.writer.run_now(
-            services.crm_endpoints.set(
-                ACCOUNT,
-                url=crm.url,
-                event_types=["message.received"],
-                rotate_secret=False,
-                by="test",
-            )
-        )
-        crm.secret = view.secret
         app = create_app(services, run_projections=False, run_dispatcher=False)
         with TestClient(app=app) as client:
             for body in (message("m-1"), message("m-1", deleted=True)):

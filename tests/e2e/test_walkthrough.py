@@ -14,6 +14,7 @@ import threading
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,7 +86,9 @@ def test_the_walkthrough_answers_a_message_and_tells_the_crm(env: dict[str, str]
     # a fake Graph API where the README says, then the account, its keys, and the server
     graph_port = env["DMLEDGER_GRAPH_API_URL"].rsplit(":", 1)[1]
     graph = Process(
-        env, "dev", "fake-graph", "--port", graph_port, "--profile", f"{PARTICIPANT}=anna:Anna S"
+        env,
+        *("dev", "fake-graph", "--port", graph_port, "--profile", f"{PARTICIPANT}=anna:Anna S"),
+        *("--history", f"{ACCOUNT}:2:5"),
     )
     crm = None
     served = None
@@ -148,6 +151,20 @@ def test_the_walkthrough_answers_a_message_and_tells_the_crm(env: dict[str, str]
         graph.wait_for("sent m_fake", "Shipping takes 3 days")
         crm.wait_for("verified", "reply.sent")
         assert not [line for line in crm.lines if "BAD SIGNATURE" in line]
+
+        # the conversations the account had before: a backfill reads them from "Meta"
+        started = httpx.post(f"{account}/backfill", headers=admin)
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 20
+        status = started.json()
+        while status["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the run's status, as a client does
+            status = httpx.get(f"{account}/backfill", headers=admin).json()
+        assert (status["state"], status["conversations"], status["stored"]) == ("done", 2, 10)
+        listed: list[Any] = []
+        while len(listed) < 3 and time.monotonic() < deadline:  # the list follows the log
+            listed = httpx.get(f"{account}/conversations", headers=admin).json()["conversations"]
+        assert len(listed) == 3
     finally:
         for process in (graph, crm):
             if process is not None:

@@ -51,8 +51,9 @@ from tests.support.scale_workload import (
     workload,
 )
 
-RUNNERS = 4
-"""conversation_list, message_history, outbox, auto_reply: each holds a lock in `project`."""
+RUNNERS = 5
+"""conversation_list, message_history, outbox, comments, auto_reply: each holds a lock in
+`project`."""
 SURVIVORS = ("web-2", "web-1b", "project-2", "dispatch-2")
 
 

@@ -14,6 +14,7 @@ import pytest
 from application.content import ContentMapper, ContentVault, KeyedStoredEvent
 from application.ledger import Ledger
 from application.ports import UnreadableContent
+from domain.content import CONTENT_FIELDS, erased_fields
 from domain.conversation import Conversation
 from infrastructure.content_envelope import AesGcmEnvelope
 from infrastructure.persistence import persistence_env
@@ -214,3 +215,40 @@ def test_timestamps_are_kept_in_ms_for_retention() -> None:
     assert abs((recorded - event.timestamp).total_seconds()) < 0.001
     assert stored.new_keys[0].mid == "m-1"
     assert uuid4().hex != stored.new_keys[0].key_id
+
+
+def test_a_runner_opens_what_this_process_sealed_lately_without_asking_the_key_table() -> None:
+    mapper, table = mapper_with_vault()
+    conversation = Conversation(ig_account_id="1", participant_id="2")
+    first = store(mapper, table, received(conversation, "m-1", "first"))
+
+    # a projection runner's batch: the key this process just sealed, no query
+    event = mapper.to_domain_event(first)
+    mapper.open([event], recent=True)
+    assert (event.text, table.queries) == ("first", 0)
+
+    # a reader whose content leaves (the API, the stream) always asks the key table
+    again = mapper.to_domain_event(first)
+    del table.keys[first.new_keys[0].key_id]  # destroyed by another process, say
+    mapper.open([again])
+    assert (again.text, table.queries) == (None, 1)
+
+    # once this process stores a destroying event, its kept keys are forgotten
+    second = store(mapper, table, received(conversation, "m-2", "second"))
+    conversation.unsend(mid="m-2", unsent_at=1_700_000_000_500)
+    mapper.to_stored_event(conversation.collect_events()[-1])
+    del table.keys[second.new_keys[0].key_id]  # the recorder deletes it in the same insert
+    late = mapper.to_domain_event(second)
+    mapper.open([late], recent=True)
+    assert (late.text, table.queries) == (None, 2)
+
+
+def test_erased_values_are_empty_and_fresh_each_time() -> None:
+    # (a shallow copy of each is then a fresh one: see `domain.content.erased_fields`)
+    for topic, fields in CONTENT_FIELDS.items():
+        assert all(v is None or v == [] or v == {} for v in fields.values()), topic
+        first, second = erased_fields(topic), erased_fields(topic)
+        for name, value in first.items():
+            if value is not None:
+                assert value is not second[name]
+                assert value is not fields[name]

@@ -1,0 +1,56 @@
+"""The soak (P6, on request): `./benchmarks/run --soak [MINUTES]` holds dmledger at a fixed
+rate for that long (30 minutes by default; not in CI) and samples the web worker's memory
+after every half minute of load.
+
+The rate is half what one web worker takes at 32 connections on this machine (measured
+first, for 10 s, as P1 does), or `--soak-rate`. The figure is the growth of the resident
+set from the median of the first quarter of the samples (after the caches filled) to the
+median of the last quarter; the note gives the peak. Targets: no growth (under 5 MiB, the
+noise of the allocator) and at most 100 MiB.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.load import BodyMaker
+
+if TYPE_CHECKING:
+    from benchmarks.harness import Bench
+
+CHUNK_SECONDS = 30.0
+
+
+def measure(bench: Bench, minutes: float, rate: float | None) -> dict[str, Any]:
+    config = bench.config
+    bench.reset_database()
+    bench.register_accounts()
+    maker = BodyMaker(tag="soak")
+    samples: list[tuple[float, float]] = []
+    with bench.server("dmledger") as server:
+        if rate is None:
+            probe = maker.bodies(int(config.max_rate * 10))
+            closed = bench.load(server, "soak_probe", probe, 10.0)
+            rate = max(1.0, round(closed.rate / 2))
+        chunk = min(CHUNK_SECONDS, minutes * 60)
+        chunks = max(1, round(minutes * 60 / chunk))
+        started = time.monotonic()
+        for n in range(chunks):
+            bodies = maker.bodies(int(rate * chunk) + 1)
+            bench.load(server, f"soak_{n}", bodies, chunk, rate)
+            samples.append((round(time.monotonic() - started, 1), round(server.rss_mb(), 1)))
+        peak = server.peak_rss_mb()
+    quarter = max(1, len(samples) // 4)
+    first = statistics.median(rss for _, rss in samples[:quarter])
+    last = statistics.median(rss for _, rss in samples[-quarter:])
+    answered = sum(bench.details[f"soak_{n}"]["answered_200"] for n in range(len(samples)))
+    details = {
+        "rate_per_s": rate,
+        "minutes": minutes,
+        "rss_mb_samples": samples,
+        "answered_200": answered,
+    }
+    bench.details["soak"] = details
+    return {"rate": rate, "minutes": minutes, "growth_mb": last - first, "peak_mb": peak}

@@ -1,0 +1,1 @@
+"""The comments on each account's media, as the CRM lists them."""
