@@ -277,3 +277,17 @@ def test_a_reply_queued_event_stored_without_a_message_still_loads() -> None:
     assert of_event(old.text, old.attachment, message) == AttachmentReply(
         media_type="image", url=HTTPS
     )
+
+
+def test_a_comment_rules_private_reply_is_a_text() -> None:
+    body = {
+        "name": "r",
+        "triggers": [{"type": "comment", "value": "hat"}],
+        "reply": "Hi",
+        "quick_replies": quick(1),
+    }
+
+    with pytest.raises(InvalidInput) as refused:
+        validate_rule(msgspec.convert(body, RuleDefinition))
+
+    assert refused.value.field == "quick_replies"
