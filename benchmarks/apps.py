@@ -1,6 +1,7 @@
-"""The two ASGI apps the benchmarks serve: dmledger as shipped, and the bare baseline.
+"""The ASGI apps the benchmarks serve: dmledger as shipped, the bare baseline (an HMAC and
+a 200), and a seed-style peer (an HMAC, then one INSERT and commit per request).
 
-Both are served by `benchmarks.server` with the same uvicorn settings, so the only
+All are served by `benchmarks.server` with the same uvicorn settings, so the only
 difference between them is what the webhook handler does.
 """
 
@@ -41,6 +42,41 @@ def bare_app() -> Litestar:
         expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, given):
             raise NotAuthorizedException("X-Hub-Signature-256 does not match")
+        return "EVENT_RECEIVED"
+
+    @get("/healthz", media_type=MediaType.TEXT)
+    async def healthz() -> str:
+        return "ok"
+
+    return Litestar(route_handlers=[receive, healthz])
+
+
+def peer_app() -> Litestar:
+    """A seed-style peer: the webhook's HMAC checked, then its body inserted as one row and
+    committed, one SQLAlchemy transaction per request (what a first version of such a
+    service does), on the bench database (`DMLEDGER_DATABASE_URL`)."""
+    from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, create_engine, insert
+
+    secret = os.environ[BARE_SECRET_VARIABLE].encode()
+    url = os.environ["DMLEDGER_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url, pool_size=32, max_overflow=0)
+    metadata = MetaData()
+    webhooks = Table(
+        "peer_webhooks",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("body", LargeBinary, nullable=False),
+    )
+    metadata.create_all(engine)
+
+    @post("/webhooks/instagram", media_type=MediaType.TEXT, status_code=200, sync_to_thread=True)
+    def receive(body: bytes, request: Request[Any, Any, Any]) -> str:
+        given = (request.headers.get("x-hub-signature-256") or "").removeprefix("sha256=")
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, given):
+            raise NotAuthorizedException("X-Hub-Signature-256 does not match")
+        with engine.begin() as conn:
+            conn.execute(insert(webhooks).values(body=body))
         return "EVENT_RECEIVED"
 
     @get("/healthz", media_type=MediaType.TEXT)

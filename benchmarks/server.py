@@ -1,6 +1,6 @@
 """Serve one of the benchmark apps with the settings every benchmark server shares.
 
-`python -m benchmarks.server dmledger|bare --port PORT [--workers N]`. The process
+`python -m benchmarks.server dmledger|bare|peer --port PORT [--workers N]`. The process
 stops by itself after `--lifetime` seconds, so a harness that dies leaves nothing behind.
 """
 
@@ -16,7 +16,11 @@ import threading
 import uvicorn
 
 SEPARATE_VARIABLE = "BENCH_SEPARATE_PROCESSES"
-APPS = {"dmledger": "benchmarks.apps:dmledger_app", "bare": "benchmarks.apps:bare_app"}
+APPS = {
+    "dmledger": "benchmarks.apps:dmledger_app",
+    "bare": "benchmarks.apps:bare_app",
+    "peer": "benchmarks.apps:peer_app",
+}
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from projections.projection import LedgerProjection
 from projections.rebuild import rebuild
 from projections.runner import Progress, ProjectionRunner
 from projections.schema import tracking
+from projections.shared_reading import SharedReading
 
 
 class ProjectionHealth(msgspec.Struct, frozen=True):
@@ -98,7 +99,11 @@ class ReadModels:
 
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
-        runners = {p.name: ProjectionRunner(ledger, p, clock=clock) for p in projections}
+        # The runners read the log together: each batch read and decoded once for all.
+        reading = SharedReading(ledger)
+        runners = {
+            p.name: ProjectionRunner(ledger, p, clock=clock, reading=reading) for p in projections
+        }
         return cls(ledger, conversation_list, message_history, outbox, comments, runners)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:

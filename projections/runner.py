@@ -31,6 +31,7 @@ from application.ports import Clock
 from projections.parked import describe, park, parked_events, still_failing, unpark
 from projections.projection import LedgerProjection
 from projections.runner_lock import RunnerLock
+from projections.shared_reading import Read, SharedReading, decode
 from projections.view import Batch, SqlView, ViewMovedOn
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,12 @@ class ProjectionRunner:
         gather_seconds: float = 0.025,
         attempts: int = 3,
         follow_commits: bool = True,
+        reading: SharedReading | None = None,
     ) -> None:
         self.ledger = ledger
+        self.reading = reading
+        """The log as this process's runners read it together (`projections.shared_reading`);
+        None: this runner reads it on its own (a rebuild's, or a test's)."""
         self.projection = projection
         self.clock = clock
         """When an event is parked, and retried."""
@@ -154,22 +159,20 @@ class ProjectionRunner:
         applied = 0
         started = time.monotonic()
         while True:
-            notifications = self.ledger.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size
-            )
-            if not notifications:
+            read = self._read(position + 1)
+            if read.last is None:
                 return position, applied
             try:
-                self._apply(notifications, after=position)
+                self.apply(read.items, upto=read.last, after=position)
             except ViewMovedOn:
                 # Another runner got there first (its batch, not ours, was written).
                 position = self.position()
                 continue
-            position = notifications[-1].id
-            applied += len(notifications)
+            position = read.last
+            applied += read.count
             if progress is not None:
                 progress(position, max(head, position))
-            if len(notifications) == self.batch_size and self.catch_up_share < 1:
+            if read.count == self.batch_size and self.catch_up_share < 1:
                 # More to come. Far behind (a backlog, not a busy moment): leave the
                 # interpreter to the process's other work a while.
                 head = self.ledger.recorder.max_notification_id() or 0
@@ -177,8 +180,22 @@ class ProjectionRunner:
                     busy = time.monotonic() - started
                     self._pause(busy * (1 / self.catch_up_share - 1))
             started = time.monotonic()
-            if len(notifications) < self.batch_size:
+            if read.count < self.batch_size:
                 return position, applied
+
+    def _read(self, start: int) -> Read:
+        """A batch of the log from `start`: through the process's shared reading if the
+        runner has one, else its own."""
+        if self.reading is not None:
+            return self.reading.read(start, self.batch_size)
+        notifications = self.ledger.recorder.select_notifications(
+            start=start, limit=self.batch_size
+        )
+        return Read(
+            items=self.decode_all(notifications),
+            last=notifications[-1].id if notifications else None,
+            count=len(notifications),
+        )
 
     def _pause(self, seconds: float) -> None:
         if self._stopping is not None:
@@ -208,9 +225,6 @@ class ProjectionRunner:
                 stop.wait(1.0)
 
     # -- applying ------------------------------------------------------------------------
-
-    def _apply(self, notifications: Sequence[Notification], *, after: int) -> None:
-        self.apply(self.decode_all(notifications), upto=notifications[-1].id, after=after)
 
     def decode_all(self, notifications: Sequence[Notification]) -> list[tuple[Any, int]]:
         """The (event, position) pairs of the notifications that decode, their content
@@ -338,19 +352,7 @@ class ProjectionRunner:
 
     def decode(self, notification: Notification) -> Any:
         """The notification's domain event, or None (logged once a topic) if it cannot be."""
-        try:
-            return self.ledger.mapper.to_domain_event(notification)
-        except Exception as error:
-            if notification.topic not in self._unknown_topics:
-                self._unknown_topics.add(notification.topic)
-                log.warning(
-                    "projection %s skips events of unknown type %s (first at notification %d): %s",
-                    self.name,
-                    notification.topic,
-                    notification.id,
-                    error,
-                )
-            return None
+        return decode(self.ledger, notification, self._unknown_topics, f"projection {self.name}")
 
     # -- one runner per projection -------------------------------------------------------
 
