@@ -10,6 +10,7 @@ from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.participant_profiles import ProfileAnswer, ProfileLookups
 from application.ports import Clock, ParticipantProfiles, SecretBox
+from application.reply_messages import as_json, kind_of, text_of
 from application.rules import Inbound, Match, choose, render
 from domain import conversation as topics
 from domain.account import Account
@@ -144,15 +145,20 @@ class AutoReplies:
                 key=key, in_reply_to=mid, rule_id=match.rule_id, reason=reason
             )
             return reason
-        conversation.queue_reply(
-            reply_id=str(uuid5(conversation.id, key)),
-            text=render(
+        message = match.message(
+            render(
                 match.template,
                 profile=profile
                 if profile is not None
                 else self.ledger.participant_profile(conversation),
                 account_username=account.username,
-            ),
+            )
+        )
+        conversation.queue_reply(
+            reply_id=str(uuid5(conversation.id, key)),
+            text=text_of(message),
+            message=as_json(message),
+            kind=kind_of(message),
             key=key,
             automated=True,
             in_reply_to=mid,

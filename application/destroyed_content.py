@@ -39,10 +39,12 @@ def erased_crm_body(body: str) -> str:
 
 
 def erased_reply_body(body: str) -> str:
-    """One of our replies, queued for the Send API, without its text and attachment."""
+    """One of our replies, queued for the Send API, without its text, attachment and
+    message."""
     reply = msgspec.json.decode(body)
     reply["text"] = None
     reply["attachment"] = None
+    reply["message"] = None
     if isinstance(reply.get("comment"), dict):
         reply["comment"]["public_reply"] = None  # a private reply's public one
     reply["erased"] = True

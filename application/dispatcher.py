@@ -39,7 +39,9 @@ from application.ports import (
     Metrics,
     NoMetrics,
     Outbox,
+    ReusableAttachments,
     SecretBox,
+    SendLimits,
 )
 from application.served_accounts import ServedAccounts
 from application.settlements import Settlements
@@ -65,7 +67,8 @@ class Dispatcher:
         clock: Clock,
         max_in_flight: int = 256,
         lease_ms: int = 60_000,
-        sends_per_second: float = 300.0,
+        limits: SendLimits,
+        attachments: ReusableAttachments,
         breaker_limit: int = 5,
         breaker_rest_ms: int = 60_000,
         crm_retry_schedule: Sequence[int] = CRM_RETRY_SCHEDULE_SECONDS[1:],
@@ -92,7 +95,8 @@ class Dispatcher:
             instagram=instagram,
             settlements=settlements,
             now=now,
-            sends_per_second=sends_per_second,
+            limits=limits,
+            attachments=attachments,
             metrics=metrics,
             counts=outbox,
         )

@@ -1,15 +1,18 @@
 """Sending one reply to the Instagram Send API, and recording what came of it.
 
 Before a reply goes, the account must be served and not held (suspended, its token
-rejected, its sends paused), its token bucket must have room (Meta allows about 300 text
-sends a second per account), and Meta must be willing to take it (see
-`application.reply_windows`). Meta's answer is classified (`application.delivery`:
-`error_class`, then the `ACTIONS` table) and each action has its handler here, in
-`InstagramSender._outcomes`: `ReplySent` / `ReplyFailed` on the conversation,
-`TokenRejected` or `SendsPaused` on the account, and the delivery settled or put back.
-A private reply to a comment (`_send_private_reply`) goes through the same holds, bucket
-and handlers, with its own deadline and Meta's hourly limit instead of the reply window:
-over 300 lines so that every send's path reads in one place.
+rejected, its sends paused), its send rate must have room (Meta allows 300 sends a second
+per account, 10 of audio or video: `SendLimits`, counted in the database, shared by every
+dispatcher process), and Meta must be willing to take it (see
+`application.reply_windows`). A reusable attachment's URL is uploaded once per account
+(`/message_attachments`) and sent by the id Meta gave it (`ReusableAttachments`).
+Meta's answer is classified (`application.delivery`: `error_class`, then the `ACTIONS`
+table) and each action has its handler here, in `InstagramSender._outcomes`:
+`ReplySent` / `ReplyFailed` on the conversation, `TokenRejected` or `SendsPaused` on the
+account, and the delivery settled or put back. A private reply to a comment
+(`_send_private_reply`) goes through the same holds, rate and handlers, with its own
+deadline and Meta's hourly limit instead of the reply window: over 300 lines so that
+every send's path reads in one place.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -42,7 +45,17 @@ from application.ports import (
     LeasedDelivery,
     Metrics,
     PrivateReplyCounts,
+    ReusableAttachments,
     SecretBox,
+    SendLimits,
+)
+from application.reply_messages import (
+    AttachmentReply,
+    ReplyMessage,
+    is_message,
+    meta_fields,
+    of_event,
+    send_class,
 )
 from application.reply_windows import HOUR_MS, window
 from application.sending import reply_failed, reply_sent, sends_paused, token_rejected
@@ -59,24 +72,6 @@ PRIVATE_REPLIES_PER_HOUR = 750
 """Meta's limit on private replies to comments, per account and hour. Counted in the
 delivery queue (`PrivateReplyCounts`), which every dispatcher shares: a reply with that
 many ahead of it sent (or being sent) in the last hour waits `HOLD_MS` and is counted again."""
-
-
-@dataclass
-class _Bucket:
-    """A token bucket: Meta allows each account about 300 text sends a second."""
-
-    rate: float
-    tokens: float
-    at: float = field(default_factory=time.monotonic)
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,8 @@ class InstagramSender:
         instagram: InstagramSendApi,
         settlements: Settlements,
         now: Callable[[], int],
-        sends_per_second: float,
+        limits: SendLimits,
+        attachments: ReusableAttachments,
         metrics: Metrics,
         counts: PrivateReplyCounts,
     ) -> None:
@@ -131,8 +127,8 @@ class InstagramSender:
         self._instagram = instagram
         self._settlements = settlements
         self._now = now
-        self._rate = sends_per_second
-        self._buckets: dict[str, _Bucket] = {}
+        self._limits = limits
+        self._attachments = attachments
         self._held: dict[str, int] = {}
         """Accounts whose sends wait, until (ms)."""
         self._outcomes: dict[Action, Callable[[_Answer], Awaitable[None]]] = {
@@ -175,9 +171,10 @@ class InstagramSender:
             self._held[ig_account_id] = hold_until
             await self._settlements.requeue(row, hold_until)
             return
-        bucket = self._buckets.setdefault(ig_account_id, _Bucket(self._rate, self._rate))
-        if not bucket.take():
-            await self._settlements.requeue(row, now + 50)
+        message = of_event(reply.get("text"), reply.get("attachment"), reply.get("message"))
+        taken = await asyncio.to_thread(self._limits.take, ig_account_id, send_class(message), now)
+        if not taken:
+            await self._settlements.requeue(row, (now // 1000 + 1) * 1000)
             return
         comment = reply.get("comment")
         if comment:
@@ -186,23 +183,55 @@ class InstagramSender:
         last_inbound = await asyncio.to_thread(
             self._windows.last_inbound_at, ig_account_id, row.conversation_id
         )
-        refusal, tag = window(reply, last_inbound, now)
+        refusal, tag = window(reply, last_inbound, now, message=is_message(message))
         if refusal is not None:
             await self._refuse(row, conversation_id, refusal)
             return
+        access_token = self._secrets.decrypt(account.access_token)
         started = time.perf_counter()
-        result = await self._instagram.send(
-            ig_account_id=ig_account_id,
-            access_token=self._secrets.decrypt(account.access_token),
-            recipient_id=reply["participant_id"],
-            text=reply.get("text"),
-            attachment=reply.get("attachment"),
-            tag=tag,
-        )
+        fields = await self._fields(ig_account_id, access_token, message, now)
+        if isinstance(fields, SendResult):
+            result = fields  # the upload failed: its answer decides, as a send's would
+        else:
+            result = await self._instagram.send(
+                ig_account_id=ig_account_id,
+                access_token=access_token,
+                recipient_id=reply["participant_id"],
+                text=None,
+                attachment=None,
+                tag=tag,
+                message=fields,
+            )
         kind = error_class(result)
         self._metrics.send_answered(ig_account_id, kind.value, time.perf_counter() - started)
         answer = _Answer(row, conversation_id, account, result)
         await self._outcomes[ACTIONS[kind]](answer)
+
+    async def _fields(
+        self, ig_account_id: str, access_token: str, message: ReplyMessage, now: int
+    ) -> dict[str, Any] | SendResult:
+        """The request's fields of `message`; a reusable attachment's URL is sent by its
+        attachment id, uploaded first if the account has none for it."""
+        if not (isinstance(message, AttachmentReply) and message.reusable and message.url):
+            return meta_fields(message)
+        url, media_type = message.url, message.media_type
+        known = await asyncio.to_thread(
+            self._attachments.attachment_id, ig_account_id, url, media_type, now
+        )
+        if known is None:
+            uploaded = await self._instagram.upload_attachment(
+                ig_account_id=ig_account_id,
+                access_token=access_token,
+                media_type=media_type,
+                url=url,
+            )
+            if isinstance(uploaded, SendResult):
+                return uploaded
+            await asyncio.to_thread(
+                self._attachments.remember, ig_account_id, url, media_type, uploaded, now
+            )
+            known = uploaded
+        return meta_fields(message, attachment_id=known)
 
     async def _send_private_reply(
         self,

@@ -114,8 +114,18 @@ class InstagramSendApi(Protocol):
         text: str | None,
         attachment: dict[str, str] | None,
         tag: str | None,
+        message: dict[str, Any] | None = None,
     ) -> SendResult:
-        """POST /{ig_account_id}/messages."""
+        """POST /{ig_account_id}/messages. `message`: the request's fields beside
+        `recipient` (`application.reply_messages.meta_fields`), in place of `text` and
+        `attachment`."""
+        ...
+
+    async def upload_attachment(
+        self, *, ig_account_id: str, access_token: str, media_type: str, url: str
+    ) -> str | SendResult:
+        """POST /{ig_account_id}/message_attachments with `is_reusable`: the attachment id,
+        or what Meta answered instead."""
         ...
 
     async def refresh_token(self, access_token: str) -> tuple[str, int] | MetaError:
@@ -164,6 +174,29 @@ class MessengerProfileApi(Protocol):
     ) -> ProfileAnswer:
         """DELETE /{ig_account_id}/messenger_profile of these fields."""
         ...
+
+
+class SendLimits(Protocol):
+    """Meta's per-account send rates, shared by every dispatcher process."""
+
+    def take(self, ig_account_id: str, send_class: str, now_ms: int) -> bool:
+        """Count one send of the account's `send_class` (`text`, `media`) at `now_ms`;
+        whether it is within the rate and may go now."""
+        ...
+
+
+class ReusableAttachments(Protocol):
+    """The attachment id Meta gave each account's uploaded URL."""
+
+    def attachment_id(
+        self, ig_account_id: str, url: str, media_type: str, now_ms: int
+    ) -> str | None:
+        """The id of the URL uploaded before, if it is still good."""
+        ...
+
+    def remember(
+        self, ig_account_id: str, url: str, media_type: str, attachment_id: str, now_ms: int
+    ) -> None: ...
 
 
 class CrmEndpoint(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID, uuid5
 
 import msgspec
@@ -12,16 +12,110 @@ import msgspec
 from application.errors import Conflict, InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
+from application.reply_messages import (
+    AttachmentReply,
+    GenericTemplate,
+    QuickReply,
+    ReactionReply,
+    ReactionRequest,
+    ReplyMessage,
+    SenderActionReply,
+    TemplateReply,
+    TextReply,
+    as_json,
+    check,
+    is_message,
+    kind_of,
+    text_of,
+)
 from application.reply_windows import refusal
 from domain.conversation import REPLY_FAILED, REPLY_SENT, Conversation, ReplyStatus
 
 
-class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A reply to send: a text, or an attachment by URL."""
+class ReplyRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A reply to send, one kind of: a text (with `quick_replies`), an attachment (by
+    `attachment_url`, or `attachment_id`), a `template`, a `reaction`, a `sender_action`
+    (see `application/reply_messages.py`)."""
 
     text: str | None = None
     attachment_url: str | None = None
-    attachment_type: Literal["image", "video", "audio", "file"] | None = None
+    attachment_type: str | None = None
+    """image, video, audio or file (a PDF)."""
+    quick_replies: list[QuickReply] | None = None
+    attachment_id: str | None = None
+    reusable: bool = False
+    """Upload `attachment_url` once and send it by its attachment id from then on."""
+    template: GenericTemplate | None = None
+    reaction: ReactionRequest | None = None
+    sender_action: str | None = None
+    """typing_on, typing_off or mark_seen."""
+
+
+class _FirstReplyRequest(msgspec.Struct):
+    """The request as it was before replies had kinds: its fingerprint stays the same."""
+
+    text: str | None
+    attachment_url: str | None
+    attachment_type: str | None
+
+
+def _fingerprint(request: ReplyRequest) -> str:
+    first = _FirstReplyRequest(request.text, request.attachment_url, request.attachment_type)
+    same = (
+        msgspec.structs.replace(request, text=None, attachment_url=None, attachment_type=None)
+        == ReplyRequest()
+    )
+    encoded = msgspec.json.encode(first if same else request)
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def reply_of(request: ReplyRequest) -> ReplyMessage:
+    """The reply a request asks for, checked against Meta's limits (`InvalidInput` naming
+    the field otherwise)."""
+    given = [
+        name
+        for name, value in (
+            ("text", request.text is not None or request.quick_replies),
+            ("attachment", request.attachment_url or request.attachment_id),
+            ("template", request.template),
+            ("reaction", request.reaction),
+            ("sender_action", request.sender_action),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise InvalidInput(
+            "text",
+            "give one of text (with quick_replies), attachment_url or attachment_id, "
+            "template, reaction, sender_action",
+        )
+    reply: ReplyMessage
+    if given == ["text"]:
+        reply = TextReply(text=request.text or "", quick_replies=request.quick_replies or [])
+    elif given == ["attachment"]:
+        if request.attachment_type is None:
+            raise InvalidInput(
+                "attachment_type", "say what the attachment is: image, video, audio, file"
+            )
+        reply = AttachmentReply(
+            media_type=request.attachment_type,
+            url=request.attachment_url,
+            attachment_id=request.attachment_id,
+            reusable=request.reusable,
+        )
+    elif request.template is not None:
+        reply = TemplateReply(elements=request.template.elements)
+    elif request.reaction is not None:
+        reaction = request.reaction
+        if reaction.remove and reaction.reaction is not None:
+            raise InvalidInput("reaction.reaction", "a reaction taken back names no reaction")
+        if not reaction.remove and reaction.reaction is None:
+            raise InvalidInput("reaction.reaction", "say which reaction, or remove: true")
+        reply = ReactionReply(message_id=reaction.message_id, reaction=reaction.reaction)
+    else:
+        reply = SenderActionReply(action=request.sender_action or "")
+    check(reply)
+    return reply
 
 
 class ReplyState(msgspec.Struct, frozen=True):
@@ -128,22 +222,10 @@ def request_reply(
         raise InvalidInput(
             "Idempotency-Key", "send an Idempotency-Key header of 1 to 200 characters"
         )
-    if bool(request.text) == bool(request.attachment_url):
-        raise InvalidInput("text", "give either a text or an attachment_url")
-    if request.attachment_url and not request.attachment_url.startswith("https://"):
-        raise InvalidInput("attachment_url", "attachments are sent by https:// URL")
-    if request.attachment_url and request.attachment_type is None:
-        raise InvalidInput(
-            "attachment_type", "say what the attachment is: image, video, audio, file"
-        )
-    fingerprint = hashlib.sha256(msgspec.json.encode(request)).hexdigest()
+    reply = reply_of(request)
+    fingerprint = _fingerprint(request)
     record_key = f"request:{key}"
     reply_id = str(uuid5(conversation_id, record_key))
-    attachment = (
-        {"type": request.attachment_type or "file", "url": request.attachment_url}
-        if request.attachment_url
-        else None
-    )
 
     def request_it(changes: Changes) -> ReplyAccepted:
         conversation = changes.get(conversation_id, Conversation)
@@ -157,17 +239,25 @@ def request_reply(
                 )
             return ReplyAccepted(reply_id=earlier["reply_id"], created=False)
         refused = refusal(
-            request.text or "",
+            text_of(reply),
             automated=False,
             last_inbound=conversation.last_inbound_at,
             now=at,
+            message=is_message(reply),
         )
         if refused is not None:
             # Meta would refuse it: say so now rather than accept a reply that must fail.
             raise InvalidInput(*refused)
+        if isinstance(reply, ReactionReply) and not conversation.has_recorded(
+            f"message:{reply.message_id}"
+        ):
+            raise InvalidInput(
+                "reaction.message_id",
+                f"there is no message {reply.message_id} in this conversation",
+            )
         conversation.queue_reply(
             reply_id=reply_id,
-            text=request.text or "",
+            text=text_of(reply),
             key=record_key,
             automated=False,
             in_reply_to=None,
@@ -175,8 +265,9 @@ def request_reply(
             rule_version=None,
             trigger_at=None,
             by=by,
-            attachment=attachment,
             request_hash=fingerprint,
+            message=as_json(reply),
+            kind=kind_of(reply),
         )
         conversation.pause_automation(at=at, by=by, reason="human_reply")
         return ReplyAccepted(reply_id=reply_id, created=True)

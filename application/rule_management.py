@@ -13,6 +13,7 @@ from application.errors import InvalidInput, NotFound
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command
 from application.ports import Clock, ParticipantProfiles, SecretBox
+from application.reply_messages import GenericTemplate, QuickReply, as_json
 from application.rules import (
     Conditions,
     Inbound,
@@ -40,6 +41,8 @@ class Rule(msgspec.Struct, frozen=True):
     version: int
     public_reply: str | None = None
     """On a comment trigger: the public answer to the comment, besides the private reply."""
+    quick_replies: list[QuickReply] | None = None
+    template: GenericTemplate | None = None
 
     @classmethod
     def of(cls, rule_id: str, rule: AccountRule) -> Rule:
@@ -73,6 +76,8 @@ class RuleTestResult(msgspec.Struct, frozen=True, omit_defaults=True):
     reply: str | None
     public_reply: str | None = None
     """A comment rule's public answer under the comment, rendered (left out: none)."""
+    message: dict[str, Any] | None = None
+    """The whole reply it would send (`type` text, with its quick replies, or template)."""
 
 
 class Rules:
@@ -165,7 +170,10 @@ class Rules:
         match, reply = preview(account, inbound, profile)
         if match is None:
             return RuleTestResult(False, None, None, None, None)
-        return RuleTestResult(True, match.rule_id, match.name, match.rule_version, reply)
+        message = as_json(match.message(reply or ""))
+        return RuleTestResult(
+            True, match.rule_id, match.name, match.rule_version, reply, message=message
+        )
 
     @staticmethod
     def _test_comment(account: Account, trial: RuleTest) -> RuleTestResult:

@@ -19,6 +19,15 @@ import msgspec
 import regex
 
 from application.errors import InvalidInput
+from application.reply_messages import (
+    GenericTemplate,
+    QuickReply,
+    ReplyMessage,
+    TemplateReply,
+    TextReply,
+    check_elements,
+    check_quick_replies,
+)
 from domain.account_values import AccountRule, AccountSettings, RuleSpec, RuleTrigger
 
 log = logging.getLogger(__name__)
@@ -67,13 +76,18 @@ class RuleDefinition(msgspec.Struct, forbid_unknown_fields=True):
 
     name: str
     triggers: list[Trigger]
-    reply: str
+    reply: str = ""
+    """The text template; none when the rule answers with a `template`."""
     priority: int = 0
     """Higher first; among equals, the older rule first."""
     conditions: Conditions = msgspec.field(default_factory=Conditions)
     enabled: bool = True
     public_reply: str | None = None
     """On a comment trigger: also answer the comment publicly with this text."""
+    quick_replies: list[QuickReply] | None = None
+    """Up to 13 buttons under the reply's text."""
+    template: GenericTemplate | None = None
+    """A generic template (carousel) to answer with, in place of a text."""
 
 
 def validate_rule(definition: RuleDefinition) -> RuleSpec:
@@ -99,7 +113,19 @@ def validate_rule(definition: RuleDefinition) -> RuleSpec:
                 regex.compile(trigger.value or "", regex.IGNORECASE)
             except regex.error as error:
                 raise InvalidInput(field, f"not a valid regular expression: {error}") from None
-    check_template(definition.reply, "reply")
+    if definition.template is None:
+        check_template(definition.reply, "reply")
+        check_quick_replies(definition.quick_replies or [])
+    else:
+        if definition.reply or definition.quick_replies:
+            field = "reply" if definition.reply else "quick_replies"
+            raise InvalidInput(field, "a rule answers with a text or a template, not both")
+        check_elements(definition.template.elements)
+    rich = "template" if definition.template else "quick_replies"
+    if (definition.template or definition.quick_replies) and any(
+        t.type in COMMENT_TRIGGERS for t in definition.triggers
+    ):
+        raise InvalidInput(rich, "a private reply to a comment is a text")
     if definition.public_reply is not None:
         if not any(t.type in COMMENT_TRIGGERS for t in definition.triggers):
             raise InvalidInput(
@@ -109,6 +135,7 @@ def validate_rule(definition: RuleDefinition) -> RuleSpec:
     hours = definition.conditions.once_per_hours
     if hours is not None and not 1 <= hours <= 24 * 365:
         raise InvalidInput("conditions.once_per_hours", "once_per_hours must be 1 to 8760")
+    # Rules without quick replies or a template are stored as before (RuleSpec.to_json).
     return RuleSpec.from_json(msgspec.to_builtins(definition))
 
 
@@ -188,6 +215,18 @@ class Match:
     name: str
     template: str
     once_per_hours: int | None
+    rule: RuleSpec | None = None
+    """The rule (None for the fallback): its `quick_replies` or `template`."""
+
+    def message(self, text: str) -> ReplyMessage:
+        """The reply the rule answers with, given its rendered `text`."""
+        rule = self.rule
+        if rule is not None and rule.template:
+            return msgspec.convert(rule.template, TemplateReply)
+        quick_replies = msgspec.convert(
+            (rule.quick_replies if rule is not None else None) or [], list[QuickReply]
+        )
+        return TextReply(text=text, quick_replies=quick_replies)
 
 
 def normalise(text: str) -> str:
@@ -276,7 +315,7 @@ def choose(
         once = spec.conditions.once_per_hours
         if once is not None and _too_soon(replied_at.get(rule_id), once, inbound.sent_at):
             continue
-        return Match(rule_id, rule.version, spec.name, spec.reply, once)
+        return Match(rule_id, rule.version, spec.name, spec.reply, once, spec)
     fallback = settings.fallback_reply
     # The fallback answers messages (not taps) of a conversation at most once a day.
     if (

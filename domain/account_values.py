@@ -70,10 +70,16 @@ class RuleSpec:
     enabled: bool = True
     public_reply: str | None = None
     """On a comment trigger: also answer the comment publicly with this text."""
+    quick_replies: list[dict[str, Any]] | None = None
+    """Buttons under the reply's text, as the Send API takes them (validated by the
+    application's reply model)."""
+    template: dict[str, Any] | None = None
+    """A generic template to answer with in place of a text, as the Send API takes it."""
 
     def to_json(self) -> dict[str, Any]:
-        """The stored object, its keys in the order the log has always had them."""
-        return {
+        """The stored object, its keys in the order the log has always had them; a rule
+        without quick replies or a template is stored as before they existed."""
+        stored: dict[str, Any] = {
             "name": self.name,
             "triggers": [t.to_json() for t in self.triggers],
             "reply": self.reply,
@@ -82,17 +88,24 @@ class RuleSpec:
             "enabled": self.enabled,
             "public_reply": self.public_reply,
         }
+        if self.quick_replies is not None:
+            stored["quick_replies"] = self.quick_replies
+        if self.template is not None:
+            stored["template"] = self.template
+        return stored
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RuleSpec:
         return cls(
             name=obj["name"],
             triggers=tuple(RuleTrigger.from_json(t) for t in obj.get("triggers") or ()),
-            reply=obj["reply"],
+            reply=obj.get("reply") or "",
             priority=obj.get("priority", 0),
             conditions=RuleConditions.from_json(obj.get("conditions")),
             enabled=obj.get("enabled", True),
             public_reply=obj.get("public_reply"),
+            quick_replies=obj.get("quick_replies"),
+            template=obj.get("template"),
         )
 
 

@@ -39,7 +39,12 @@ CONTENT_FIELDS: dict[str, dict[str, Any]] = {
     media_topics.COMMENT_RECEIVED: {"text": None, "extra": {}},
     media_topics.COMMENT_EDITED: {"text": None},
     # What we sent them and what we know of them is theirs to have erased too.
-    topics.REPLY_QUEUED: {"text": None, "attachment": None, "public_reply": None},
+    topics.REPLY_QUEUED: {
+        "text": None,
+        "attachment": None,
+        "public_reply": None,
+        "message": None,
+    },
     topics.PARTICIPANT_PROFILE_RECORDED: {"profile": {}},
 }
 """Topic -> {content field: its value once erased}."""

@@ -690,15 +690,20 @@ class Conversation(Aggregate):
         request_hash: str | None = None,
         comment: JSONObject | None = None,
         public_reply: str | None = None,
+        message: JSONObject | None = None,
+        kind: str | None = None,
     ) -> bool:
         """Queue a reply for the Instagram outbox; `key` makes a repeat of the same decision
         or request a no-op (False). `attachment` is {"type": ..., "url": ...}. `comment`
         makes it a private reply to a comment: {"comment_id", "media_id", "live",
         "deadline" (ms, when Meta stops taking it)}, claimed on the media first
         (`Media.claim_private_reply`); `public_reply`, the text also posted under the
-        comment.
+        comment. `message` is the reply's JSON shape (its kind and content,
+        `application/reply_messages.py`), `text` its text if it has one; `attachment` is only
+        in events stored before `message`. `kind` (text, image, ..., template, reaction,
+        typing_on, ...) stays in clear.
 
-        The reply's text, attachment and public reply are sealed content (erased with the
+        The reply's text, attachment, message and public reply are sealed content (erased with the
         participant); `echo`, a digest of the text, stays in clear to know the reply's
         echo by."""
         if key in self.recorded:
@@ -718,6 +723,8 @@ class Conversation(Aggregate):
             echo=_digest(text) if text else None,
             comment=comment,
             public_reply=public_reply,
+            message=message,
+            kind=kind,
         )
         return True
 
@@ -739,6 +746,10 @@ class Conversation(Aggregate):
         echo: str | None = None
         comment: JSONObject | None = None
         public_reply: str | None = None
+        message: JSONObject | None = None
+        """The reply's JSON shape (`application/reply_messages.py`); sealed content."""
+        kind: str | None = None
+        """text, image, ..., template, reaction, typing_on, ...: in clear."""
 
     @event(ReplyQueued)
     def _reply_queued(
@@ -757,6 +768,8 @@ class Conversation(Aggregate):
         echo: str | None = None,
         comment: JSONObject | None = None,
         public_reply: str | None = None,
+        message: JSONObject | None = None,
+        kind: str | None = None,
     ) -> None:
         self.recorded[key] = None
         self.replies[reply_id] = {

@@ -48,16 +48,18 @@ class InstagramGraphClient:
         text: str | None,
         attachment: dict[str, str] | None,
         tag: str | None,
+        message: dict[str, Any] | None = None,
     ) -> SendResult:
-        message: dict[str, Any]
-        if attachment:
-            message = {
-                "attachment": {"type": attachment["type"], "payload": {"url": attachment["url"]}}
-            }
+        fields: dict[str, Any]
+        if message is not None:
+            fields = message
+        elif attachment:
+            url = {"url": attachment["url"]}
+            fields = {"message": {"attachment": {"type": attachment["type"], "payload": url}}}
         else:
-            message = {"text": text or ""}
-        body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
-        if tag:
+            fields = {"message": {"text": text or ""}}
+        body: dict[str, Any] = {"recipient": {"id": recipient_id}, **fields}
+        if tag and "message" in body:
             body["messaging_type"] = "MESSAGE_TAG"
             body["tag"] = tag
         return await self._post(f"{self._base}/{ig_account_id}/messages", body, access_token)
@@ -88,6 +90,39 @@ class InstagramGraphClient:
         except httpx.HTTPError as error:
             return SendResult(transport="timed_out", detail=type(error).__name__)
         return _result(response)
+
+    async def upload_attachment(
+        self, *, ig_account_id: str, access_token: str, media_type: str, url: str
+    ) -> str | SendResult:
+        body = {
+            "platform": "instagram",
+            "message": {
+                "attachment": {"type": media_type, "payload": {"url": url, "is_reusable": True}}
+            },
+        }
+        try:
+            response = await self._http().post(
+                f"{self._base}/{ig_account_id}/message_attachments",
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            return SendResult(transport="not_sent", detail=type(error).__name__)
+        except httpx.HTTPError as error:
+            # Nothing is sent to the participant by an upload: trying again is harmless.
+            return SendResult(transport="not_sent", detail=type(error).__name__)
+        attachment_id = json_of(response).get("attachment_id")
+        if response.status_code == 200 and isinstance(attachment_id, str | int):
+            return str(attachment_id)
+        result = _result(response)
+        if result.error is None:  # 200 without an id: not an answer we can use
+            return SendResult(
+                transport="answered",
+                status_code=502,
+                error=MetaError(None, None, "the upload answered without an attachment_id"),
+                detail="the upload answered without an attachment_id",
+            )
+        return result
 
     async def refresh_token(self, access_token: str) -> tuple[str, int] | MetaError:
         try:

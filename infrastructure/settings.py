@@ -60,6 +60,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dispatch_lease_seconds: int = 60
     """How long a dispatcher holds the deliveries it leased: a dispatcher that dies holding
     them leaves them to the others after this long."""
+    text_sends_per_second: int = 300
+    """Meta's limit on an account's sends a second (text, links, reactions, templates,
+    images), held by all dispatchers together."""
+    media_sends_per_second: int = 10
+    """Meta's limit on an account's sends of audio or video a second."""
     crm_retry_schedule_seconds: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     """The seconds before each retry of a failed CRM delivery (±20 %); after the last
     retry fails, the delivery is dead."""
@@ -152,6 +157,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             values["dispatch_lease_seconds"] = _whole_number(
                 "DISPATCH_LEASE_SECONDS", lease, 1, 86_400
             )
+        for name in ("TEXT_SENDS_PER_SECOND", "MEDIA_SENDS_PER_SECOND"):
+            if (rate := get(name)) is not None:
+                values[name.lower()] = _whole_number(name, rate, 1, 10_000)
         if (schedule := get("CRM_RETRY_SCHEDULE")) is not None:
             values["crm_retry_schedule_seconds"] = _retry_schedule(schedule)
         values.update(_metrics_settings(get))

@@ -58,9 +58,12 @@ def _fake_graph(_: Settings, args: argparse.Namespace) -> int:
 
     def sent(record: dict[str, Any]) -> None:
         body = record["body"]
-        what = body.get("message", {})
+        what = body.get("message") or {
+            k: body[k] for k in ("sender_action", "payload") if k in body
+        }
+        mid = record.get("message_id", "(an action)")
         print(
-            f"sent {record['message_id']} to {body.get('recipient', {}).get('id')}: "
+            f"sent {mid} to {body.get('recipient', {}).get('id')}: "
             f"{json.dumps(what, ensure_ascii=False)}",
             flush=True,
         )

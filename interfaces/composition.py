@@ -48,6 +48,7 @@ from infrastructure.prometheus_metrics import PrometheusMetrics
 from infrastructure.schema_version import prepare_schema
 from infrastructure.secret_box import FernetSecretBox
 from infrastructure.secret_redaction import remember_secret
+from infrastructure.send_limits import SqlReusableAttachments, SqlSendLimits
 from infrastructure.settings import Settings, SettingsError
 from interfaces.operational_state import OperationalStateReader
 from projections.database import create_view_engine
@@ -184,6 +185,11 @@ def build(
         crm=crm,
         owner=f"{socket.gethostname()}:{os.getpid()}",
         clock=clock,
+        limits=SqlSendLimits(
+            views,
+            {"text": settings.text_sends_per_second, "media": settings.media_sends_per_second},
+        ),
+        attachments=SqlReusableAttachments(views),
         lease_ms=settings.dispatch_lease_seconds * 1000,
         crm_retry_schedule=settings.crm_retry_schedule_seconds,
         metrics=metrics,

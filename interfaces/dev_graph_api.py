@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from interfaces.dev_graph_checks import send_refusal, upload_refusal
 from interfaces.dev_graph_history import FakeHistory
 
 
@@ -126,10 +127,12 @@ class _Server(ThreadingHTTPServer):
 
 class FakeGraphApi:
     """Serves the user profile API (`GET /{version}/{igsid}?fields=...`), the Send API
-    (`POST /{version}/{ig_account_id}/messages`, whose `recipient: {comment_id}` is a
-    private reply: one per comment, a second refused as Meta does), public replies to
-    comments (`POST /{version}/{comment_id}/replies`), the Messenger Profile API (`POST`
-    and `DELETE /{version}/{ig_account_id or me}/messenger_profile`: ice breakers and the
+    (`POST /{version}/{ig_account_id}/messages`, refusing what Meta refuses:
+    `interfaces/dev_graph_checks.py`; whose `recipient: {comment_id}` is a private reply:
+    one per comment, a second refused as Meta does), the attachment upload
+    (`POST /{version}/{ig_account_id}/message_attachments`), public replies to comments
+    (`POST /{version}/{comment_id}/replies`), the Messenger Profile API (`POST` and
+    `DELETE /{version}/{ig_account_id or me}/messenger_profile`: ice breakers and the
     persistent menu, kept in `messenger_profile`, scripted by `profile_answers`) and the
     refresh of tokens
     (`GET /refresh_access_token`, which answers `refresh_to` and accepts it from then on,
@@ -157,6 +160,10 @@ class FakeGraphApi:
         """The account's conversations for the Conversations API (a backfill), if set."""
         self.requests: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
+        """Each send it accepted: `path`, `body` (exactly as received), `token`, `at`
+        (time.time() when it came), and `message_id` unless it was a sender action."""
+        self.uploads: list[dict[str, Any]] = []
+        """Each `/message_attachments` upload it accepted, with the `attachment_id` given."""
         self.answers: deque[tuple[Any, Any]] = deque()
         self.messenger_profile: dict[str, dict[str, Any]] = {}
         """Per Instagram account id: its `messenger_profile` fields, as last set."""
@@ -211,7 +218,7 @@ class FakeGraphApi:
                 if parts.path.endswith("/messenger_profile"):
                     self._profile("POST", parts.path, parse_qs(parts.query), body, token)
                     return
-                record = {"path": parts.path, "body": body, "token": token}
+                record = {"path": parts.path, "body": body, "token": token, "at": time.time()}
                 fake.requests.append(record)
                 if fake.answers:
                     kind, value = fake.answers.popleft()
@@ -226,6 +233,13 @@ class FakeGraphApi:
                 if not fake.takes(token):
                     self._answer(401, TOKEN_EXPIRED)
                     return
+                if parts.path.endswith("/message_attachments"):
+                    self._upload(record)
+                    return
+                refused = None if parts.path.endswith("/replies") else send_refusal(body)
+                if refused is not None:
+                    self._answer(400, meta_error(100, refused))
+                    return
                 fake._count += 1
                 if parts.path.endswith("/replies"):
                     self._public_reply(parts.path, body)
@@ -236,6 +250,12 @@ class FakeGraphApi:
                     self._answer(400, ALREADY_REPLIED)
                     return
                 message_id = f"m_fake{fake._count}"
+                if "sender_action" in body:  # Meta names no message for an action
+                    fake.sent.append(record)
+                    if fake.on_send is not None:
+                        fake.on_send(record)
+                    self._answer(200, {"recipient_id": body["recipient"]["id"]})
+                    return
                 fake.sent.append({**record, "message_id": message_id})
                 if fake.on_send is not None:
                     fake.on_send({**record, "message_id": message_id})
@@ -308,6 +328,16 @@ class FakeGraphApi:
                         return
                     kept.update({f: body[f] for f in PROFILE_FIELDS_SET if f in body})
                 self._answer(200, {"result": "success"})
+
+            def _upload(self, record: dict[str, Any]) -> None:
+                refused = upload_refusal(record["body"])
+                if refused is not None:
+                    self._answer(400, meta_error(100, refused))
+                    return
+                fake._count += 1
+                attachment_id = str(1_000_000_000 + fake._count)
+                fake.uploads.append({**record, "attachment_id": attachment_id})
+                self._answer(200, {"attachment_id": attachment_id})
 
             def _refresh(self, query: dict[str, list[str]]) -> None:
                 if query.get("access_token") != [fake.access_token] or not fake.refresh_to:

@@ -1,7 +1,8 @@
 """The schema migrations (Alembic) of every table that is not rebuilt from the log.
 
 What they manage: the delivery queue's state (`infrastructure/delivery_tables.py`), API
-key usage (`infrastructure/key_usage.py`), the hash chain and its genesis
+key usage (`infrastructure/key_usage.py`), the send rate counters and reusable attachment
+ids (`infrastructure/send_limits.py`), the hash chain and its genesis
 (`infrastructure/chained_recorders.py`), and the read models' positions and parked
 events (`projections/schema.py`, `projections/parked.py`: the auto-reply policy's
 position is no read model, it cannot be rebuilt). The read models' own tables are not

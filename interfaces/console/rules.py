@@ -158,7 +158,13 @@ class RulePages(Controller):
         by = acting(viewer, console_account)
         form = await request.form()
         try:
-            command = rules.replace(console_account, rule_id, definition_of(form), by=by)
+            definition = definition_of(form)
+            # The form edits no quick replies or template (REST does): the rule keeps its own.
+            kept = await asyncio.to_thread(rules.get, console_account, rule_id)
+            definition = msgspec.structs.replace(
+                definition, quick_replies=kept.quick_replies, template=kept.template
+            )
+            command = rules.replace(console_account, rule_id, definition, by=by)
             await writer.run(command)
         except InvalidInput as error:
             rule = await asyncio.to_thread(rules.get, console_account, rule_id)

@@ -142,7 +142,8 @@ class Message(msgspec.Struct):
         Meta(
             description="text, story_reply, postback, unsupported, or an attachment type "
             "(image, video, audio, file, share, story_mention, reel, ig_reel, ig_post, "
-            "ephemeral, or one Meta added later).",
+            "ephemeral, or one Meta added later); our replies may also be a template, a "
+            "reaction, or a sender action (typing_on, typing_off, mark_seen).",
             examples=["text"],
         ),
     ]

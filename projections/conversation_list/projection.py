@@ -7,6 +7,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from application.reply_messages import NOT_MESSAGES
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.account import Account
@@ -252,6 +253,11 @@ class ConversationList(LedgerProjection[ConversationListView]):
 
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
+        kind = event.kind  # in clear: known once the content is erased
+        if kind in NOT_MESSAGES:
+            return  # a reaction or a sender action is no message of the conversation
         if (row := self._row(batch, event, position)) is not None:
             preview = ERASED_PREVIEW if is_erased(event) else (event.text or "")[:200]
+            if not preview and kind is not None:  # another kind: [image], [template], ...
+                preview = f"[{kind}]"
             self._message(row, preview, "outbound", _ms(event))

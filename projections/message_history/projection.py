@@ -14,6 +14,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 from sqlalchemy import Select
 
+from application.reply_messages import attachments_of, of_event
+from application.reply_messages import kind_of as reply_kind
 from domain import account as account_topics
 from domain import conversation as topics
 from domain.account import Account
@@ -281,15 +283,13 @@ class MessageHistory(LedgerProjection[MessageHistoryView]):
     @on(topics.REPLY_QUEUED)
     def reply_queued(self, batch: Batch, event: Conversation.ReplyQueued, position: int) -> None:
         row = self._message(batch, event, event.reply_id)
-        attachment = event.attachment
+        reply = of_event(event.text, event.attachment, event.message)
         erased = is_erased(event)
         row.update(
             direction="outbound",
-            kind="erased" if erased else (attachment or {}).get("type") or "text",
+            kind="erased" if erased else reply_kind(reply),
             text=event.text or None,
-            attachments=[{"type": attachment["type"], "payload": {"url": attachment["url"]}}]
-            if attachment
-            else [],
+            attachments=attachments_of(reply),
             delivery_status="queued",
             reply_id=event.reply_id,
             reply_to=_comment_link(getattr(event, "comment", None)),

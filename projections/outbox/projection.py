@@ -160,6 +160,7 @@ class Outboxes(LedgerProjection[OutboxView]):
             "participant_id": party["participant_id"],
             "text": event.text,
             "attachment": event.attachment,
+            "message": event.message,
             "automated": event.automated,
             "queued_at": int(event.timestamp.timestamp() * 1000),
         }

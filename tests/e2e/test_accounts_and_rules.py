@@ -106,6 +106,7 @@ async def test_done_when_register_add_a_rule_dry_run_and_a_matching_webhook_queu
         "rule_name": "shipping",
         "rule_version": 1,
         "reply": "Hi anna! myshop ships worldwide.",
+        "message": {"type": "text", "text": "Hi anna! myshop ships worldwide."},
     }
     assert "Conversation.ReplyQueued" not in types_of(bare)
 

@@ -8,9 +8,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from application.rules import RuleDefinition
 from domain.conversation import conversation_id
 from interfaces.composition import Services
 from interfaces.console.safety import meta_media_url
@@ -318,3 +320,38 @@ async def test_a_reply_of_brackets_from_the_console_is_a_text_not_a_nested_body(
 
     assert answer.status_code == 303, answer.text
     assert event_types(services).count("Conversation.ReplyQueued") == 1
+
+
+async def test_editing_a_rule_in_the_console_keeps_its_quick_replies_and_template(
+    console: Client, services: Services
+) -> None:
+    quick = [{"title": "Sizes", "payload": "SIZES"}]
+    definition = msgspec.convert(
+        {
+            "name": "menu",
+            "triggers": [{"type": "keyword", "value": "help"}],
+            "reply": "How can we help?",
+            "quick_replies": quick,
+        },
+        RuleDefinition,
+    )
+    rule = services.writer.run_now(services.rules.add(ACCOUNT, definition, by="test"))
+    csrf = await sign_in(console, services)
+
+    answer = await console.post(
+        f"/console/accounts/{ACCOUNT}/rules/{rule.id}",
+        data={
+            "csrf_token": csrf,
+            "name": "menu",
+            "triggers": "keyword: help",
+            "reply": "What can we do for you?",
+            "priority": "0",
+            "enabled": "on",
+        },
+        follow_redirects=False,
+    )
+
+    assert answer.status_code == 303, answer.text
+    kept = services.rules.get(ACCOUNT, rule.id)
+    assert kept.reply == "What can we do for you?"
+    assert msgspec.to_builtins(kept.quick_replies) == quick

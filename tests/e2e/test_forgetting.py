@@ -463,6 +463,10 @@ PROFILE = {
 }
 
 
+CARD_TITLE = "Zanzibar hat for Anna"
+"""The title of a template we sent them: a reply's message is theirs to have erased too."""
+
+
 def test_an_erasure_destroys_our_replies_to_them_and_what_we_knew_of_them(
     database: RawBytes,
     crm: FakeCrm,
@@ -497,8 +501,14 @@ def test_an_erasure_destroys_our_replies_to_them_and_what_we_knew_of_them(
                 headers={**headers, "idempotency-key": "reply-1"},
             )
             assert sent.status_code == 202, sent.text
+            carousel = client.post(
+                f"{base}/conversations/{CONVERSATION}/replies",
+                json={"template": {"elements": [{"title": CARD_TITLE}]}},
+                headers={**headers, "idempotency-key": "reply-2"},
+            )
+            assert carousel.status_code == 202, carousel.text
             settle(services)
-            assert [s["body"]["message"].get("text") for s in graph.sent] == [REPLY_TEXT]
+            assert [s["body"]["message"].get("text") for s in graph.sent] == [REPLY_TEXT, None]
             assert PROFILE["username"] in everything_shown(client, headers)
 
             # when an admin erases the participant
@@ -520,7 +530,13 @@ def test_an_erasure_destroys_our_replies_to_them_and_what_we_knew_of_them(
 
     # then our reply's text and what we knew of them are nowhere either
     assert erased.json()["destroyed_keys"] >= 3  # their message, our reply, their profile
-    secrets_of_theirs = [REPLY_TEXT, PROFILE["name"], PROFILE["username"], PROFILE["profile_pic"]]
+    secrets_of_theirs = [
+        REPLY_TEXT,
+        CARD_TITLE,
+        PROFILE["name"],
+        PROFILE["username"],
+        PROFILE["profile_pic"],
+    ]
     status, replayed = run(capsys, "replay", "--account", ACCOUNT, "--format", "jsonl")
     assert status == 0
     stored = database()

@@ -15,12 +15,18 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect
 
-from infrastructure import delivery_tables, key_usage, migrations
+from infrastructure import delivery_tables, key_usage, migrations, send_limits
 from projections.database import create_view_engine
 from projections.parked import projection_failures
 from projections.schema import tracking
 
-MIGRATED = [*delivery_tables.OWN_TABLES, key_usage.key_usage, tracking, projection_failures]
+MIGRATED = [
+    *delivery_tables.OWN_TABLES,
+    *send_limits.OWN_TABLES,
+    key_usage.key_usage,
+    tracking,
+    projection_failures,
+]
 """The tables of the code that the migrations make (the chain's are raw SQL)."""
 
 
