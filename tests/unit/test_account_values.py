@@ -42,8 +42,11 @@ def test_a_rule_is_stored_as_the_object_the_log_has_always_held() -> None:
 
     added = shop.collect_events()[-1]
     assert isinstance(added, Account.RuleAdded)
-    # What the rule was stored as before it had a type: the definition's builtins.
-    assert added.rule == msgspec.to_builtins(definition)
+    # What the rule was stored as before it had a type: the definition's builtins (a rule
+    # without quick replies or a template stores neither, as before they existed).
+    stored = msgspec.to_builtins(definition)
+    assert (stored.pop("quick_replies"), stored.pop("template")) == (None, None)
+    assert added.rule == stored
     assert added.spec == shop.rules["r1"].spec
     assert list(added.rule) == [
         "name",
@@ -120,6 +123,8 @@ def test_settings_are_stored_whole_and_older_settings_load_with_defaults() -> No
 )
 def test_a_stored_rule_reads_back_to_the_same_object(stored: dict[str, Any]) -> None:
     normal = msgspec.to_builtins(msgspec.convert(stored, RuleDefinition))
+    # (a rule without quick replies or a template stores neither)
+    assert (normal.pop("quick_replies"), normal.pop("template")) == (None, None)
 
     assert RuleSpec.from_json(normal).to_json() == normal
 
@@ -157,3 +162,18 @@ def test_an_event_stored_before_a_field_existed_reads_that_field_as_its_default(
     assert isinstance(event, Conversation.MessageUnsent)
     assert "sent_at" not in event.__dict__
     assert event.sent_at is None
+
+
+def test_a_rules_quick_replies_and_template_are_kept_as_stored() -> None:
+    quick = {**SHIPPING, "quick_replies": [{"title": "Track", "payload": "TRACK"}]}
+    shop = account()
+
+    shop.add_rule(
+        rule_id="r1", rule=validate_rule(msgspec.convert(quick, RuleDefinition)), by="test"
+    )
+
+    added = shop.collect_events()[-1]
+    assert isinstance(added, Account.RuleAdded)
+    assert added.rule["quick_replies"] == [{"title": "Track", "payload": "TRACK"}]
+    assert "template" not in added.rule
+    assert shop.rules["r1"].spec.quick_replies == added.rule["quick_replies"]

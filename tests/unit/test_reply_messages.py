@@ -242,7 +242,7 @@ def test_a_rules_reply_is_held_to_the_same_limits(change: dict[str, Any], field:
 def test_a_rule_without_quick_replies_or_template_is_stored_as_before() -> None:
     body = {"name": "r", "triggers": [{"type": "keyword", "value": "hat"}], "reply": "Hi"}
 
-    stored_rule = validate_rule(msgspec.convert(body, RuleDefinition))
+    stored_rule = validate_rule(msgspec.convert(body, RuleDefinition)).to_json()
 
     assert "quick_replies" not in stored_rule
     assert "template" not in stored_rule
