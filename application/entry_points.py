@@ -15,6 +15,9 @@ Meta's limits (Instagram Platform docs, ice breakers and persistent menu):
   payloads of at most 1000, a `default` locale required; `composer_input_disabled` and
   `webview_height_ratio` are not available on Instagram (refused as unknown fields).
 Meta documents no length for an ice breaker's question: we hold it to `QUESTION_MAX`.
+
+A little over 300 lines: Meta's limits, the two use cases and their views read best beside
+the checks they share (the locales, the call to actions).
 """
 
 from __future__ import annotations

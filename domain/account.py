@@ -1,6 +1,6 @@
 """The `Account` aggregate: an Instagram professional account that dmledger serves.
 
-Over 300 lines on purpose: one aggregate per module (see STYLE.md), each command beside
+Over 300 lines on purpose: one aggregate per module, each command beside
 the `@event` method that records it; the rules' and settings' checks that need no
 aggregate are in `application/rules.py` and `application/accounts.py`. The rules, the
 settings and the CRM endpoint are typed values (`domain/account_values.py`); the events

@@ -9,7 +9,7 @@ Fields that Meta sends as structured objects (attachments, `reply_to`, referrals
 kept verbatim as Meta sent them, so an auditor sees exactly what arrived, including
 fields Meta adds after this code was written.
 
-Over 300 lines on purpose: one aggregate per module (see STYLE.md), and each thing that
+Over 300 lines on purpose: one aggregate per module, and each thing that
 can happen in a thread is a command method beside the `@event` method that records it,
 with its stored topic above. Split across modules, the events an aggregate records would
 no longer read in one place; the pure helpers are in `domain/identity.py`.
