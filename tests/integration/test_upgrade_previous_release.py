@@ -338,6 +338,9 @@ def test_the_previous_releases_rule_and_crm_endpoint_load_as_the_accounts_typed_
             "enabled": True,
             "version": 1,
             "public_reply": None,
+            # (the REST shape gained the rich reply's fields: a plain rule has neither)
+            "quick_replies": None,
+            "template": None,
         }
         assert account.settings == AccountSettings()
         endpoint = account.crm_endpoint
