@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -70,13 +70,6 @@ def services(
     built = make_services(database_url, graph_api_url=graph.url)
     register_account(built)
     return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
 
 
 @pytest.fixture

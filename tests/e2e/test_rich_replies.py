@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,6 @@ from litestar.testing import AsyncTestClient
 
 from domain.identity import conversation_id
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
@@ -56,18 +55,6 @@ def services(
     built = make_services(database_url, graph_api_url=graph.url)
     register_account(built)
     return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
-@pytest.fixture
-def key(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "account", ACCOUNT))
 
 
 async def deliver(
