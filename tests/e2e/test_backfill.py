@@ -5,7 +5,6 @@ however often it runs, answered by no rule, and told to the CRM only when asked.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import time
@@ -168,11 +167,10 @@ def test_a_backfill_fills_the_deployment_once_however_often_it_runs(
         assert len(graph.sent) == sends_before
         received = [d for d in crm.delivered() if d["payload"]["type"] == "message.received"]
         assert [d["payload"]["data"]["mid"] for d in received] == [ALREADY_STORED]
-    # Meta's 2 calls a second: 7 calls a run (a page of conversations, 2 of each one's
-    # messages), each at least half a second after the one before
+    # 7 calls a run: a page of conversations, 2 of each one's messages (that they are
+    # spaced to Meta's 2 calls a second is tested on a fake clock: tests/unit/test_backfill.py;
+    # the gaps measured here on the wall clock shrink when the machine is loaded)
     assert len(calls_of_first) == 7
-    gaps = [b - a for a, b in itertools.pairwise(calls_of_first)]
-    assert min(gaps) >= 0.49, gaps
 
 
 def test_an_admin_starts_a_backfill_over_http_and_follows_it(

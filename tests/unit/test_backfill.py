@@ -1,14 +1,20 @@
 """Backfill's parts without a network: Meta's messages as dmledger records them, and the
-pace of 2 calls a second."""
+pace of 2 calls a second, on a fake clock (the wall clock's gaps vary with the machine's
+load)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from application.backfill import Pace, message_of
+from application.backfill import Backfill, Pace, message_of
+from application.ports import HistoryPage
+from infrastructure.secret_box import FernetSecretBox
+from interfaces.composition import Services
+from tests.conftest import TEST_KEY, register_account
 
 ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
 
@@ -129,3 +135,49 @@ def test_a_slow_caller_is_not_held_back_further() -> None:
     pace.wait()
 
     assert time.now == before
+
+
+class PagedHistory:
+    """Meta's Conversations API: one conversation whose two messages come a page each,
+    noting the (fake) time of each call."""
+
+    def __init__(self, time: FakeTime) -> None:
+        self.time = time
+        self.calls: list[float] = []
+
+    def conversations(self, access_token: str, *, after: str | None) -> HistoryPage:
+        self.calls.append(self.time.now)
+        return HistoryPage([{"id": "aWdfconv1", "updated_time": "2026-11-30T10:01:00+0000"}], None)
+
+    def messages(
+        self, access_token: str, conversation_id: str, *, after: str | None
+    ) -> HistoryPage:
+        self.calls.append(self.time.now)
+        if after is None:
+            newest = graph_message(id="aWdfmid2", created_time="2026-11-30T10:01:00+0000")
+            return HistoryPage([newest], "1")
+        return HistoryPage([graph_message(id="aWdfmid1")], None)
+
+
+def test_a_backfill_waits_on_its_pace_before_each_call_to_meta(
+    make_services: Callable[..., Services],
+) -> None:
+    # given an account, and Meta's history of one conversation in two pages
+    services = make_services("memory://")
+    register_account(services)
+    time = FakeTime()
+    history = PagedHistory(time)
+    backfill = Backfill(
+        services.ledger,
+        services.writer,
+        FernetSecretBox([TEST_KEY]),
+        history,
+        pace=lambda: Pace(2.0, clock=time.clock, sleep=time.sleep),
+    )
+
+    # when the account is backfilled
+    report = backfill.run(ACCOUNT)
+
+    # then both messages are stored, from 3 calls, each half a second after the one before
+    assert (report.conversations, report.messages, report.stored) == (1, 2, 2)
+    assert [b - a for a, b in itertools.pairwise(history.calls)] == [0.5, 0.5]
