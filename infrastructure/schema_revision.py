@@ -34,7 +34,8 @@ def revisions() -> dict[str, str | None]:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
-                        values[target.id] = node.value.value
+                        value = node.value.value
+                        values[target.id] = value if isinstance(value, str) else None
         revision = values.get("revision")
         if revision is not None:
             found[revision] = values.get("down_revision")
