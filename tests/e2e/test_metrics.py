@@ -199,7 +199,7 @@ def test_dispatch_serves_its_metrics_on_the_metrics_port(
         cluster.start("dispatch", "dispatch")
         cluster.wait_ready(web)
         metrics = f"http://127.0.0.1:{metrics_port}"
-        wait_until(lambda: _answers(metrics + "/metrics"), timeout=30, what="the metrics port")
+        wait_until(lambda: _answers(metrics + "/metrics"), timeout=120, what="the metrics port")
         rules = f"http://127.0.0.1:{web_port}/api/v1/accounts/{ACCOUNT}/rules"
         assert httpx.post(rules, json=SHIPPING, headers=admin).status_code == 201
 

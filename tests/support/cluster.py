@@ -131,7 +131,7 @@ class Cluster:
             port=port,
         )
 
-    def wait_ready(self, process: Process, timeout: float = 30) -> None:
+    def wait_ready(self, process: Process, timeout: float = 120) -> None:
         def ready() -> bool:
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited:\n{process.output()}")
