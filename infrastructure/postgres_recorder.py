@@ -215,6 +215,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         ):
             # BEGIN and COMMIT are sent as statements of the pipeline: psycopg's own
             # transaction block syncs the pipeline after BEGIN, a round trip of its own.
+            # The connection goes back to the pool as it came (the library's are in
+            # autocommit, and its snapshot insert asserts it).
+            autocommit = conn.autocommit
             conn.autocommit = True
             try:
                 with conn.pipeline():
@@ -248,7 +251,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 if not conn.closed:
                     if conn.info.transaction_status != TransactionStatus.IDLE:
                         conn.rollback()
-                    conn.autocommit = False
+                    conn.autocommit = autocommit
             _used[conn] = time.monotonic()
         if len(notification_ids) != len(stored_events):
             raise RecordConflictError(_MOVED_ON)
