@@ -130,6 +130,8 @@ class Changes:
     def add(self, aggregate: Aggregate) -> None:
         """Include a new aggregate in this batch."""
         self.touched[aggregate.id] = aggregate
+        if isinstance(aggregate, Conversation):
+            self._give_older_keys(aggregate)
         self._pending_when_touched.setdefault(aggregate.id, 0)  # new: all of it is a change
         self._touch(aggregate)
 
