@@ -288,7 +288,9 @@ class LedgerWriter:
                 try:
                     snapshots.put([_snapshot_of(aggregate)])
                 except Exception as error:
-                    log.warning("could not store a snapshot of %s: %r", aggregate.id, error, exc_info=True)
+                    log.warning(
+                        "could not store a snapshot of %s: %r", aggregate.id, error, exc_info=True
+                    )
 
     @staticmethod
     def _run_commands(

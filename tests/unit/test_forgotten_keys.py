@@ -73,9 +73,7 @@ def on_conversation(item: Item) -> Callable[[Changes], bool]:
 
 
 def message(n: int) -> Callable[[Changes], bool]:
-    return on_conversation(
-        lambda c: c.receive_message(mid=f"m{n:06d}", sent_at=SENT + n, text="x")
-    )
+    return on_conversation(lambda c: c.receive_message(mid=f"m{n:06d}", sent_at=SENT + n, text="x"))
 
 
 def messages(start: int, stop: int) -> list[Callable[[Changes], bool]]:
@@ -132,7 +130,8 @@ def test_an_item_delivered_again_after_its_key_was_forgotten_is_refused_after_a_
     assert run(writer, [message(1), message(2), on_conversation(ITEMS[kind])])[2] is True
     assert all(run(writer, messages(3, 3 + 600)))
     stored = len(list(ledger.events.get(CONVERSATION)))
-    assert ledger.snapshots is not None and list(ledger.snapshots.get(CONVERSATION))
+    assert ledger.snapshots is not None
+    assert list(ledger.snapshots.get(CONVERSATION))
 
     # when it is delivered again to a process that has just started
     again = LedgerWriter(restart())
@@ -210,7 +209,8 @@ def test_a_conversations_snapshot_does_not_grow_with_its_messages(
     at_1200 = stored_snapshot_size(writer.ledger)
 
     # then the later snapshot is no larger (its keys are the recent ones, as many)
-    assert at_600[0] > 500 and at_1200[0] > 1_000
+    assert at_600[0] > 500
+    assert at_1200[0] > 1_000
     assert at_1200[1] <= at_600[1] + 64
     assert at_600[1] < 20_000
 

@@ -98,7 +98,6 @@ def _row(stored: Any, *, postgres: bool) -> dict[str, Any] | None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "DROP TABLE IF EXISTS "
-        + ("dmledger_events_item_keys" if op.get_bind().dialect.name == "postgresql" else "stored_events_item_keys")
-    )
+    postgres = op.get_bind().dialect.name == "postgresql"
+    table = "dmledger_events_item_keys" if postgres else "stored_events_item_keys"
+    op.execute(f"DROP TABLE IF EXISTS {table}")
