@@ -7,7 +7,7 @@ commands in groups and commits what their `Changes` hold together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -16,6 +16,8 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
 from application.ledger import Ledger
+from domain.conversation import Conversation
+from domain.recorded_keys import OlderKeys
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
@@ -49,10 +51,19 @@ class AggregateCache:
 class Changes:
     """The aggregates that one batch of commands reads and changes; committed together."""
 
-    def __init__(self, ledger: Ledger, cache: AggregateCache, *, fresh: bool) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        cache: AggregateCache,
+        *,
+        fresh: bool,
+        known: Mapping[UUID, Mapping[str, int | None]] | None = None,
+    ) -> None:
         self._ledger = ledger
         self._cache = cache
         self._fresh_all = fresh
+        self._known = known or {}
+        """Keys the store said conversations have recorded (`older_keys`)."""
         self.touched: dict[UUID, Aggregate] = {}
         self.read_versions: dict[UUID, int] = {}
         """Versions of the aggregates read with `fresh=True`, as they were read."""
@@ -88,6 +99,8 @@ class Changes:
                 except AggregateNotFoundError:
                     return None
             self.touched[aggregate_id] = aggregate
+            if isinstance(aggregate, Conversation):
+                self._give_older_keys(aggregate)
             if fresh:
                 self.read_versions[aggregate_id] = aggregate.version
         elif fresh and aggregate_id not in self.read_versions:
@@ -98,9 +111,27 @@ class Changes:
             return None
         return aggregate
 
+    def _give_older_keys(self, conversation: Conversation) -> None:
+        """Let the conversation look up the keys it has forgotten (`domain.recorded_keys`)."""
+        if conversation.older_keys is None:
+            conversation.older_keys = OlderKeys()
+        conversation.older_keys.found.update(self._known.get(conversation.id, {}))
+
+    def older_keys_asked(self) -> dict[UUID, set[str]]:
+        """The keys the batch's conversations looked up beyond their recent ones, unknown
+        here: the store must be asked about them before the batch is committed."""
+        asked: dict[UUID, set[str]] = {}
+        for aggregate_id, aggregate in self.touched.items():
+            older = aggregate.older_keys if isinstance(aggregate, Conversation) else None
+            if older is not None and older.asked:
+                asked[aggregate_id] = set(older.asked)
+        return asked
+
     def add(self, aggregate: Aggregate) -> None:
         """Include a new aggregate in this batch."""
         self.touched[aggregate.id] = aggregate
+        if isinstance(aggregate, Conversation):
+            self._give_older_keys(aggregate)
         self._pending_when_touched.setdefault(aggregate.id, 0)  # new: all of it is a change
         self._touch(aggregate)
 

@@ -7,7 +7,7 @@ recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
@@ -21,7 +21,7 @@ from domain import account as account_events
 from domain import conversation as conversation_events
 from domain import media as media_events
 from domain.account import Account
-from domain.conversation import Conversation
+from domain.conversation import Conversation, recorded_key
 from domain.identity import account_id, conversation_id
 from domain.media import Media
 
@@ -124,6 +124,32 @@ class Ledger(HookedApplication):
         owners = owners_of(processing_event.events)
         if owners:
             processing_event.saved_kwargs["owners"] = owners
+        item_keys = [
+            (event.originator_id, *found)
+            for event in processing_event.events
+            if (found := recorded_key(event)) is not None
+        ]
+        if item_keys:
+            processing_event.saved_kwargs["item_keys"] = item_keys
+
+    def recorded_keys(
+        self, asked: Mapping[UUID, Collection[str]]
+    ) -> dict[UUID, dict[str, int | None]]:
+        """Which of these keys each conversation has recorded, with their values.
+
+        Asked of the store's index of keys in one query (`infrastructure.item_keys`); a
+        store without one (`memory://`) has each conversation's events read instead."""
+        wanted = {a: list(keys) for a, keys in asked.items() if keys}
+        in_one_query = getattr(self.recorder, "select_item_keys", None)
+        if in_one_query is not None:
+            return cast(dict[UUID, dict[str, int | None]], in_one_query(wanted))
+        found: dict[UUID, dict[str, int | None]] = {}
+        for aggregate_id, keys in wanted.items():
+            for stored in self.events.get(aggregate_id):
+                recorded = recorded_key(stored)
+                if recorded is not None and recorded[0] in keys:
+                    found.setdefault(aggregate_id, {})[recorded[0]] = recorded[1]
+        return found
 
     def record(self, events: Sequence[DomainEventProtocol[UUID]], **kwargs: Any) -> None:
         """Store these new events in one insert, and tell the commit listeners.

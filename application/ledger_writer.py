@@ -41,6 +41,7 @@ from application.changes import AggregateCache, Changes, Command
 from application.errors import ApplicationError, StorageUnavailable
 from application.ledger import Ledger
 from application.ports import Metrics, NoMetrics
+from domain.conversation import Conversation
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,9 @@ class LedgerWriter:
     def _commit(self, batch: list[tuple[Command[Any], Future[Any]]]) -> None:
         pending = [(c, f) for c, f in batch if f.set_running_or_notify_cancel()]
         conflicts = 0
+        known: dict[UUID, dict[str, int | None]] = {}
         while pending:
-            changes = Changes(self.ledger, self.cache, fresh=conflicts > 0)
+            changes = Changes(self.ledger, self.cache, fresh=conflicts > 0, known=known)
             try:
                 results = self._run_commands(changes, pending)
                 if results is None:
@@ -171,6 +173,12 @@ class LedgerWriter:
                     self.metrics.batch_rerun("crashed")
                     self.cache.evict(changes.touched)
                     pending = [(c, f) for c, f in pending if not f.done()]
+                    continue
+                if self._recorded_before(changes, known):
+                    # A conversation took for new a key it had forgotten and the store has:
+                    # run the batch again on fresh state, with the store's answer.
+                    self.metrics.batch_rerun("recorded")
+                    self.cache.evict(changes.touched)
                     continue
                 try:
                     self._save(changes, results, changes.touched)
@@ -193,6 +201,21 @@ class LedgerWriter:
                 self._fail(pending, "the event store is unavailable; try again")
                 return
 
+    def _recorded_before(self, changes: Changes, known: dict[UUID, dict[str, int | None]]) -> bool:
+        """Ask the store, in one query, about the keys the batch's conversations looked up
+        beyond the recent ones they keep (`domain.recorded_keys`); whether it knew one
+        (added to `known` for the batch's next run).
+
+        A conversation answers such a key as not recorded and records what comes with it;
+        this check before the commit is what makes that answer exact."""
+        asked = changes.older_keys_asked()
+        if not asked:
+            return False
+        found = self.ledger.recorded_keys(asked)
+        for aggregate_id, keys in found.items():
+            known.setdefault(aggregate_id, {}).update(keys)
+        return any(found.values())
+
     def _save(
         self,
         changes: Changes,
@@ -212,6 +235,8 @@ class LedgerWriter:
                 commands=len(results), events=len(events), seconds=time.perf_counter() - started
             )
         for aggregate in aggregates:
+            if isinstance(aggregate, Conversation) and aggregate.older_keys is not None:
+                aggregate.older_keys.committed()
             self.cache.put(aggregate)
         for _, future, result in results:
             future.set_result(result)
@@ -261,9 +286,11 @@ class LedgerWriter:
             before = stored_before.get(aggregate.id, aggregate.version)
             if interval and aggregate.version // interval > before // interval:
                 try:
-                    snapshots.put([Snapshot.take(aggregate)])
+                    snapshots.put([_snapshot_of(aggregate)])
                 except Exception as error:
-                    log.warning("could not store a snapshot of %s: %r", aggregate.id, error)
+                    log.warning(
+                        "could not store a snapshot of %s: %r", aggregate.id, error, exc_info=True
+                    )
 
     @staticmethod
     def _run_commands(
@@ -303,3 +330,11 @@ class LedgerWriter:
         for _, future in pending:
             if not future.done():
                 future.set_exception(StorageUnavailable(detail))
+
+
+def _snapshot_of(aggregate: Aggregate) -> Snapshot:
+    """A snapshot of the aggregate as stored: without what this process keeps beside it
+    (a conversation's `older_keys`)."""
+    snapshot = Snapshot.take(aggregate)
+    snapshot.state.pop("older_keys", None)
+    return snapshot

@@ -394,7 +394,8 @@ class Metrics(Protocol):
         ...
 
     def batch_rerun(self, reason: str) -> None:
-        """Commands of a batch run again (`conflict`, or `crashed`: a command failed)."""
+        """Commands of a batch run again (`conflict`, `crashed`: a command failed, or
+        `recorded`: the store knew a key a conversation had forgotten)."""
         ...
 
     def send_answered(self, ig_account_id: str, error_class: str, seconds: float) -> None:

@@ -28,6 +28,9 @@ def dmledger_app() -> Litestar:
         # P8's baseline (benchmarks/content_sealing.py): content stored in clear.
         services.ledger.mapper.vault = None  # type: ignore[attr-defined]
     in_process = not os.environ.get("BENCH_SEPARATE_PROCESSES")
+    if os.environ.get("BENCH_WRITER_ONLY"):
+        # P4: the webhook path alone; no runner following the fill's backlog beside it.
+        in_process = False
     return create_app(services, run_projections=in_process, run_dispatcher=in_process)
 
 

@@ -30,12 +30,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.identity import conversation_id
+from domain.recorded_keys import RECENT_KEYS, OlderKeys, OlderKeysUnknown
 
 JSONObject = dict[str, Any]
 
@@ -140,9 +142,10 @@ class Conversation(Aggregate):
     def __init__(self, ig_account_id: str, participant_id: str) -> None:
         self.ig_account_id = ig_account_id
         self.participant_id = participant_id
-        # What has been recorded, by what identifies it (see the `_key_*` functions);
-        # a message's value is Meta's time of it (None for what was recorded before).
-        # A dict rather than a set: it keeps insertion order and transcodes as JSON.
+        # The most recent keys recorded (`RECENT_KEYS`), by what identifies them (see the
+        # command methods); a message's value is Meta's time of it (None for what was
+        # recorded before). A dict rather than a set: it keeps insertion order (the
+        # oldest is forgotten first) and transcodes as JSON.
         self.recorded: dict[str, int | None] = {}
         self.status = Status.ACTIVE
         self.inbound_count = 0
@@ -161,9 +164,44 @@ class Conversation(Aggregate):
         self.sent_message_ids: dict[str, str] = {}
         """Meta's message id of each reply sent, to the reply's id (echoes name them)."""
 
+    forgotten: int = 0
+    """How many of its keys `recorded` no longer holds (the oldest, past `RECENT_KEYS`).
+    A class default: a snapshot taken before keys were forgotten holds every key."""
+
+    older_keys: OlderKeys | None = None
+    """The store's answers about forgotten keys, given by the ledger writer (never stored:
+    `domain.recorded_keys`)."""
+
     def has_recorded(self, key: str) -> bool:
         """Whether the thing identified by `key` is already in this conversation."""
-        return key in self.recorded
+        return self._lookup(key)[0]
+
+    def recorded_at(self, key: str) -> int | None:
+        """The value recorded with `key` (Meta's time of a message), or None."""
+        return self._lookup(key)[1]
+
+    def _lookup(self, key: str) -> tuple[bool, int | None]:
+        if key in self.recorded:
+            return True, self.recorded[key]
+        if not self.forgotten:
+            return False, None
+        if self.older_keys is None:
+            raise OlderKeysUnknown(f"{key!r} may be among the {self.forgotten} forgotten keys")
+        return self.older_keys.lookup(key)
+
+    def _remember(self, key: str, value: int | None) -> None:
+        """Record `key`, forgetting the oldest keys past `RECENT_KEYS` (the store has them)."""
+        self.recorded[key] = value
+        excess = len(self.recorded) - RECENT_KEYS
+        if excess <= 0:
+            return
+        older = self.older_keys
+        for oldest in list(islice(self.recorded, excess)):
+            forgotten = self.recorded.pop(oldest)
+            if older is not None:
+                # Not in the store until this batch commits: known here meanwhile.
+                older.found[oldest] = forgotten
+        self.forgotten += excess
 
     # -- what the participant sends ---------------------------------------------------
 
@@ -188,7 +226,7 @@ class Conversation(Aggregate):
         `backfilled`: read from Meta's Conversations API, not delivered by a webhook (history:
         no automation acts on it, and the CRM is told only if `notify_crm`)."""
         key = f"message:{mid}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         if self.was_unsent(mid):
             # Meta does not keep order: its unsend came first, so its content is not kept.
@@ -245,7 +283,7 @@ class Conversation(Aggregate):
         backfilled: bool = False,
         notify_crm: bool = True,
     ) -> None:
-        self.recorded[key] = sent_at
+        self._remember(key, sent_at)
         self._inbound(key, sent_at)
 
     def _inbound(self, key: str, sent_at: int) -> None:
@@ -272,7 +310,7 @@ class Conversation(Aggregate):
         """Record Meta's echo of a message the business account sent (or, `backfilled`,
         a message it sent read from the Conversations API: see `receive_message`)."""
         key = f"message:{mid}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         if self.was_unsent(mid):
             text, attachments, reply_to, extra = None, None, None, None
@@ -322,24 +360,24 @@ class Conversation(Aggregate):
         backfilled: bool = False,
         notify_crm: bool = True,
     ) -> None:
-        self.recorded[key] = sent_at
+        self._remember(key, sent_at)
 
     def was_unsent(self, mid: str) -> bool:
         """Whether the message `mid` has been unsent (its content is not to be kept)."""
-        return f"unsent:{mid}" in self.recorded
+        return self.has_recorded(f"unsent:{mid}")
 
     def unsend(self, *, mid: str, unsent_at: int, standby: bool = False) -> bool:
         """Record that the participant unsent (deleted) a message: its content (and its
         edits') is destroyed with this event (see `domain.content`)."""
         key = f"unsent:{mid}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._message_unsent(
             key=key,
             mid=mid,
             unsent_at=unsent_at,
             standby=standby,
-            sent_at=self.recorded.get(f"message:{mid}"),
+            sent_at=self.recorded_at(f"message:{mid}"),
         )
         return True
 
@@ -360,14 +398,14 @@ class Conversation(Aggregate):
         """`sent_at`: Meta's time of the unsent message, if it had arrived (and was
         recorded since this field exists), so a conversation's preview can tell it was
         the last message."""
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def edit_message(
         self, *, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool = False
     ) -> bool:
         """Record that the participant edited a message (Meta's `num_edit` is `edit_count`)."""
         key = f"edit:{mid}:{edit_count}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         if self.was_unsent(mid):
             text = None
@@ -391,7 +429,7 @@ class Conversation(Aggregate):
     def _message_edited(
         self, key: str, mid: str, text: str | None, edit_count: int, edited_at: int, standby: bool
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def add_reaction(
         self,
@@ -405,7 +443,7 @@ class Conversation(Aggregate):
     ) -> bool:
         """Record a reaction to a message."""
         key = f"react:{mid}:{sender_id}:{reaction}:{emoji}:{reacted_at}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._reaction_added(
             key=key,
@@ -441,7 +479,7 @@ class Conversation(Aggregate):
         reacted_at: int,
         standby: bool,
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def remove_reaction(
         self,
@@ -455,7 +493,7 @@ class Conversation(Aggregate):
     ) -> bool:
         """Record that a reaction to a message was taken back."""
         key = f"unreact:{mid}:{sender_id}:{reaction}:{emoji}:{removed_at}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._reaction_removed(
             key=key,
@@ -491,12 +529,12 @@ class Conversation(Aggregate):
         removed_at: int,
         standby: bool,
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def mark_seen(self, *, mid: str | None, seen_at: int, standby: bool = False) -> bool:
         """Record that the participant read the thread up to the message `mid`."""
         key = f"seen:{mid}:{seen_at}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._messages_seen(key=key, mid=mid, seen_at=seen_at, standby=standby)
         return True
@@ -512,7 +550,7 @@ class Conversation(Aggregate):
 
     @event(MessagesSeen)
     def _messages_seen(self, key: str, mid: str | None, seen_at: int, standby: bool) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def receive_postback(
         self,
@@ -528,7 +566,9 @@ class Conversation(Aggregate):
         # since the key outlives the content (in the log and in snapshots). An older release
         # kept the payload itself in the key: a redelivery under that key is known too.
         key = f"postback:{mid}" if mid else f"postback:{_digest(payload or '')}:{sent_at}"
-        if key in self.recorded or (not mid and f"postback:{payload}:{sent_at}" in self.recorded):
+        if self.has_recorded(key) or (
+            not mid and self.has_recorded(f"postback:{payload}:{sent_at}")
+        ):
             return False
         self._postback_received(
             key=key, mid=mid, title=title, payload=payload, sent_at=sent_at, standby=standby
@@ -556,7 +596,7 @@ class Conversation(Aggregate):
         sent_at: int,
         standby: bool,
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
         self._inbound(key, sent_at)
 
     def receive_referral(
@@ -565,7 +605,7 @@ class Conversation(Aggregate):
         """Record that the participant arrived through an ad or an ig.me link."""
         older = f"referral:{referral.get('ref')}:{referral.get('source')}:{sent_at}"
         key = f"referral:{_digest(older)}"  # the ref is content (see `receive_postback`)
-        if key in self.recorded or older in self.recorded:
+        if self.has_recorded(key) or self.has_recorded(older):
             return False
         self._referral_received(key=key, referral=referral, sent_at=sent_at, standby=standby)
         return True
@@ -583,7 +623,7 @@ class Conversation(Aggregate):
     def _referral_received(
         self, key: str, referral: JSONObject, sent_at: int, standby: bool
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def record_unrecognised(
         self, *, item: JSONObject, fingerprint: str, sent_at: int | None, standby: bool = False
@@ -594,7 +634,7 @@ class Conversation(Aggregate):
         redelivered unknown item is stored once too.
         """
         key = f"unrecognised:{fingerprint}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._unrecognised_item_received(key=key, item=item, sent_at=sent_at, standby=standby)
         return True
@@ -603,7 +643,7 @@ class Conversation(Aggregate):
     def _unrecognised_item_received(
         self, key: str, item: JSONObject, sent_at: int | None, standby: bool
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     # -- what the business does with the conversation ---------------------------------
 
@@ -706,7 +746,7 @@ class Conversation(Aggregate):
         The reply's text, attachment, message and public reply are sealed content (erased with the
         participant); `echo`, a digest of the text, stays in clear to know the reply's
         echo by."""
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._reply_queued(
             key=key,
@@ -771,7 +811,7 @@ class Conversation(Aggregate):
         message: JSONObject | None = None,
         kind: str | None = None,
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
         self.replies[reply_id] = {
             "state": ReplyStatus.QUEUED,
             "automated": automated,
@@ -915,7 +955,7 @@ class Conversation(Aggregate):
         self, *, key: str, in_reply_to: str | None, rule_id: str | None, reason: str
     ) -> bool:
         """Record why automation did not answer a message it would have answered."""
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._auto_reply_skipped(key=key, in_reply_to=in_reply_to, rule_id=rule_id, reason=reason)
         return True
@@ -924,7 +964,7 @@ class Conversation(Aggregate):
     def _auto_reply_skipped(
         self, key: str, in_reply_to: str | None, rule_id: str | None, reason: str
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
 
     def pause_automation(self, *, at: int, by: str, reason: str) -> bool:
         """A person takes over: automation stays quiet until resumed."""
@@ -1007,7 +1047,7 @@ class Conversation(Aggregate):
     ) -> bool:
         """Record a `messaging_handover` item (`HANDOVER_ACTIONS`); False if already recorded."""
         key = f"handover:{action}:{previous_owner_app_id}:{new_owner_app_id}:{at}"
-        if key in self.recorded:
+        if self.has_recorded(key):
             return False
         self._thread_control_changed(
             key=key,
@@ -1031,7 +1071,7 @@ class Conversation(Aggregate):
         at: int,
         standby: bool,
     ) -> None:
-        self.recorded[key] = None
+        self._remember(key, None)
         owner = {"pass": "us", "take": "other", "release": "primary"}.get(action)
         if owner is not None:
             self.thread_owner = owner
@@ -1095,3 +1135,16 @@ class Conversation(Aggregate):
         self, code: int | None, message: str, looked_up_at: int
     ) -> None:
         self.profile_looked_up_at = looked_up_at
+
+
+def recorded_key(event: object) -> tuple[str, int | None] | None:
+    """The key a conversation's event records (`Conversation.recorded`) and its value; None
+    for an event that records no key. The store's index of keys is written from these."""
+    if not isinstance(event, Conversation.Event):
+        return None
+    key = getattr(event, "key", None)
+    if not isinstance(key, str):
+        return None
+    if isinstance(event, Conversation.MessageReceived | Conversation.MessageEchoed):
+        return key, event.sent_at
+    return key, None

@@ -40,6 +40,7 @@ from infrastructure.content_envelope import AesGcmEnvelope
 from infrastructure.content_keys import SQLiteContentKeys
 from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent, Tail
 from infrastructure.eventsourcing_compat import SQLiteRecorderHooks
+from infrastructure.item_keys import ItemKey, SQLiteItemKeys
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
         self.genesis_table_name = f"{self.chain_table_name}_genesis"
         self.chain: ChainKeyring | None = None
         self.content_keys = SQLiteContentKeys(events_table_name)
+        self.item_keys = SQLiteItemKeys(events_table_name)
         super().__init__(datastore, events_table_name)
         events, chain, genesis = (
             self.events_table_name,
@@ -111,6 +113,7 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
         # create_table, which `dmledger db upgrade` and SQLite's own upgrade call first).
         statements = super().construct_create_table_statements()
         statements.extend(self.account_index.create_statements)
+        statements.extend(self.item_keys.create_statements)
         return statements
 
     def after_create_table(self, c: SQLiteCursor) -> None:
@@ -122,11 +125,13 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
         stored_events: Sequence[StoredEvent],
         positions: Sequence[int] | None,
         owners: Mapping[UUID, UUID] | None = None,
+        item_keys: Sequence[ItemKey] = (),
         **kwargs: Any,
     ) -> None:
         assert positions is not None
         self.account_index.write(c, stored_events, positions, owners)
         self.content_keys.write(c, stored_events)
+        self.item_keys.write(c, item_keys)
         if self.chain is None:
             _warn_unchained(self)
             return
@@ -195,6 +200,14 @@ class ChainedSQLiteRecorder(SQLiteRecorderHooks):
     def rewrap_keys(self, rewrap: Callable[[str], str]) -> int:
         with self.datastore.transaction(commit=True) as c:
             return self.content_keys.rewrap_keys(c, rewrap)
+
+    # -- the keys conversations recorded (infrastructure.item_keys) ----------------------
+
+    def select_item_keys(
+        self, asked: Mapping[UUID, Sequence[str]]
+    ) -> dict[UUID, dict[str, int | None]]:
+        with self.datastore.transaction(commit=False) as c:
+            return self.item_keys.select(c, asked)
 
     # -- each account's events (infrastructure.account_index) ------------------------------
 

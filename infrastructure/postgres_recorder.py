@@ -72,6 +72,7 @@ from infrastructure.eventsourcing_compat import (
     notify_channel,
     set_pool_check,
 )
+from infrastructure.item_keys import ItemKey, PostgresItemKeys
 from infrastructure.notification_rows import notifications_of
 from infrastructure.postgres_connections import install_circuit, retry
 
@@ -130,6 +131,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         # The account index is made with the event store's tables, by the library's
         # create_table (called by `dmledger db upgrade`), as an index of the events table.
         self.sql_create_statements.extend(self.account_index.create_statements)
+        self.item_keys = PostgresItemKeys(self.datastore.schema, self.events_table_name)
+        self.check_identifier_length(self.item_keys.name)
+        self.sql_create_statements.extend(self.item_keys.create_statements)
         names = {
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),
@@ -167,13 +171,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         *,
         expected_versions: Mapping[UUID, int] | None = None,
         owners: Mapping[UUID, UUID] | None = None,
+        item_keys: Sequence[ItemKey] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Insert and commit in one round trip; refuse if a read aggregate has moved on.
 
         `owners` names the account of each aggregate these events create (see
         `infrastructure.account_index`): the index's rows go out in the same pipeline,
-        after the INSERT, and commit with it or not at all.
+        after the INSERT, and commit with it or not at all. `item_keys`, the keys the
+        events record (`infrastructure.item_keys`), are written only once the INSERT has
+        answered that it stored every event, as the content keys are.
 
         `expected_versions` are the versions of aggregates the events were decided on
         (an account whose credentials were checked, say). If another process has stored
@@ -199,7 +206,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             read_versions,
         )
         new_keys, shreds = keys_of(stored_events)
-        synced = self.links_events or bool(new_keys or shreds)
+        synced = self.links_events or bool(new_keys or shreds or item_keys)
         with (
             self.datastore.get_connection() as conn,
             conn.cursor() as curs,
@@ -208,6 +215,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         ):
             # BEGIN and COMMIT are sent as statements of the pipeline: psycopg's own
             # transaction block syncs the pipeline after BEGIN, a round trip of its own.
+            # The connection goes back to the pool as it came (the library's are in
+            # autocommit, and its snapshot insert asserts it).
+            autocommit = conn.autocommit
             conn.autocommit = True
             try:
                 with conn.pipeline():
@@ -231,6 +241,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                             if self.links_events:
                                 self._link(curs, stored_events, notification_ids, reads)
                             self.content_keys.write(curs, stored_events)
+                            self.item_keys.write(curs, item_keys)
                     curs.execute("COMMIT")
                 # Leaving the pipeline synced it: the answers, or the first error (which
                 # skipped everything after it, COMMIT included).
@@ -240,12 +251,21 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 if not conn.closed:
                     if conn.info.transaction_status != TransactionStatus.IDLE:
                         conn.rollback()
-                    conn.autocommit = False
+                    conn.autocommit = autocommit
             _used[conn] = time.monotonic()
         if len(notification_ids) != len(stored_events):
             raise RecordConflictError(_MOVED_ON)
         self._committed()
         return notification_ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
+    def select_item_keys(
+        self, asked: Mapping[UUID, Sequence[str]]
+    ) -> dict[UUID, dict[str, int | None]]:
+        """The asked keys each conversation has recorded, in one query
+        (`infrastructure.item_keys`)."""
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+            return self.item_keys.select(curs, asked)
 
     # -- the content keys (`application.ports.ContentKeyStore`) ----------------------------
 

@@ -32,10 +32,10 @@ def revisions() -> dict[str, str | None]:
         values: dict[str, str | None] = {}
         for node in ast.parse(script.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                value = node.value.value
                 for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        value = node.value.value
-                        values[target.id] = value if isinstance(value, str) else None
+                    if isinstance(target, ast.Name) and isinstance(value, str | None):
+                        values[target.id] = value
         revision = values.get("revision")
         if revision is not None:
             found[revision] = values.get("down_revision")

@@ -9,9 +9,11 @@ import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 from eventsourcing.utils import register_topic
 
+from application.ledger import Ledger
 from application.ledger_writer import Changes
 from domain.account import Account
 from domain.identity import account_id
+from infrastructure.persistence import persistence_env
 from interfaces.composition import Services
 from tests.conftest import ACCOUNT, register_account
 
@@ -106,3 +108,26 @@ def test_an_account_changed_by_another_process_is_seen_by_the_next_command(
 
     # then the first process decides its next command on the account as it is now
     assert first.writer.run_now(version_seen) == 2
+
+
+def test_an_insert_gives_its_connection_back_as_it_took_it_so_snapshots_can_be_stored(
+    postgres_url: str,
+) -> None:
+    # given the ledger and its snapshot store on one pooled connection (they share a pool)
+    ledger = Ledger(env=persistence_env(f"{postgres_url}&pool_size=1"))
+    try:
+        a = uuid4()
+
+        # when events are inserted, then snapshots are stored (on whichever pooled
+        # connection the pool hands out: the one the insert used among them)
+        ledger.recorder.insert_events([event(a, 1)])
+        assert ledger.snapshots is not None
+        for version in (1, 2, 3):
+            ledger.snapshots.recorder.insert_events([event(a, version)])
+
+        # then they are there (the library's snapshot insert asserts autocommit, which the
+        # ledger's insert had turned off on its connection: such snapshots were lost)
+        stored = ledger.snapshots.recorder.select_events(a)
+        assert [s.originator_version for s in stored] == [1, 2, 3]
+    finally:
+        ledger.close()

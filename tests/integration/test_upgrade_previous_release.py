@@ -17,7 +17,11 @@ import msgspec
 import psycopg
 import pytest
 
+from application.ledger_writer import Changes
 from domain.account_values import AccountSettings, RuleSpec, RuleTrigger
+from domain.conversation import Conversation
+from domain.identity import conversation_id
+from domain.recorded_keys import RECENT_KEYS
 from infrastructure.settings import Settings
 from interfaces.cli import main
 from interfaces.composition import build
@@ -26,6 +30,8 @@ from projections.conversation_list.view import ConversationListView
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "previous_release"
 SECRET_KEY = (FIXTURE / "secret.key").read_text().strip()
 ACCOUNT = "17841400000000001"
+PARTICIPANT = "5500000000000001"
+"""The participant of the dump's conversation."""
 TABLES = [
     "api_key_usage",
     "conversation_list",
@@ -350,3 +356,48 @@ def test_the_previous_releases_rule_and_crm_endpoint_load_as_the_accounts_typed_
         assert services.crm_endpoints.get(ACCOUNT).url == endpoint.url
     finally:
         services.close()
+
+
+def test_db_upgrade_indexes_the_keys_of_the_previous_releases_log(
+    previous: Previous, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conversation keeps only its recent keys and asks the store about older ones: the
+    keys of a log stored before the index existed are indexed by the upgrade, so what that
+    release stored is still refused when Meta delivers it again."""
+    # given the previous release's conversation, whose log knew no index of keys
+    conversation = conversation_id(ACCOUNT, PARTICIPANT)
+
+    # when it is upgraded
+    assert run(capsys, "db", "upgrade")[0] == 0
+
+    # then the store knows each key its events recorded, with a message's time
+    services = build(Settings.from_environ(os.environ), announce=lambda _: None)
+    try:
+        received = {
+            e.key: e.sent_at
+            for e in services.ledger.events.get(conversation)
+            if isinstance(e, Conversation.MessageReceived)
+        }
+        assert sorted(received) == ["message:mid-1", "message:mid-2", "message:mid-3"]
+        found = services.ledger.recorded_keys({conversation: [*received, "message:mid-4"]})
+        assert found == {conversation: received}
+        # and a redelivery is refused by a conversation past its recent keys
+        for n in range(RECENT_KEYS):
+            services.writer.run_now(_receive(f"later-{n}"))
+    finally:
+        services.close()
+    again = build(Settings.from_environ(os.environ), announce=lambda _: None)
+    try:
+        assert again.writer.run_now(_receive("mid-1")) is False
+        assert again.writer.run_now(_receive("mid-4")) is True
+    finally:
+        again.close()
+
+
+def _receive(mid: str) -> Callable[[Changes], bool]:
+    def command(changes: Changes) -> bool:
+        found = changes.get(conversation_id(ACCOUNT, PARTICIPANT), Conversation)
+        assert found is not None
+        return found.receive_message(mid=mid, sent_at=1, text="again")
+
+    return command

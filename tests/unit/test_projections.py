@@ -283,6 +283,7 @@ def test_two_runners_on_one_view_never_apply_a_batch_twice(tmp_path: Path) -> No
     import threading
 
     from application.ledger import Ledger
+    from domain.recorded_keys import OlderKeys
     from infrastructure.persistence import persistence_env
     from projections.runner import ProjectionRunner
 
@@ -290,6 +291,8 @@ def test_two_runners_on_one_view_never_apply_a_batch_twice(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"
     ledger = Ledger(env=persistence_env(url))
     conversation = new_conversation()
+    # Past its recent keys, a conversation asks about older ones (the writer gives it this).
+    conversation.older_keys = OlderKeys()
     for i in range(300):
         conversation.receive_message(mid=f"m{i}", sent_at=i, text="hi")
         if i % 50 == 49:
