@@ -245,7 +245,7 @@ class ProjectionRunner:
             self.projection.act(items)
             self.view.apply(
                 Tracking(self.ledger.name, upto),
-                lambda batch: self._project(batch, items),
+                lambda batch: self.project_batch(batch, items),
                 after=after,
             )
         except Exception as error:
@@ -256,9 +256,11 @@ class ProjectionRunner:
                 self.name,
                 describe(error),
             )
-            self._apply_each(items, upto=upto, after=after)
+            self.apply_alone(items, upto=upto, after=after)
 
-    def _apply_each(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+    def apply_alone(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+        """Apply a batch event by event, each in a transaction of its own: an event that
+        still fails after `attempts` is parked, and the view moves on to `upto`."""
         position = after
         for item in items:
             failure: Exception | None = None
@@ -267,7 +269,7 @@ class ProjectionRunner:
                     self.projection.act([item])
                     self.view.apply(
                         Tracking(self.ledger.name, item[1]),
-                        partial(self._project, items=[item]),
+                        partial(self.project_batch, items=[item]),
                         after=position,
                     )
                 except Exception as error:
@@ -343,10 +345,11 @@ class ProjectionRunner:
         return applied, failing
 
     def _unpark(self, batch: Batch, item: tuple[Any, int]) -> None:
-        self._project(batch, [item])
+        self.project_batch(batch, [item])
         unpark(batch.conn, self.name, item[1])
 
-    def _project(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
+    def project_batch(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
+        """The projection's change of a batch's rows for these events."""
         self.projection.preload(batch, items)
         self.projection.project(batch, items)
 
@@ -357,14 +360,16 @@ class ProjectionRunner:
     # -- one runner per projection -------------------------------------------------------
 
     def _only_runner(self, stop: threading.Event) -> RunnerLock:
-        return self._lock(stop)
+        return self.lock(stop)
 
     def exclusively(self) -> AbstractContextManager[bool]:
         """The projection's lock, if no other runner holds it (a rebuild takes it): True
         while held; False at once if another process's runner is following the log."""
-        return self._lock(threading.Event(), wait=False, listen=False)
+        return self.lock(threading.Event(), wait=False, listen=False)
 
-    def _lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
+    def lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
+        """The projection's lock (`projections.runner_lock`): waits for it unless told not
+        to; while held, it LISTENs for other processes' commits unless told not to."""
         return RunnerLock(
             self.name,
             self.view.engine,

@@ -118,17 +118,36 @@ class SqlView(TrackingRecorder):
         `ViewMovedOn` if the view is no longer there: another runner applied it first.
         """
         with writing(self.engine) as conn:
-            if after is not None:
-                current = self._current(conn, tracking_record.application_name)
-                if current != after:
-                    raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
-            batch = Batch(conn)
-            change(batch)
-            batch.write()
-            self._insert_tracking(conn, tracking_record)
-            news = self._is_news(batch)
-            if news and self.notify and conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"NOTIFY {self.notify}")
+            news = self.write(conn, tracking_record, change, after=after)
+        self.applied(news)
+
+    def write(
+        self,
+        conn: Connection,
+        tracking_record: Tracking,
+        change: Callable[[Batch], None],
+        *,
+        after: int | None = None,
+    ) -> bool:
+        """As `apply`, in the caller's transaction (the process's follower writes every
+        view's batch in one: `projections.follower`); whether the batch is news to the
+        view's listeners, whom the caller tells with `applied` once it has committed."""
+        if after is not None:
+            current = self._current(conn, tracking_record.application_name)
+            if current != after:
+                raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
+        batch = Batch(conn)
+        change(batch)
+        batch.write()
+        self._insert_tracking(conn, tracking_record)
+        news = self._is_news(batch)
+        if news and self.notify and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"NOTIFY {self.notify}")
+        return news
+
+    def applied(self, news: bool) -> None:
+        """A batch of this view has committed: wake who waits for its position, and its
+        listeners if the batch was news to them."""
         with self._advanced:
             self._advanced.notify_all()
         if news:

@@ -1,0 +1,301 @@
+"""One follower for every read model of a process: each batch of the log read and decoded
+once, applied to every projection, and committed in one transaction (their tracking rows
+included).
+
+Five runners, each committing its own transaction a batch, paid a batch's fixed cost
+(statements, a pool checkout, BEGIN and COMMIT) five times. The follower groups the
+projections that stand at the same position: the batch's side effects run first
+(`LedgerProjection.act`), then one transaction writes each projection's rows and
+tracking row inside a savepoint of its own. What one projection's batch fails on is
+rolled back to its savepoint, the others' work commits, and that projection applies the
+batch on its own, event by event, parking what it keeps failing on
+(`ProjectionRunner.apply_alone`); it then stands with the others again.
+
+A projection behind the others (a new read model, one rebuilt or dropped) follows on its
+own, in batches that stop where the next one stands, and joins it there; so the group
+only ever waits for nobody. Each projection keeps its own tracking row and its own lock
+(`projections.runner_lock`): the follower works only the projections whose lock it holds,
+and tries for the others every second, as a standby. A projection whose batch fails on
+the database rather than on an event (a missing table, the storage refusing) rests a
+second and tries again, while the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from functools import partial
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from sqlalchemy.exc import DBAPIError
+
+from application.ledger import Ledger
+from projections.parked import describe
+from projections.runner import BACKLOG_BATCHES, ProjectionRunner, Wakeup, is_poison
+from projections.schema import writing
+from projections.shared_reading import Read, SharedReading
+from projections.view import ViewMovedOn
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+"""How long a projection whose batch failed on the database rests, and how often a
+standby tries for the locks it does not hold."""
+
+Items = list[tuple[Any, int]]
+
+
+class Follower:
+    """Keeps every read model of a process up to date with the ledger, together."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        runners: Sequence[ProjectionRunner],
+        *,
+        reading: SharedReading | None = None,
+        follow_commits: bool = True,
+    ) -> None:
+        self.ledger = ledger
+        self.runners = list(runners)
+        self.reading = reading
+        self.wakeup = Wakeup()
+        for runner in self.runners:
+            runner.wakeup = self.wakeup  # what their locks' LISTEN wakes
+        if follow_commits:
+            ledger.on_commit(self.wakeup.notify)
+        self.catch_up_share = 1.0
+        """As `ProjectionRunner.catch_up_share`, for the whole group."""
+        self._resting: dict[str, float] = {}
+        """Projections whose batch failed on the database, and until when they rest."""
+        self._stopping: threading.Event | None = None
+
+    # -- following ------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply everything in the log to every projection, here and now (no locks); the
+        number of notifications the furthest behind was moved over."""
+        positions = {runner.name: runner.position() for runner in self.runners}
+        return self._follow(positions)
+
+    def _follow(self, positions: dict[str, int]) -> int:
+        """Move the projections named in `positions` (updated in place) to the head.
+
+        Each step takes the projections furthest behind and applies the next batch to
+        them together, stopping where the next ones stand, so that they join them.
+        """
+        by_name = {runner.name: runner for runner in self.runners}
+        applied = 0
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            working = {n: p for n, p in positions.items() if self._resting.get(n, 0) <= now}
+            if not working:
+                return applied
+            lowest = min(working.values())
+            cohort = [by_name[n] for n, p in working.items() if p == lowest]
+            ahead = [p for p in working.values() if p > lowest]
+            joins = min(ahead) if ahead else None
+            limit = min(runner.batch_size for runner in cohort)
+            if joins is not None:
+                limit = min(limit, joins - lowest)
+            read = self._read(lowest + 1, limit)
+            if read.last is None:
+                if joins is None:
+                    return applied
+                upto, items = joins, []  # past the head? Nothing to apply up to the next
+            else:
+                upto, items = read.last, read.items
+                if joins is not None and upto > joins:  # gaps in the ids: stop where it joins
+                    upto, items = joins, [i for i in items if i[1] <= joins]
+            self.apply(cohort, items, upto=upto, after=lowest, positions=positions)
+            applied += read.count
+            if read.count == limit and self._share() < 1:
+                head = self.ledger.recorder.max_notification_id() or 0
+                if head - upto > BACKLOG_BATCHES * limit:
+                    busy = time.monotonic() - started
+                    self._pause(busy * (1 / self._share() - 1))
+            started = time.monotonic()
+            if joins is None and read.count < limit:
+                return applied
+
+    def _read(self, start: int, limit: int) -> Read:
+        if self.reading is not None:
+            return self.reading.read(start, limit)
+        notifications = self.ledger.recorder.select_notifications(start=start, limit=limit)
+        return Read(
+            items=self.runners[0].decode_all(notifications),
+            last=notifications[-1].id if notifications else None,
+            count=len(notifications),
+        )
+
+    def _share(self) -> float:
+        return min([self.catch_up_share, *(r.catch_up_share for r in self.runners)])
+
+    def _pause(self, seconds: float) -> None:
+        if self._stopping is not None:
+            self._stopping.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    # -- applying -------------------------------------------------------------------------
+
+    def apply(
+        self,
+        cohort: Sequence[ProjectionRunner],
+        items: Items,
+        *,
+        upto: int,
+        after: int,
+        positions: dict[str, int],
+    ) -> None:
+        """Apply a batch to projections that all stand at `after`, moving them to `upto`
+        in one transaction; `positions` says where each stands afterwards."""
+        acted: list[ProjectionRunner] = []
+        alone: list[tuple[ProjectionRunner, Exception]] = []
+        for runner in cohort:
+            try:
+                runner.projection.act(items)
+            except Exception as error:
+                self._failed(runner, error, alone)
+            else:
+                acted.append(runner)
+        if acted:
+            alone += self._write(acted, items, upto=upto, after=after, positions=positions)
+        for runner, cause in alone:
+            log.warning(
+                "projection %s failed on a batch (%s); applying it event by event",
+                runner.name,
+                describe(cause),
+            )
+            try:
+                runner.apply_alone(items, upto=upto, after=after)
+            except ViewMovedOn:
+                positions[runner.name] = runner.position()
+            except Exception as failure:
+                self._rest(runner, failure)
+            else:
+                positions[runner.name] = upto
+
+    def _write(
+        self,
+        runners: Sequence[ProjectionRunner],
+        items: Items,
+        *,
+        upto: int,
+        after: int,
+        positions: dict[str, int],
+    ) -> list[tuple[ProjectionRunner, Exception]]:
+        """One transaction: each projection's rows and tracking in a savepoint of its own.
+        The projections whose batch failed on an event, with the error."""
+        tracking = Tracking(self.ledger.name, upto)
+        done: list[tuple[ProjectionRunner, bool]] = []
+        moved: list[ProjectionRunner] = []
+        poisoned: list[tuple[ProjectionRunner, Exception]] = []
+        with writing(runners[0].view.engine) as conn:
+            for runner in runners:
+                savepoint = conn.begin_nested()
+                try:
+                    news = runner.view.write(
+                        conn, tracking, partial(runner.project_batch, items=items), after=after
+                    )
+                except ViewMovedOn:
+                    savepoint.rollback()
+                    moved.append(runner)
+                except Exception as error:
+                    savepoint.rollback()
+                    self._failed(runner, error, poisoned)
+                else:
+                    savepoint.commit()
+                    done.append((runner, news))
+        for runner, news in done:
+            positions[runner.name] = upto
+            runner.view.applied(news)
+        for runner in moved:  # another runner got there first (its batch, not ours)
+            positions[runner.name] = runner.position()
+        return poisoned
+
+    def _failed(
+        self,
+        runner: ProjectionRunner,
+        error: Exception,
+        poisoned: list[tuple[ProjectionRunner, Exception]],
+    ) -> None:
+        """A projection's batch failed: on an event (to apply alone), or else it rests."""
+        if is_poison(error):
+            poisoned.append((runner, error))
+        else:
+            self._rest(runner, error)
+
+    def _rest(self, runner: ProjectionRunner, error: Exception) -> None:
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            raise error  # the connection is gone: every projection waits
+        log.warning("projection %s paused: %s", runner.name, describe(error))
+        self._resting[runner.name] = time.monotonic() + RETRY_SECONDS
+
+    # -- running, as the active follower of the projections whose lock it holds ----------
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow the log until `stop` is set; survives database outages."""
+        self._stopping = stop
+        held: dict[str, ExitStack] = {}
+        positions: dict[str, int] = {}
+        tried = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    if len(held) < len(self.runners) and time.monotonic() - tried >= RETRY_SECONDS:
+                        tried = time.monotonic()
+                        for runner in self._take_locks(held, stop):
+                            # While it holds the lock this process alone moves the position.
+                            positions[runner.name] = runner.position()
+                    self.wakeup.clear()
+                    if positions:
+                        self._follow(positions)
+                    waiting = [r.poll_seconds for r in self.runners if r.name in held]
+                    if len(held) < len(self.runners) or self._resting:
+                        waiting.append(RETRY_SECONDS)
+                    self.wakeup.wait(min(waiting))
+                    stop.wait(min(r.gather_seconds for r in self.runners))
+                except DBAPIError as error:
+                    log.warning("projections paused: %s", error.orig or error)
+                    self._release(held, positions)
+                    stop.wait(RETRY_SECONDS)
+                except Exception:
+                    log.exception("projections failed; retrying")
+                    self._release(held, positions)
+                    stop.wait(RETRY_SECONDS)
+        finally:
+            self._release(held, positions)
+
+    def _take_locks(
+        self, held: dict[str, ExitStack], stop: threading.Event
+    ) -> list[ProjectionRunner]:
+        """Take the locks of the projections no other process follows; those now held."""
+        taken: list[ProjectionRunner] = []
+        for runner in self.runners:
+            if runner.name in held:
+                continue
+            stack = ExitStack()
+            try:
+                holding = stack.enter_context(runner.lock(stop, wait=False))
+            except BaseException:
+                stack.close()
+                raise
+            if holding:
+                held[runner.name] = stack
+                taken.append(runner)
+            else:
+                stack.close()
+        return taken
+
+    @staticmethod
+    def _release(held: dict[str, ExitStack], positions: dict[str, int]) -> None:
+        for stack in held.values():
+            stack.close()
+        held.clear()
+        positions.clear()
