@@ -36,9 +36,10 @@ from sqlalchemy.exc import DBAPIError
 from application.ledger import Ledger
 from projections.parked import describe
 from projections.runner import BACKLOG_BATCHES, ProjectionRunner, Wakeup, is_poison
-from projections.schema import writing
+from projections.schema import tracking, upsert_many, writing
 from projections.shared_reading import Read, SharedReading
 from projections.view import ViewMovedOn
+from projections.view import positions as stored_positions
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,13 @@ class Follower:
     def catch_up(self) -> int:
         """Apply everything in the log to every projection, here and now (no locks); the
         number of notifications the furthest behind was moved over."""
-        positions = {runner.name: runner.position() for runner in self.runners}
-        return self._follow(positions)
+        return self._follow(self.positions())
+
+    def positions(self, runners: Sequence[ProjectionRunner] | None = None) -> dict[str, int]:
+        """Where each projection (of `runners`, all by default) stands, read now."""
+        names = [runner.name for runner in runners or self.runners]
+        with self.runners[0].view.engine.connect() as conn:
+            return stored_positions(conn, self.ledger.name, names)
 
     def _follow(self, positions: dict[str, int]) -> int:
         """Move the projections named in `positions` (updated in place) to the head.
@@ -164,8 +170,11 @@ class Follower:
                 self._failed(runner, error, alone)
             else:
                 acted.append(runner)
-        if acted:
+        if acted and not self._write_together(acted, items, upto=upto, after=after):
             alone += self._write(acted, items, upto=upto, after=after, positions=positions)
+        elif acted:
+            for runner in acted:
+                positions[runner.name] = upto
         for runner, cause in alone:
             log.warning(
                 "projection %s failed on a batch (%s); applying it event by event",
@@ -181,6 +190,35 @@ class Follower:
             else:
                 positions[runner.name] = upto
 
+    def _write_together(
+        self, runners: Sequence[ProjectionRunner], items: Items, *, upto: int, after: int
+    ) -> bool:
+        """One transaction, no savepoints: every projection's rows, then their tracking
+        rows in one statement. False, with nothing written, if any of them fails or stands
+        elsewhere: `_write` then sorts them out, each in a savepoint (failures are rare,
+        and a savepoint costs two statements a projection)."""
+        record = Tracking(self.ledger.name, upto)
+        names = [runner.name for runner in runners]
+        try:
+            with writing(runners[0].view.engine) as conn:
+                if set(
+                    stored_positions(conn, record.application_name, names, lock=True).values()
+                ) != {after}:
+                    raise ViewMovedOn(f"not all of {names} are at {after}")
+                news = [
+                    runner.view.write_rows(conn, partial(runner.project_batch, items=items))
+                    for runner in runners
+                ]
+                rows = [runner.view.tracking_row(record) for runner in runners]
+                upsert_many(conn, tracking, rows, keys=["projection"])
+        except Exception as error:
+            if isinstance(error, DBAPIError) and error.connection_invalidated:
+                raise
+            return False
+        for runner, is_news in zip(runners, news, strict=True):
+            runner.view.applied(is_news)
+        return True
+
     def _write(
         self,
         runners: Sequence[ProjectionRunner],
@@ -190,8 +228,9 @@ class Follower:
         after: int,
         positions: dict[str, int],
     ) -> list[tuple[ProjectionRunner, Exception]]:
-        """One transaction: each projection's rows and tracking in a savepoint of its own.
-        The projections whose batch failed on an event, with the error."""
+        """One transaction: each projection's rows and tracking in a savepoint of its own,
+        so that what fails rolls back alone. The projections whose batch failed on an
+        event, with the error."""
         tracking = Tracking(self.ledger.name, upto)
         done: list[tuple[ProjectionRunner, bool]] = []
         moved: list[ProjectionRunner] = []

@@ -136,10 +136,16 @@ class SqlView(TrackingRecorder):
             current = self._current(conn, tracking_record.application_name)
             if current != after:
                 raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
+        news = self.write_rows(conn, change)
+        self._insert_tracking(conn, tracking_record)
+        return news
+
+    def write_rows(self, conn: Connection, change: Callable[[Batch], None]) -> bool:
+        """Run `change` on a batch and write its rows in the caller's transaction, without
+        the tracking row; whether the batch is news to the view's listeners."""
         batch = Batch(conn)
         change(batch)
         batch.write()
-        self._insert_tracking(conn, tracking_record)
         news = self._is_news(batch)
         if news and self.notify and conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"NOTIFY {self.notify}")
@@ -191,19 +197,16 @@ class SqlView(TrackingRecorder):
             self._insert_tracking(conn, tracking)
 
     def _insert_tracking(self, conn: Connection, record: Tracking) -> None:
-        upsert(
-            conn,
-            tracking,
-            [
-                {
-                    "projection": self.name,
-                    "application_name": record.application_name,
-                    "notification_id": record.notification_id,
-                    "definition_version": self.version,
-                }
-            ],
-            keys=["projection"],
-        )
+        upsert(conn, tracking, [self.tracking_row(record)], keys=["projection"])
+
+    def tracking_row(self, record: Tracking) -> dict[str, Any]:
+        """The view's row of `projection_tracking` at `record`."""
+        return {
+            "projection": self.name,
+            "application_name": record.application_name,
+            "notification_id": record.notification_id,
+            "definition_version": self.version,
+        }
 
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.engine.connect() as conn:
@@ -246,6 +249,26 @@ def _position_query(lock: bool) -> Select[Any]:
     built once, since each batch of each runner reads it."""
     query = select(tracking.c.notification_id).where(
         tracking.c.projection == bindparam("name"),
+        tracking.c.application_name == bindparam("application"),
+    )
+    return query.with_for_update() if lock else query
+
+
+def positions(
+    conn: Connection, application_name: str, names: Sequence[str], *, lock: bool = False
+) -> dict[str, int]:
+    """The tracking positions of the views named, in one query (0 for a view that has
+    none); locked until the transaction ends with `lock`, on PostgreSQL."""
+    query = _positions_query(lock and conn.dialect.name == "postgresql")
+    found = conn.execute(query, {"names": list(names), "application": application_name})
+    stood = {str(name): int(position) for name, position in found}
+    return {name: stood.get(name, 0) for name in names}
+
+
+@cache
+def _positions_query(lock: bool) -> Select[Any]:
+    query = select(tracking.c.projection, tracking.c.notification_id).where(
+        tracking.c.projection.in_(bindparam("names", expanding=True)),
         tracking.c.application_name == bindparam("application"),
     )
     return query.with_for_update() if lock else query

@@ -47,7 +47,9 @@ class FragileView(SqlView):
 
     def texts(self) -> list[str]:
         with self.engine.connect() as conn:
-            return list(conn.execute(sql_select(stored.c.text).order_by(stored.c.position)).scalars())
+            return list(
+                conn.execute(sql_select(stored.c.text).order_by(stored.c.position)).scalars()
+            )
 
 
 class Fragile(LedgerProjection[FragileView]):
