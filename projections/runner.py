@@ -3,9 +3,11 @@
 eventsourcing's own `ProjectionRunner` applies one event per transaction and builds its
 own application instance; here one transaction carries a batch of events (rows and
 tracking together), which is what makes a rebuild fast, and the runner shares the
-process's ledger. New events wake the runner at once: through the ledger's commit hook
-in this process, and through PostgreSQL's LISTEN/NOTIFY from other processes. Only one
-runner per projection works at a time; others wait as standbys (`projections/runner_lock.py`).
+process's ledger. In a process, one follower (`projections/follower.py`) follows the log
+for every runner and writes their batches in one transaction; a runner applies a batch on
+its own in a rebuild, in tests, and when its projection fails on an event (the poison
+path). Only one process follows a projection at a time; others wait as standbys
+(`projections/runner_lock.py`).
 
 A little over 300 lines: following the log, applying a batch, and the poison path
 (each event alone, then parked, later retried) share the runner's position and its
@@ -122,7 +124,6 @@ class ProjectionRunner:
         self.following = threading.Event()
         """Set while this runner is the active one and hears other processes' commits
         (on PostgreSQL: it holds the projection's lock and LISTENs)."""
-        self._stopping: threading.Event | None = None
         self.catch_up_share = 1.0
         """The share of the time the runner takes while it follows a backlog. Below 1 it
         pauses after each full batch read more than `BACKLOG_BATCHES` batches behind the
@@ -198,31 +199,7 @@ class ProjectionRunner:
         )
 
     def _pause(self, seconds: float) -> None:
-        if self._stopping is not None:
-            self._stopping.wait(seconds)  # a stop ends the pause
-        else:
-            time.sleep(seconds)
-
-    def run(self, stop: threading.Event) -> None:
-        """Follow the log until `stop` is set; survives database outages."""
-        self._stopping = stop
-        while not stop.is_set():
-            try:
-                with self._only_runner(stop) as holding:
-                    # While it holds the lock this runner alone moves the view's position,
-                    # so it reads it once; each batch writes it with the rows.
-                    position = self.position() if holding else 0
-                    while holding and not stop.is_set():
-                        self.wakeup.clear()
-                        position = self._follow(position)[0]
-                        self.wakeup.wait(self.poll_seconds)
-                        stop.wait(self.gather_seconds)
-            except DBAPIError as error:
-                log.warning("projection %s paused: %s", self.name, error.orig or error)
-                stop.wait(1.0)
-            except Exception:
-                log.exception("projection %s failed; retrying", self.name)
-                stop.wait(1.0)
+        time.sleep(seconds)
 
     # -- applying ------------------------------------------------------------------------
 
@@ -358,9 +335,6 @@ class ProjectionRunner:
         return decode(self.ledger, notification, self._unknown_topics, f"projection {self.name}")
 
     # -- one runner per projection -------------------------------------------------------
-
-    def _only_runner(self, stop: threading.Event) -> RunnerLock:
-        return self.lock(stop)
 
     def exclusively(self) -> AbstractContextManager[bool]:
         """The projection's lock, if no other runner holds it (a rebuild takes it): True

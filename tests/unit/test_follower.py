@@ -178,3 +178,39 @@ def test_read_models_standing_apart_follow_on_their_own_and_join_the_others(
         read_models.catch_up()
     assert len(commits) == 1
     assert "six" in messages(services)
+
+
+@pytest.mark.parametrize(("share", "pauses"), [(1.0, 0), (0.25, 3)])
+def test_the_follower_pauses_after_each_full_batch_of_a_backlog_when_told_to(
+    tmp_path: Path,
+    make_services: Callable[..., Services],
+    monkeypatch: pytest.MonkeyPatch,
+    share: float,
+    pauses: int,
+) -> None:
+    from projections import follower as follower_module
+
+    # given 25 notifications, and a follower that counts itself behind a backlog when
+    # more than one batch behind the head
+    services = make_services(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    register_account(services)
+    read_models = services.read_models
+    read_models.catch_up()
+    start = services.ledger.recorder.max_notification_id() or 0
+    while (services.ledger.recorder.max_notification_id() or 0) < start + 25:
+        deliver(services, ACCOUNT, f"mid-{services.ledger.recorder.max_notification_id()}", "hi")
+    assert services.ledger.recorder.max_notification_id() == start + 25
+    monkeypatch.setattr(follower_module, "BACKLOG_BATCHES", 1)
+    slept: list[float] = []
+    monkeypatch.setattr(follower_module.time, "sleep", slept.append)
+    for runner in read_models.runners.values():
+        runner.batch_size = 5
+
+    # when it follows them, five a batch, taking `share` of the time
+    read_models.follower.catch_up_share = share
+    read_models.catch_up()
+
+    # then it paused after each batch read more than a batch behind (at 5, 10 and 15 of
+    # 25), not once it was close to the head
+    assert len(slept) == pauses
+    assert all(pause >= 0 for pause in slept)
