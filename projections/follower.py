@@ -5,19 +5,25 @@ included).
 Five runners, each committing its own transaction a batch, paid a batch's fixed cost
 (statements, a pool checkout, BEGIN and COMMIT) five times. The follower groups the
 projections that stand at the same position: the batch's side effects run first
-(`LedgerProjection.act`), then one transaction writes each projection's rows and
-tracking row inside a savepoint of its own. What one projection's batch fails on is
-rolled back to its savepoint, the others' work commits, and that projection applies the
-batch on its own, event by event, parking what it keeps failing on
-(`ProjectionRunner.apply_alone`); it then stands with the others again.
+(`LedgerProjection.act`), then one transaction writes every projection's rows, and their
+tracking rows in one statement. If a projection fails in it, that transaction is rolled
+back and the batch written again with each projection inside a savepoint of its own: what
+the failing one did is rolled back to its savepoint, the others' work commits, and that
+projection applies the batch on its own, event by event, parking what it keeps failing on
+(`ProjectionRunner.apply_alone`); it then stands with the others again. (Savepoints
+always would cost two statements a projection a batch; failures are rare.)
 
 A projection behind the others (a new read model, one rebuilt or dropped) follows on its
-own, in batches that stop where the next one stands, and joins it there; so the group
-only ever waits for nobody. Each projection keeps its own tracking row and its own lock
+own, in batches that stop where the next one stands, and joins it there: the others never
+wait for it. Each projection keeps its own tracking row and its own lock
 (`projections.runner_lock`): the follower works only the projections whose lock it holds,
 and tries for the others every second, as a standby. A projection whose batch fails on
 the database rather than on an event (a missing table, the storage refusing) rests a
 second and tries again, while the others go on.
+
+A little over 300 lines: following, the two ways of writing a batch and the loop that
+holds the locks share the group's positions and its resting projections, and read best
+in one place (as `projections/runner.py` does for one projection).
 """
 
 from __future__ import annotations
