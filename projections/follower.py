@@ -1,15 +1,16 @@
 """One follower for every read model of a process: each batch of the log read and decoded
 once, applied to every projection, and committed in one transaction (their tracking rows
-included).
+included; the auto-reply policy, which acts, in a second).
 
 Five runners, each committing its own transaction a batch, paid a batch's fixed cost
 (statements, a pool checkout, BEGIN and COMMIT) five times. The follower groups the
-projections that stand at the same position: the batch's side effects run first
-(`LedgerProjection.act`), then one transaction writes every projection's rows, and their
-tracking rows in one statement. If a projection fails in it, that transaction is rolled
-back and the batch written again with each projection inside a savepoint of its own: what
-the failing one did is rolled back to its savepoint, the others' work commits, and that
-projection applies the batch on its own, event by event, parking what it keeps failing on
+projections that stand at the same position: one transaction writes every read model's
+rows, and their tracking rows in one statement; then a projection with side effects (the
+auto-reply policy, `LedgerProjection.act`) acts and moves its own position in a second.
+If a projection fails in a transaction, the transaction is rolled back and the batch
+written again with each projection inside a savepoint of its own: what the failing one
+did is rolled back to its savepoint, the others' work commits, and that projection applies
+the batch on its own, event by event, parking what it keeps failing on
 (`ProjectionRunner.apply_alone`); it then stands with the others again. (Savepoints
 always would cost two statements a projection a batch; failures are rare.)
 
@@ -165,22 +166,28 @@ class Follower:
         after: int,
         positions: dict[str, int],
     ) -> None:
-        """Apply a batch to projections that all stand at `after`, moving them to `upto`
-        in one transaction; `positions` says where each stands afterwards."""
-        acted: list[ProjectionRunner] = []
+        """Apply a batch to projections that all stand at `after`, moving them to `upto`;
+        `positions` says where each stands afterwards.
+
+        The read models are written in one transaction; then those that act (the auto-reply
+        policy) act and are written in a second: their side effects wait for the ledger's
+        writer, and the read models' readers (and their lag) must not wait with them.
+        """
         alone: list[tuple[ProjectionRunner, Exception]] = []
-        for runner in cohort:
-            try:
-                runner.projection.act(items)
-            except Exception as error:
-                self._failed(runner, error, alone)
-            else:
-                acted.append(runner)
-        if acted and not self._write_together(acted, items, upto=upto, after=after):
-            alone += self._write(acted, items, upto=upto, after=after, positions=positions)
-        elif acted:
-            for runner in acted:
-                positions[runner.name] = upto
+        for acting in (False, True):
+            acted: list[ProjectionRunner] = []
+            for runner in [r for r in cohort if r.projection.acts == acting]:
+                try:
+                    runner.projection.act(items)
+                except Exception as error:
+                    self._failed(runner, error, alone)
+                else:
+                    acted.append(runner)
+            if acted and not self._write_together(acted, items, upto=upto, after=after):
+                alone += self._write(acted, items, upto=upto, after=after, positions=positions)
+            elif acted:
+                for runner in acted:
+                    positions[runner.name] = upto
         for runner, cause in alone:
             log.warning(
                 "projection %s failed on a batch (%s); applying it event by event",

@@ -4,10 +4,10 @@ others, and one that stands apart (rebuilt, dropped) follows on its own and join
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import BigInteger, CheckConstraint, Column, Engine, MetaData, Table, Text, event
@@ -172,11 +172,12 @@ def test_read_models_standing_apart_follow_on_their_own_and_join_the_others(
     assert listed is not None
     assert listed["unread_count"] == 5
 
-    # and, standing together, they take the next batch in one transaction
+    # and, standing together, they take the next batch in one transaction (and the
+    # auto-reply policy, which acts, in a second)
     deliver(services, ACCOUNT, "mid-5", "six")
     with counting_commits(read_models.conversation_list.engine) as commits:
         read_models.catch_up()
-    assert len(commits) == 1
+    assert len(commits) == 2
     assert "six" in messages(services)
 
 
@@ -214,3 +215,44 @@ def test_the_follower_pauses_after_each_full_batch_of_a_backlog_when_told_to(
     # 25), not once it was close to the head
     assert len(slept) == pauses
     assert all(pause >= 0 for pause in slept)
+
+
+class Acting(LedgerProjection[SqlView]):
+    """Has side effects: notes where the message history stood when it acted."""
+
+    name = "acting"
+    seen: ClassVar[list[int]] = []
+    history: ClassVar[ProjectionRunner | None] = None
+
+    def act(self, items: Sequence[tuple[Any, int]]) -> None:
+        assert Acting.history is not None
+        Acting.seen.append(Acting.history.position())
+
+
+class ActingView(SqlView):
+    name = "acting"
+    tables = ()
+
+
+def test_the_read_models_are_written_before_a_projection_with_side_effects_acts(
+    tmp_path: Path, make_services: Callable[..., Services]
+) -> None:
+    # given a projection that acts (as the auto-reply policy does, through the ledger's
+    # writer, which may take a while), listed first
+    services = make_services(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    register_account(services)
+    deliver(services, ACCOUNT, "mid-0", "hello")
+    view = ActingView(services.read_models.message_history.engine)
+    view.create_tables()
+    history = services.read_models.runners["message_history"]
+    Acting.seen, Acting.history = [], history
+    acting = ProjectionRunner(services.ledger, Acting(view), clock=services.clock)
+    follower = Follower(services.ledger, [acting, history], follow_commits=False)
+
+    # when the follower applies the log
+    follower.catch_up()
+
+    # then the message history had committed the batch before the other acted on it
+    head = services.ledger.recorder.max_notification_id()
+    assert Acting.seen == [head]
+    assert acting.position() == head
