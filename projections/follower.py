@@ -7,6 +7,8 @@ Five runners, each committing its own transaction a batch, paid a batch's fixed 
 projections that stand at the same position: one transaction writes every read model's
 rows, and their tracking rows in one statement; then a projection with side effects (the
 auto-reply policy, `LedgerProjection.act`) acts and moves its own position in a second.
+(A process gives the policy a follower of its own, `projections.registry`: its decisions
+wait for the ledger's writer, and the read models' lag must not wait with them.)
 If a projection fails in a transaction, the transaction is rolled back and the batch
 written again with each projection inside a savepoint of its own: what the failing one
 did is rolled back to its savepoint, the others' work commits, and that projection applies

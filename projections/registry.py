@@ -67,8 +67,10 @@ class ReadModels:
     outbox: OutboxView
     comments: CommentsView
     runners: dict[str, ProjectionRunner]
-    follower: Follower
-    """Follows the log for every runner of this process, in one transaction a batch."""
+    followers: list[Follower]
+    """One follows the log for every read model of this process, in one transaction a
+    batch; the other for the auto-reply policy, whose decisions wait for the ledger's
+    writer (the read models, and their lag, must not wait with them)."""
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -102,15 +104,20 @@ class ReadModels:
 
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
-        # One follower for them all: each batch read and decoded once, and applied to every
-        # read model in one transaction (`projections.follower`).
+        # One follower for the read models: each batch read and decoded once (for the
+        # policy's follower too), and applied to every read model in one transaction
+        # (`projections.follower`).
         reading = SharedReading(ledger)
         runners = {
             p.name: ProjectionRunner(ledger, p, clock=clock, reading=reading, follow_commits=False)
             for p in projections
         }
-        follower = Follower(ledger, list(runners.values()), reading=reading)
-        return cls(ledger, conversation_list, message_history, outbox, comments, runners, follower)
+        followers = [
+            Follower(ledger, chosen, reading=reading)
+            for acting in (False, True)
+            if (chosen := [r for r in runners.values() if r.projection.acts == acting])
+        ]
+        return cls(ledger, conversation_list, message_history, outbox, comments, runners, followers)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:
         """Follow the log for every projection in a thread of this process; `catch_up_share`
@@ -118,23 +125,26 @@ class ReadModels:
         if self._threads:
             return
         self._stop.clear()
-        self.follower.catch_up_share = catch_up_share
-        thread = threading.Thread(
-            target=self.follower.run, args=(self._stop,), name="projections", daemon=True
-        )
-        thread.start()
-        self._threads.append(thread)
+        for number, follower in enumerate(self.followers):
+            follower.catch_up_share = catch_up_share
+            thread = threading.Thread(
+                target=follower.run, args=(self._stop,), name=f"projections-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        self.follower.wakeup.notify()
+        for follower in self.followers:
+            follower.wakeup.notify()
         for thread in self._threads:
             thread.join(10)
         self._threads.clear()
 
     def catch_up(self) -> None:
         """Apply the whole log to every read model, here and now (tests, the CLI)."""
-        self.follower.catch_up()
+        for follower in self.followers:  # the read models first, then the policy
+            follower.catch_up()
 
     def outdated(self) -> list[str]:
         """The rebuildable read models whose rows another definition version built: they

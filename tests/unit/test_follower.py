@@ -208,7 +208,7 @@ def test_the_follower_pauses_after_each_full_batch_of_a_backlog_when_told_to(
         runner.batch_size = 5
 
     # when it follows them, five a batch, taking `share` of the time
-    read_models.follower.catch_up_share = share
+    read_models.followers[0].catch_up_share = share  # the read models'
     read_models.catch_up()
 
     # then it paused after each batch read more than a batch behind (at 5, 10 and 15 of
