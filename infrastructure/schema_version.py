@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import Engine
 
-from infrastructure import migrations
+from infrastructure import schema_revision
 from infrastructure.persistence import describe_database
 from infrastructure.settings import SettingsError
 
@@ -25,13 +25,17 @@ class SchemaBehind(SettingsError):
 def prepare_schema(env: Mapping[str, str], engine: Engine, database_url: str) -> dict[str, str]:
     """Upgrade an embedded database, or refuse a PostgreSQL one that is not current;
     `env` (the event store's environment) as the event store should then be opened."""
+    at, wanted = schema_revision.current(engine), schema_revision.head()
     if "POSTGRES_DBNAME" not in env:
-        migrations.upgrade(engine)
+        if at != wanted:
+            # Alembic is imported only here, to migrate (see schema_revision.py).
+            from infrastructure import migrations
+
+            migrations.upgrade(engine)
         return dict(env)
-    at, wanted = migrations.current(engine), migrations.head()
     if at != wanted:
         where = describe_database(database_url)
-        if at is not None and not migrations.known(at):
+        if at is not None and not schema_revision.known(at):
             raise SchemaBehind(
                 f"the database schema of {where} is at revision {at}, which this release "
                 f"does not know (a newer release upgraded it): run that release, or restore"

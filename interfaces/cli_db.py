@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from application.ledger import Ledger
-from infrastructure import migrations
+from infrastructure import schema_revision
 from infrastructure.database_presence import require_database
 from infrastructure.persistence import describe_database, persistence_env
 from infrastructure.settings import Settings
@@ -42,6 +42,8 @@ def upgrade_database(database_url: str) -> tuple[str | None, str]:
     require_database(env)
     # The event store's tables are the library's: it creates them (IF NOT EXISTS).
     Ledger(env={**env, "CREATE_TABLE": "y"}).close()
+    from infrastructure import migrations  # Alembic: only to migrate (schema_revision.py)
+
     engine = create_view_engine(database_url)
     try:
         return migrations.upgrade(engine)
@@ -53,7 +55,7 @@ def _revisions(settings: Settings) -> tuple[str | None, str]:
     require_database(persistence_env(settings.database_url))
     engine = create_view_engine(settings.database_url)
     try:
-        return migrations.current(engine), migrations.head()
+        return schema_revision.current(engine), schema_revision.head()
     finally:
         engine.dispose()
 

@@ -23,6 +23,9 @@ database and the code's tables agree, on SQLite and PostgreSQL. Nothing else is 
 Migrations run on one connection of the read models' engine (the same database and, on
 PostgreSQL, the schema of `?schema=`): the schema is put first on the transaction's
 search path, so a migration names its tables without a schema.
+
+Which revision a database is at, and this release's head, are answered without Alembic by
+`infrastructure/schema_revision.py` (re-exported here): processes ask at every start.
 """
 
 from __future__ import annotations
@@ -32,18 +35,17 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, text
+
+from infrastructure.schema_revision import VERSION_TABLE, current, head, known, schema_of
+
+__all__ = ["VERSION_TABLE", "config", "current", "head", "known", "lock", "schema_of", "upgrade"]
 
 # Alembic's INFO lines ("Context impl SQLiteImpl.") tell an operator nothing; `dmledger db
 # upgrade` says what it did.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 HERE = Path(__file__).parent
-VERSION_TABLE = "dmledger_schema_version"
-"""Alembic's version table, named for this application (a schema may be shared)."""
 _LOCK = 7_341_120_015
 """The PostgreSQL advisory lock two `db upgrade`s take turns on."""
 
@@ -54,43 +56,6 @@ def config(connection: Connection | None = None) -> Config:
     found.set_main_option("script_location", str(HERE))
     found.attributes["connection"] = connection
     return found
-
-
-def head() -> str:
-    """The revision this code's tables are at."""
-    revision = ScriptDirectory.from_config(config()).get_current_head()
-    assert revision is not None
-    return revision
-
-
-def known(revision: str) -> bool:
-    """Whether `revision` is one of these migrations (not one of a newer release)."""
-    try:
-        return ScriptDirectory.from_config(config()).get_revision(revision) is not None
-    except CommandError:  # "Can't locate revision"
-        return False
-
-
-def schema_of(conn: Connection) -> str | None:
-    """The PostgreSQL schema the engine's tables are in (`?schema=`), else None."""
-    if conn.dialect.name != "postgresql":
-        return None
-    translate = conn.get_execution_options().get("schema_translate_map") or {}
-    schema = translate.get(None)
-    if schema:
-        return str(schema)
-    return str(conn.execute(text("SELECT current_schema()")).scalar_one())
-
-
-def current(engine: Engine) -> str | None:
-    """The revision the database is at; None before any migration (new, or made by a
-    release before migrations)."""
-    with engine.connect() as conn:
-        schema = schema_of(conn)
-        context = MigrationContext.configure(
-            conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
-        )
-        return context.get_current_revision()
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

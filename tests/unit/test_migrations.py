@@ -3,6 +3,8 @@ on SQLite and PostgreSQL, and make them once."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect
 
-from infrastructure import delivery_tables, key_usage, migrations, send_limits
+from infrastructure import delivery_tables, key_usage, migrations, schema_revision, send_limits
 from projections.database import create_view_engine
 from projections.parked import projection_failures
 from projections.schema import tracking
@@ -145,3 +147,63 @@ def test_a_postgres_database_without_a_schema_setting_is_upgraded_for_good(
         engine.dispose()
         with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_the_revisions_read_without_alembic_are_alembics() -> None:
+    scripts = ScriptDirectory.from_config(migrations.config())
+
+    assert schema_revision.head() == scripts.get_current_head()
+    assert schema_revision.revisions() == {
+        s.revision: s.down_revision for s in scripts.walk_revisions()
+    }
+    assert not schema_revision.known("9999")
+
+
+def test_the_revision_read_without_alembic_is_alembics(empty_database: str) -> None:
+    engine = create_view_engine(empty_database)
+    try:
+        before = schema_revision.current(engine)
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "version_table": migrations.VERSION_TABLE,
+                    "version_table_schema": migrations.schema_of(conn),
+                },
+            )
+            by_alembic = context.get_current_revision()
+        after = schema_revision.current(engine)
+    finally:
+        engine.dispose()
+
+    assert before is None
+    assert after == by_alembic == schema_revision.head()
+
+
+def test_a_web_worker_and_the_cli_start_without_importing_alembic(tmp_path: Path) -> None:
+    # Alembic with Mako and Pygments is ~10 MiB of a web worker's memory (P6): a process
+    # imports it only to migrate. Run in a fresh interpreter, on a migrated SQLite file.
+    url = f"sqlite:///{tmp_path}/served.sqlite3"
+    engine = create_view_engine(url)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    script = (
+        "import sys\n"
+        "from infrastructure.schema_version import prepare_schema\n"
+        "from projections.database import create_view_engine\n"
+        "import interfaces.cli, interfaces.http.app, interfaces.composition\n"
+        f"prepare_schema({{}}, create_view_engine({url!r}), {url!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+
+    assert done.stdout.strip() == "[]", done.stdout
