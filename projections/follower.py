@@ -56,9 +56,6 @@ RETRY_SECONDS = 1.0
 """How long a projection whose batch failed on the database rests, and how often a
 standby tries for the locks it does not hold."""
 
-GATHER_FLOOR = 0.005
-"""The least time commits gather after a wake-up (see `Follower._gathering`)."""
-
 Items = list[tuple[Any, int]]
 
 
@@ -310,7 +307,6 @@ class Follower:
                         for runner in self._take_locks(held, stop):
                             # While it holds the lock this process alone moves the position.
                             positions[runner.name] = runner.position()
-                    began = time.monotonic()
                     self.wakeup.clear()
                     if positions:
                         self._follow(positions)
@@ -318,7 +314,7 @@ class Follower:
                     if len(held) < len(self.runners) or self._resting:
                         waiting.append(RETRY_SECONDS)
                     self.wakeup.wait(min(waiting))
-                    stop.wait(self._gathering(time.monotonic() - began))
+                    stop.wait(min(r.gather_seconds for r in self.runners))
                 except DBAPIError as error:
                     log.warning("projections paused: %s", error.orig or error)
                     self._release(held, positions)
@@ -329,15 +325,6 @@ class Follower:
                     stop.wait(RETRY_SECONDS)
         finally:
             self._release(held, positions)
-
-    def _gathering(self, since: float) -> float:
-        """How long to let commits gather before the next catch-up, `since` seconds after
-        the last began: at most one catch-up a `gather_seconds` (`ProjectionRunner`), counted
-        from the start of the last, since one catch-up writes every read model and takes a
-        while itself; and never less than `GATHER_FLOOR`, so that the NOTIFY of the commit
-        that woke the follower arrives before it reads (or it would read again for it)."""
-        gather = min(runner.gather_seconds for runner in self.runners)
-        return max(min(gather, GATHER_FLOOR), gather - since)
 
     def _take_locks(
         self, held: dict[str, ExitStack], stop: threading.Event
