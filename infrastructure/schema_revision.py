@@ -32,9 +32,10 @@ def revisions() -> dict[str, str | None]:
         values: dict[str, str | None] = {}
         for node in ast.parse(script.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                value = node.value.value
                 for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        values[target.id] = node.value.value
+                    if isinstance(target, ast.Name) and (value is None or isinstance(value, str)):
+                        values[target.id] = value
         revision = values.get("revision")
         if revision is not None:
             found[revision] = values.get("down_revision")
