@@ -62,6 +62,12 @@ class LedgerProjection(Projection[V], Generic[V]):
         """Side effects of a batch, run before the view's transaction opens (so that they
         may write to the ledger). They must be idempotent: after a crash they run again."""
 
+    @property
+    def acts(self) -> bool:
+        """Whether this projection has side effects (`act`): the process's follower writes
+        its batches after the other read models', which do not wait for them."""
+        return type(self).act is not LedgerProjection.act
+
     def preload(self, batch: Batch, items: Sequence[tuple[Any, int]]) -> None:
         """Read the rows these events will change, in a few queries (an optimisation)."""
 

@@ -21,6 +21,7 @@ from projections.comments.view import CommentsView
 from projections.conversation_list.projection import ConversationList
 from projections.conversation_list.view import ConversationListView
 from projections.definitions import outdated
+from projections.follower import Follower
 from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
 from projections.outbox.projection import Outboxes
@@ -66,6 +67,10 @@ class ReadModels:
     outbox: OutboxView
     comments: CommentsView
     runners: dict[str, ProjectionRunner]
+    followers: list[Follower]
+    """One follows the log for every read model of this process, in one transaction a
+    batch; the other for the auto-reply policy, whose decisions wait for the ledger's
+    writer (the read models, and their lag, must not wait with them)."""
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -99,39 +104,47 @@ class ReadModels:
 
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
-        # The runners read the log together: each batch read and decoded once for all.
+        # One follower for the read models: each batch read and decoded once (for the
+        # policy's follower too), and applied to every read model in one transaction
+        # (`projections.follower`).
         reading = SharedReading(ledger)
         runners = {
-            p.name: ProjectionRunner(ledger, p, clock=clock, reading=reading) for p in projections
+            p.name: ProjectionRunner(ledger, p, clock=clock, reading=reading, follow_commits=False)
+            for p in projections
         }
-        return cls(ledger, conversation_list, message_history, outbox, comments, runners)
+        followers = [
+            Follower(ledger, chosen, reading=reading)
+            for acting in (False, True)
+            if (chosen := [r for r in runners.values() if r.projection.acts == acting])
+        ]
+        return cls(ledger, conversation_list, message_history, outbox, comments, runners, followers)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:
-        """Run every projection in a thread of this process; `catch_up_share` below 1
-        makes each pause while it follows a backlog (`ProjectionRunner.catch_up_share`)."""
+        """Follow the log for every projection in a thread of this process; `catch_up_share`
+        below 1 makes it pause while it follows a backlog (`ProjectionRunner.catch_up_share`)."""
         if self._threads:
             return
         self._stop.clear()
-        for runner in self.runners.values():
-            runner.catch_up_share = catch_up_share
+        for number, follower in enumerate(self.followers):
+            follower.catch_up_share = catch_up_share
             thread = threading.Thread(
-                target=runner.run, args=(self._stop,), name=f"projection-{runner.name}", daemon=True
+                target=follower.run, args=(self._stop,), name=f"projections-{number}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        for runner in self.runners.values():
-            runner.wakeup.notify()
+        for follower in self.followers:
+            follower.wakeup.notify()
         for thread in self._threads:
             thread.join(10)
         self._threads.clear()
 
     def catch_up(self) -> None:
         """Apply the whole log to every read model, here and now (tests, the CLI)."""
-        for runner in self.runners.values():
-            runner.catch_up()
+        for follower in self.followers:  # the read models first, then the policy
+            follower.catch_up()
 
     def outdated(self) -> list[str]:
         """The rebuildable read models whose rows another definition version built: they

@@ -3,9 +3,11 @@
 eventsourcing's own `ProjectionRunner` applies one event per transaction and builds its
 own application instance; here one transaction carries a batch of events (rows and
 tracking together), which is what makes a rebuild fast, and the runner shares the
-process's ledger. New events wake the runner at once: through the ledger's commit hook
-in this process, and through PostgreSQL's LISTEN/NOTIFY from other processes. Only one
-runner per projection works at a time; others wait as standbys (`projections/runner_lock.py`).
+process's ledger. In a process, one follower (`projections/follower.py`) follows the log
+for every runner and writes their batches in one transaction; a runner applies a batch on
+its own in a rebuild, in tests, and when its projection fails on an event (the poison
+path). Only one process follows a projection at a time; others wait as standbys
+(`projections/runner_lock.py`).
 
 A little over 300 lines: following the log, applying a batch, and the poison path
 (each event alone, then parked, later retried) share the runner's position and its
@@ -122,7 +124,6 @@ class ProjectionRunner:
         self.following = threading.Event()
         """Set while this runner is the active one and hears other processes' commits
         (on PostgreSQL: it holds the projection's lock and LISTENs)."""
-        self._stopping: threading.Event | None = None
         self.catch_up_share = 1.0
         """The share of the time the runner takes while it follows a backlog. Below 1 it
         pauses after each full batch read more than `BACKLOG_BATCHES` batches behind the
@@ -198,31 +199,7 @@ class ProjectionRunner:
         )
 
     def _pause(self, seconds: float) -> None:
-        if self._stopping is not None:
-            self._stopping.wait(seconds)  # a stop ends the pause
-        else:
-            time.sleep(seconds)
-
-    def run(self, stop: threading.Event) -> None:
-        """Follow the log until `stop` is set; survives database outages."""
-        self._stopping = stop
-        while not stop.is_set():
-            try:
-                with self._only_runner(stop) as holding:
-                    # While it holds the lock this runner alone moves the view's position,
-                    # so it reads it once; each batch writes it with the rows.
-                    position = self.position() if holding else 0
-                    while holding and not stop.is_set():
-                        self.wakeup.clear()
-                        position = self._follow(position)[0]
-                        self.wakeup.wait(self.poll_seconds)
-                        stop.wait(self.gather_seconds)
-            except DBAPIError as error:
-                log.warning("projection %s paused: %s", self.name, error.orig or error)
-                stop.wait(1.0)
-            except Exception:
-                log.exception("projection %s failed; retrying", self.name)
-                stop.wait(1.0)
+        time.sleep(seconds)
 
     # -- applying ------------------------------------------------------------------------
 
@@ -245,7 +222,7 @@ class ProjectionRunner:
             self.projection.act(items)
             self.view.apply(
                 Tracking(self.ledger.name, upto),
-                lambda batch: self._project(batch, items),
+                lambda batch: self.project_batch(batch, items),
                 after=after,
             )
         except Exception as error:
@@ -256,9 +233,11 @@ class ProjectionRunner:
                 self.name,
                 describe(error),
             )
-            self._apply_each(items, upto=upto, after=after)
+            self.apply_alone(items, upto=upto, after=after)
 
-    def _apply_each(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+    def apply_alone(self, items: list[tuple[Any, int]], *, upto: int, after: int) -> None:
+        """Apply a batch event by event, each in a transaction of its own: an event that
+        still fails after `attempts` is parked, and the view moves on to `upto`."""
         position = after
         for item in items:
             failure: Exception | None = None
@@ -267,7 +246,7 @@ class ProjectionRunner:
                     self.projection.act([item])
                     self.view.apply(
                         Tracking(self.ledger.name, item[1]),
-                        partial(self._project, items=[item]),
+                        partial(self.project_batch, items=[item]),
                         after=position,
                     )
                 except Exception as error:
@@ -343,10 +322,11 @@ class ProjectionRunner:
         return applied, failing
 
     def _unpark(self, batch: Batch, item: tuple[Any, int]) -> None:
-        self._project(batch, [item])
+        self.project_batch(batch, [item])
         unpark(batch.conn, self.name, item[1])
 
-    def _project(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
+    def project_batch(self, batch: Batch, items: list[tuple[Any, int]]) -> None:
+        """The projection's change of a batch's rows for these events."""
         self.projection.preload(batch, items)
         self.projection.project(batch, items)
 
@@ -356,15 +336,14 @@ class ProjectionRunner:
 
     # -- one runner per projection -------------------------------------------------------
 
-    def _only_runner(self, stop: threading.Event) -> RunnerLock:
-        return self._lock(stop)
-
     def exclusively(self) -> AbstractContextManager[bool]:
         """The projection's lock, if no other runner holds it (a rebuild takes it): True
         while held; False at once if another process's runner is following the log."""
-        return self._lock(threading.Event(), wait=False, listen=False)
+        return self.lock(threading.Event(), wait=False, listen=False)
 
-    def _lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
+    def lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
+        """The projection's lock (`projections.runner_lock`): waits for it unless told not
+        to; while held, it LISTENs for other processes' commits unless told not to."""
         return RunnerLock(
             self.name,
             self.view.engine,

@@ -118,17 +118,42 @@ class SqlView(TrackingRecorder):
         `ViewMovedOn` if the view is no longer there: another runner applied it first.
         """
         with writing(self.engine) as conn:
-            if after is not None:
-                current = self._current(conn, tracking_record.application_name)
-                if current != after:
-                    raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
-            batch = Batch(conn)
-            change(batch)
-            batch.write()
-            self._insert_tracking(conn, tracking_record)
-            news = self._is_news(batch)
-            if news and self.notify and conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"NOTIFY {self.notify}")
+            news = self.write(conn, tracking_record, change, after=after)
+        self.applied(news)
+
+    def write(
+        self,
+        conn: Connection,
+        tracking_record: Tracking,
+        change: Callable[[Batch], None],
+        *,
+        after: int | None = None,
+    ) -> bool:
+        """As `apply`, in the caller's transaction (the process's follower writes every
+        view's batch in one: `projections.follower`); whether the batch is news to the
+        view's listeners, whom the caller tells with `applied` once it has committed."""
+        if after is not None:
+            current = self._current(conn, tracking_record.application_name)
+            if current != after:
+                raise ViewMovedOn(f"{self.name} is at {current}, not at {after}")
+        news = self.write_rows(conn, change)
+        self._insert_tracking(conn, tracking_record)
+        return news
+
+    def write_rows(self, conn: Connection, change: Callable[[Batch], None]) -> bool:
+        """Run `change` on a batch and write its rows in the caller's transaction, without
+        the tracking row; whether the batch is news to the view's listeners."""
+        batch = Batch(conn)
+        change(batch)
+        batch.write()
+        news = self._is_news(batch)
+        if news and self.notify and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"NOTIFY {self.notify}")
+        return news
+
+    def applied(self, news: bool) -> None:
+        """A batch of this view has committed: wake who waits for its position, and its
+        listeners if the batch was news to them."""
         with self._advanced:
             self._advanced.notify_all()
         if news:
@@ -172,19 +197,16 @@ class SqlView(TrackingRecorder):
             self._insert_tracking(conn, tracking)
 
     def _insert_tracking(self, conn: Connection, record: Tracking) -> None:
-        upsert(
-            conn,
-            tracking,
-            [
-                {
-                    "projection": self.name,
-                    "application_name": record.application_name,
-                    "notification_id": record.notification_id,
-                    "definition_version": self.version,
-                }
-            ],
-            keys=["projection"],
-        )
+        upsert(conn, tracking, [self.tracking_row(record)], keys=["projection"])
+
+    def tracking_row(self, record: Tracking) -> dict[str, Any]:
+        """The view's row of `projection_tracking` at `record`."""
+        return {
+            "projection": self.name,
+            "application_name": record.application_name,
+            "notification_id": record.notification_id,
+            "definition_version": self.version,
+        }
 
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.engine.connect() as conn:
@@ -227,6 +249,26 @@ def _position_query(lock: bool) -> Select[Any]:
     built once, since each batch of each runner reads it."""
     query = select(tracking.c.notification_id).where(
         tracking.c.projection == bindparam("name"),
+        tracking.c.application_name == bindparam("application"),
+    )
+    return query.with_for_update() if lock else query
+
+
+def positions(
+    conn: Connection, application_name: str, names: Sequence[str], *, lock: bool = False
+) -> dict[str, int]:
+    """The tracking positions of the views named, in one query (0 for a view that has
+    none); locked until the transaction ends with `lock`, on PostgreSQL."""
+    query = _positions_query(lock and conn.dialect.name == "postgresql")
+    found = conn.execute(query, {"names": list(names), "application": application_name})
+    stood = {str(name): int(position) for name, position in found}
+    return {name: stood.get(name, 0) for name in names}
+
+
+@cache
+def _positions_query(lock: bool) -> Select[Any]:
+    query = select(tracking.c.projection, tracking.c.notification_id).where(
+        tracking.c.projection.in_(bindparam("names", expanding=True)),
         tracking.c.application_name == bindparam("application"),
     )
     return query.with_for_update() if lock else query
