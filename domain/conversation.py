@@ -1146,5 +1146,15 @@ def recorded_key(event: object) -> tuple[str, int | None] | None:
     if not isinstance(key, str):
         return None
     if isinstance(event, Conversation.MessageReceived | Conversation.MessageEchoed):
-        return key, event.sent_at
+        return key, _indexable_time(event.sent_at)
     return key, None
+
+
+def _indexable_time(sent_at: object) -> int | None:
+    """`sent_at` as the index can hold it (a signed 64-bit integer), else None: the key
+    still refuses a redelivery, only the time is unknown. A time past 64 bits is no real
+    time (an old release or a bug stored it); it must not keep the event from being
+    stored, or the index from being filled from such a log."""
+    if isinstance(sent_at, int) and not isinstance(sent_at, bool) and -(2**63) <= sent_at < 2**63:
+        return sent_at
+    return None

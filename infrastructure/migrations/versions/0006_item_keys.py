@@ -93,8 +93,16 @@ def _row(stored: Any, *, postgres: bool) -> dict[str, Any] | None:
     return {
         "originator_id": originator if postgres else originator.hex,
         "key_digest": hashlib.sha256(key.encode()).digest()[:16],
-        "value": state.get("sent_at") if stored.topic in _TIMED else None,
+        "value": _time(state.get("sent_at")) if stored.topic in _TIMED else None,
     }
+
+
+def _time(sent_at: Any) -> int | None:
+    """A time the index can hold (signed 64 bits), else None (as the code's `recorded_key`:
+    a poison event of an old release must not stop the upgrade)."""
+    if isinstance(sent_at, int) and not isinstance(sent_at, bool) and -(2**63) <= sent_at < 2**63:
+        return sent_at
+    return None
 
 
 def downgrade() -> None:
