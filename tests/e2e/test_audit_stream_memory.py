@@ -15,6 +15,7 @@ from typing import Any
 from litestar import Litestar
 
 from domain.conversation import Conversation
+from domain.recorded_keys import OlderKeys
 from interfaces.composition import Services
 from interfaces.http.app import create_app
 from tests.conftest import issue_key, register_account
@@ -28,6 +29,8 @@ def fill(services: Services, ig_account_id: str, events: int, per_conversation: 
     while stored < events:
         participant += 1
         conversation = Conversation(ig_account_id=ig_account_id, participant_id=str(participant))
+        # Past its recent keys a conversation asks about older ones (the writer gives it this).
+        conversation.older_keys = OlderKeys()
         for i in range(min(per_conversation, events - stored) - 1):
             conversation.receive_message(mid=f"{participant}-{i}", sent_at=i, text="hello " * 10)
         stored += len(conversation.pending_events)
