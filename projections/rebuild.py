@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from projections.mirror import Mirror
 from projections.rebuild_space import RebuildSpace
 from projections.runner import Progress, ProjectionRunner
 
@@ -51,6 +52,9 @@ def _in(space: RebuildSpace, runner: ProjectionRunner) -> ProjectionRunner:
     """A runner of the same projection, over a new, empty view in `space`."""
     view = type(runner.view)(space.engine)
     view.create_tables()
+    # Only this rebuild writes the new, empty tables: it keeps what they hold in memory
+    # rather than reading it back, and COPYs the rows new to them.
+    view.mirror = Mirror()
     projection = type(runner.projection)(view)
     return ProjectionRunner(
         runner.ledger,
