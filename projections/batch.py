@@ -89,12 +89,17 @@ class Batch:
         cannot tell about, to be read from the database."""
         unknown: list[Key] = []
         rows = self._rows
+        held = mirror.rows
+        complete = mirror.complete
         for k in wanted:
-            stored = mirror.stored(name, k)
-            if stored is None:
-                unknown.append(k)
+            found = (name, k)
+            row = held.get(found)
+            if row is not None:
+                rows[found] = row.copy()  # the batch changes its own copy
+            elif complete:
+                rows[found] = None
             else:
-                rows[(name, k)] = mirror.get(name, k) if stored else None
+                unknown.append(k)
         return unknown
 
     def load(self, table: Table, *conditions: Any) -> list[Row]:
@@ -196,7 +201,7 @@ class Batch:
             if mirror is None:
                 by_table.setdefault(name, []).append(row)
                 continue
-            if mirror.stored(name, key) is False:
+            if mirror.complete and (name, key) not in mirror.rows:
                 new_by_table.setdefault(name, []).append(row)
             else:
                 by_table.setdefault(name, []).append(row)

@@ -166,7 +166,12 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) ->
             values = [row.get(name) for name in names]
             for index, none_as_null in encoded:
                 value = values[index]
-                if value is not None or not none_as_null:
+                if value is None:
+                    if not none_as_null:
+                        values[index] = "null"
+                elif value == []:
+                    values[index] = "[]"  # as `json.dumps` writes them, without its cost
+                else:
                     values[index] = dumps(value)
             write_row(values)
 
