@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from application.ingest import sign
 from application.replies import ReplyRequest, request_reply
 from domain.identity import conversation_id
 from interfaces.composition import Services
+from projections.mirror import MIRROR_LIMIT, Mirror
 from projections.rebuild import rebuild
 from projections.registry import ReadModels
 from projections.schema import tracking
@@ -233,9 +235,17 @@ def fill_with_destroyed_content(services: Services) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("batch_size", [3, 10_000])
+@pytest.mark.parametrize(
+    ("batch_size", "mirror_limit"),
+    [(3, MIRROR_LIMIT), (10_000, MIRROR_LIMIT), (3, 5)],
+    ids=["small-batches", "one-batch", "mirror-overflows"],
+)
 def test_a_rebuild_stores_the_very_bytes_live_runners_stored_destroyed_content_included(
-    postgres_url: str, make_services: Callable[..., Services], batch_size: int
+    postgres_url: str,
+    make_services: Callable[..., Services],
+    monkeypatch: pytest.MonkeyPatch,
+    batch_size: int,
+    mirror_limit: int,
 ) -> None:
     # given live runners that followed, in small batches, a log with sealed content,
     # comments, replies, an unsend and an erased participant
@@ -257,7 +267,9 @@ def test_a_rebuild_stores_the_very_bytes_live_runners_stored_destroyed_content_i
     assert any(",erased," in r for r in live["message_history"])
     assert any(",t," in r for r in live["media_comments"])  # an erased comment
 
-    # when every read model is rebuilt in one pass (from memory and with COPY)
+    # when every read model is rebuilt in one pass (from memory and with COPY; past the
+    # mirror's limit, from the database and with upserts, as a live runner does)
+    monkeypatch.setattr("projections.rebuild.Mirror", partial(Mirror, limit=mirror_limit))
     rebuild(list(services.read_models.rebuildable().values()), batch_size=batch_size)
 
     # then each table holds the same bytes, row for row
