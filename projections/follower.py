@@ -8,7 +8,9 @@ projections that stand at the same position: one transaction writes every read m
 rows, and their tracking rows in one statement; then a projection with side effects (the
 auto-reply policy, `LedgerProjection.act`) acts and moves its own position in a second.
 (A process gives the policy a follower of its own, `projections.registry`: its decisions
-wait for the ledger's writer, and the read models' lag must not wait with them.)
+wait for the ledger's writer, and the read models' lag must not wait with them. It gives
+the conversation list one too: what a user waits to see then commits without waiting
+for the other views' Python and statements.)
 If a projection fails in a transaction, the transaction is rolled back and the batch
 written again with each projection inside a savepoint of its own: what the failing one
 did is rolled back to its savepoint, the others' work commits, and that projection applies
@@ -298,7 +300,8 @@ class Follower:
         self._stopping = stop
         held: dict[str, ExitStack] = {}
         positions: dict[str, int] = {}
-        tried = 0.0
+        tried = started = 0.0
+        gather = min(r.gather_seconds for r in self.runners)
         try:
             while not stop.is_set():
                 try:
@@ -308,13 +311,17 @@ class Follower:
                             # While it holds the lock this process alone moves the position.
                             positions[runner.name] = runner.position()
                     self.wakeup.clear()
+                    started = time.monotonic()
                     if positions:
                         self._follow(positions)
                     waiting = [r.poll_seconds for r in self.runners if r.name in held]
                     if len(held) < len(self.runners) or self._resting:
                         waiting.append(RETRY_SECONDS)
                     self.wakeup.wait(min(waiting))
-                    stop.wait(min(r.gather_seconds for r in self.runners))
+                    # Commits gather until `gather` after this catch-up started, not after
+                    # the wake-up: no more catch-ups a second, but one that took longer
+                    # than that is followed at once rather than after a further sleep.
+                    stop.wait(max(0.0, started + gather - time.monotonic()))
                 except DBAPIError as error:
                     log.warning("projections paused: %s", error.orig or error)
                     self._release(held, positions)

@@ -68,9 +68,10 @@ class ReadModels:
     comments: CommentsView
     runners: dict[str, ProjectionRunner]
     followers: list[Follower]
-    """One follows the log for every read model of this process, in one transaction a
-    batch; the other for the auto-reply policy, whose decisions wait for the ledger's
-    writer (the read models, and their lag, must not wait with them)."""
+    """One follows the log for the conversation list (what a user waits to see), one for
+    the other read models of this process, in one transaction a batch, and one for the
+    auto-reply policy, whose decisions wait for the ledger's writer (the read models, and
+    their lag, must not wait with them)."""
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -104,19 +105,24 @@ class ReadModels:
 
             head = ledger.recorder.max_notification_id() or 0
             policy_position.insert_tracking(Tracking(ledger.name, head))
-        # One follower for the read models: each batch read and decoded once (for the
-        # policy's follower too), and applied to every read model in one transaction
-        # (`projections.follower`).
+        # Three followers (`projections.follower`), each a thread, reading the log through
+        # one shared reading (each batch read and decoded once for all): the conversation
+        # list alone, what a user waits to see, so that its batch commits without waiting
+        # for the other views' Python and statements (P2 in benchmarks/README.md); the
+        # other read models, each batch in one transaction; the auto-reply policy, whose
+        # decisions wait for the ledger's writer.
         reading = SharedReading(ledger)
         runners = {
             p.name: ProjectionRunner(ledger, p, clock=clock, reading=reading, follow_commits=False)
             for p in projections
         }
-        followers = [
-            Follower(ledger, chosen, reading=reading)
-            for acting in (False, True)
-            if (chosen := [r for r in runners.values() if r.projection.acts == acting])
+        listed = runners[conversation_list.name]
+        groups = [
+            [listed],
+            [r for r in runners.values() if r is not listed and not r.projection.acts],
+            [r for r in runners.values() if r.projection.acts],
         ]
+        followers = [Follower(ledger, group, reading=reading) for group in groups]
         return cls(ledger, conversation_list, message_history, outbox, comments, runners, followers)
 
     def start(self, *, catch_up_share: float = 1.0) -> None:

@@ -114,11 +114,12 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.gather_seconds = gather_seconds
-        """After a wake-up, how long to let commits gather before following the log.
+        """How long to let commits gather before following the log again, counted from
+        when the last catch-up started (`projections.follower`).
 
         Each catch-up costs several round trips and some Python whatever its size, and
         a web process commits dozens of times a second: waking on each commit made the
-        runners take most of the GIL from the requests. This bounds each runner to
+        runners take most of the GIL from the requests. This bounds each follower to
         about 1/gather_seconds catch-ups a second, and adds at most that to the lag."""
         self.wakeup = Wakeup()
         self.following = threading.Event()

@@ -1,9 +1,10 @@
-"""One follower applies each batch of the log to every read model of a process in one
-transaction; a projection that fails on an event neither holds back nor undoes the
-others, and one that stands apart (rebuilt, dropped) follows on its own and joins them."""
+"""A follower applies each batch of the log to its read models in one transaction; a
+projection that fails on an event neither holds back nor undoes the others, and one that
+stands apart (rebuilt, dropped) follows on its own and joins them."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,12 +173,13 @@ def test_read_models_standing_apart_follow_on_their_own_and_join_the_others(
     assert listed is not None
     assert listed["unread_count"] == 5
 
-    # and, standing together, they take the next batch in one transaction (and the
-    # auto-reply policy, which acts, in a second)
+    # and, standing together, they take the next batch in three transactions: the
+    # conversation list's (a follower of its own), the other read models' together, and
+    # the auto-reply policy's, which acts
     deliver(services, ACCOUNT, "mid-5", "six")
     with counting_commits(read_models.conversation_list.engine) as commits:
         read_models.catch_up()
-    assert len(commits) == 2
+    assert len(commits) == 3
     assert "six" in messages(services)
 
 
@@ -208,7 +210,7 @@ def test_the_follower_pauses_after_each_full_batch_of_a_backlog_when_told_to(
         runner.batch_size = 5
 
     # when it follows them, five a batch, taking `share` of the time
-    read_models.followers[0].catch_up_share = share  # the read models'
+    read_models.followers[0].catch_up_share = share  # the conversation list's
     read_models.catch_up()
 
     # then it paused after each batch read more than a batch behind (at 5, 10 and 15 of
@@ -256,3 +258,54 @@ def test_the_read_models_are_written_before_a_projection_with_side_effects_acts(
     head = services.ledger.recorder.max_notification_id()
     assert Acting.seen == [head]
     assert acting.position() == head
+
+
+class CountingStop(threading.Event):
+    """A stop event that records how long it is asked to wait, and is set at the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.set()
+        return True
+
+
+@pytest.mark.parametrize(("took", "gathered"), [(7.0, 3.0), (12.0, 0.0)])
+def test_commits_gather_from_when_the_last_catch_up_started_not_from_the_wake_up(
+    tmp_path: Path,
+    make_services: Callable[..., Services],
+    monkeypatch: pytest.MonkeyPatch,
+    took: float,
+    gathered: float,
+) -> None:
+    from projections import follower as follower_module
+
+    # given the conversation list's follower, letting commits gather 10 s, whose catch-up takes
+    # `took` seconds (of a clock of the test's), during which a commit wakes it
+    services = make_services(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    register_account(services)
+    follower = services.read_models.followers[0]
+    for runner in follower.runners:
+        runner.gather_seconds = 10.0
+    now = [1000.0]
+    monkeypatch.setattr(follower_module.time, "monotonic", lambda: now[0])
+    follow = follower._follow
+
+    def slow_follow(positions: dict[str, int]) -> int:
+        applied = follow(positions)
+        now[0] += took
+        follower.wakeup.notify()
+        return applied
+
+    monkeypatch.setattr(follower, "_follow", slow_follow)
+    stop = CountingStop()
+
+    # when it runs until it lets the commits gather once
+    follower.run(stop)
+
+    # then it waited what was left of the 10 s since its catch-up started: nothing after
+    # a catch-up longer than that (at most one catch-up every 10 s all the same)
+    assert stop.waits == [gathered]
