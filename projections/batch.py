@@ -24,7 +24,8 @@ from sqlalchemy import (
     tuple_,
 )
 
-from projections.schema import rows_with_keys, upsert_many
+from projections.mirror import Mirror
+from projections.schema import copy_rows, rows_with_keys, upsert_many
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
@@ -33,8 +34,12 @@ Key = tuple[Any, ...]
 class Batch:
     """The rows one batch of events reads and changes, written back when the batch ends."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, mirror: Mirror | None = None) -> None:
         self.conn = conn
+        self.mirror = mirror
+        """What the view's tables hold, if only this process writes them (a rebuild's new
+        view, see `projections.mirror`): rows are taken from it rather than read, and rows
+        new to the tables are written with COPY."""
         self.notes: dict[str, Any] = {}
         """What a projection keeps for the length of one batch (lookups of its own)."""
         self._rows: dict[tuple[str, Key], Row | None] = {}
@@ -51,6 +56,10 @@ class Batch:
         if not wanted:
             return
         self._tables[table.name] = table
+        if self.mirror is not None:
+            wanted = self._from_mirror(self.mirror, table.name, wanted)
+            if not wanted:
+                return
         primary = list(table.primary_key.columns)
         names = [c.name for c in primary]
         postgres = self.conn.dialect.name == "postgresql"
@@ -74,6 +83,24 @@ class Batch:
             key_of = _key_of(table)
             for found in _dicts(found_rows):
                 self._rows[(table.name, key_of(found))] = found
+
+    def _from_mirror(self, mirror: Mirror, name: str, wanted: list[Key]) -> list[Key]:
+        """Take the rows the mirror knows about (held, or known not stored); the keys it
+        cannot tell about, to be read from the database."""
+        unknown: list[Key] = []
+        rows = self._rows
+        held = mirror.rows
+        complete = mirror.complete
+        for k in wanted:
+            found = (name, k)
+            row = held.get(found)
+            if row is not None:
+                rows[found] = row.copy()  # the batch changes its own copy
+            elif complete:
+                rows[found] = None
+            else:
+                unknown.append(k)
+        return unknown
 
     def load(self, table: Table, *conditions: Any) -> list[Row]:
         """The rows matching `conditions`, as they stand in this batch (one query).
@@ -152,8 +179,13 @@ class Batch:
         self.put(table, row)
 
     def write(self) -> None:
+        mirror = self.mirror
         for name, key in self._deleted:
             self.written.add(name)
+            if mirror is not None:
+                mirror.stage(name, key, None)
+                if mirror.stored(name, key) is False:
+                    continue  # never stored: nothing to delete
             table = self._tables[name]
             primary = list(table.primary_key.columns)
             self.conn.execute(
@@ -161,10 +193,22 @@ class Batch:
             )
         self._deleted.clear()
         by_table: dict[str, list[Row]] = {}
+        new_by_table: dict[str, list[Row]] = {}
         for name, key in self._dirty:
             row = self._rows[(name, key)]
-            if row is not None:
+            if row is None:
+                continue
+            if mirror is None:
                 by_table.setdefault(name, []).append(row)
+                continue
+            if mirror.complete and (name, key) not in mirror.rows:
+                new_by_table.setdefault(name, []).append(row)
+            else:
+                by_table.setdefault(name, []).append(row)
+            mirror.stage(name, key, row)
+        for name, rows in new_by_table.items():
+            self.written.add(name)
+            copy_rows(self.conn, self._tables[name], rows)
         for name, rows in by_table.items():
             self.written.add(name)
             table = self._tables[name]

@@ -138,3 +138,52 @@ def _upsert_many_statement(table: Table, keys: tuple[str, ...]) -> Insert:
         index_elements=list(keys),
         set_={c.name: statement.excluded[c.name] for c in columns if c.name not in keys},
     )
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows`, none of whose keys is stored yet (a rebuild's new rows): with COPY on
+    PostgreSQL, else as `upsert`.
+
+    COPY takes the rows as a stream, each value adapted by psycopg's C code, with no
+    statement to plan and no JSON document to build and take apart (`upsert_many`).
+    A JSON column's value is written as the very text `upsert_many` stores: `json.dumps`
+    of it, and `null` for None, so the two ways store the same bytes.
+    """
+    if conn.dialect.name != "postgresql" or len(rows) < 2:
+        upsert(conn, table, rows, keys=[c.name for c in table.primary_key.columns])
+        return
+    names, encoded = _copy_columns(table)
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(table.schema, table.schema)
+    quote = conn.dialect.identifier_preparer.quote
+    into = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+    columns = ", ".join(quote(name) for name in names)
+    dumps = json.dumps
+    driver: Any = conn.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(f"COPY {into} ({columns}) FROM STDIN") as copy:
+        write_row = copy.write_row
+        for row in rows:
+            values = [row.get(name) for name in names]
+            for index, none_as_null in encoded:
+                value = values[index]
+                if value is None:
+                    if not none_as_null:
+                        values[index] = "null"
+                elif value == []:
+                    values[index] = "[]"  # as `json.dumps` writes them, without its cost
+                else:
+                    values[index] = dumps(value)
+            write_row(values)
+
+
+@cache
+def _copy_columns(table: Table) -> tuple[tuple[str, ...], tuple[tuple[int, bool], ...]]:
+    """The table's column names, and the JSON columns' indexes, each with whether None
+    is SQL NULL there (else JSON `null`, SQLAlchemy's default, as `upsert_many` stores)."""
+    columns = list(table.columns)
+    encoded = tuple(
+        (index, bool(column.type.none_as_null))
+        for index, column in enumerate(columns)
+        if isinstance(column.type, JSON)
+    )
+    return tuple(c.name for c in columns), encoded

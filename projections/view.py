@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from projections.batch import Batch, Key, Row
+from projections.mirror import Mirror
 from projections.parked import forget, projection_failures
 from projections.schema import metadata, tracking, upsert, writing
 
@@ -69,6 +70,9 @@ class SqlView(TrackingRecorder):
         self.engine = engine
         self._advanced = threading.Condition()
         self._listeners: list[Callable[[], None]] = []
+        self.mirror: Mirror | None = None
+        """What the view's tables hold, when only this process writes them (a rebuild's
+        new view: `projections.mirror`); None for a live view, which others write too."""
 
     def on_applied(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after each batch this process commits to the view that changed
@@ -100,6 +104,8 @@ class SqlView(TrackingRecorder):
             conn.execute(delete(tracking).where(tracking.c.projection == self.name))
             forget(conn, self.name)
             self.replaced(conn)
+        if self.mirror is not None:
+            self.mirror.clear()
 
     def replaced(self, conn: Connection) -> None:
         """Called in the transaction that drops the view or swaps a rebuilt one in: what
@@ -117,8 +123,15 @@ class SqlView(TrackingRecorder):
         With `after` (the position the batch follows), the batch is refused with
         `ViewMovedOn` if the view is no longer there: another runner applied it first.
         """
-        with writing(self.engine) as conn:
-            news = self.write(conn, tracking_record, change, after=after)
+        try:
+            with writing(self.engine) as conn:
+                news = self.write(conn, tracking_record, change, after=after)
+        except BaseException:
+            if self.mirror is not None:
+                self.mirror.forget()  # its staged rows were not stored
+            raise
+        if self.mirror is not None:
+            self.mirror.commit()
         self.applied(news)
 
     def write(
@@ -143,7 +156,7 @@ class SqlView(TrackingRecorder):
     def write_rows(self, conn: Connection, change: Callable[[Batch], None]) -> bool:
         """Run `change` on a batch and write its rows in the caller's transaction, without
         the tracking row; whether the batch is news to the view's listeners."""
-        batch = Batch(conn)
+        batch = Batch(conn, self.mirror)
         change(batch)
         batch.write()
         news = self._is_news(batch)
@@ -164,6 +177,8 @@ class SqlView(TrackingRecorder):
         """Run `change` on a batch and write its rows, leaving the view's position where it
         is (a parked event applied late); the position's row is locked meanwhile, so a
         runner's batches wait for it rather than overwrite its rows."""
+        if self.mirror is not None:
+            self.mirror.forget()  # rows change here behind it
         with writing(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(
