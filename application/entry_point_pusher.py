@@ -13,7 +13,8 @@ removed value is a DELETE of the field) and records what came of it:
   A failure that may pass (no answer, a 5xx, Meta's transient, throttling or token codes)
   is pushed again after `RETRY_SCHEDULE_SECONDS` (in `application/entry_points.py`), timed
   from the stored failure, so the backoff survives a restart; any other waits for a new
-  change.
+  change. A refused token is also recorded on the account (`TokenRejected`, as a refused
+  send records it): the account is skipped until new credentials clear it.
 
 A process that dies between the push and its record pushes again after it restarts (the
 versions still differ): harmless, as each push sets the whole value. Two dispatcher
@@ -33,6 +34,7 @@ from application.entry_points import next_attempt_at
 from application.ledger import Ledger
 from application.ledger_writer import Changes, Command, LedgerWriter
 from application.ports import MessengerProfileApi, ProfileAnswer, SecretBox
+from application.sending import token_rejected
 from domain.account import ENTRY_POINTS, Account
 from domain.identity import account_id
 
@@ -115,6 +117,10 @@ class EntryPointPusher:
             answer.error.message if answer.error else f"HTTP {answer.status_code}",
         )
         await self._writer.run(failed(ig_id, name, version, body, answer, at))
+        if answer.error is not None and answer.error.code in TOKEN_CODES:
+            # As for a refused send: nothing more goes out with this token. The push waits
+            # (retryable) and goes out once new credentials clear the rejection.
+            await self._writer.run(token_rejected(ig_id, answer.error, at))
 
 
 def applied(

@@ -151,9 +151,12 @@ class Bench:
             env["BENCH_SEPARATE_PROCESSES"] = "1"
         return env
 
-    def server(self, app: str, **env: str) -> Server:
+    def server(self, app: str, *, lifetime: float = 900, **env: str) -> Server:
+        """A server of `app` on the bench database; it stops by itself after `lifetime`
+        seconds (a harness that dies leaves nothing behind), so a run longer than that
+        (the soak) asks for more."""
         return Server(
-            app, {**self.server_env(), **env}, workers=self.config.web_workers, lifetime=900
+            app, {**self.server_env(), **env}, workers=self.config.web_workers, lifetime=lifetime
         )
 
     def reset_database(self) -> None:

@@ -29,7 +29,8 @@ def measure(bench: Bench, minutes: float, rate: float | None) -> dict[str, Any]:
     bench.register_accounts()
     maker = BodyMaker(tag="soak")
     samples: list[tuple[float, float]] = []
-    with bench.server("dmledger") as server:
+    # The server outlives the probe and every chunk (it stops by itself after its lifetime).
+    with bench.server("dmledger", lifetime=minutes * 60 + 300) as server:
         if rate is None:
             probe = maker.bodies(int(config.max_rate * 10))
             closed = bench.load(server, "soak_probe", probe, 10.0)

@@ -28,7 +28,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.support.clock import MovableClock
-from tests.support.fake_graph import TEMPORARY, FakeGraphApi, invalid_parameter
+from tests.support.fake_graph import TEMPORARY, TOKEN_EXPIRED, FakeGraphApi, invalid_parameter
 
 Client = AsyncTestClient[Any]
 BASE = f"/api/v1/accounts/{ACCOUNT}"
@@ -207,6 +207,45 @@ async def test_a_failure_is_recorded_and_shown_then_retried_with_backoff(
     clock.advance(1_000)
     assert await services.dispatcher.push_entry_points() == 1
     assert len(profile_requests(graph)) == 2
+    shown = (await api.get(f"{BASE}/ice-breakers", headers=admin)).json()
+    assert (shown["push"]["status"], shown["push"]["error"]) == ("applied", None)
+
+
+async def test_a_rejected_token_is_recorded_on_the_account_and_new_credentials_push_again(
+    api: Client,
+    services: Services,
+    graph: FakeGraphApi,
+    admin: dict[str, str],
+    clock: MovableClock,
+) -> None:
+    """Meta refusing the token of a push says what a refused send says: the account's
+    token is rejected (shown, and nothing more is pushed or sent with it) until new
+    credentials come, and then the waiting entry point goes out with them."""
+    clock.stop()
+    await api.put(f"{BASE}/ice-breakers", json=ICE, headers=admin)
+    graph.access_token = "IGAA-new-token"  # Meta no longer takes the account's token
+    assert await services.dispatcher.push_entry_points() == 1
+
+    account = (await api.get(BASE, headers=admin)).json()
+    assert account["sending"]["token_rejected"] is True
+    rejected = account_events(services, "TokenRejected")
+    code, subcode = TOKEN_EXPIRED["error"]["code"], TOKEN_EXPIRED["error"]["error_subcode"]
+    assert [(e["code"], e["subcode"]) for e in rejected] == [(code, subcode)]
+    shown = (await api.get(f"{BASE}/ice-breakers", headers=admin)).json()
+    assert (shown["push"]["status"], shown["push"]["error"]["code"]) == ("failed", 190)
+
+    # Past every backoff, the dead token is not tried again.
+    clock.advance(24 * 3600 * 1000)
+    assert await services.dispatcher.push_entry_points() == 0
+    assert len(profile_requests(graph)) == 1
+
+    rotated = await api.post(
+        f"{BASE}/credentials", headers=admin, json={"access_token": "IGAA-new-token"}
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert await services.dispatcher.push_entry_points() == 1
+    pushes = profile_requests(graph)
+    assert [p["token"] for p in pushes] == [ACCESS_TOKEN, "IGAA-new-token"]
     shown = (await api.get(f"{BASE}/ice-breakers", headers=admin)).json()
     assert (shown["push"]["status"], shown["push"]["error"]) == ("applied", None)
 
