@@ -23,22 +23,52 @@ T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
 
 
+AGGREGATE_BYTES = 32 * 2**20
+"""The memory the writer's cached aggregates may take, roughly (`approximate_size`).
+
+A count alone did not bound it: a conversation with its 256 recent keys is ~52 KiB
+(tracemalloc), so the writer's 20,000 would be ~1 GiB, against P6's 100 MiB a web worker.
+32 MiB keeps ~600 such conversations, or ~4,000 of P1's (~8 KiB: 33 messages each)."""
+
+AGGREGATE_BASE_BYTES = 2_048
+ITEM_BYTES = 200
+"""An aggregate's own memory, and that of each key, reply or request it holds in a
+dict, list or set (measured with tracemalloc on conversations of 1 to 256 messages)."""
+
+
+def approximate_size(aggregate: Aggregate) -> int:
+    """An aggregate's memory in bytes, roughly, from the number of items it holds (a
+    constant time: its attributes, not their contents)."""
+    held = sum(len(v) for v in vars(aggregate).values() if isinstance(v, dict | list | set))
+    return AGGREGATE_BASE_BYTES + ITEM_BYTES * held
+
+
 class AggregateCache:
-    """The most recently used aggregates, as committed (at most `maxsize`).
+    """The most recently used aggregates, as committed: at most `maxsize` of them and
+    about `max_bytes` of memory (`approximate_size`, taken at each `put`).
 
     Not the library's aggregate cache (`AGGREGATE_CACHE_MAXSIZE`): see
     `application.eventsourcing_compat` for why the writer keeps its own.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, max_bytes: int = AGGREGATE_BYTES) -> None:
         self.maxsize = maxsize
-        self._items: LRUCache[UUID, Aggregate] = LRUCache(maxsize=maxsize)
+        self.max_bytes = max_bytes
+        # Each aggregate counts for at least `max_bytes / maxsize`, so that the one bound
+        # of the LRU cache keeps both: never more than `maxsize` of them.
+        least = -(-max_bytes // maxsize)
+        self._items: LRUCache[UUID, Aggregate] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda a: max(least, approximate_size(a))
+        )
 
     def get(self, aggregate_id: UUID) -> Aggregate | None:
         return self._items.get(aggregate_id)
 
     def put(self, aggregate: Aggregate) -> None:
-        self._items[aggregate.id] = aggregate
+        try:
+            self._items[aggregate.id] = aggregate
+        except ValueError:  # larger than the whole cache: not kept (nor an older copy)
+            self._items.pop(aggregate.id, None)
 
     def evict(self, aggregate_ids: Iterable[UUID]) -> None:
         for aggregate_id in aggregate_ids:

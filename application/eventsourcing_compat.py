@@ -32,7 +32,7 @@ The private parts, and why each is used:
 
 Where we keep our own mechanism beside the library's, and why:
 
-- **The aggregate cache** (`ledger_writer.AggregateCache`, 20,000 aggregates) instead of
+- **The aggregate cache** (`ledger_writer.AggregateCache`, 20,000 aggregates and ~32 MiB) instead of
   the library's (`AGGREGATE_CACHE_MAXSIZE`, left unset, so off). The library's
   `Repository.get` deep-copies the cached aggregate on every get (a conversation of
   10,000 messages is copied for each webhook) and, with fast-forward on, reads the store

@@ -252,3 +252,20 @@ def test_erased_values_are_empty_and_fresh_each_time() -> None:
             if value is not None:
                 assert value is not second[name]
                 assert value is not fields[name]
+
+
+def test_a_key_sealed_lately_is_kept_until_the_runners_first_open_it() -> None:
+    # The shared reading opens each event once and keeps it decoded for every runner
+    # (projections/shared_reading.py): the key is then no longer needed in memory (P6).
+    mapper, table = mapper_with_vault()
+    conversation = Conversation(ig_account_id="1", participant_id="2")
+    first = store(mapper, table, received(conversation, "m-1", "first"))
+    event = mapper.to_domain_event(first)
+    mapper.open([event], recent=True)
+    assert (event.text, table.queries) == ("first", 0)
+
+    # a runner reading it again (behind the shared window) asks the key table, once a batch
+    again = mapper.to_domain_event(first)
+    mapper.open([again], recent=True)
+
+    assert (again.text, table.queries) == ("first", 1)

@@ -1,0 +1,62 @@
+"""A web worker imports what it serves with, not the libraries of command lines and
+development tools that happen to be installed beside it (P6: at most 100 MiB a worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from infrastructure import migrations
+from projections.database import create_view_engine
+
+NOT_SERVED_WITH = (
+    # httpx's own command line (`httpx.main`) with its terminal output: ~4 MiB of every
+    # process, installed because Litestar's command line needs rich and click.
+    "rich",
+    "pygments",
+    "markdown_it",
+    "rich_click",
+    # Migrations only (`dmledger db upgrade`; see infrastructure/schema_revision.py).
+    "alembic",
+    "mako",
+    # Litestar's test-data factories.
+    "polyfactory",
+    "faker",
+)
+
+
+def test_a_web_worker_builds_its_app_without_command_line_or_development_libraries(
+    tmp_path: Path,
+) -> None:
+    # given a migrated SQLite database (an embedded one behind would import Alembic to migrate)
+    url = f"sqlite:///{tmp_path}/served.sqlite3"
+    engine = create_view_engine(url)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    # when a fresh interpreter builds the app as each `serve` worker does
+    script = (
+        "import json, sys\n"
+        "from interfaces import http_workers\n"
+        "http_workers.app()\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
+    env.update(DMLEDGER_DATABASE_URL=url, DMLEDGER_DATA_DIR=str(tmp_path / "var"))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+        env=env,
+    )
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    # then it imported what it serves with, and none of the others
+    assert {"litestar", "sqlalchemy", "httpx", "jinja2"} <= imported
+    assert sorted(imported & set(NOT_SERVED_WITH)) == []
