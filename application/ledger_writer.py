@@ -179,6 +179,8 @@ class LedgerWriter:
                     # run the batch again on fresh state, with the store's answer.
                     self.metrics.batch_rerun("recorded")
                     self.cache.evict(changes.touched)
+                    # Refused commands were answered (they changed nothing): not run again.
+                    pending = [(c, f) for c, f in pending if not f.done()]
                     continue
                 try:
                     self._save(changes, results, changes.touched)

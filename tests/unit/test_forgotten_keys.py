@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from application.errors import InvalidInput
 from application.ledger import Ledger
 from application.ledger_writer import Changes, LedgerWriter
 from domain.conversation import Conversation
@@ -275,3 +276,26 @@ def test_a_snapshot_of_an_older_release_holding_every_key_still_refuses_them() -
     assert len(conversation.recorded) == RECENT_KEYS
     assert conversation.forgotten == 1_001 - RECENT_KEYS
     assert conversation.older_keys.found["message:m3"] == 3
+
+
+def test_a_batch_run_again_for_a_forgotten_key_answers_its_refused_command_once(
+    restart: Callable[[], Ledger],
+) -> None:
+    # given a conversation whose first message's key left its recent keys, after a restart
+    ledger = restart()
+    assert all(run(LedgerWriter(ledger), messages(0, RECENT_KEYS + 10)))
+    again = LedgerWriter(restart())
+
+    def refuse(_: Changes) -> bool:
+        raise InvalidInput("text", "refused")
+
+    # when one batch holds a refused command, the forgotten message delivered again (the
+    # batch runs again with the store's answer) and a new message
+    refused, redelivered, new = again.run_all([refuse, message(0), message(100_000)])
+
+    # then the refusal is answered once, the others as they would be alone: nothing is a 503
+    with pytest.raises(InvalidInput):
+        refused.result()
+    assert redelivered.result() is False
+    assert new.result() is True
+    assert len(events_of(again.ledger, "MessageReceived")) == RECENT_KEYS + 11
