@@ -260,7 +260,7 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, its ended threads included."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it ended (ESRCH while it exits)
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
