@@ -131,10 +131,12 @@ class ReadModels:
         if self._threads:
             return
         self._stop.clear()
-        for number, follower in enumerate(self.followers):
+        for follower in self.followers:
             follower.catch_up_share = catch_up_share
+            # Named after what it follows, for an operator reading a thread dump or py-spy.
+            name = "projections:" + ",".join(r.name for r in follower.runners)
             thread = threading.Thread(
-                target=follower.run, args=(self._stop,), name=f"projections-{number}", daemon=True
+                target=follower.run, args=(self._stop,), name=name, daemon=True
             )
             thread.start()
             self._threads.append(thread)
