@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.utils import get_topic
 from litestar.testing import AsyncTestClient
 
 from application.ingest import sign
@@ -216,7 +217,7 @@ def stored_events(services: Services) -> list[tuple[str, dict[str, Any]]]:
         for notification in recorder.select_notifications(start=1, limit=100_000)
     ]
     services.ledger.open_content(events)  # the content, as every reader gets it
-    return [(type(event).TOPIC.split(":", 1)[1], dict(vars(event))) for event in events]
+    return [(get_topic(type(event)).split(":", 1)[1], dict(vars(event))) for event in events]
 
 
 def event_types(services: Services) -> list[str]:
