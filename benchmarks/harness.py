@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import psycopg
@@ -666,7 +667,7 @@ def fill_conversation(services: Any, ig_id: str, participant: str, messages: int
         services.writer.run_now(command)
 
 
-def latest_snapshot_sizes(database_url: str, aggregate_ids: list[Any]) -> list[int]:
+def latest_snapshot_sizes(database_url: str, aggregate_ids: list[UUID]) -> list[int]:
     """The size in bytes of each aggregate's latest snapshot (0 if none)."""
     with psycopg.connect(database_url) as db:
         rows = db.execute(
@@ -675,7 +676,7 @@ def latest_snapshot_sizes(database_url: str, aggregate_ids: list[Any]) -> list[i
             "ORDER BY originator_id, originator_version DESC",
             [aggregate_ids],
         ).fetchall()
-    sizes = dict(rows)
+    sizes: dict[UUID, int] = dict(rows)
     return [int(sizes.get(a, 0)) for a in aggregate_ids]
 
 

@@ -129,8 +129,11 @@ def test_a_postback_or_referral_without_a_mid_keeps_no_content_in_its_key() -> N
     )
     conversation.receive_referral(referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2)
 
-    events = conversation.collect_events()[1:]
-    assert all("7f3a9" not in e.key for e in events)  # type: ignore[attr-defined]
+    postback, referral = conversation.collect_events()[1:]
+    assert isinstance(postback, Conversation.PostbackReceived)
+    assert isinstance(referral, Conversation.ReferralReceived)
+    assert "7f3a9" not in postback.key
+    assert "7f3a9" not in referral.key
     assert all("7f3a9" not in key for key in conversation.recorded)
     # and a redelivery is still recognised, with its payload as with a key of an older release
     assert not conversation.receive_postback(

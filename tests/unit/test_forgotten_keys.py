@@ -5,6 +5,7 @@ after a restart, whatever the kind of item, on every backend."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -89,7 +90,7 @@ def messages(start: int, stop: int) -> list[Callable[[Changes], bool]]:
         pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
-def restart(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[[], Ledger]]:
+def restart(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Ledger]]:
     """Opens the store as a process that has just started would (nothing cached). In
     memory, the one ledger, read by a new writer."""
     if request.param == "memory":

@@ -34,9 +34,9 @@ def receive(mid: str) -> Callable[[Changes], bool]:
 
 def mids(ledger: Ledger) -> list[str]:
     return [
-        e.mid  # type: ignore[attr-defined]
+        e.mid
         for e in ledger.events.get(CONVERSATION)
-        if type(e).__name__ == "MessageReceived"
+        if isinstance(e, Conversation.MessageReceived)
     ]
 
 
