@@ -22,6 +22,7 @@ def dmledger_app() -> Litestar:
     """dmledger's HTTP app, built by its composition root from `DMLEDGER_*` variables."""
     from interfaces.composition import build, settings_from_environment
     from interfaces.http.app import create_app
+    from interfaces.long_lived_objects import freeze_startup_objects
 
     services = build(settings_from_environment())
     if os.environ.get("BENCH_CONTENT_IN_CLEAR"):
@@ -31,7 +32,9 @@ def dmledger_app() -> Litestar:
     if os.environ.get("BENCH_WRITER_ONLY"):
         # P4: the webhook path alone; no runner following the fill's backlog beside it.
         in_process = False
-    return create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    app = create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    freeze_startup_objects()  # as `serve` does
+    return app
 
 
 def bare_app() -> Litestar:
