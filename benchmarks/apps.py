@@ -23,6 +23,7 @@ def dmledger_app() -> Litestar:
     from application.content import ContentMapper
     from interfaces.composition import build, settings_from_environment
     from interfaces.http.app import create_app
+    from interfaces.long_lived_objects import freeze_startup_objects
 
     services = build(settings_from_environment())
     if os.environ.get("BENCH_CONTENT_IN_CLEAR"):
@@ -34,7 +35,9 @@ def dmledger_app() -> Litestar:
     if os.environ.get("BENCH_WRITER_ONLY"):
         # P4: the webhook path alone; no runner following the fill's backlog beside it.
         in_process = False
-    return create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    app = create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    freeze_startup_objects()  # as `serve` does
+    return app
 
 
 def bare_app() -> Litestar:

@@ -300,6 +300,14 @@ class Bench:
             peer = self.load(peer_server, "peer_32_connections", peer_bodies, config.seconds)
         with self.server("bare") as bare:
             after = self.load(bare, "bare_after", baseline_bodies, config.seconds)
+            # The latency's baseline: the bare endpoint at dmledger's fixed rate.
+            bare_paced = self.load(
+                bare,
+                "bare_fixed_rate",
+                self.bodies_for(config.rate_seconds, BodyMaker(tag="bare-rate")),
+                config.rate_seconds,
+                rate,
+            )
         baseline = (before.rate + after.rate) / 2
         self.details["bare_drift"] = round(after.rate / before.rate - 1, 3)
         return {
@@ -309,6 +317,7 @@ class Bench:
             "peer_p99_ms": peer.latency_ms["99"],
             "p99_ms": closed.latency_ms["99"],
             "baseline_p99_ms": (before.latency_ms["99"] + after.latency_ms["99"]) / 2,
+            "bare_paced_p99_ms": bare_paced.latency_ms["99"],
             "paced_rate": rate,
             "paced": paced,
             "peak_rss_mb": peak_rss,
@@ -774,17 +783,21 @@ def p1_durable_ingest(bench: Bench) -> Figure:
 def p1_latency(bench: Bench) -> Figure:
     p1 = bench.p1
     paced = p1["paced"]
+    # The target is the p99 at half the P1 rate (issue 17); at 32 connections the latency is
+    # set by the rate (32 requests in flight / the rate), so it is in the note.
+    p99 = paced.latency_ms["99"]
     return Figure(
         "P1",
-        "ack latency p99 at 32 connections",
-        p1["p99_ms"],
+        "ack latency p99 at half the P1 rate",
+        p99,
         "ms",
         "<= 25",
-        met=p1["p99_ms"] <= 25,
-        baseline=round(p1["baseline_p99_ms"], 2),
-        baseline_name="bare endpoint p99 ms",
+        met=p99 <= 25,
+        baseline=round(p1["bare_paced_p99_ms"], 2),
+        baseline_name="bare endpoint p99 ms at that rate",
         note=f"at a fixed {p1['paced_rate']:.0f}/s: p50 {paced.latency_ms['50']:.1f} ms, "
-        f"p99 {paced.latency_ms['99']:.1f} ms",
+        f"p99.9 {paced.latency_ms['99.9']:.1f} ms; at 32 connections p99 {p1['p99_ms']:.1f} ms "
+        f"(bare endpoint {p1['baseline_p99_ms']:.1f} ms)",
     )
 
 
