@@ -6,28 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from infrastructure import migrations
-from projections.database import create_view_engine
-
-ROOT = Path(__file__).parents[2]
+from tests.support.fresh_process import migrated_sqlite_url, run_python
 
 
 def _run(script: str, env: dict[str, str] | None = None) -> dict[str, int]:
     """Run `script` in a fresh interpreter (freezing is for the whole process, never this
     test run's) and read the JSON object it prints last."""
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=env,
-    )
-    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, int] = json.loads(run_python(script, env).strip().splitlines()[-1])
     return result
 
 
@@ -58,12 +45,7 @@ def test_startup_garbage_is_collected_and_what_lives_is_set_aside() -> None:
 
 def test_a_web_worker_sets_its_services_aside_before_it_takes_load(tmp_path: Path) -> None:
     # given a migrated SQLite database
-    url = f"sqlite:///{tmp_path}/served.sqlite3"
-    engine = create_view_engine(url)
-    try:
-        migrations.upgrade(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite_url(tmp_path)
     # when a fresh interpreter builds the app as each `serve` worker does
     script = (
         "import gc, json\n"
