@@ -65,9 +65,17 @@ class Server(ProcessGroup):
     """`python -m benchmarks.server APP` in a process group of its own, for one measurement."""
 
     def __init__(
-        self, app: str, env: dict[str, str], *, workers: int = 1, lifetime: float = 600.0
+        self,
+        app: str,
+        env: dict[str, str],
+        *,
+        workers: int = 1,
+        lifetime: float = 600.0,
+        root: Path | None = None,
     ) -> None:
         self.app = app
+        self.root = root or Path(__file__).parent.parent
+        """The checkout whose code the server runs (another one's, to compare with it)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -80,7 +88,7 @@ class Server(ProcessGroup):
         command += ["--port", str(self.port), "--workers", str(self.workers)]
         command += ["--lifetime", str(self._lifetime)]
         self._process = subprocess.Popen(
-            command, env=self._env, cwd=Path(__file__).parent.parent, start_new_session=True
+            command, env=self._env, cwd=self.root, start_new_session=True
         )
         deadline = time.monotonic() + 60
         while True:

@@ -33,10 +33,9 @@ from interfaces.http.media import MediaController
 from interfaces.http.metrics import metrics_route
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
-from interfaces.http.read_only import auditors_read_only
+from interfaces.http.request_checks import request_checks
 from interfaces.http.request_context import RequestContext
 from interfaces.http.rules import RuleController
-from interfaces.http.storable_input import refuse_unstorable_json
 from interfaces.http.webhook_metrics import WebhookMetrics
 from interfaces.http.webhooks import WebhookController, WebhookIntake
 from projections.health import ProjectionWatch
@@ -87,10 +86,10 @@ def create_app(
             console_router(services),  # the browser console, /console
         ],
         template_config=template_config(),
-        # Audit keys never write, whatever endpoint they try (see read_only.py).
-        guards=[auditors_read_only(services.api_keys)],
-        # A NUL or a 65-bit integer anywhere in a JSON body is a 422 (storable_input.py).
-        before_request=refuse_unstorable_json,
+        # Audit keys never write, whatever endpoint they try (read_only.py), and a NUL or
+        # a 65-bit integer anywhere in a JSON body is a 422 (storable_input.py): one hook
+        # for every route, not a guard (request_checks.py says why).
+        before_request=request_checks(services.api_keys),
         dependencies={
             "ledger": provide(services.ledger),
             "writer": provide(services.writer),

@@ -14,7 +14,9 @@ from tests.conftest import (
     APP_SECRET,
     PARTICIPANT,
     VERIFY_TOKEN,
+    bearer,
     event_types,
+    issue_key,
     meta_body,
     meta_json,
     signed_headers,
@@ -61,6 +63,30 @@ async def post(client: Client, body: bytes, headers: dict[str, str] | None = Non
     return await client.post(
         "/webhooks/instagram", content=body, headers=headers or signed_headers(body)
     )
+
+
+async def test_a_webhook_sent_with_an_auditor_key_is_refused_and_not_stored(
+    client: Client, services: Services
+) -> None:
+    # given a correctly signed body, sent with an auditor's key (read-only on every endpoint)
+    body = meta_body("text")
+    headers = {**signed_headers(body), **bearer(issue_key(services, "auditor", ACCOUNT))}
+    before = event_types(services)
+
+    response = await post(client, body, headers)
+
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert event_types(services) == before
+
+
+async def test_a_stored_webhook_is_answered_event_received_as_plain_text(client: Client) -> None:
+    response = await post(client, meta_body("text"))
+
+    assert (response.status_code, response.text) == (200, "EVENT_RECEIVED")
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["content-length"] == "14"
+    assert response.headers["x-request-id"]
 
 
 @pytest.mark.parametrize(("kind", "event_type"), KINDS)
