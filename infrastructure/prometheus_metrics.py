@@ -170,6 +170,9 @@ class PrometheusMetrics:
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         for family in FAMILIES:
             setattr(self, family.attribute, family.make(registry, account_labels=account_labels))
+        self._webhooks_by_status: dict[int, Counter] = {}
+        """`webhooks`' child of each status seen: `labels()` takes a lock, checks and
+        looks up its values on every call, and a web worker counts every webhook."""
         if registry is not None:
             ProcessCollector(registry=registry)
 
@@ -202,7 +205,10 @@ class PrometheusMetrics:
 
     def webhook_answered(self, status: int, seconds: float) -> None:
         """`POST /webhooks/instagram` answered `status` after `seconds`."""
-        self.webhooks.labels(str(status)).inc()
+        counter = self._webhooks_by_status.get(status)
+        if counter is None:
+            counter = self._webhooks_by_status[status] = self.webhooks.labels(str(status))
+        counter.inc()
         self.webhook_seconds.observe(seconds)
 
     def _account(self, ig_account_id: str) -> tuple[str, ...]:

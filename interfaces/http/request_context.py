@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextvars import ContextVar, Token
 from typing import Any
 
-from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from application import log_context
@@ -32,21 +30,18 @@ class RequestContext:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         request_id = _request_id(scope)
         path = scope.get("path", "")
-        account = _ACCOUNT.search(path)
-        conversation = _CONVERSATION.search(path)
-        tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = [
-            (log_context.request_id, log_context.request_id.set(request_id)),
-            (log_context.account_id, log_context.account_id.set(account and account[1])),
-            (
-                log_context.conversation_id,
-                log_context.conversation_id.set(conversation and conversation[1]),
-            ),
-        ]
+        # Most paths (every webhook's) name neither: no search for them.
+        account = _ACCOUNT.search(path) if "/accounts/" in path else None
+        conversation = _CONVERSATION.search(path) if "/conversations/" in path else None
+        request_token = log_context.request_id.set(request_id)
+        account_token = log_context.account_id.set(account and account[1])
+        conversation_token = log_context.conversation_id.set(conversation and conversation[1])
+        echoed = (HEADER, request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -55,15 +50,16 @@ class RequestContext:
                     for name, value in message.get("headers") or []
                     if name.lower() != HEADER
                 ]
-                headers.append((HEADER, request_id.encode()))
+                headers.append(echoed)
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self._app(scope, receive, send_with_id)
         finally:
-            for variable, token in reversed(tokens):
-                variable.reset(token)
+            log_context.conversation_id.reset(conversation_token)
+            log_context.account_id.reset(account_token)
+            log_context.request_id.reset(request_token)
 
 
 def _request_id(scope: Scope) -> str:

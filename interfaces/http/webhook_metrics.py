@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 WEBHOOK_PATH = "/webhooks/instagram"
@@ -29,9 +28,9 @@ class WebhookMetrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] != ScopeType.HTTP
+            scope.get("path") != WEBHOOK_PATH
+            or scope["type"] != "http"
             or scope.get("method") != "POST"
-            or scope.get("path") != WEBHOOK_PATH
         ):
             await self._app(scope, receive, send)
             return

@@ -191,3 +191,16 @@ def test_the_metrics_settings_come_from_the_environment() -> None:
 def test_a_bad_metrics_setting_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_environ({name: value})
+
+
+def test_each_webhook_is_counted_under_its_own_status() -> None:
+    metrics = PrometheusMetrics()
+
+    for status in (200, 401, 200, 413, 200):
+        metrics.webhook_answered(status, 0.01)
+
+    found = samples(metrics)
+    assert found[("dmledger_webhooks_total", (("status", "200"),))] == 3
+    assert found[("dmledger_webhooks_total", (("status", "401"),))] == 1
+    assert found[("dmledger_webhooks_total", (("status", "413"),))] == 1
+    assert found[("dmledger_webhook_duration_seconds_count", ())] == 5
