@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 WEBHOOK_PATH = "/webhooks/instagram"
@@ -29,7 +30,7 @@ class WebhookMetrics:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope.get("path") != WEBHOOK_PATH
-            or scope["type"] != "http"
+            or scope["type"] != ScopeType.HTTP
             or scope.get("method") != "POST"
         ):
             await self._app(scope, receive, send)
