@@ -43,12 +43,12 @@ def _services(data_dir: str) -> Any:
     return build(settings, announce=lambda _: None)
 
 
-async def _post(app: Any, body: bytes) -> int:
+async def _post(app: Any, body: bytes, signature: str) -> int:
     headers = [
         (b"host", b"127.0.0.1"),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-hub-signature-256", sign(body).encode()),
+        (b"x-hub-signature-256", signature.encode()),
     ]
     scope = {
         "type": "http",
@@ -108,15 +108,15 @@ async def _run(
         per_webhook: list[float] = []
         async with app.lifespan():
             for body in maker.bodies(500):  # warm-up
-                assert await _post(app, body.raw) == 200
+                assert await _post(app, body.raw, sign(body.raw)) == 200
             profiler = cProfile.Profile(time.thread_time) if profile else None
             for _ in range(rounds):
-                bodies = [b.raw for b in maker.bodies(requests)]
+                bodies = [(b.raw, sign(b.raw)) for b in maker.bodies(requests)]
                 if profiler:
                     profiler.enable()
                 started = time.thread_time()
-                for raw in bodies:
-                    status = await _post(app, raw)
+                for raw, signature in bodies:
+                    status = await _post(app, raw, signature)
                     assert status == 200, status
                 per_webhook.append((time.thread_time() - started) / requests)
                 if profiler:
