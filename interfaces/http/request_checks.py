@@ -12,8 +12,9 @@ with a guard, Litestar 2.25 copies the route handler (`copy(self)` in
 event loop's CPU for a webhook. A hook runs at the same point without that copy.
 
 Litestar takes the `before_request` of the closest layer that sets one: a router,
-controller or handler with a hook of its own would skip these checks. None has one, and
-`tests/unit/test_request_checks.py` checks that every route resolves this hook.
+controller or handler with a hook of its own would skip these checks, and the hook runs
+for HTTP handlers only (a guard also ran for websocket and ASGI routes). No layer has a
+hook of its own and every route is HTTP: `tests/unit/test_request_checks.py` checks both.
 """
 
 # Litestar reads hook annotations at run time: no `from __future__ import annotations`.

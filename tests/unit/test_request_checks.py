@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 
 from interfaces.composition import Services
 from interfaces.http.app import create_app
@@ -19,11 +19,13 @@ def test_every_route_handler_resolves_the_apps_one_hook_and_no_guard(
     hook = app.before_request
     assert hook is not None
 
+    # A hook runs for HTTP handlers only (a guard ran for ASGI and websocket ones too).
+    assert [r.path for r in app.routes if not isinstance(r, HTTPRoute)] == []
     handlers = [
         handler
         for route in app.routes
+        if isinstance(route, HTTPRoute)
         for handler in route.route_handlers
-        if isinstance(handler, HTTPRouteHandler)
     ]
 
     assert any("/webhooks/instagram" in handler.paths for handler in handlers)
