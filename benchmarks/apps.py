@@ -31,7 +31,16 @@ def dmledger_app() -> Litestar:
     if os.environ.get("BENCH_WRITER_ONLY"):
         # P4: the webhook path alone; no runner following the fill's backlog beside it.
         in_process = False
-    return create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    app = create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    probe_directory = os.environ.get("BENCH_PROBE_DIR")
+    if probe_directory:
+        # `--probe` (benchmarks/probe.py): tracemalloc from here on, a dump on SIGUSR2.
+        from pathlib import Path
+
+        from benchmarks import probe
+
+        probe.install(Path(probe_directory))
+    return app
 
 
 def bare_app() -> Litestar:
