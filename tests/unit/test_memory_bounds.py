@@ -1,0 +1,128 @@
+"""What a web worker keeps in memory stays bounded however many conversations it sees (P6),
+and what it forgot is read back right."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from application import participant_profiles
+from application.ledger import Ledger
+from application.participant_profiles import ProfileLookups
+from domain.account import Account
+from domain.conversation import Conversation
+from infrastructure import chained_recorders
+from infrastructure.chained_recorders import chain_verifier, install_chain
+from infrastructure.persistence import persistence_env
+from infrastructure.secret_box import FernetSecretBox
+from projections.projection import ID_TEXTS_KEPT, id_text
+
+ACCOUNT = "17841400000000001"
+NOW = 1_800_000_000_000
+
+
+def test_id_text_remembers_at_most_its_bound_and_still_answers_past_it() -> None:
+    id_text.cache_clear()
+    ids = [uuid4() for _ in range(ID_TEXTS_KEPT + 10)]
+
+    assert [id_text(i) for i in ids] == [str(i) for i in ids]
+    assert id_text(ids[0]) == str(ids[0])  # forgotten, made again
+    assert id_text.cache_info().currsize == ID_TEXTS_KEPT
+
+
+@pytest.mark.postgres
+def test_the_recorder_remembers_a_bounded_number_of_last_links_and_reads_back_the_rest(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chained_recorders, "LAST_LINKS_KEPT", 2)
+    ledger = Ledger(env=persistence_env(postgres_url))
+    assert install_chain(ledger.recorder, [FernetSecretBox.new_key()])
+    try:
+        # given three conversations written by this process, one more than it remembers
+        conversations = [
+            Conversation(ig_account_id=ACCOUNT, participant_id=f"{n}") for n in (1, 2, 3)
+        ]
+        for conversation in conversations:
+            conversation.receive_message(mid=f"m-{conversation.participant_id}", sent_at=NOW)
+            ledger.save(conversation)
+        remembered = ledger.recorder._last_links  # type: ignore[attr-defined]
+        assert len(remembered) == 2
+        # when each is extended, the first from its link read back from the store
+        for conversation in conversations:
+            conversation.receive_message(mid=f"n-{conversation.participant_id}", sent_at=NOW)
+            ledger.save(conversation)
+
+        # then it still remembers two, and every event is linked to the one before it
+        assert len(remembered) == 2
+        verifier = chain_verifier(ledger.recorder)
+        assert verifier is not None
+        report = verifier.verify()
+        assert report.intact
+        assert report.chained == 9
+    finally:
+        ledger.close()
+
+
+class _Secrets:
+    def encrypt(self, plaintext: str) -> str:
+        return plaintext
+
+    def decrypt(self, ciphertext: str) -> str:
+        return ciphertext
+
+
+class _Profiles:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def lookup(self, access_token: str, participant_id: str) -> dict[str, Any]:
+        self.asked.append(participant_id)
+        return {"username": f"u{participant_id}"}
+
+
+class _Message:
+    def __init__(self, conversation: Conversation) -> None:
+        self.originator_id = conversation.id
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    yield ledger
+    ledger.close()
+
+
+def test_profile_lookups_remember_a_bounded_number_of_conversations_and_read_back_the_rest(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(participant_profiles, "CONVERSATIONS_KEPT", 2)
+    account = Account(
+        ig_account_id=ACCOUNT,
+        username="shop",
+        app_secret="s",
+        access_token="t",
+        verify_token="v",
+        by="test",
+    )
+    conversations = [Conversation(ig_account_id=ACCOUNT, participant_id=f"{n}") for n in (1, 2, 3)]
+    for conversation in conversations:
+        conversation.receive_message(mid=f"m-{conversation.participant_id}", sent_at=NOW)
+    ledger.save(account, *conversations)
+    profiles = _Profiles()
+    asking = ProfileLookups(ledger, _Secrets(), profiles, lambda: NOW)
+
+    # given each conversation's profile looked up and recorded, one more than it remembers
+    for conversation in conversations:
+        answer = asking.answer_for(_Message(conversation), {}, {})
+        assert answer is not None
+        assert answer.record_on(conversation)
+        ledger.save(conversation)
+    assert len(asking._known) == 2
+
+    # then the forgotten first one is read back: looked up already, not asked again
+    assert asking.answer_for(_Message(conversations[0]), {}, {}) is None
+    assert profiles.asked == ["1", "2", "3"]
+    assert len(asking._known) == 2
