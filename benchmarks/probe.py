@@ -14,6 +14,7 @@ the traced figure): a probed soak's RSS is not P6's figure; compare its differen
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -57,6 +58,9 @@ def _dump(directory: Path, n: int) -> None:
         "hwm_mb": _status_kb("VmHWM") / 1024,
         "traced_mb": traced / 2**20,
         "tracemalloc_own_mb": tracemalloc.get_tracemalloc_memory() / 2**20,
+        "anonymous_mb": _rollup_kb("Anonymous") / 1024,
+        "threads": threading.active_count(),
+        "malloc": _mallinfo(),
         "caches": caches(),
     }
     report["seconds"] = round(time.monotonic() - started, 2)
@@ -163,6 +167,48 @@ def deep_size(obj: object, seen: set[int]) -> int:
     return size + sum(deep_size(child, seen) for child in children)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mallinfo() -> dict[str, float]:
+    """glibc's heaps, in MiB: `heap` obtained by brk/arenas, `mmapped` chunks, `in_use`
+    and `free` of the heap (what is free but kept is the allocator's growth)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {
+        "heap": info.arena / 2**20,
+        "mmapped": info.hblkhd / 2**20,
+        "in_use": info.uordblks / 2**20,
+        "free": info.fordblks / 2**20,
+    }
+
+
+def _rollup_kb(field: str) -> int:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -193,6 +239,16 @@ def report(directory: Path, dumps: list[tuple[str, int]]) -> str:
         (label, json.loads((directory / f"probe-{n}.json").read_text())) for label, n in dumps
     ]
     lines = ["dumps: " + ", ".join(label for label, _ in loaded)]
+    lines.append(
+        "anonymous MiB: "
+        + ", ".join(f"{d.get('anonymous_mb', 0):.1f}" for _, d in loaded)
+        + "; glibc heap (in use / free) MiB: "
+        + ", ".join(
+            f"{m.get('heap', 0):.1f} ({m.get('in_use', 0):.1f} / {m.get('free', 0):.1f})"
+            + f" + mmapped {m.get('mmapped', 0):.1f}"
+            for m in (d.get("malloc", {}) for _, d in loaded)
+        )
+    )
     lines.append(
         "rss MiB: "
         + ", ".join(f"{d['rss_mb']:.1f}" for _, d in loaded)
