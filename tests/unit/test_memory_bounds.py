@@ -19,6 +19,7 @@ from infrastructure.chained_recorders import chain_verifier, install_chain
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
 from projections.projection import ID_TEXTS_KEPT, id_text
+from projections.shared_reading import SharedReading
 
 ACCOUNT = "17841400000000001"
 NOW = 1_800_000_000_000
@@ -126,3 +127,31 @@ def test_profile_lookups_remember_a_bounded_number_of_conversations_and_read_bac
     assert asking.answer_for(_Message(conversations[0]), {}, {}) is None
     assert profiles.asked == ["1", "2", "3"]
     assert len(asking._known) == 2
+
+
+def store_messages(ledger: Ledger, count: int, participant: str) -> None:
+    conversation = Conversation(ig_account_id=ACCOUNT, participant_id=participant)
+    for n in range(count):
+        conversation.receive_message(mid=f"{participant}-{n}", sent_at=n, text=f"hi {n}")
+    ledger.save(conversation)
+
+
+def test_the_shared_window_lets_go_of_what_every_follower_has_passed() -> None:
+    ledger = Ledger(env=persistence_env("memory://"))
+    store_messages(ledger, 9, "1")  # notifications 1..10
+    reading = SharedReading(ledger)
+    fast, slow = object(), object()
+    reading.read(1, 100, reader=fast)
+    reading.read(1, 100, reader=slow)
+    store_messages(ledger, 3, "2")  # 11..14
+
+    # when one follower moves on, the window keeps what the other has not read yet
+    ahead = reading.read(11, 100, reader=fast)
+    assert len(reading._events) == 14
+    # and when both have, only what they read last
+    behind = reading.read(11, 100, reader=slow)
+    assert len(reading._events) == 4
+
+    assert [p for _, p in ahead.items] == [p for _, p in behind.items] == list(range(11, 15))
+    # a reader behind what was let go still reads it, from the store
+    assert [p for _, p in reading.read(1, 100).items] == list(range(1, 15))
