@@ -3,13 +3,15 @@ and what it forgot is read back right."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from application import participant_profiles
+from application.changes import Changes
 from application.ledger import Ledger
 from application.participant_profiles import ProfileLookups
 from domain.account import Account
@@ -18,6 +20,9 @@ from infrastructure import chained_recorders
 from infrastructure.chained_recorders import chain_verifier, install_chain
 from infrastructure.persistence import persistence_env
 from infrastructure.secret_box import FernetSecretBox
+from infrastructure.settings import Settings
+from interfaces.composition import build
+from interfaces.http.app import create_app
 from projections.projection import ID_TEXTS_KEPT, id_text
 from projections.shared_reading import SharedReading
 
@@ -155,3 +160,25 @@ def test_the_shared_window_lets_go_of_what_every_follower_has_passed() -> None:
     assert [p for _, p in ahead.items] == [p for _, p in behind.items] == list(range(11, 15))
     # a reader behind what was let go still reads it, from the store
     assert [p for _, p in reading.read(1, 100).items] == list(range(1, 15))
+
+
+@pytest.mark.parametrize("runners", [True, False])
+def test_a_web_process_keeps_sealed_keys_only_for_runners_of_its_own(
+    runners: bool, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    services = build(make_settings(f"sqlite:///{tmp_path}/ledger.sqlite3"), announce=lambda _: None)
+    try:
+        create_app(services, run_projections=runners, run_dispatcher=False)
+
+        def receive(changes: Changes) -> bool:
+            conversation = Conversation(ig_account_id=ACCOUNT, participant_id="1")
+            changes.add(conversation)
+            return conversation.receive_message(mid="m-1", sent_at=NOW, text="hi")
+
+        assert services.writer.run_now(receive)
+        vault = services.ledger.vault
+        assert vault is not None
+        # `serve --no-projections`: no runner here would ever open (and let go) the key
+        assert len(vault._recent) == (1 if runners else 0)
+    finally:
+        services.close()
