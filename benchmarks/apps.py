@@ -20,18 +20,23 @@ BARE_SECRET_VARIABLE = "BENCH_APP_SECRET"  # noqa: S105 - a variable name
 
 def dmledger_app() -> Litestar:
     """dmledger's HTTP app, built by its composition root from `DMLEDGER_*` variables."""
+    from application.content import ContentMapper
     from interfaces.composition import build, settings_from_environment
     from interfaces.http.app import create_app
+    from interfaces.long_lived_objects import freeze_startup_objects
 
     services = build(settings_from_environment())
     if os.environ.get("BENCH_CONTENT_IN_CLEAR"):
         # P8's baseline (benchmarks/content_sealing.py): content stored in clear.
-        services.ledger.mapper.vault = None  # type: ignore[attr-defined]
+        mapper = services.ledger.mapper
+        assert isinstance(mapper, ContentMapper)
+        mapper.vault = None
     in_process = not os.environ.get("BENCH_SEPARATE_PROCESSES")
     if os.environ.get("BENCH_WRITER_ONLY"):
         # P4: the webhook path alone; no runner following the fill's backlog beside it.
         in_process = False
     app = create_app(services, run_projections=in_process, run_dispatcher=in_process)
+    freeze_startup_objects()  # as `serve` does
     probe_directory = os.environ.get("BENCH_PROBE_DIR")
     if probe_directory:
         # `--probe` (benchmarks/probe.py): tracemalloc from here on, a dump on SIGUSR2.

@@ -63,7 +63,9 @@ def fill_log(database_url: str, first: int, count: int, owner: str) -> None:
     templates, with their owners and index rows."""
     with psycopg.connect(database_url, autocommit=True) as db:
         before = db.execute("SELECT coalesce(max(notification_id), 0) FROM dmledger_events")
-        head = before.fetchone()[0]  # type: ignore[index]
+        row = before.fetchone()
+        assert row is not None  # an aggregate has a row
+        head = row[0]
         db.execute(
             "INSERT INTO dmledger_events (originator_id, originator_version, topic, state) "
             "SELECT md5('p7-filler-' || g / %(v)s)::uuid, g %% %(v)s + 1, t.topic, t.state "

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import psycopg
@@ -299,6 +300,14 @@ class Bench:
             peer = self.load(peer_server, "peer_32_connections", peer_bodies, config.seconds)
         with self.server("bare") as bare:
             after = self.load(bare, "bare_after", baseline_bodies, config.seconds)
+            # The latency's baseline: the bare endpoint at dmledger's fixed rate.
+            bare_paced = self.load(
+                bare,
+                "bare_fixed_rate",
+                self.bodies_for(config.rate_seconds, BodyMaker(tag="bare-rate")),
+                config.rate_seconds,
+                rate,
+            )
         baseline = (before.rate + after.rate) / 2
         self.details["bare_drift"] = round(after.rate / before.rate - 1, 3)
         return {
@@ -308,6 +317,7 @@ class Bench:
             "peer_p99_ms": peer.latency_ms["99"],
             "p99_ms": closed.latency_ms["99"],
             "baseline_p99_ms": (before.latency_ms["99"] + after.latency_ms["99"]) / 2,
+            "bare_paced_p99_ms": bare_paced.latency_ms["99"],
             "paced_rate": rate,
             "paced": paced,
             "peak_rss_mb": peak_rss,
@@ -666,7 +676,7 @@ def fill_conversation(services: Any, ig_id: str, participant: str, messages: int
         services.writer.run_now(command)
 
 
-def latest_snapshot_sizes(database_url: str, aggregate_ids: list[Any]) -> list[int]:
+def latest_snapshot_sizes(database_url: str, aggregate_ids: list[UUID]) -> list[int]:
     """The size in bytes of each aggregate's latest snapshot (0 if none)."""
     with psycopg.connect(database_url) as db:
         rows = db.execute(
@@ -675,7 +685,7 @@ def latest_snapshot_sizes(database_url: str, aggregate_ids: list[Any]) -> list[i
             "ORDER BY originator_id, originator_version DESC",
             [aggregate_ids],
         ).fetchall()
-    sizes = dict(rows)
+    sizes: dict[UUID, int] = dict(rows)
     return [int(sizes.get(a, 0)) for a in aggregate_ids]
 
 
@@ -773,17 +783,21 @@ def p1_durable_ingest(bench: Bench) -> Figure:
 def p1_latency(bench: Bench) -> Figure:
     p1 = bench.p1
     paced = p1["paced"]
+    # The target is the p99 at half the P1 rate (issue 17); at 32 connections the latency is
+    # set by the rate (32 requests in flight / the rate), so it is in the note.
+    p99 = paced.latency_ms["99"]
     return Figure(
         "P1",
-        "ack latency p99 at 32 connections",
-        p1["p99_ms"],
+        "ack latency p99 at half the P1 rate",
+        p99,
         "ms",
         "<= 25",
-        met=p1["p99_ms"] <= 25,
-        baseline=round(p1["baseline_p99_ms"], 2),
-        baseline_name="bare endpoint p99 ms",
+        met=p99 <= 25,
+        baseline=round(p1["bare_paced_p99_ms"], 2),
+        baseline_name="bare endpoint p99 ms at that rate",
         note=f"at a fixed {p1['paced_rate']:.0f}/s: p50 {paced.latency_ms['50']:.1f} ms, "
-        f"p99 {paced.latency_ms['99']:.1f} ms",
+        f"p99.9 {paced.latency_ms['99.9']:.1f} ms; at 32 connections p99 {p1['p99_ms']:.1f} ms "
+        f"(bare endpoint {p1['baseline_p99_ms']:.1f} ms)",
     )
 
 

@@ -31,6 +31,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from infrastructure.notification_rows import notifications_of
+from infrastructure.sql_statements import rendered
 
 
 class PostgresAccountIndex:
@@ -70,21 +71,25 @@ class PostgresAccountIndex:
         # row for each of its events whose aggregate has an owner. ON CONFLICT: an insert
         # refused because a read aggregate moved on inserted nothing, and these events'
         # (id, version) may be another writer's, already indexed.
-        self._insert_owners = SQL(
-            "INSERT INTO {schema}.{owners} (originator_id, account_id) "
-            "SELECT w.id, w.account FROM unnest(%b::uuid[], %b::uuid[]) AS w(id, account) "
-            "WHERE EXISTS (SELECT FROM {schema}.{events} e WHERE e.originator_id = w.id) "
-            "ON CONFLICT DO NOTHING"
-        ).format(**names)
-        self._insert_rows = SQL(
-            "INSERT INTO {schema}.{rows} (account_id, notification_id) "
-            "SELECT o.account_id, e.notification_id "
-            "FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, version) "
-            "JOIN {schema}.{events} e "
-            "ON e.originator_id = w.id AND e.originator_version = w.version "
-            "JOIN {schema}.{owners} o ON o.originator_id = w.id "
-            "ON CONFLICT DO NOTHING"
-        ).format(**names)
+        self._insert_owners = rendered(
+            SQL(
+                "INSERT INTO {schema}.{owners} (originator_id, account_id) "
+                "SELECT w.id, w.account FROM unnest(%b::uuid[], %b::uuid[]) AS w(id, account) "
+                "WHERE EXISTS (SELECT FROM {schema}.{events} e WHERE e.originator_id = w.id) "
+                "ON CONFLICT DO NOTHING"
+            ).format(**names)
+        )
+        self._insert_rows = rendered(
+            SQL(
+                "INSERT INTO {schema}.{rows} (account_id, notification_id) "
+                "SELECT o.account_id, e.notification_id "
+                "FROM unnest(%b::uuid[], %b::bigint[]) AS w(id, version) "
+                "JOIN {schema}.{events} e "
+                "ON e.originator_id = w.id AND e.originator_version = w.version "
+                "JOIN {schema}.{owners} o ON o.originator_id = w.id "
+                "ON CONFLICT DO NOTHING"
+            ).format(**names)
+        )
         self._select = SQL(
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
             "FROM {schema}.{rows} b "

@@ -42,6 +42,7 @@ from infrastructure.event_chain import ChainKeyring, Genesis, Link, LinkedEvent,
 from infrastructure.eventsourcing_compat import SQLiteRecorderHooks
 from infrastructure.item_keys import ItemKey, SQLiteItemKeys
 from infrastructure.postgres_recorder import LedgerPostgresRecorder
+from infrastructure.sql_statements import rendered
 
 log = logging.getLogger(__name__)
 
@@ -290,36 +291,44 @@ class ChainedPostgresRecorder(LedgerPostgresRecorder):
         schema = Identifier(self.datastore.schema)
         table = Identifier(self.chain_table_name)
         genesis = Identifier(self.genesis_table_name)
-        self._select_previous = SQL(
-            "SELECT c.originator_id, c.originator_version, c.hash FROM {schema}.{table} c "
-            "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, originator_version) "
-            "ON c.originator_id = w.originator_id "
-            "AND c.originator_version = w.originator_version"
-        ).format(schema=schema, table=table)
-        self._insert_links = SQL(
-            "INSERT INTO {schema}.{table} "
-            "(originator_id, originator_version, notification_id, key_id, hash, "
-            "previous_position) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[], "
-            "%s::bytea[], %s::bigint[])"
-        ).format(schema=schema, table=table)
-        self._insert_genesis = SQL(
-            "INSERT INTO {schema}.{genesis} (began_at, log_began_at, key_id, hash) "
-            "VALUES (%s, %s, %s, %s)"
-        ).format(schema=schema, genesis=genesis)
+        self._select_previous = rendered(
+            SQL(
+                "SELECT c.originator_id, c.originator_version, c.hash FROM {schema}.{table} c "
+                "JOIN unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, originator_version) "
+                "ON c.originator_id = w.originator_id "
+                "AND c.originator_version = w.originator_version"
+            ).format(schema=schema, table=table)
+        )
+        self._insert_links = rendered(
+            SQL(
+                "INSERT INTO {schema}.{table} "
+                "(originator_id, originator_version, notification_id, key_id, hash, "
+                "previous_position) "
+                "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[], "
+                "%s::bytea[], %s::bigint[])"
+            ).format(schema=schema, table=table)
+        )
+        self._insert_genesis = rendered(
+            SQL(
+                "INSERT INTO {schema}.{genesis} (began_at, log_began_at, key_id, hash) "
+                "VALUES (%s, %s, %s, %s)"
+            ).format(schema=schema, genesis=genesis)
+        )
         # One row: the newest link of the log chain, the first link of any kind, and the
         # genesis (each NULL if there is none).
-        self._select_tail = SQL(
-            "SELECT l.notification_id AS last_position, l.hash AS last_hash, "
-            "(SELECT min(notification_id) FROM {schema}.{table}) AS first_linked, "
-            "g.began_at, g.log_began_at, g.key_id, g.hash AS genesis_hash "
-            "FROM (VALUES (1)) AS one(x) "
-            "LEFT JOIN LATERAL (SELECT notification_id, hash FROM {schema}.{table} "
-            "  WHERE previous_position IS NOT NULL ORDER BY notification_id DESC LIMIT 1) l "
-            "ON true "
-            "LEFT JOIN LATERAL (SELECT * FROM {schema}.{genesis} ORDER BY began_at LIMIT 1) g "
-            "ON true"
-        ).format(schema=schema, table=table, genesis=genesis)
+        self._select_tail = rendered(
+            SQL(
+                "SELECT l.notification_id AS last_position, l.hash AS last_hash, "
+                "(SELECT min(notification_id) FROM {schema}.{table}) AS first_linked, "
+                "g.began_at, g.log_began_at, g.key_id, g.hash AS genesis_hash "
+                "FROM (VALUES (1)) AS one(x) "
+                "LEFT JOIN LATERAL (SELECT notification_id, hash FROM {schema}.{table} "
+                "  WHERE previous_position IS NOT NULL ORDER BY notification_id DESC LIMIT 1) l "
+                "ON true "
+                "LEFT JOIN LATERAL (SELECT * FROM {schema}.{genesis} ORDER BY began_at LIMIT 1) g "
+                "ON true"
+            ).format(schema=schema, table=table, genesis=genesis)
+        )
         events = Identifier(self.events_table_name)
         self._select_linked = SQL(
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "

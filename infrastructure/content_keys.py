@@ -20,6 +20,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
 from application.content import NewKey, Shred
+from infrastructure.sql_statements import rendered
 
 CHUNK = 500
 """Ids per `IN (...)` on SQLite."""
@@ -117,12 +118,14 @@ class PostgresContentKeys:
     def __init__(self, schema: str, events_table_name: str) -> None:
         self.name = f"{events_table_name}_content_keys"
         self._names = {"schema": Identifier(schema), "table": Identifier(self.name)}
-        self._insert = self._sql(
-            "INSERT INTO {schema}.{table} (key_id, conversation_id, mid, recorded_at, wrapped) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[])"
+        self._insert = rendered(
+            self._sql(
+                "INSERT INTO {schema}.{table} (key_id, conversation_id, mid, recorded_at, wrapped) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[])"
+            )
         )
-        self._select = self._sql(
-            "SELECT key_id, wrapped FROM {schema}.{table} WHERE key_id = ANY(%s::text[])"
+        self._select = rendered(
+            self._sql("SELECT key_id, wrapped FROM {schema}.{table} WHERE key_id = ANY(%s::text[])")
         )
 
     def _sql(self, statement: str) -> Composed:

@@ -37,6 +37,7 @@ The private parts, and why each is used:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,9 @@ from eventsourcing.postgres import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable, Identifier
+
+from infrastructure.sql_statements import rendered
 
 
 class SQLiteRecorderHooks(SQLiteApplicationRecorder):
@@ -85,8 +89,23 @@ def lock_table(recorder: PostgresApplicationRecorder, curs: Cursor[DictRow]) -> 
 
 
 def notify_channel(recorder: PostgresApplicationRecorder, curs: Cursor[DictRow]) -> None:
-    """Send the library's NOTIFY of an insert."""
-    recorder._notify_channel(curs)
+    """Send the library's NOTIFY of an insert: the statement of its `_notify_channel`, on
+    the channel its listeners LISTEN to, rendered once (the library composes it anew for
+    every insert)."""
+    curs.execute(_notify_statement(recorder.channel_name))
+
+
+@functools.cache
+def _notify_statement(channel_name: str) -> bytes:
+    return rendered(SQL("NOTIFY {0}").format(Identifier(channel_name)))
+
+
+def render_insert_statements(recorder: PostgresApplicationRecorder) -> None:
+    """Render the library's table lock statements once (`infrastructure.sql_statements`):
+    it composes them at start and psycopg renders them again on every insert."""
+    recorder.lock_table_statements = [
+        rendered(s) if isinstance(s, Composable) else s for s in recorder.lock_table_statements
+    ]
 
 
 def max_notification_id_once(recorder: PostgresApplicationRecorder) -> int | None:

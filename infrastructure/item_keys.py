@@ -22,6 +22,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from infrastructure.sql_statements import rendered
+
 ItemKey = tuple[UUID, str, int | None]
 """(aggregate id, key, value): one key an inserted event records."""
 
@@ -53,15 +55,19 @@ class PostgresItemKeys:
         ]
         # ON CONFLICT: a key is recorded once by its conversation; a row already there
         # was written by migration 0006 from the same event.
-        self._insert = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, key_digest, value) "
-            "SELECT * FROM unnest(%b::uuid[], %b::bytea[], %b::bigint[]) ON CONFLICT DO NOTHING"
-        ).format(**names)
-        self._select = SQL(
-            "SELECT k.originator_id, k.key_digest, k.value FROM {schema}.{table} k "
-            "JOIN unnest(%b::uuid[], %b::bytea[]) AS w(id, key_digest) "
-            "ON k.originator_id = w.id AND k.key_digest = w.key_digest"
-        ).format(**names)
+        self._insert = rendered(
+            SQL(
+                "INSERT INTO {schema}.{table} (originator_id, key_digest, value) "
+                "SELECT * FROM unnest(%b::uuid[], %b::bytea[], %b::bigint[]) ON CONFLICT DO NOTHING"
+            ).format(**names)
+        )
+        self._select = rendered(
+            SQL(
+                "SELECT k.originator_id, k.key_digest, k.value FROM {schema}.{table} k "
+                "JOIN unnest(%b::uuid[], %b::bytea[]) AS w(id, key_digest) "
+                "ON k.originator_id = w.id AND k.key_digest = w.key_digest"
+            ).format(**names)
+        )
 
     def write(self, curs: Cursor[DictRow], item_keys: Sequence[ItemKey]) -> None:
         """Send the rows of these keys (in the insert's transaction, once it inserted)."""

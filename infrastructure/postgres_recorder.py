@@ -70,11 +70,13 @@ from infrastructure.eventsourcing_compat import (
     lock_table,
     max_notification_id_once,
     notify_channel,
+    render_insert_statements,
     set_pool_check,
 )
 from infrastructure.item_keys import ItemKey, PostgresItemKeys
 from infrastructure.notification_rows import notifications_of
 from infrastructure.postgres_connections import install_circuit, retry
+from infrastructure.sql_statements import rendered
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         if datastore.pre_ping:
             _ping_only_idle_connections(datastore)
         install_circuit(datastore)
+        render_insert_statements(self)
         self.content_keys = PostgresContentKeys(self.datastore.schema, self.events_table_name)
         self.check_identifier_length(self.content_keys.name)
         self.account_index = PostgresAccountIndex(self.datastore.schema, self.events_table_name)
@@ -139,19 +142,23 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "table": Identifier(self.events_table_name),
         }
         # Nothing is inserted if an aggregate the writer read has moved on since.
-        self._insert_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "WHERE NOT EXISTS (SELECT FROM {schema}.{table} e "
-            "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
-            "  ON e.originator_id = r.id AND e.originator_version > r.version) "
-            "RETURNING notification_id"
-        ).format(**names)
-        self._moved_on_statement = SQL(
-            "SELECT EXISTS (SELECT FROM {schema}.{table} e "
-            "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
-            "  ON e.originator_id = r.id AND e.originator_version > r.version) AS moved_on"
-        ).format(**names)
+        self._insert_statement = rendered(
+            SQL(
+                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
+                "WHERE NOT EXISTS (SELECT FROM {schema}.{table} e "
+                "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
+                "  ON e.originator_id = r.id AND e.originator_version > r.version) "
+                "RETURNING notification_id"
+            ).format(**names)
+        )
+        self._moved_on_statement = rendered(
+            SQL(
+                "SELECT EXISTS (SELECT FROM {schema}.{table} e "
+                "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
+                "  ON e.originator_id = r.id AND e.originator_version > r.version) AS moved_on"
+            ).format(**names)
+        )
         self._versions_statement = SQL(
             "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b::uuid[]) GROUP BY originator_id"

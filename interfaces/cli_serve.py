@@ -11,6 +11,7 @@ from typing import Any
 from infrastructure.settings import Settings
 from interfaces.cli_support import CliError, services_of
 from interfaces.composition import Services
+from interfaces.long_lived_objects import freeze_startup_objects
 from interfaces.read_model_check import require_current_read_models
 
 
@@ -74,6 +75,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             timeout_keep_alive=settings.keep_alive_timeout,
         )
         quiet_access_log()
+        freeze_startup_objects()
         uvicorn.Server(config).run()
     return 0
 
@@ -122,6 +124,7 @@ def _project(settings: Settings, _: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         services.read_models.start()
+        freeze_startup_objects()
         report_roles(services.read_models.runners, stop, lambda text: print(text, file=sys.stderr))
         stop.wait()
     return 0
@@ -149,6 +152,7 @@ def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 await run_dispatcher(services, stop)
 
         services.writer.start()
+        freeze_startup_objects()
         asyncio.run(main())
     return 0
 

@@ -29,6 +29,7 @@ from interfaces.access_log import RedactVerifyToken
 from interfaces.composition import build, settings_from_environment
 from interfaces.http_server import ConnectionLimits, GuardedHttpProtocol
 from interfaces.logging_setup import configure_logging
+from interfaces.long_lived_objects import freeze_startup_objects
 from interfaces.refusal_log import RateLimitedAccessLog
 
 PROTOCOL = "interfaces.http_server:GuardedHttpProtocol"
@@ -74,6 +75,7 @@ def _worker(*, run_projections: bool, run_dispatcher: bool) -> Litestar:
     services = build(settings, announce=lambda text: logging.getLogger(__name__).warning(text))
     created = create_app(services, run_projections=run_projections, run_dispatcher=run_dispatcher)
     created.on_shutdown.append(services.close)
+    freeze_startup_objects()
     return created
 
 

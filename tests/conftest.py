@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.utils import get_topic
 from litestar.testing import AsyncTestClient
 
 from application.ingest import sign
@@ -54,7 +55,8 @@ def meta_body(kind: str) -> bytes:
 
 
 def meta_json(kind: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{kind}.json").read_text())  # type: ignore[no-any-return]
+    body: dict[str, Any] = json.loads((FIXTURES / f"{kind}.json").read_text())
+    return body
 
 
 def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
@@ -122,6 +124,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that uses it runs once per SQL backend (SQLite, PostgreSQL): for what the
+    store in memory does not have (transactions of read models, SQL of its own)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.sqlite3"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(database_url: str, **overrides: Any) -> Settings:
@@ -178,6 +190,16 @@ def register_account(services: Services, ig_account_id: str = ACCOUNT, **overrid
     )
 
 
+def deliver(services: Services, account: str, mid: str, text: str) -> None:
+    """A message to the account, taken as its signed webhook is (without HTTP)."""
+    body = meta_json("text")
+    item = body["entry"][0]["messaging"][0]
+    item["recipient"]["id"] = account
+    item["message"] = {"mid": mid, "text": text}
+    raw = json.dumps(body).encode()
+    services.writer.run_now(services.ingest.command(raw, sign(raw, APP_SECRET)))
+
+
 @pytest.fixture
 def graph() -> Iterator[FakeGraphApi]:
     """A fake Graph API on loopback that takes the fixtures' token and knows one profile."""
@@ -216,7 +238,7 @@ def stored_events(services: Services) -> list[tuple[str, dict[str, Any]]]:
         for notification in recorder.select_notifications(start=1, limit=100_000)
     ]
     services.ledger.open_content(events)  # the content, as every reader gets it
-    return [(type(event).TOPIC.split(":", 1)[1], dict(vars(event))) for event in events]
+    return [(get_topic(type(event)).split(":", 1)[1], dict(vars(event))) for event in events]
 
 
 def event_types(services: Services) -> list[str]:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -25,6 +25,9 @@ from interfaces.http.app import create_app
 from tests.conftest import ACCESS_TOKEN, ACCOUNT, IN_CI, issue_key, meta_json, register_account
 from tests.conftest import signed_headers as signed
 from tests.support.fake_graph import FakeGraphApi
+
+if TYPE_CHECKING:  # (imported when Chromium runs: see `chromium`)
+    from playwright.sync_api import Page
 
 PARTICIPANT_PROFILE = {"name": "Anna Schmidt", "username": "anna"}
 OUTPUT = Path(os.environ.get("DMLEDGER_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
@@ -136,7 +139,7 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def browser_page(chromium: str, screenshots: Path) -> Iterator[Any]:
+def browser_page(chromium: str, screenshots: Path) -> Iterator[Page]:
     """A fresh page in headless Chromium that resolves no host but loopback (the test
     reaches nothing else, and Meta's CDN URLs fail as expired ones would)."""
     from playwright.sync_api import sync_playwright
@@ -156,7 +159,7 @@ def browser_page(chromium: str, screenshots: Path) -> Iterator[Any]:
 def sign_in(server: LiveServer, services: Services) -> Callable[..., None]:
     """Signs the page in with a new key of this role."""
 
-    def sign(page: Any, role: str = "account") -> None:
+    def sign(page: Page, role: str = "account") -> None:
         token = issue_key(services, role, ACCOUNT if role != "admin" else None, name=role)
         page.goto(f"{server.url}/console/login")
         page.fill("input[name=api_key]", token)

@@ -6,16 +6,19 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from application.rules import RuleDefinition, Trigger
-from domain.conversation import conversation_id
+from domain.identity import conversation_id
 from interfaces.composition import Services
 from tests.browser.conftest import LiveServer
 from tests.conftest import ACCOUNT
 from tests.support.fake_graph import FakeGraphApi
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Dialog, Page
 
 pytestmark = pytest.mark.browser
 
@@ -32,7 +35,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 
 def test_signing_in_lists_the_conversations_and_a_new_message_appears_in_the_open_thread(
-    browser_page: Any,
+    browser_page: Page,
     server: LiveServer,
     services: Services,
     sign_in: Callable[..., None],
@@ -73,7 +76,7 @@ def test_signing_in_lists_the_conversations_and_a_new_message_appears_in_the_ope
 
 
 def test_a_reply_reaches_the_graph_api_and_turns_sent(
-    browser_page: Any,
+    browser_page: Page,
     server: LiveServer,
     sign_in: Callable[..., None],
     send_webhook: Callable[..., None],
@@ -102,7 +105,7 @@ def test_a_reply_reaches_the_graph_api_and_turns_sent(
 
 
 def test_a_rule_is_created_and_answers_the_dry_run(
-    browser_page: Any, server: LiveServer, sign_in: Callable[..., None], screenshots: Path
+    browser_page: Page, server: LiveServer, sign_in: Callable[..., None], screenshots: Path
 ) -> None:
     page = browser_page
     sign_in(page)
@@ -130,7 +133,7 @@ def test_a_rule_is_created_and_answers_the_dry_run(
 
 
 def test_the_audit_timeline_shows_the_conversation_at_an_earlier_version(
-    browser_page: Any,
+    browser_page: Page,
     server: LiveServer,
     sign_in: Callable[..., None],
     send_webhook: Callable[..., None],
@@ -167,7 +170,7 @@ def test_the_audit_timeline_shows_the_conversation_at_an_earlier_version(
 
 
 def test_an_auditor_is_offered_no_write_controls(
-    browser_page: Any,
+    browser_page: Page,
     server: LiveServer,
     sign_in: Callable[..., None],
     send_webhook: Callable[..., None],
@@ -189,7 +192,7 @@ def test_an_auditor_is_offered_no_write_controls(
 
 
 def test_a_message_written_as_html_is_shown_as_text_and_runs_nothing(
-    browser_page: Any,
+    browser_page: Page,
     server: LiveServer,
     sign_in: Callable[..., None],
     send_webhook: Callable[..., None],
@@ -197,7 +200,12 @@ def test_a_message_written_as_html_is_shown_as_text_and_runs_nothing(
 ) -> None:
     page = browser_page
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     hostile = "<img src=x onerror=alert(1)>"
     send_webhook(hostile, "mid-1")
     sign_in(page)
@@ -214,7 +222,7 @@ def test_a_message_written_as_html_is_shown_as_text_and_runs_nothing(
 
 
 def test_an_admin_suspends_and_reactivates_an_account(
-    browser_page: Any, server: LiveServer, sign_in: Callable[..., None], screenshots: Path
+    browser_page: Page, server: LiveServer, sign_in: Callable[..., None], screenshots: Path
 ) -> None:
     page = browser_page
     sign_in(page, "admin")

@@ -50,11 +50,6 @@ async def deliver(client: Client, *bodies: bytes) -> None:
 
 
 @pytest.fixture
-def admin(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "admin"))
-
-
-@pytest.fixture
 def crm(services: Services) -> dict[str, str]:
     return bearer(issue_key(services, "account", ACCOUNT, name="crm"))
 
@@ -96,10 +91,10 @@ async def test_edits_reactions_and_unsends_show_on_the_message(
         response = await client.get(f"{BASE}/{CONVERSATION}/messages", headers=crm)
         # 404 until the conversation list has the conversation: retry, do not fail
         assert response.status_code == 200, response.text
-        messages = response.json()["messages"]
+        messages: list[dict[str, Any]] = response.json()["messages"]
         assert len(messages) == 2
         assert messages[1]["reactions"]
-        return messages  # type: ignore[no-any-return]
+        return messages
 
     text, echo = await eventually(shown)
     edit = meta_json("edit")["entry"][0]["messaging"][0]["message_edit"]

@@ -163,7 +163,7 @@ async def test_the_state_at_version_n_is_the_aggregate_at_version_n(
         response = await client.get(STATE, headers=auditor, params={"version": str(version)})
         assert response.status_code == 200, response.text
         state = response.json()
-        aggregate = services.ledger.repository.get(CONVERSATION, version=version)
+        aggregate: Conversation = services.ledger.repository.get(CONVERSATION, version=version)
         assert isinstance(aggregate, Conversation)
 
         assert state["version"] == aggregate.version == version

@@ -76,6 +76,8 @@ async def stream(app: Litestar, path: str, token: str) -> tuple[int, int]:
         "server": ("test", 80),
         "state": {},
     }
+    # (Litestar types a scope as its own, with the keys its app adds: not a server's plain
+    # ASGI scope, which is what an app is given)
     await app(scope, receive, send)  # type: ignore[arg-type]
     return sent["lines"], sent["bytes"]
 

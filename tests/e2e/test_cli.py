@@ -21,19 +21,6 @@ from tests.conftest import ACCOUNT, APP_SECRET, TEST_KEY, meta_body, signed_head
 ADD = ["accounts", "add", "--ig-id", ACCOUNT, "--username", "@shop"]
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {
-        "DMLEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.sqlite3",
-        "DMLEDGER_SECRET_KEY": TEST_KEY,
-        "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
-        "DMLEDGER_GRAPH_API_URL": "http://127.0.0.1:9",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
 def test_account_secrets_come_from_stdin_or_env_and_are_never_printed(
     env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,

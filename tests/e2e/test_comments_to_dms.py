@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,15 +16,11 @@ from application.delivery import Action, classify
 from domain.identity import conversation_id
 from domain.media import DAY_MS
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from tests.conftest import (
     ACCESS_TOKEN,
     ACCOUNT,
     PARTICIPANT,
-    bearer,
-    issue_key,
     meta_json,
-    register_account,
     signed_headers,
     stored_events,
 )
@@ -48,31 +43,9 @@ PRICE_RULE = {
 
 
 @pytest.fixture
-def services(
-    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
-) -> Services:
-    built = make_services(database_url, graph_api_url=graph.url)
-    register_account(built)
-    view = built.writer.run_now(
-        built.crm_endpoints.set(
-            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
-        )
-    )
-    crm.secret = view.secret
-    return built
-
-
-@pytest.fixture
-async def api(services: Services) -> AsyncIterator[Client]:
-    """The HTTP app, with projections and the dispatcher driven by the test, step by step."""
-    app = create_app(services, run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(services: Services) -> dict[str, str]:
-    return bearer(issue_key(services, "admin"))
+def services(services_with_crm: Services) -> Services:
+    """Sending to the fake Graph API, delivering to the fake CRM (`tests/e2e/conftest.py`)."""
+    return services_with_crm
 
 
 def comment(

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,7 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from application.rules import RuleDefinition
-from domain.conversation import conversation_id
+from domain.identity import conversation_id
 from interfaces.composition import Services
 from interfaces.console.safety import meta_media_url
 from interfaces.console.session import COOKIE
@@ -247,7 +248,7 @@ async def test_a_failed_crm_delivery_is_listed_with_its_attempt_and_redelivered(
 
 
 async def test_an_auditor_verifies_the_hash_chain_and_sees_where_it_breaks(
-    make_services: Callable[..., Services], tmp_path: Any
+    make_services: Callable[..., Services], tmp_path: Path
 ) -> None:
     import sqlite3
 

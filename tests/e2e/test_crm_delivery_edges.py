@@ -33,17 +33,10 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def services(
-    database_url: str,
-    make_services: Callable[..., Services],
-    graph: FakeGraphApi,
-    clock: MovableClock,
-) -> Services:
+def services(services_with_graph: Services, clock: MovableClock) -> Services:
     """An account without a CRM endpoint yet; the clock stands still."""
-    built = make_services(database_url, graph_api_url=graph.url)
-    register_account(built)
     clock.stop()
-    return built
+    return services_with_graph
 
 
 async def step(services: Services, rounds: int = 3) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -575,7 +576,7 @@ async def test_the_operator_may_allow_private_crm_endpoints_but_never_metadata(
 
 
 async def test_a_stored_endpoint_on_loopback_is_not_posted_to_once_private_urls_are_off(
-    tmp_path: Any, make_services: Callable[..., Services], crm: FakeCrm
+    tmp_path: Path, make_services: Callable[..., Services], crm: FakeCrm
 ) -> None:
     # given an endpoint on loopback, set while private URLs were allowed
     url = f"sqlite:///{tmp_path}/shared.sqlite3"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ DAY = 24 * HOUR
 
 @pytest.fixture
 def services(
-    tmp_path: Any, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
+    tmp_path: Path, make_services: Callable[..., Services], graph: FakeGraphApi, crm: FakeCrm
 ) -> Services:
     # One backend: these paths are the dispatcher's, the same on each.
     built = make_services(f"sqlite:///{tmp_path}/ledger.sqlite3", graph_api_url=graph.url)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from application.api_keys import IssuedKey
 from interfaces.composition import Services
 from interfaces.http.app import create_app
 from tests.conftest import (
@@ -23,7 +24,6 @@ from tests.conftest import (
     eventually,
     issue_key,
     meta_json,
-    register_account,
     signed_headers,
     stored_events,
 )
@@ -64,22 +64,19 @@ PROFILE_PATH = f"/v21.0/{ACCOUNT}/messenger_profile"
 
 
 @pytest.fixture
-def services(
-    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
-) -> Services:
-    built = make_services(database_url, graph_api_url=graph.url)
-    register_account(built)
-    return built
+def services(services_with_graph: Services) -> Services:
+    """Sending to the fake Graph API (`tests/e2e/conftest.py`)."""
+    return services_with_graph
 
 
 @pytest.fixture
-def admin_key(services: Services) -> Any:
+def admin_key(services: Services) -> IssuedKey:
     command = services.api_keys.issue(name="ops", role="admin", ig_account_id=None, by="test")
     return services.writer.run_now(command)
 
 
 @pytest.fixture
-def admin(admin_key: Any) -> dict[str, str]:
+def admin(admin_key: IssuedKey) -> dict[str, str]:
     return bearer(admin_key.token)
 
 
@@ -116,7 +113,7 @@ async def test_ice_breakers_and_a_menu_are_pushed_once_and_shown_applied(
     services: Services,
     graph: FakeGraphApi,
     admin: dict[str, str],
-    admin_key: Any,
+    admin_key: IssuedKey,
 ) -> None:
     before = await api.get(f"{BASE}/ice-breakers", headers=admin)
     assert before.json() == {"ice_breakers": None, "push": before.json()["push"]}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from application.content import ContentMapper
 from application.ingest import sign
 from application.reply_windows import DAY_MS
 from application.retention import ContentRetention
@@ -377,11 +378,11 @@ def test_content_past_the_accounts_retention_is_destroyed_by_the_hourly_run(
         )
         assert response.status_code == 200, response.text
         for days in (29, 31):
-            retention = ContentRetention(
-                services.ledger,
-                services.writer,
-                lambda days=days: services.clock.now_ms() + days * DAY_MS,
-            )
+
+            def days_later(days: int = days) -> int:
+                return services.clock.now_ms() + days * DAY_MS
+
+            retention = ContentRetention(services.ledger, services.writer, days_later)
             runs.append((days, asyncio.run(retention.expire())))
 
     shown, deliveries, _ = unsend_scenario(
@@ -425,11 +426,13 @@ def test_messages_stored_in_clear_before_this_change_are_read_as_before_and_veri
     services = services_of_environment()
     try:
         register_account(services)
-        vault = services.ledger.vault
-        services.ledger.mapper.vault = None  # type: ignore[attr-defined]
+        mapper = services.ledger.mapper
+        assert isinstance(mapper, ContentMapper)
+        vault = mapper.vault
+        mapper.vault = None
         old = message("m-old")
         services.writer.run_now(services.ingest.command(old, sign(old, APP_SECRET)))
-        services.ledger.mapper.vault = vault  # type: ignore[attr-defined]
+        mapper.vault = vault
         new = message("m-new")
         services.writer.run_now(services.ingest.command(new, sign(new, APP_SECRET)))
         services.read_models.catch_up()
@@ -452,7 +455,7 @@ def test_messages_stored_in_clear_before_this_change_are_read_as_before_and_veri
 
 
 REPLY_TEXT = "your parcel 7f3a9 leaves from the old mill"
-PROFILE = {
+PROFILE: dict[str, Any] = {
     "name": "Zelda Quixote 7f3a9",
     "username": "zelda.quixote.7f3a9",
     "profile_pic": "https://cdn.example/zelda-7f3a9.jpg",

@@ -3,14 +3,12 @@ reported, and every other event (of every account) goes on."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.ingest import sign
 from application.ledger_writer import Changes
 from domain.conversation import Conversation
 from domain.identity import conversation_id
@@ -18,29 +16,14 @@ from interfaces.cli import main
 from interfaces.composition import Services
 from interfaces.http.app import create_app
 from projections.parked import parked_events
-from tests.conftest import (
-    ACCOUNT,
-    APP_SECRET,
-    PARTICIPANT,
-    TEST_KEY,
-    meta_json,
-    register_account,
-)
+from tests.conftest import ACCOUNT, PARTICIPANT, TEST_KEY, deliver, register_account
 
 OTHER = "17841400000000002"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.sqlite3"
-    found: str = request.getfixturevalue("postgres_url")
-    return found
-
-
 @pytest.fixture
-def cli_env(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DMLEDGER_DATABASE_URL", url)
+def cli_env(sql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", sql_url)
     monkeypatch.setenv("DMLEDGER_SECRET_KEY", TEST_KEY)
     monkeypatch.setenv("DMLEDGER_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("DMLEDGER_GRAPH_API_URL", "http://127.0.0.1:9")
@@ -60,20 +43,11 @@ def record_poison(services: Services, account: str, participant: str) -> None:
     services.writer.run_now(command)
 
 
-def deliver(services: Services, account: str, mid: str, text: str) -> None:
-    body = meta_json("text")
-    item = body["entry"][0]["messaging"][0]
-    item["recipient"]["id"] = account
-    item["message"] = {"mid": mid, "text": text}
-    raw = json.dumps(body).encode()
-    services.writer.run_now(services.ingest.command(raw, sign(raw, APP_SECRET)))
-
-
 def test_a_poison_event_is_parked_and_every_other_account_goes_on(
-    url: str, make_services: Callable[..., Services]
+    sql_url: str, make_services: Callable[..., Services]
 ) -> None:
     # given a poison event of one account, then a good message of another
-    services = make_services(url)
+    services = make_services(sql_url)
     register_account(services)
     register_account(services, OTHER)
     record_poison(services, ACCOUNT, PARTICIPANT)
@@ -96,12 +70,12 @@ def test_a_poison_event_is_parked_and_every_other_account_goes_on(
 
 
 def test_status_and_retry_parked_report_parked_events(
-    url: str,
+    sql_url: str,
     make_services: Callable[..., Services],
     cli_env: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    services = make_services(url)
+    services = make_services(sql_url)
     register_account(services)
     record_poison(services, ACCOUNT, PARTICIPANT)
     services.read_models.catch_up()
@@ -127,9 +101,9 @@ def test_status_and_retry_parked_report_parked_events(
 
 
 async def test_readyz_reports_parked_events_and_a_projection_that_stands_still(
-    url: str, make_services: Callable[..., Services]
+    sql_url: str, make_services: Callable[..., Services]
 ) -> None:
-    services = make_services(url, ready_stall_seconds=0)
+    services = make_services(sql_url, ready_stall_seconds=0)
     register_account(services)
     record_poison(services, ACCOUNT, PARTICIPANT)
     services.read_models.catch_up()

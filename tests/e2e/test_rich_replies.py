@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from tests.conftest import (
     bearer,
     issue_key,
     meta_json,
-    register_account,
     signed_headers,
     stored_events,
 )
@@ -33,7 +31,7 @@ REPLIES = f"/api/v1/accounts/{ACCOUNT}/conversations/{CONVERSATION}/replies"
 MESSAGES = f"/api/v1/accounts/{ACCOUNT}/conversations/{CONVERSATION}/messages"
 DAY_MS = 24 * 3_600_000
 IMAGE = "https://shop.example/hat.jpg"
-HAT = {
+HAT: dict[str, Any] = {
     "title": "Red hat",
     "subtitle": "One size fits all",
     "image_url": IMAGE,
@@ -49,12 +47,9 @@ QUICK = [
 
 
 @pytest.fixture
-def services(
-    database_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
-) -> Services:
-    built = make_services(database_url, graph_api_url=graph.url)
-    register_account(built)
-    return built
+def services(services_with_graph: Services) -> Services:
+    """Sending to the fake Graph API (`tests/e2e/conftest.py`)."""
+    return services_with_graph
 
 
 async def deliver(

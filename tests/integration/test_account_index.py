@@ -29,16 +29,6 @@ MakeServices = Callable[..., Services]
 A, B = "17841400000000001", "17841400000000002"
 
 
-@pytest.fixture(
-    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.sqlite3"
-    found: str = request.getfixturevalue("postgres_url")
-    return found
-
-
 def sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     """Run SQL on the test's database; `{t}` is the events table's name."""
     if url.startswith("sqlite"):
@@ -102,9 +92,9 @@ def streamed(audit: AuditLog, ig_account_id: str, **kwargs: Any) -> list[tuple[i
 
 
 def test_an_accounts_stream_is_the_filtered_scan_in_log_order(
-    url: str, make_services: MakeServices
+    sql_url: str, make_services: MakeServices
 ) -> None:
-    ledger = make_services(url).ledger
+    ledger = make_services(sql_url).ledger
     interleaved_history(ledger)
     audit = AuditLog(ledger, page_size=4)
 
@@ -123,11 +113,13 @@ def test_an_accounts_stream_is_the_filtered_scan_in_log_order(
     }
 
 
-def test_a_refused_insert_leaves_no_row_in_the_index(url: str, make_services: MakeServices) -> None:
-    ledger = make_services(url).ledger
+def test_a_refused_insert_leaves_no_row_in_the_index(
+    sql_url: str, make_services: MakeServices
+) -> None:
+    ledger = make_services(sql_url).ledger
     ledger.save(account(A))
     recorder = ledger.recorder
-    rows_before = sql(url, "SELECT count(*) FROM {t}_by_account")[0][0]
+    rows_before = sql(sql_url, "SELECT count(*) FROM {t}_by_account")[0][0]
     fresh = conversation_id(A, "new")
     again = StoredEvent(originator_id=account_id(A), originator_version=1, topic="x", state=b"{}")
     new = StoredEvent(originator_id=fresh, originator_version=1, topic="x", state=b"{}")
@@ -136,21 +128,21 @@ def test_a_refused_insert_leaves_no_row_in_the_index(url: str, make_services: Ma
     with pytest.raises(IntegrityError):
         recorder.insert_events([new, again], owners={fresh: account_id(A)})
 
-    assert sql(url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before
-    assert sql(url, "SELECT count(*) FROM {t}_owners WHERE originator_id = ?", _id(url, fresh)) == [
-        (0,)
-    ]
-    if url.startswith("postgresql"):
+    assert sql(sql_url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before
+    assert sql(
+        sql_url, "SELECT count(*) FROM {t}_owners WHERE originator_id = ?", _id(sql_url, fresh)
+    ) == [(0,)]
+    if sql_url.startswith("postgresql"):
         # Refused because an aggregate it was decided on has moved on: nothing either.
         with pytest.raises(RecordConflictError):
             recorder.insert_events(
                 [new], owners={fresh: account_id(A)}, expected_versions={account_id(A): 0}
             )
-        assert sql(url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before
-        assert sql(url, "SELECT count(*) FROM {t}_owners")[0][0] == 1
+        assert sql(sql_url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before
+        assert sql(sql_url, "SELECT count(*) FROM {t}_owners")[0][0] == 1
 
     recorder.insert_events([new], owners={fresh: account_id(A)})
-    assert sql(url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before + 1
+    assert sql(sql_url, "SELECT count(*) FROM {t}_by_account")[0][0] == rows_before + 1
 
 
 def _id(url: str, value: UUID) -> Any:
@@ -158,13 +150,13 @@ def _id(url: str, value: UUID) -> Any:
 
 
 def test_a_log_stored_before_the_index_is_scanned_until_indexed_by_the_command(
-    url: str,
+    sql_url: str,
     make_services: MakeServices,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    services = make_services(url)
+    services = make_services(sql_url)
     interleaved_history(services.ledger)
     expected = scanned(services.ledger, A)
     # As a log stored by an earlier dmledger: no index rows, not marked built.
@@ -173,12 +165,12 @@ def test_a_log_stored_before_the_index_is_scanned_until_indexed_by_the_command(
         "DELETE FROM {t}_owners",
         "DELETE FROM {t}_by_account_built",
     ):
-        sql(url, statement)
+        sql(sql_url, statement)
     audit = AuditLog(services.ledger, page_size=4)
     assert audit.index() is None
     assert streamed(audit, A) == expected
 
-    monkeypatch.setenv("DMLEDGER_DATABASE_URL", url)
+    monkeypatch.setenv("DMLEDGER_DATABASE_URL", sql_url)
     monkeypatch.setenv("DMLEDGER_SECRET_KEY", services.settings.secret_keys[0])
     monkeypatch.setenv("DMLEDGER_DATA_DIR", str(tmp_path / "var"))
     assert main(["audit", "index"]) == 0

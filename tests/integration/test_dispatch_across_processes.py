@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -16,9 +16,7 @@ from litestar.testing import AsyncTestClient
 from application.rules import RuleDefinition
 from domain.identity import conversation_id
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from tests.conftest import (
-    ACCESS_TOKEN,
     ACCOUNT,
     PARTICIPANT,
     bearer,
@@ -41,13 +39,6 @@ SHIPPING = {
 
 
 @pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def processes(
     postgres_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
 ) -> dict[str, Services]:
@@ -59,13 +50,6 @@ def processes(
     dispatch = make_services(postgres_url, graph_api_url=graph.url)
     dispatch.writer.start()
     return {"web": web, "project": project, "dispatch": dispatch}
-
-
-@pytest.fixture
-async def web(processes: dict[str, Services]) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(processes["web"], run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
 
 
 async def deliver(web: AsyncTestClient[Any], text: str, mid: str) -> None:

@@ -85,7 +85,7 @@ async def test_concurrent_webhooks_for_one_conversation_from_two_processes_are_a
     )
 
     # then every message was answered 200 and is stored exactly once
-    assert statuses == [[200] * 40, [200] * 40]
+    assert list(statuses) == [[200] * 40, [200] * 40]  # (gather's list; typed a tuple)
     assert event_types(a).count("Conversation.MessageReceived") == 81
 
 

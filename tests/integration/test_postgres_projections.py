@@ -215,7 +215,12 @@ def test_many_rows_written_at_once_are_stored_as_written_one_at_a_time(postgres_
     blank = {c.name: None for c in messages.columns}
 
     def row(key: str, **values: Any) -> dict[str, Any]:
-        base = {**blank, "conversation_id": "c", "message_key": key, "attachments": []}
+        base: dict[str, Any] = {
+            **blank,
+            "conversation_id": "c",
+            "message_key": key,
+            "attachments": [],
+        }
         return {
             **base,
             "reactions": [],

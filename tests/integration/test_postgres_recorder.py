@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
@@ -31,8 +31,8 @@ class Touched(Account.Event):
 register_topic(Touched.TOPIC, Touched)
 
 
-def event(originator: object, version: int, state: bytes = b"{}") -> StoredEvent:
-    return StoredEvent(originator, version, "test:Thing", state)  # type: ignore[arg-type]
+def event(originator: UUID, version: int, state: bytes = b"{}") -> StoredEvent:
+    return StoredEvent(originator, version, "test:Thing", state)
 
 
 def test_a_batch_is_stored_in_order_with_its_bytes_intact(
@@ -102,7 +102,7 @@ def test_an_account_changed_by_another_process_is_seen_by_the_next_command(
 
     # when another process stores an event of that account
     other = make_services(postgres_url)
-    account = other.ledger.repository.get(account_id(ACCOUNT))
+    account: Account = other.ledger.repository.get(account_id(ACCOUNT))
     account.trigger_event(Touched)
     other.ledger.save(account)
 

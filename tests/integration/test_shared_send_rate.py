@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,9 +21,7 @@ from litestar.testing import AsyncTestClient
 
 from domain.identity import conversation_id
 from interfaces.composition import Services
-from interfaces.http.app import create_app
 from tests.conftest import (
-    ACCESS_TOKEN,
     ACCOUNT,
     bearer,
     issue_key,
@@ -43,13 +41,6 @@ AUDIO = "https://shop.example/hello.m4a"
 
 
 @pytest.fixture
-def graph() -> Iterator[FakeGraphApi]:
-    fake = FakeGraphApi(ACCESS_TOKEN)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def processes(
     postgres_url: str, make_services: Callable[..., Services], graph: FakeGraphApi
 ) -> dict[str, Services]:
@@ -62,13 +53,6 @@ def processes(
         built[name] = make_services(postgres_url, graph_api_url=graph.url, **limits)
         built[name].writer.start()
     return built
-
-
-@pytest.fixture
-async def web(processes: dict[str, Services]) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(processes["web"], run_projections=False, run_dispatcher=False)
-    async with AsyncTestClient(app=app) as client:
-        yield client
 
 
 async def deliver(web: AsyncTestClient[Any], participant: str) -> None:

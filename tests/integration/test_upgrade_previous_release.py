@@ -108,10 +108,10 @@ def previous(
     server: str = request.getfixturevalue("postgres_server")
     base = server.split("?")[0]
     schema = "prev_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute((FIXTURE / "postgres.sql").read_text().encode())
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        admin.execute(f'SET search_path TO "{schema}"')
+        admin.execute((FIXTURE / "postgres.sql").read_text().encode())
 
     def postgres_rows(table: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(base, autocommit=True) as conn:
@@ -143,8 +143,8 @@ def previous(
     try:
         yield Previous(url, postgres_rows, events, postgres_sql)
     finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _columns_sqlite(conn: sqlite3.Connection, table: str) -> list[str]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from types import SimpleNamespace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
+
+from eventsourcing.domain import Aggregate
 
 from projections.outbox.projection import crm_delivery_id
 from tests.support.scale_workload import Account, Body, Sending, reply_text
@@ -167,7 +169,11 @@ def delivered_to_crm(
                 failures.append(f"the workload made an event it does not expect: {e['type']}")
             continue
         delivery_id = crm_delivery_id(
-            SimpleNamespace(originator_id=UUID(e["aggregate_id"]), originator_version=e["version"])
+            Aggregate.Event(
+                originator_id=UUID(e["aggregate_id"]),
+                originator_version=e["version"],
+                timestamp=datetime.now(UTC),  # the delivery id is of the id and version only
+            )
         )
         expected[delivery_id] = (kind, e["aggregate_id"])
         order[e["aggregate_id"]].append(delivery_id)

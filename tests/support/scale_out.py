@@ -229,16 +229,16 @@ class ScaleOut:
         )
         self.processes["project-2"] = cluster.start("project-2", "project")
         for name in ("dispatch-1", "dispatch-2", "project-2"):
-            process = self.processes[name]
-            wait_until(
-                lambda p=process: (
-                    "dispatching the outboxes" in p.output()  # type: ignore[misc]
-                    or "running projections" in p.output()
-                    or "waiting behind another process's runner" in p.output()  # a standby
-                ),
-                timeout=30,
-                what=f"{name} to start",
-            )
+
+            def started(process: Process = self.processes[name]) -> bool:
+                output = process.output()
+                return (
+                    "dispatching the outboxes" in output
+                    or "running projections" in output
+                    or "waiting behind another process's runner" in output  # a standby
+                )
+
+            wait_until(started, timeout=30, what=f"{name} to start")
         return admin
 
     def _configure_accounts(self, admin: str) -> None:

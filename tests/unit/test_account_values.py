@@ -5,6 +5,7 @@ events stored still loads."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import pytest
@@ -148,16 +149,15 @@ def test_an_event_stored_before_a_field_existed_reads_that_field_as_its_default(
     from domain.conversation import MESSAGE_UNSENT, Conversation
 
     transcoder: Transcoder = JSONTranscoder()
-    old = {"originator_id": "9b1d6f49-2f58-4a8f-a3a7-3a3b0b8f9a10", "originator_version": 3}
     state = {"timestamp": "2026-01-05T10:00:00+00:00", "key": "unsent:m", "mid": "m"}
     stored = StoredEvent(
-        originator_id=old["originator_id"],
-        originator_version=old["originator_version"],
+        originator_id="9b1d6f49-2f58-4a8f-a3a7-3a3b0b8f9a10",
+        originator_version=3,
         topic=MESSAGE_UNSENT,
         state=transcoder.encode({**state, "unsent_at": 1, "standby": False}),
     )
 
-    event = Mapper(transcoder=transcoder).to_domain_event(stored)
+    event = Mapper[UUID](transcoder=transcoder).to_domain_event(stored)
 
     assert isinstance(event, Conversation.MessageUnsent)
     assert "sent_at" not in event.__dict__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -149,7 +149,7 @@ def test_a_rotation_drops_the_old_app_secret_and_only_the_new_one_verifies(
 
 
 def test_a_rotation_in_another_process_replaces_the_held_secret_at_the_next_webhook(
-    make_services: Callable[..., Services], tmp_path: Any
+    make_services: Callable[..., Services], tmp_path: Path
 ) -> None:
     # given two processes on one store, the first holding the account's app secret
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"

@@ -178,7 +178,7 @@ def test_a_conversation_as_of_each_version_is_what_the_aggregate_was(
     for version in range(1, 6):
         events = audit.conversation_events(ACCOUNT, conversation.id, version=version)
         row, messages = conversation_as_of(events)
-        then = ledger.repository.get(conversation.id, version=version)
+        then: Conversation = ledger.repository.get(conversation.id, version=version)
 
         assert row is not None
         assert row["status"] == then.status
@@ -215,22 +215,22 @@ def test_a_conversation_at_a_time_has_the_events_recorded_by_then(
 
 
 @pytest.mark.parametrize(
-    ("ig_account_id", "options", "error"),
+    ("ig_account_id", "version", "error"),
     [
-        (OTHER, {}, NotFound),
-        (ACCOUNT, {"version": 6}, InvalidInput),
-        (ACCOUNT, {"version": 0}, InvalidInput),
+        (OTHER, None, NotFound),  # (None: the latest, as when not given)
+        (ACCOUNT, 6, InvalidInput),
+        (ACCOUNT, 0, InvalidInput),
     ],
 )
 def test_a_conversation_of_another_account_or_version_is_refused(
     ledger: Ledger,
     conversation: Conversation,
     ig_account_id: str,
-    options: dict[str, int],
+    version: int | None,
     error: type[Exception],
 ) -> None:
     with pytest.raises(error):
-        AuditLog(ledger).conversation_events(ig_account_id, conversation.id, **options)  # type: ignore[arg-type]
+        AuditLog(ledger).conversation_events(ig_account_id, conversation.id, version=version)
 
 
 def test_the_projection_check_compares_each_row_and_names_the_differing_columns(

@@ -5,11 +5,12 @@ rotation of the secret keys. And the vault over it: what the log stores, and wha
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from application.content import ContentMapper, ContentVault, KeyedStoredEvent
 from application.ledger import Ledger
@@ -113,17 +114,25 @@ def mapper_with_vault() -> tuple[ContentMapper, KeyTable]:
     return mapper, table
 
 
-def received(conversation: Conversation, mid: str, text: str) -> Any:
+def message(event: object) -> Conversation.MessageReceived:
+    """The event, which must be a received message."""
+    assert isinstance(event, Conversation.MessageReceived)
+    return event
+
+
+def received(conversation: Conversation, mid: str, text: str) -> Conversation.MessageReceived:
     conversation.receive_message(
         mid=mid,
         sent_at=1_700_000_000_000,
         text=text,
         attachments=[{"type": "image", "payload": {"url": f"https://cdn/{text}"}}],
     )
-    return conversation.collect_events()[-1]
+    return message(conversation.collect_events()[-1])
 
 
-def store(mapper: ContentMapper, table: KeyTable, event: Any) -> KeyedStoredEvent:
+def store(
+    mapper: ContentMapper, table: KeyTable, event: Conversation.MessageReceived
+) -> KeyedStoredEvent:
     stored = mapper.to_stored_event(event)
     assert isinstance(stored, KeyedStoredEvent)
     for new in stored.new_keys:
@@ -131,48 +140,69 @@ def store(mapper: ContentMapper, table: KeyTable, event: Any) -> KeyedStoredEven
     return stored
 
 
-def test_the_log_holds_ciphertext_and_readers_get_the_content_back() -> None:
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    stored = store(mapper, table, received(conversation, "m-1", "hello there"))
+@dataclass
+class Sealing:
+    """A ledger's mapper with a vault over a key table, and a conversation whose messages
+    it seals."""
 
-    event = mapper.to_domain_event(stored)
+    mapper: ContentMapper
+    table: KeyTable
+    conversation: Conversation
+
+    def store(self, mid: str, text: str) -> KeyedStoredEvent:
+        """The conversation's new message, as the log stores it (its key in the table)."""
+        return store(self.mapper, self.table, received(self.conversation, mid, text))
+
+    def read(self, stored: StoredEvent) -> Conversation.MessageReceived:
+        """The message read back from the log, not opened yet."""
+        return message(self.mapper.to_domain_event(stored))
+
+
+@pytest.fixture
+def sealing() -> Sealing:
+    mapper, table = mapper_with_vault()
+    return Sealing(mapper, table, Conversation(ig_account_id="1", participant_id="2"))
+
+
+def test_the_log_holds_ciphertext_and_readers_get_the_content_back(sealing: Sealing) -> None:
+    stored = sealing.store("m-1", "hello there")
+
+    event = sealing.read(stored)
     assert b"hello there" not in stored.state
     assert b"https://cdn" not in stored.state
     assert b'"mid":"m-1"' in stored.state  # Meta's ids stay in clear
     assert event.text is None  # sealed until opened: what an aggregate replays
 
-    mapper.open([event])
+    sealing.mapper.open([event])
 
     assert event.text == "hello there"
     assert event.attachments == [{"type": "image", "payload": {"url": "https://cdn/hello there"}}]
     assert "content" not in vars(event)
 
 
-def test_a_shredded_key_reads_as_erased_and_a_batch_costs_one_key_query() -> None:
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    first = store(mapper, table, received(conversation, "m-1", "first"))
-    second = store(mapper, table, received(conversation, "m-2", "second"))
-    del table.keys[first.new_keys[0].key_id]  # shredded
+def test_a_shredded_key_reads_as_erased_and_a_batch_costs_one_key_query(
+    sealing: Sealing,
+) -> None:
+    first = sealing.store("m-1", "first")
+    second = sealing.store("m-2", "second")
+    del sealing.table.keys[first.new_keys[0].key_id]  # shredded
 
-    events = [mapper.to_domain_event(first), mapper.to_domain_event(second)]
-    mapper.open(events)
+    events = [sealing.read(first), sealing.read(second)]
+    sealing.mapper.open(events)
 
-    assert table.queries == 1
+    assert sealing.table.queries == 1
     assert events[0].text is None
     assert events[0].attachments == []
-    assert events[0].content == {"erased": True}
+    assert vars(events[0])["content"] == {"erased": True}  # put back by the mapper
     assert events[1].text == "second"
 
 
-def test_an_unsend_carries_the_keys_it_destroys() -> None:
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    store(mapper, table, received(conversation, "m-1", "first"))
+def test_an_unsend_carries_the_keys_it_destroys(sealing: Sealing) -> None:
+    conversation = sealing.conversation
+    sealing.store("m-1", "first")
     conversation.unsend(mid="m-1", unsent_at=1_700_000_000_500)
 
-    stored = mapper.to_stored_event(conversation.collect_events()[-1])
+    stored = sealing.mapper.to_stored_event(conversation.collect_events()[-1])
 
     assert isinstance(stored, KeyedStoredEvent)
     assert [(s.conversation_ids, s.mid) for s in stored.shreds] == [
@@ -186,7 +216,7 @@ def test_events_stored_in_clear_before_the_vault_are_read_as_before() -> None:
     stored = clear.to_stored_event(received(conversation, "m-1", "old text"))
     mapper, _ = mapper_with_vault()
 
-    event = mapper.to_domain_event(stored)
+    event = message(mapper.to_domain_event(stored))
     mapper.open([event])
 
     assert b"old text" in stored.state
@@ -204,12 +234,10 @@ def test_a_message_arriving_after_its_unsend_keeps_no_content() -> None:
     assert event.attachments == []
 
 
-def test_timestamps_are_kept_in_ms_for_retention() -> None:
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    event = received(conversation, "m-1", "hello")
+def test_timestamps_are_kept_in_ms_for_retention(sealing: Sealing) -> None:
+    event = received(sealing.conversation, "m-1", "hello")
 
-    stored = store(mapper, table, event)
+    stored = store(sealing.mapper, sealing.table, event)
 
     recorded = datetime.fromtimestamp(stored.new_keys[0].recorded_at / 1000, UTC)
     assert abs((recorded - event.timestamp).total_seconds()) < 0.001
@@ -217,28 +245,35 @@ def test_timestamps_are_kept_in_ms_for_retention() -> None:
     assert uuid4().hex != stored.new_keys[0].key_id
 
 
-def test_a_runner_opens_what_this_process_sealed_lately_without_asking_the_key_table() -> None:
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    first = store(mapper, table, received(conversation, "m-1", "first"))
+def sealed_and_read_by_a_runner(sealing: Sealing) -> KeyedStoredEvent:
+    """A message this process sealed, which a projection runner's batch then opened with
+    the key it kept: no query of the key table."""
+    first = sealing.store("m-1", "first")
+    event = sealing.read(first)
+    sealing.mapper.open([event], recent=True)
+    assert (event.text, sealing.table.queries) == ("first", 0)
+    return first
 
+
+def test_a_runner_opens_what_this_process_sealed_lately_without_asking_the_key_table(
+    sealing: Sealing,
+) -> None:
+    mapper, table, conversation = sealing.mapper, sealing.table, sealing.conversation
     # a projection runner's batch: the key this process just sealed, no query
-    event = mapper.to_domain_event(first)
-    mapper.open([event], recent=True)
-    assert (event.text, table.queries) == ("first", 0)
+    first = sealed_and_read_by_a_runner(sealing)
 
     # a reader whose content leaves (the API, the stream) always asks the key table
-    again = mapper.to_domain_event(first)
+    again = sealing.read(first)
     del table.keys[first.new_keys[0].key_id]  # destroyed by another process, say
     mapper.open([again])
     assert (again.text, table.queries) == (None, 1)
 
     # once this process stores a destroying event, its kept keys are forgotten
-    second = store(mapper, table, received(conversation, "m-2", "second"))
+    second = sealing.store("m-2", "second")
     conversation.unsend(mid="m-2", unsent_at=1_700_000_000_500)
     mapper.to_stored_event(conversation.collect_events()[-1])
     del table.keys[second.new_keys[0].key_id]  # the recorder deletes it in the same insert
-    late = mapper.to_domain_event(second)
+    late = sealing.read(second)
     mapper.open([late], recent=True)
     assert (late.text, table.queries) == (None, 2)
 
@@ -254,18 +289,13 @@ def test_erased_values_are_empty_and_fresh_each_time() -> None:
                 assert value is not fields[name]
 
 
-def test_a_key_sealed_lately_is_kept_until_the_runners_first_open_it() -> None:
+def test_a_key_sealed_lately_is_kept_until_the_runners_first_open_it(sealing: Sealing) -> None:
     # The shared reading opens each event once and keeps it decoded for every runner
     # (projections/shared_reading.py): the key is then no longer needed in memory (P6).
-    mapper, table = mapper_with_vault()
-    conversation = Conversation(ig_account_id="1", participant_id="2")
-    first = store(mapper, table, received(conversation, "m-1", "first"))
-    event = mapper.to_domain_event(first)
-    mapper.open([event], recent=True)
-    assert (event.text, table.queries) == ("first", 0)
+    first = sealed_and_read_by_a_runner(sealing)
 
     # a runner reading it again (behind the shared window) asks the key table, once a batch
-    again = mapper.to_domain_event(first)
-    mapper.open([again], recent=True)
+    again = sealing.read(first)
+    sealing.mapper.open([again], recent=True)
 
-    assert (again.text, table.queries) == ("first", 1)
+    assert (again.text, sealing.table.queries) == ("first", 1)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+from uuid import UUID
+
 from eventsourcing.application import Application
 
 from domain.conversation import Conversation
 from domain.identity import conversation_id
 
 ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
+
+
+class Reaction(TypedDict):
+    """What identifies a reaction, as `Conversation.add_reaction` takes it."""
+
+    mid: str
+    sender_id: str
+    reaction: str | None
+    emoji: str | None
 
 
 def new_conversation() -> Conversation:
@@ -55,14 +67,15 @@ def test_unsend_and_edit_of_a_message_are_recorded_beside_it() -> None:
 
 def test_reactions_are_deduplicated_on_mid_sender_action_emoji_and_time() -> None:
     conversation = new_conversation()
-    react = {"mid": "m1", "sender_id": PARTICIPANT, "reaction": "love", "emoji": "❤️"}
+    react: Reaction = {"mid": "m1", "sender_id": PARTICIPANT, "reaction": "love", "emoji": "❤️"}
+    laugh: Reaction = {**react, "emoji": "😂", "reaction": "laugh"}
 
     assert conversation.add_reaction(**react, reacted_at=10)
     assert not conversation.add_reaction(**react, reacted_at=10)
     # The same emoji again later is a new reaction (after an unreact, say).
     assert conversation.remove_reaction(**react, removed_at=11)
     assert conversation.add_reaction(**react, reacted_at=12)
-    assert conversation.add_reaction(**{**react, "emoji": "😂", "reaction": "laugh"}, reacted_at=12)
+    assert conversation.add_reaction(**laugh, reacted_at=12)
 
 
 def test_reads_are_deduplicated_on_mid_and_time() -> None:
@@ -91,7 +104,7 @@ def test_unrecognised_items_are_kept_and_deduplicated_by_fingerprint() -> None:
 
 def test_replaying_the_stored_events_rebuilds_the_conversation() -> None:
     # given a conversation stored in memory
-    app: Application[object] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    app: Application[UUID] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     conversation = new_conversation()
     conversation.receive_message(mid="m1", sent_at=1, text="hi", attachments=[{"type": "image"}])
     conversation.add_reaction(
@@ -100,7 +113,7 @@ def test_replaying_the_stored_events_rebuilds_the_conversation() -> None:
     app.save(conversation)
 
     # when it is read back
-    replayed = app.repository.get(conversation.id)
+    replayed: Conversation = app.repository.get(conversation.id)
 
     # then it knows what it recorded, so a redelivery is still refused
     assert replayed.version == conversation.version == 3
@@ -116,8 +129,11 @@ def test_a_postback_or_referral_without_a_mid_keeps_no_content_in_its_key() -> N
     )
     conversation.receive_referral(referral={"ref": "coupon-7f3a9-anna", "source": "ADS"}, sent_at=2)
 
-    events = conversation.collect_events()[1:]
-    assert all("7f3a9" not in e.key for e in events)  # type: ignore[attr-defined]
+    postback, referral = conversation.collect_events()[1:]
+    assert isinstance(postback, Conversation.PostbackReceived)
+    assert isinstance(referral, Conversation.ReferralReceived)
+    assert "7f3a9" not in postback.key
+    assert "7f3a9" not in referral.key
     assert all("7f3a9" not in key for key in conversation.recorded)
     # and a redelivery is still recognised, with its payload as with a key of an older release
     assert not conversation.receive_postback(

@@ -17,7 +17,7 @@ from domain.account import Account
 from domain.api_key import ApiKey
 from domain.conversation import Conversation
 
-BASE_FIELDS = {f.name for f in dataclasses.fields(Aggregate.Created)}  # type: ignore[arg-type]
+BASE_FIELDS = {f.name for f in dataclasses.fields(Aggregate.Created)}
 
 
 def fields_of(event_class: type[Any]) -> list[tuple[str, Any]]:

@@ -3,17 +3,16 @@ since neither layer may import the other: both descriptions must agree."""
 
 from __future__ import annotations
 
+from sqlalchemy import Table
+
 from infrastructure import delivery_tables
 from projections import schema
 from projections.outbox import view
 
 
 def test_the_queue_reads_the_outbox_as_the_projection_writes_it() -> None:
-    def columns(table: object) -> list[tuple[str, str, bool, bool]]:
-        return [
-            (c.name, repr(c.type), c.nullable, c.primary_key)
-            for c in table.columns  # type: ignore[attr-defined]
-        ]
+    def columns(table: Table) -> list[tuple[str, str, bool | None, bool]]:
+        return [(c.name, repr(c.type), c.nullable, c.primary_key) for c in table.columns]
 
     assert delivery_tables.outbox.name == view.outbox.name
     assert columns(delivery_tables.outbox) == columns(view.outbox)

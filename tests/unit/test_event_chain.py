@@ -463,7 +463,7 @@ def test_a_chain_made_before_the_log_chain_is_upgraded_and_continued(
     upgrade_database(url)
     ledger = Ledger(env=persistence_env(url))
     assert install_chain(ledger.recorder, [KEY])
-    mine = ledger.repository.get(conversation.id)
+    mine: Conversation = ledger.repository.get(conversation.id)
     mine.receive_message(mid="m1", sent_at=1)
     ledger.save(mine)
 
@@ -501,11 +501,11 @@ def test_postgres_links_chain_across_inserts_and_processes(postgres_url: str) ->
             conversation.receive_message(mid=f"m{i}", sent_at=i)
             first.save(conversation)
         # the second process extends it (reading the first's link back),
-        theirs = second.repository.get(conversation.id)
+        theirs: Conversation = second.repository.get(conversation.id)
         theirs.receive_message(mid="m3", sent_at=3)
         second.save(theirs)
         # and the first extends it again, though what it remembers is now out of date
-        mine = first.repository.get(conversation.id)
+        mine: Conversation = first.repository.get(conversation.id)
         mine.receive_message(mid="m4", sent_at=4)
         first.save(mine)
 

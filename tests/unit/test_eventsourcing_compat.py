@@ -36,8 +36,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def parameters(function: Callable[..., Any]) -> list[str]:
     """The parameter names; `*args` as "*" and `**kwargs` as "**", whatever their names."""
-    variadic = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
-    return [variadic.get(p.kind, p.name) for p in inspect.signature(function).parameters.values()]
+
+    def name(parameter: inspect.Parameter) -> str:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return "*"
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return "**"
+        return parameter.name
+
+    return [name(p) for p in inspect.signature(function).parameters.values()]
 
 
 def test_the_pinned_eventsourcing_range_is_the_one_checked() -> None:

@@ -22,8 +22,7 @@ from projections.projection import LedgerProjection, on
 from projections.runner import ProjectionRunner
 from projections.schema import metadata, tracking
 from projections.view import Batch, SqlView
-from tests.conftest import ACCOUNT, PARTICIPANT, register_account
-from tests.e2e.test_poison_events import deliver
+from tests.conftest import ACCOUNT, PARTICIPANT, deliver, register_account
 
 own = MetaData()
 stored = Table(
@@ -61,14 +60,6 @@ class Fragile(LedgerProjection[FragileView]):
         batch.put(stored, {"position": position, "text": event.text})
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.sqlite3"
-    found: str = request.getfixturevalue("postgres_url")
-    return found
-
-
 @contextmanager
 def counting_commits(engine: Engine) -> Iterator[list[int]]:
     """The transactions committed on `engine` meanwhile, counted."""
@@ -90,10 +81,10 @@ def messages(services: Services) -> list[str]:
 
 
 def test_a_projection_failing_on_an_event_leaves_the_others_batch_committed_together(
-    url: str, make_services: Callable[..., Services]
+    sql_url: str, make_services: Callable[..., Services]
 ) -> None:
     # given a log with an event one projection's table refuses, between two it takes
-    services = make_services(url)
+    services = make_services(sql_url)
     register_account(services)
     for number, text in enumerate(["first", "poison", "last"]):
         deliver(services, ACCOUNT, f"mid-{number}", text)
@@ -139,11 +130,11 @@ def test_a_projection_failing_on_an_event_leaves_the_others_batch_committed_toge
 
 
 def test_read_models_standing_apart_follow_on_their_own_and_join_the_others(
-    url: str, make_services: Callable[..., Services]
+    sql_url: str, make_services: Callable[..., Services]
 ) -> None:
     # given read models that followed the log, then one rebuilt past the others (as after
     # `dmledger projections rebuild conversation_list`) and one dropped to the start
-    services = make_services(url)
+    services = make_services(sql_url)
     register_account(services)
     read_models = services.read_models
     deliver(services, ACCOUNT, "mid-0", "one")
@@ -205,7 +196,7 @@ def test_the_follower_pauses_after_each_full_batch_of_a_backlog_when_told_to(
     assert services.ledger.recorder.max_notification_id() == start + 25
     monkeypatch.setattr(follower_module, "BACKLOG_BATCHES", 1)
     slept: list[float] = []
-    monkeypatch.setattr(follower_module.time, "sleep", slept.append)
+    monkeypatch.setattr("projections.follower.time.sleep", slept.append)
     for runner in read_models.runners.values():
         runner.batch_size = 5
 
@@ -281,8 +272,6 @@ def test_commits_gather_from_when_the_last_catch_up_started_not_from_the_wake_up
     took: float,
     gathered: float,
 ) -> None:
-    from projections import follower as follower_module
-
     # given the conversation list's follower, letting commits gather 10 s, whose catch-up takes
     # `took` seconds (of a clock of the test's), during which a commit wakes it
     services = make_services(f"sqlite:///{tmp_path}/ledger.sqlite3")
@@ -291,7 +280,7 @@ def test_commits_gather_from_when_the_last_catch_up_started_not_from_the_wake_up
     for runner in follower.runners:
         runner.gather_seconds = 10.0
     now = [1000.0]
-    monkeypatch.setattr(follower_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("projections.follower.time.monotonic", lambda: now[0])
     follow = follower._follow
 
     def slow_follow(positions: dict[str, int]) -> int:

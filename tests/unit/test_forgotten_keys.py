@@ -4,8 +4,10 @@ after a restart, whatever the kind of item, on every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -88,7 +90,7 @@ def messages(start: int, stop: int) -> list[Callable[[Changes], bool]]:
         pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
-def restart(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[[], Ledger]]:
+def restart(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Ledger]]:
     """Opens the store as a process that has just started would (nothing cached). In
     memory, the one ledger, read by a new writer."""
     if request.param == "memory":
@@ -216,19 +218,27 @@ def test_a_conversations_snapshot_does_not_grow_with_its_messages(
     assert at_600[1] < 20_000
 
 
+class AskedLedger(Ledger):
+    """A ledger in memory that keeps what the store was asked of recorded keys."""
+
+    def __init__(self) -> None:
+        super().__init__(env=persistence_env("memory://"))
+        self.asked: list[dict[UUID, set[str]]] = []
+
+    def recorded_keys(
+        self, asked: Mapping[UUID, Collection[str]]
+    ) -> dict[UUID, dict[str, int | None]]:
+        self.asked.append({aggregate_id: set(keys) for aggregate_id, keys in asked.items()})
+        return super().recorded_keys(asked)
+
+
 def test_the_writer_asks_the_store_once_per_batch() -> None:
     # given a long conversation, and a store that counts the questions
-    ledger = Ledger(env=persistence_env("memory://"))
+    ledger = AskedLedger()
     writer = LedgerWriter(ledger)
     run(writer, messages(0, RECENT_KEYS + 10))
-    asked: list[dict[Any, Any]] = []
-    answer = ledger.recorded_keys
-
-    def counted(wanted: Any) -> Any:
-        asked.append(dict(wanted))
-        return answer(wanted)
-
-    ledger.recorded_keys = counted  # type: ignore[method-assign]
+    ledger.asked.clear()
+    asked = ledger.asked
 
     # when a batch brings it twenty new messages and two old ones
     results = run(writer, [*messages(1_000, 1_020), message(1), message(2)])

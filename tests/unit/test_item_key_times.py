@@ -32,8 +32,9 @@ def test_a_message_key_keeps_its_time_only_if_the_index_can_hold_it(
     conversation = Conversation(ig_account_id="17841400000000001", participant_id="9001")
     conversation.receive_message(mid="m-1", sent_at=sent_at, text="hi")
     event = conversation.collect_events()[-1]
+    assert isinstance(event, Conversation.MessageReceived)
 
-    assert recorded_key(event) == (event.key, indexed)  # type: ignore[attr-defined]
+    assert recorded_key(event) == (event.key, indexed)
 
 
 def test_the_upgrade_indexes_a_poison_events_key_without_its_time() -> None:

@@ -34,9 +34,9 @@ def receive(mid: str) -> Callable[[Changes], bool]:
 
 def mids(ledger: Ledger) -> list[str]:
     return [
-        e.mid  # type: ignore[attr-defined]
+        e.mid
         for e in ledger.events.get(CONVERSATION)
-        if type(e).__name__ == "MessageReceived"
+        if isinstance(e, Conversation.MessageReceived)
     ]
 
 
@@ -156,12 +156,16 @@ def test_a_crashing_command_loses_its_changes_but_not_the_others(ledger: Ledger)
 
     writer.start()
     try:
-        futures = [writer.submit(first), writer.submit(crash), writer.submit(receive("m2"))]
+        firsts, crashed, seconds = (
+            writer.submit(first),
+            writer.submit(crash),
+            writer.submit(receive("m2")),
+        )
         release.set()
-        assert futures[0].result(timeout=5) is True
+        assert firsts.result(timeout=5) is True
         with pytest.raises(RuntimeError):
-            futures[1].result(timeout=5)
-        assert futures[2].result(timeout=5) is True
+            crashed.result(timeout=5)
+        assert seconds.result(timeout=5) is True
     finally:
         writer.stop()
     assert mids(ledger) == ["m1", "m2"]
@@ -321,11 +325,13 @@ def test_a_long_conversation_is_snapshotted_and_loads_from_its_snapshot(
     # when another process loads it
     other = Ledger(env=sqlite_env)
     try:
-        loaded = other.repository.get(CONVERSATION)
+        loaded: Conversation = other.repository.get(CONVERSATION)
         # then it knows what the writer knows, and redeliveries are still recognised,
         # the oldest ones too (asked of the store's index of keys)
         assert loaded.version == interval + 11
-        assert loaded.recorded == writer.cache.get(CONVERSATION).recorded  # type: ignore[union-attr]
+        cached = writer.cache.get(CONVERSATION)
+        assert isinstance(cached, Conversation)
+        assert loaded.recorded == cached.recorded
         again = LedgerWriter(other)
         assert again.run_now(receive("m3")) is False
         assert again.run_now(receive(f"m{interval + 9}")) is False

@@ -154,6 +154,8 @@ async def test_every_webhook_answer_is_counted_by_its_status(status: int) -> Non
     webhook = {"type": "http", "method": "POST", "path": "/webhooks/instagram"}
     other = {"type": "http", "method": "GET", "path": "/webhooks/instagram"}
 
+    # (Litestar types a scope as its own, with the keys its app adds: not a server's plain
+    # ASGI scope as here; the middleware reads only "type", "method" and "path")
     await wrapped(webhook, None, discard)  # type: ignore[arg-type]
     await wrapped(other, None, discard)  # type: ignore[arg-type]
 

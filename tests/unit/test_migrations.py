@@ -3,8 +3,6 @@ on SQLite and PostgreSQL, and make them once."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from infrastructure import delivery_tables, key_usage, migrations, schema_revisi
 from projections.database import create_view_engine
 from projections.parked import projection_failures
 from projections.schema import tracking
+from tests.support.fresh_process import migrated_sqlite_url, run_python
 
 MIGRATED = [
     *delivery_tables.OWN_TABLES,
@@ -184,12 +183,7 @@ def test_the_revision_read_without_alembic_is_alembics(empty_database: str) -> N
 def test_a_web_worker_and_the_cli_start_without_importing_alembic(tmp_path: Path) -> None:
     # Alembic with Mako and Pygments is ~10 MiB of a web worker's memory (P6): a process
     # imports it only to migrate. Run in a fresh interpreter, on a migrated SQLite file.
-    url = f"sqlite:///{tmp_path}/served.sqlite3"
-    engine = create_view_engine(url)
-    try:
-        migrations.upgrade(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite_url(tmp_path)
     script = (
         "import sys\n"
         "from infrastructure.schema_version import prepare_schema\n"
@@ -198,12 +192,6 @@ def test_a_web_worker_and_the_cli_start_without_importing_alembic(tmp_path: Path
         f"prepare_schema({{}}, create_view_engine({url!r}), {url!r})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-    )
+    printed = run_python(script)
 
-    assert done.stdout.strip() == "[]", done.stdout
+    assert printed.strip() == "[]", printed

@@ -16,8 +16,7 @@ from projections.projection import LedgerProjection, on
 from projections.runner import ProjectionRunner, is_poison
 from projections.schema import metadata, tracking
 from projections.view import Batch, SqlView
-from tests.conftest import ACCOUNT, register_account
-from tests.e2e.test_poison_events import deliver
+from tests.conftest import ACCOUNT, deliver, register_account
 
 own = MetaData()
 seen = Table(

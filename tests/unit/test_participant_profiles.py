@@ -69,7 +69,7 @@ def test_a_profile_stored_before_lookup_times_were_kept_is_looked_up_again() -> 
     conversation._participant_profile_recorded(profile={"username": "a"})  # the old event
     application.save(conversation)
 
-    replayed = application.repository.get(conversation.id)
+    replayed: Conversation = application.repository.get(conversation.id)
 
     assert replayed.profile_version == 2
     assert replayed.profile_due(NOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from eventsourcing.persistence import Tracking
@@ -18,10 +18,18 @@ from projections.message_history.projection import MessageHistory
 from projections.message_history.view import MessageHistoryView
 
 ACCOUNT, PARTICIPANT = "17841400000000001", "5500000000000001"
+Projections = tuple[ConversationList, MessageHistory]
+
+
+class ReactionTo(TypedDict):
+    """The message and sender of a reaction, as `Conversation.add_reaction` takes them."""
+
+    mid: str
+    sender_id: str
 
 
 @pytest.fixture
-def projections(tmp_path: Path) -> Iterator[tuple[ConversationList, MessageHistory]]:
+def projections(tmp_path: Path) -> Iterator[Projections]:
     engine = create_view_engine(f"sqlite:///{tmp_path}/views.sqlite3")
     listing, history = (
         ConversationList(ConversationListView(engine)),
@@ -33,9 +41,7 @@ def projections(tmp_path: Path) -> Iterator[tuple[ConversationList, MessageHisto
     engine.dispose()
 
 
-def feed(
-    projections: tuple[ConversationList, MessageHistory], conversation: Conversation, start: int = 1
-) -> int:
+def feed(projections: Projections, conversation: Conversation, start: int = 1) -> int:
     """Apply the conversation's new events to both projections, one event per transaction."""
     position = start
     for event in conversation.collect_events():
@@ -45,17 +51,13 @@ def feed(
     return position
 
 
-def row(
-    projections: tuple[ConversationList, MessageHistory], conversation: Conversation
-) -> dict[str, Any]:
+def row(projections: Projections, conversation: Conversation) -> dict[str, Any]:
     found = projections[0].view.get(ACCOUNT, str(conversation.id))
     assert found is not None
     return found
 
 
-def history(
-    projections: tuple[ConversationList, MessageHistory], conversation: Conversation
-) -> list[dict[str, Any]]:
+def history(projections: Projections, conversation: Conversation) -> list[dict[str, Any]]:
     return projections[1].view.page(str(conversation.id), limit=100)
 
 
@@ -64,7 +66,7 @@ def new_conversation() -> Conversation:
 
 
 def test_unread_counts_inbound_messages_until_the_business_reads_or_replies(
-    projections: Any,
+    projections: Projections,
 ) -> None:
     conversation = new_conversation()
     conversation.receive_message(mid="m1", sent_at=1000, text="hi")
@@ -83,7 +85,7 @@ def test_unread_counts_inbound_messages_until_the_business_reads_or_replies(
 
 
 def test_last_message_is_the_latest_by_metas_time_even_when_it_arrived_first(
-    projections: Any,
+    projections: Projections,
 ) -> None:
     conversation = new_conversation()
     conversation.receive_message(mid="later", sent_at=5000, text="second")
@@ -95,7 +97,7 @@ def test_last_message_is_the_latest_by_metas_time_even_when_it_arrived_first(
     assert [m["mid"] for m in history(projections, conversation)] == ["earlier", "later"]
 
 
-def test_attachment_messages_are_previewed_by_kind(projections: Any) -> None:
+def test_attachment_messages_are_previewed_by_kind(projections: Projections) -> None:
     conversation = new_conversation()
     conversation.receive_message(
         mid="m1", sent_at=1, attachments=[{"type": "image", "payload": {"url": "u"}}]
@@ -106,7 +108,7 @@ def test_attachment_messages_are_previewed_by_kind(projections: Any) -> None:
     assert history(projections, conversation)[0]["kind"] == "image"
 
 
-def test_story_replies_and_unsupported_messages_have_their_kind(projections: Any) -> None:
+def test_story_replies_and_unsupported_messages_have_their_kind(projections: Projections) -> None:
     conversation = new_conversation()
     conversation.receive_message(
         mid="s", sent_at=1, text="nice", reply_to={"story": {"id": "1", "url": "u"}}
@@ -118,7 +120,7 @@ def test_story_replies_and_unsupported_messages_have_their_kind(projections: Any
 
 
 def test_an_edit_before_its_message_is_kept_and_shown_once_the_message_comes(
-    projections: Any,
+    projections: Projections,
 ) -> None:
     conversation = new_conversation()
     conversation.edit_message(mid="m1", text="fixed text", edit_count=2, edited_at=3)
@@ -134,11 +136,11 @@ def test_an_edit_before_its_message_is_kept_and_shown_once_the_message_comes(
 
 
 def test_a_reaction_replaces_the_senders_earlier_one_and_unreact_removes_it(
-    projections: Any,
+    projections: Projections,
 ) -> None:
     conversation = new_conversation()
     conversation.record_echo(mid="e1", sent_at=1, text="our offer")
-    base = {"mid": "e1", "sender_id": PARTICIPANT}
+    base: ReactionTo = {"mid": "e1", "sender_id": PARTICIPANT}
     conversation.add_reaction(**base, reaction="love", emoji="❤️", reacted_at=2)
     conversation.add_reaction(**base, reaction="laugh", emoji="😂", reacted_at=3)
     position = feed(projections, conversation)
@@ -149,7 +151,7 @@ def test_a_reaction_replaces_the_senders_earlier_one_and_unreact_removes_it(
     assert history(projections, conversation)[0]["reactions"] == []
 
 
-def test_status_changes_show_in_the_list(projections: Any) -> None:
+def test_status_changes_show_in_the_list(projections: Projections) -> None:
     conversation = new_conversation()
     conversation.archive(by="crm")
     position = feed(projections, conversation)
@@ -164,9 +166,7 @@ def test_status_changes_show_in_the_list(projections: Any) -> None:
     assert row(projections, conversation)["status"] == "active"
 
 
-def feed_as_one_batch(
-    projections: tuple[ConversationList, MessageHistory], conversation: Conversation, start: int = 1
-) -> int:
+def feed_as_one_batch(projections: Projections, conversation: Conversation, start: int = 1) -> int:
     """Apply the conversation's new events to both projections in one batch, as a runner does."""
     items = [(e, start + n) for n, e in enumerate(conversation.collect_events())]
     for projection in projections:
@@ -196,7 +196,7 @@ def queue_and_send_reply(conversation: Conversation, reply_id: str, message_id: 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["event by event", "in one batch"])
 def test_the_echo_of_our_reply_confirms_it_instead_of_adding_a_message(
-    projections: Any, batched: bool
+    projections: Projections, batched: bool
 ) -> None:
     apply = feed_as_one_batch if batched else feed
     # given a reply we sent, and an echo of another message in a batch before
@@ -224,7 +224,7 @@ def test_the_echo_of_our_reply_confirms_it_instead_of_adding_a_message(
     }
 
 
-def test_the_tracking_position_moves_with_the_rows(projections: Any) -> None:
+def test_the_tracking_position_moves_with_the_rows(projections: Projections) -> None:
     conversation = new_conversation()
     conversation.receive_message(mid="m1", sent_at=1, text="hi")
     feed(projections, conversation)
@@ -340,7 +340,7 @@ def test_a_runner_following_a_backlog_pauses_after_each_full_batch_when_told_to(
     view = ConversationListView(create_view_engine(url))
     view.create_tables()
     slept: list[float] = []
-    monkeypatch.setattr(runner_module.time, "sleep", slept.append)
+    monkeypatch.setattr("projections.runner.time.sleep", slept.append)
 
     # when a runner that may take `share` of the time follows it, five events a batch
     runner = ProjectionRunner(ledger, ConversationList(view), clock=SystemClock(), batch_size=5)

@@ -4,9 +4,11 @@ the store for what may follow the window (new commits), but decodes and opens on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Notification
 
 from application.ledger import Ledger
 from domain.conversation import Conversation
@@ -19,14 +21,22 @@ class CountingLedger:
 
     def __init__(self) -> None:
         self.ledger = Ledger(env=persistence_env("memory://"))
-        self.selects: list[tuple[int, int]] = []
+        self.selects: list[tuple[int | None, int]] = []
         recorder = self.ledger.recorder
         select = recorder.select_notifications
 
-        def counted(start: int, limit: int, **kwargs: Any) -> Any:
+        def counted(
+            start: int | None,
+            limit: int,
+            stop: int | None = None,
+            topics: Sequence[str] = (),
+            *,
+            inclusive_of_start: bool = True,
+        ) -> Sequence[Notification]:
             self.selects.append((start, limit))
-            return select(start=start, limit=limit, **kwargs)
+            return select(start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
 
+        # the instance's method replaced by one that counts (mypy checks it has the same type)
         recorder.select_notifications = counted  # type: ignore[method-assign]
 
     def store_messages(self, count: int, participant: str = "5500000000000001") -> None:

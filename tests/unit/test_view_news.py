@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eventsourcing.persistence import Tracking
@@ -37,6 +38,15 @@ def view(tmp_path: Path) -> Iterator[DeliveriesView]:
     engine.dispose()
 
 
+def putting(table: Table, row: dict[str, Any]) -> Callable[[Batch], None]:
+    """A batch's work that puts this row in this table."""
+
+    def put(batch: Batch) -> None:
+        batch.put(table, row)
+
+    return put
+
+
 def test_listeners_hear_only_of_batches_that_change_announced_tables(
     view: DeliveriesView,
 ) -> None:
@@ -44,14 +54,14 @@ def test_listeners_hear_only_of_batches_that_change_announced_tables(
     stop = view.on_applied(lambda: heard.append(1))
 
     # a batch that only changes a table nobody listens for
-    view.apply(Tracking("dmledger", 1), lambda b: b.put(parties, {"id": "a", "n": 1}))
+    view.apply(Tracking("dmledger", 1), putting(parties, {"id": "a", "n": 1}))
     # a batch that changes nothing
     view.apply(Tracking("dmledger", 2), lambda b: None)
     assert heard == []
     assert view.max_tracking_id("dmledger") == 2
 
     # a batch that adds a delivery
-    view.apply(Tracking("dmledger", 3), lambda b: b.put(deliveries, {"id": "d", "n": 1}))
+    view.apply(Tracking("dmledger", 3), putting(deliveries, {"id": "d", "n": 1}))
     assert heard == [1]
 
     # a batch that deletes one
@@ -64,5 +74,5 @@ def test_listeners_hear_only_of_batches_that_change_announced_tables(
     assert heard == [1, 1]
 
     stop()
-    view.apply(Tracking("dmledger", 5), lambda b: b.put(deliveries, {"id": "e", "n": 1}))
+    view.apply(Tracking("dmledger", 5), putting(deliveries, {"id": "e", "n": 1}))
     assert heard == [1, 1]

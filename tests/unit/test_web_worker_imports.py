@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from infrastructure import migrations
-from projections.database import create_view_engine
+from tests.support.fresh_process import migrated_sqlite_url, run_python
 
 NOT_SERVED_WITH = (
     # httpx's own command line (`httpx.main`) with its terminal output: ~4 MiB of every
@@ -32,12 +29,7 @@ def test_a_web_worker_builds_its_app_without_command_line_or_development_librari
     tmp_path: Path,
 ) -> None:
     # given a migrated SQLite database (an embedded one behind would import Alembic to migrate)
-    url = f"sqlite:///{tmp_path}/served.sqlite3"
-    engine = create_view_engine(url)
-    try:
-        migrations.upgrade(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite_url(tmp_path)
     # when a fresh interpreter builds the app as each `serve` worker does
     script = (
         "import json, sys\n"
@@ -47,15 +39,8 @@ def test_a_web_worker_builds_its_app_without_command_line_or_development_librari
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
     env.update(DMLEDGER_DATABASE_URL=url, DMLEDGER_DATA_DIR=str(tmp_path / "var"))
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-        env=env,
-    )
-    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    printed = run_python(script, env)
+    imported = set(json.loads(printed.strip().splitlines()[-1]))
 
     # then it imported what it serves with, and none of the others
     assert {"litestar", "sqlalchemy", "httpx", "jinja2"} <= imported
