@@ -44,7 +44,7 @@ def dmledger_app() -> Litestar:
 
         from benchmarks import probe
 
-        probe.install(Path(probe_directory))
+        probe.install(Path(probe_directory), services)
     return app
 
 

@@ -12,7 +12,9 @@ tracemalloc costs CPU and memory of its own (its tables are in the resident set 
 the traced figure), and each dump's snapshot is ~25 MiB of Python objects that the
 allocators keep once freed (a 12-minute soak at 150/s: 117 -> 219 MiB in steps at the
 dumps, the traced objects 7.7 -> 29.6 MiB): a probed soak's RSS is not P6's figure; read
-the caches and tracemalloc's lines, and the RSS of a soak without `--probe`.
+the caches and tracemalloc's lines, and the RSS of a soak without `--probe`. The caches
+are found by walking what the services hold (`gc.freeze()` at start-up hides them from
+`gc.get_objects()`): a dump takes ~5 s of a core.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ SAMPLE = 300
 TOP = 25
 
 
-def install(directory: Path) -> None:
-    """In the worker: start tracing and dump on SIGUSR2."""
+def install(directory: Path, root: object) -> None:
+    """In the worker: start tracing and dump on SIGUSR2; the caches are looked for among
+    what `root` (the services) holds."""
     directory.mkdir(parents=True, exist_ok=True)
+    _roots.append(root)
     tracemalloc.start(1)
     count = [0]
 
@@ -72,21 +76,41 @@ def _dump(directory: Path, n: int) -> None:
     part.rename(directory / f"probe-{n}.json")
 
 
+_roots: list[object] = []
+
+
+def _reachable(roots: list[object]) -> Iterable[object]:
+    """What `roots` hold, directly or not (not through modules, types or functions).
+    Not `gc.get_objects()`: it leaves out what `gc.freeze()` set aside at start-up,
+    which is where the caches are."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type | ModuleType | FunctionType):
+            continue
+        seen.add(id(obj))
+        yield obj
+        stack.extend(gc.get_referents(obj))
+
+
 def caches() -> list[dict[str, Any]]:
-    """Every cachetools cache, functools.lru_cache and shared reading's window alive."""
+    """Every cachetools cache and shared reading's window the services hold, and the
+    functools.lru_cache functions of dmledger's modules."""
     from cachetools import Cache
 
     found: list[dict[str, Any]] = []
-    for obj in gc.get_objects():
+    for obj in _reachable(_roots):
         # Not isinstance: an ABC's check would remember every type it is asked about.
         if Cache in type(obj).__mro__:
-            items = list(obj.items())
+            cache: Any = obj
+            items = list(cache.items())
             found.append(
                 {
-                    "owner": _owner(obj),
+                    "owner": _owner(cache),
                     "entries": len(items),
-                    "maxsize": obj.maxsize,
-                    "currsize": obj.currsize,
+                    "maxsize": cache.maxsize,
+                    "currsize": cache.currsize,
                     "bytes": _extrapolated(items),
                 }
             )
@@ -123,7 +147,7 @@ def caches() -> list[dict[str, Any]]:
 
 def _owner(cache: object) -> str:
     """`Class.attribute` of the object whose attribute the cache is, if one is found."""
-    for referrer in gc.get_referrers(cache):
+    for referrer in _referrers(cache):
         # Python 3.11 keeps an instance's attributes without a dict until one is asked for.
         held = referrer if type(referrer) is dict else getattr(referrer, "__dict__", None)
         if type(held) is not dict:
@@ -133,10 +157,17 @@ def _owner(cache: object) -> str:
             continue
         if held is not referrer:
             return f"{type(referrer).__module__}.{type(referrer).__qualname__}.{names[0]}"
-        for holder in gc.get_referrers(referrer):
+        for holder in _referrers(referrer):
             if getattr(holder, "__dict__", None) is referrer:
                 return f"{type(holder).__module__}.{type(holder).__qualname__}.{names[0]}"
     return type(cache).__name__
+
+
+def _referrers(obj: object) -> list[object]:
+    """`gc.get_referrers`, frozen objects included (it sees only the collected ones)."""
+    if not gc.get_freeze_count():
+        return list(gc.get_referrers(obj))
+    return [r for r in _reachable(_roots) if any(x is obj for x in gc.get_referents(r))]
 
 
 def _extrapolated(items: list[Any]) -> int:
