@@ -26,9 +26,10 @@ A = TypeVar("A", bound=Aggregate)
 AGGREGATE_BYTES = 32 * 2**20
 """The memory the writer's cached aggregates may take, roughly (`approximate_size`).
 
-A count alone did not bound it: a conversation with its 256 recent keys is ~52 KiB
-(tracemalloc), so the writer's 20,000 would be ~1 GiB, against P6's 100 MiB a web worker.
-32 MiB keeps ~600 such conversations, or ~4,000 of P1's (~8 KiB: 33 messages each)."""
+A count alone did not bound it: a conversation with its 64 recent keys is ~15 KiB
+(`domain.recorded_keys`; ~52 KiB with 256), so the writer's 20,000 would be ~300 MiB,
+against P6's 100 MiB a web worker. 32 MiB keeps ~2,000 such conversations, or ~4,000 of
+P1's (~8 KiB: 33 messages each)."""
 
 AGGREGATE_BASE_BYTES = 2_048
 ITEM_BYTES = 200

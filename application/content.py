@@ -123,7 +123,13 @@ class ContentVault:
     keeps that event opened for all of them, and at P1's load the 5,000 keys kept until
     they were pushed out were 1.8 MB of a web worker's memory (P6). Readers whose content
     leaves (the REST API, the events stream, replay) always ask the key table. A
-    destroying event stored by this process empties the kept keys."""
+    destroying event stored by this process empties the kept keys.
+
+    A process whose runners are elsewhere (`serve --no-projections`) keeps none
+    (`keeps_recent` False): no runner of its would ever let them go."""
+
+    keeps_recent: bool = True
+    """Whether keys sealed here are kept for this process's runners."""
 
     def __init__(self, cipher: ContentCipher, keys: ContentKeyStore) -> None:
         self.cipher = cipher
@@ -153,8 +159,9 @@ class ContentVault:
             key, transcoder.encode(content), _context(originator_id, version, key_id)
         )
         event_state["content"] = {"key": key_id, "sealed": base64.b64encode(sealed).decode()}
-        with self._recent_lock:
-            self._recent[key_id] = wrapped
+        if self.keeps_recent:
+            with self._recent_lock:
+                self._recent[key_id] = wrapped
         timestamp = event_state.get("timestamp")
         owner = content_owner(topic, event_state)
         return NewKey(

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_MS = 5 * 60_000
 """After a lookup that got no answer to rely on, the account's next lookup waits this long."""
-CONVERSATIONS_KEPT = 50_000
-"""Conversations whose lookup time is kept in memory (the least recently used go first)."""
+CONVERSATIONS_KEPT = 4_096
+"""Conversations whose lookup time is kept in memory (the least recently used go first):
+~400 bytes each (1.6 MiB in all, `benchmarks/probe.py`); a forgotten one is read again from
+its first event when it next needs a lookup."""
 _LOOKED_UP = (topics.PARTICIPANT_PROFILE_RECORDED, topics.PARTICIPANT_PROFILE_REFUSED)
 
 
@@ -59,7 +61,7 @@ _UNREAD = -1
 """`looked_up_at` of a conversation whose state has not been read yet."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Known:
     """What a lookup needs of a conversation; `looked_up_at` follows the log."""
 

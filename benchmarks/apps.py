@@ -37,6 +37,14 @@ def dmledger_app() -> Litestar:
         in_process = False
     app = create_app(services, run_projections=in_process, run_dispatcher=in_process)
     freeze_startup_objects()  # as `serve` does
+    probe_directory = os.environ.get("BENCH_PROBE_DIR")
+    if probe_directory:
+        # `--probe` (benchmarks/probe.py): tracemalloc from here on, a dump on SIGUSR2.
+        from pathlib import Path
+
+        from benchmarks import probe
+
+        probe.install(Path(probe_directory), services)
     return app
 
 

@@ -936,9 +936,11 @@ def p8_content_sealing(bench: Bench) -> Figure:
     )
 
 
-def soak_figure(bench: Bench, minutes: float, rate: float | None) -> Figure:
+def soak_figure(
+    bench: Bench, minutes: float, rate: float | None, probe_directory: Path | None = None
+) -> Figure:
     """P6 held for `minutes` (`--soak`): not one of FIGURES, run only on request."""
-    result = soak.measure(bench, minutes, rate)
+    result = soak.measure(bench, minutes, rate, probe_directory=probe_directory)
     return Figure(
         "P6",
         f"growth of the web worker's RSS over a {minutes:g}-minute soak at "
@@ -1026,6 +1028,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak-rate", type=float, help="the soak's webhooks/s (default: half P1)")
     parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --soak: trace the web worker's memory and report where it grew "
+        "(benchmarks/probe.py; costs CPU and memory, so the soak's figure is not P6's)",
+    )
+    parser.add_argument(
         "--p4-messages",
         type=int,
         help="earlier messages of each of P4's long conversations (default 100,000)",
@@ -1055,7 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
         figures.append(function(bench))
         print(f"measured {figures[-1].id}: {figures[-1].name}", file=sys.stderr)
     if args.soak:
-        figures.append(soak_figure(bench, args.soak, args.soak_rate))
+        probe_directory = workdir / "probe" if args.probe else None
+        figures.append(soak_figure(bench, args.soak, args.soak_rate, probe_directory))
         print(f"measured the soak: {figures[-1].name}", file=sys.stderr)
     report = {
         "date": started.isoformat(timespec="seconds"),

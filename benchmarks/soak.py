@@ -11,10 +11,14 @@ noise of the allocator) and at most 100 MiB.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import probe
 from benchmarks.load import BodyMaker
 
 if TYPE_CHECKING:
@@ -23,17 +27,27 @@ if TYPE_CHECKING:
 CHUNK_SECONDS = 30.0
 
 
-def measure(bench: Bench, minutes: float, rate: float | None) -> dict[str, Any]:
+def measure(
+    bench: Bench, minutes: float, rate: float | None, *, probe_directory: Path | None = None
+) -> dict[str, Any]:
+    """The soak; with `probe_directory` (`--probe`), the worker's caches and tracemalloc's
+    snapshots after the first sample and at the end of each quarter
+    (`benchmarks/probe.py`), compared in `details.soak.probe`."""
     config = bench.config
     bench.reset_database()
     bench.register_accounts()
     maker = BodyMaker(tag="soak")
     samples: list[tuple[float, float]] = []
+    extra: dict[str, str] = {}
+    if probe_directory is not None:
+        shutil.rmtree(probe_directory, ignore_errors=True)
+        extra[probe.DIRECTORY_VARIABLE] = str(probe_directory)
+    dumps: list[tuple[str, int]] = []
     # The server outlives the probe and every chunk (it stops by itself after its lifetime).
-    with bench.server("dmledger", lifetime=minutes * 60 + 300) as server:
+    with bench.server("dmledger", lifetime=minutes * 60 + 900, **extra) as server:
         if rate is None:
-            probe = maker.bodies(int(config.max_rate * 10))
-            closed = bench.load(server, "soak_probe", probe, 10.0)
+            trial = maker.bodies(int(config.max_rate * 10))
+            closed = bench.load(server, "soak_probe", trial, 10.0)
             rate = max(1.0, round(closed.rate / 2))
         chunk = min(CHUNK_SECONDS, minutes * 60)
         chunks = max(1, round(minutes * 60 / chunk))
@@ -42,6 +56,12 @@ def measure(bench: Bench, minutes: float, rate: float | None) -> dict[str, Any]:
             bodies = maker.bodies(int(rate * chunk) + 1)
             bench.load(server, f"soak_{n}", bodies, chunk, rate)
             samples.append((round(time.monotonic() - started, 1), round(server.rss_mb(), 1)))
+            if probe_directory is not None and n in {
+                0,
+                *(chunks * q // 4 - 1 for q in (1, 2, 3, 4)),
+            }:
+                dumps.append((f"{samples[-1][0] / 60:.1f} min", len(dumps) + 1))
+                probe.ask(server.worker_pids()[0], probe_directory, dumps[-1][1])
         peak = server.peak_rss_mb()
     quarter = max(1, len(samples) // 4)
     first = statistics.median(rss for _, rss in samples[:quarter])
@@ -53,5 +73,8 @@ def measure(bench: Bench, minutes: float, rate: float | None) -> dict[str, Any]:
         "rss_mb_samples": samples,
         "answered_200": answered,
     }
+    if probe_directory is not None:
+        details["probe"] = probe.report(probe_directory, dumps)
+        print(details["probe"], file=sys.stderr)
     bench.details["soak"] = details
     return {"rate": rate, "minutes": minutes, "growth_mb": last - first, "peak_mb": peak}

@@ -11,9 +11,12 @@ and runs the batch again if the store knew one (`application/ledger_writer.py`).
 
 from __future__ import annotations
 
-RECENT_KEYS = 256
+RECENT_KEYS = 64
 """How many of its most recent keys a conversation keeps (Meta's redeliveries mostly come
-within minutes; older ones are asked of the store)."""
+within minutes; older ones are asked of the store). Each is ~200 bytes in memory (a
+message id of ~100 characters, its time), so a conversation at the window is ~15 KiB in
+the writer's cache: 256 made it ~52 KiB, and a web worker following 400 busy
+conversations grew by ~20 MiB as they filled their windows (P6's soak)."""
 
 
 class OlderKeysUnknown(Exception):

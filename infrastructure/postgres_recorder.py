@@ -141,28 +141,34 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "schema": Identifier(self.datastore.schema),
             "table": Identifier(self.events_table_name),
         }
-        # Nothing is inserted if an aggregate the writer read has moved on since.
+        # Nothing is inserted if an aggregate the writer read has moved on since. Its
+        # latest version is a scalar subquery, one index lookup per read aggregate: as a
+        # join, PostgreSQL planned a scan of the whole events table for every batch
+        # (tests/integration/test_insert_cost.py).
+        moved_on = SQL(
+            "EXISTS (SELECT FROM unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
+            "  WHERE (SELECT max(e.originator_version) FROM {schema}.{table} e "
+            "         WHERE e.originator_id = r.id) > r.version)"
+        ).format(**names)
         self._insert_statement = rendered(
             SQL(
                 "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
                 "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-                "WHERE NOT EXISTS (SELECT FROM {schema}.{table} e "
-                "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
-                "  ON e.originator_id = r.id AND e.originator_version > r.version) "
-                "RETURNING notification_id"
-            ).format(**names)
+                "WHERE NOT {moved_on} RETURNING notification_id"
+            ).format(moved_on=moved_on, **names)
         )
         self._moved_on_statement = rendered(
+            SQL("SELECT {moved_on} AS moved_on").format(moved_on=moved_on)
+        )
+        # The same lookup: an aggregate's latest version, not a pass over all its events.
+        self._versions_statement = rendered(
             SQL(
-                "SELECT EXISTS (SELECT FROM {schema}.{table} e "
-                "  JOIN unnest(%b::uuid[], %b::bigint[]) AS r(id, version) "
-                "  ON e.originator_id = r.id AND e.originator_version > r.version) AS moved_on"
+                "SELECT * FROM (SELECT r.id AS originator_id, "
+                "  (SELECT max(e.originator_version) FROM {schema}.{table} e "
+                "   WHERE e.originator_id = r.id) AS version "
+                "  FROM unnest(%b::uuid[]) AS r(id)) AS v WHERE version IS NOT NULL"
             ).format(**names)
         )
-        self._versions_statement = SQL(
-            "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%b::uuid[]) GROUP BY originator_id"
-        ).format(**names)
 
     @retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS, wait=WAIT)
     def stored_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:

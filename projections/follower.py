@@ -142,7 +142,7 @@ class Follower:
 
     def _read(self, start: int, limit: int) -> Read:
         if self.reading is not None:
-            return self.reading.read(start, limit)
+            return self.reading.read(start, limit, reader=self)
         notifications = self.ledger.recorder.select_notifications(start=start, limit=limit)
         return Read(
             items=self.runners[0].decode_all(notifications),

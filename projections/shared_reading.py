@@ -14,6 +14,11 @@ extended by a read that starts right after its last, and the store shows notific
 in the order of their ids (which the runners rely on anyway: each reads from its position
 onwards). Runners share the event objects, which they only read. Content is opened as a
 runner opens it (`Ledger.open_content(recent=True)`).
+
+A reader that names itself (`read(..., reader=)`: the followers) tells the window it is
+done with what lies before its start: the window keeps nothing that every named reader has
+passed. Following the head, the followers are a batch or less apart, and the window holds
+that much rather than `KEEP` (~3 MB of decoded events in a web worker, P6).
 """
 
 from __future__ import annotations
@@ -77,10 +82,16 @@ class SharedReading:
         """Each kept notification's event (None: it did not decode)."""
         self._first = 0
         """Every notification from here to the last kept one is kept."""
+        self._starts: dict[object, int] = {}
+        """Where each named reader last started: it is done with what lies before."""
 
-    def read(self, start: int, limit: int) -> Read:
-        """Up to `limit` notifications from position `start` on, as events."""
+    def read(self, start: int, limit: int, *, reader: object | None = None) -> Read:
+        """Up to `limit` notifications from position `start` on, as events; `reader`, if
+        given, is done with what lies before `start` (see the module's docstring)."""
         with self._lock:
+            if reader is not None:
+                self._starts[reader] = start
+                self._forget_before(min(self._starts.values()))
             kept = self._kept_from(start, limit)
         if len(kept) == limit:
             return self._answer(kept, [])
@@ -128,6 +139,18 @@ class SharedReading:
             for position in dropped:
                 del self._events[position]
             self._first = ids[0]
+
+    def _forget_before(self, position: int) -> None:
+        """Let go of what every named reader has passed."""
+        ids = self._ids
+        if not ids or position <= ids[0]:
+            return
+        passed = bisect.bisect_left(ids, position)
+        for kept in ids[:passed]:
+            del self._events[kept]
+        del ids[:passed]
+        # Still every notification from here to the last kept one (none between).
+        self._first = max(self._first, position)
 
     @staticmethod
     def _answer(kept: list[tuple[int, Any]], found: list[tuple[int, Any]]) -> Read:

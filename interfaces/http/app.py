@@ -60,6 +60,9 @@ def create_app(
     def start_projections() -> None:
         services.read_models.start(catch_up_share=CATCH_UP_SHARE)
 
+    vault = services.ledger.vault
+    if vault is not None and not run_projections:
+        vault.keeps_recent = False  # no runner here to open (and let go) what it seals
     starts: list[Callable[[], Any]] = [start_projections] if run_projections else []
     stops: list[Callable[[], Any]] = [services.read_models.stop] if run_projections else []
     if run_dispatcher:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from eventsourcing.application import Application
 
+from application import participant_profiles
 from application.delivery import MetaError
 from application.ledger import Ledger
 from application.participant_profiles import RETRY_AFTER_MS, ProfileLookups
@@ -204,3 +205,32 @@ def test_after_a_restart_a_conversation_looked_up_this_week_is_not_asked_again(
 
     assert asking.answer_for(_Message(conversation), {}, {}) is None
     assert profiles.asked == []
+
+
+def test_lookups_remember_a_bounded_number_of_conversations_and_read_back_the_rest(
+    ledger: Ledger, conversation: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (P6: a web worker's memory stays bounded however many conversations it sees)
+    monkeypatch.setattr(participant_profiles, "CONVERSATIONS_KEPT", 2)
+    others = [
+        Conversation(ig_account_id=ACCOUNT, participant_id=p)
+        for p in ("5500000000000002", "5500000000000003")
+    ]
+    for other in others:
+        other.receive_message(mid=f"m-{other.participant_id}", sent_at=NOW)
+    ledger.save(*others)
+    profiles = _Profiles({"username": "a"}, {"username": "b"}, {"username": "c"})
+    asking = lookups(ledger, profiles, [NOW])
+
+    # given each conversation's profile looked up and recorded, one more than it remembers
+    for each in (conversation, *others):
+        answer = asking.answer_for(_Message(each), {}, {})
+        assert answer is not None
+        assert answer.record_on(each)
+        ledger.save(each)
+    assert len(asking._known) == 2
+
+    # then the forgotten first one is read back: looked up already, not asked again
+    assert asking.answer_for(_Message(conversation), {}, {}) is None
+    assert profiles.asked == [PARTICIPANT, *(o.participant_id for o in others)]
+    assert len(asking._known) == 2

@@ -106,3 +106,24 @@ def test_the_head_of_the_log_reads_nothing(log: CountingLedger) -> None:
     at_head = reading.read(4, 100)
 
     assert (at_head.last, at_head.count, at_head.items) == (None, 0, [])
+
+
+def test_the_window_lets_go_of_what_every_follower_has_passed(log: CountingLedger) -> None:
+    # (P6: following the head, the window holds a batch or so, not `KEEP` events)
+    log.store_messages(9)  # 1..10
+    reading = SharedReading(log.ledger)
+    fast, slow = object(), object()
+    reading.read(1, 100, reader=fast)
+    reading.read(1, 100, reader=slow)
+    log.store_messages(3, participant="5500000000000002")  # 11..14
+
+    # when one follower moves on, the window keeps what the other has not read yet
+    ahead = reading.read(11, 100, reader=fast)
+    assert len(reading._events) == 14
+    # and when both have, only what they read last
+    behind = reading.read(11, 100, reader=slow)
+    assert len(reading._events) == 4
+
+    assert positions(ahead) == positions(behind) == list(range(11, 15))
+    # a reader behind what was let go still reads it, from the store
+    assert positions(reading.read(1, 100)) == list(range(1, 15))
