@@ -3,6 +3,7 @@ migrated SQLite database (an embedded one behind would import Alembic to migrate
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -37,3 +38,11 @@ def run_python(script: str, env: Mapping[str, str] | None = None) -> str:
         env=env,
     )
     return done.stdout
+
+
+def served_env(url: str, tmp_path: Path) -> dict[str, str]:
+    """This process's environment for a dmledger process on `url`, without the test run's
+    own `DMLEDGER_*` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
+    env.update(DMLEDGER_DATABASE_URL=url, DMLEDGER_DATA_DIR=str(tmp_path / "var"))
+    return env

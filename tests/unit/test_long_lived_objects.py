@@ -5,10 +5,9 @@ requests in flight waited for them (P1's answer-time tail)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from tests.support.fresh_process import migrated_sqlite_url, run_python
+from tests.support.fresh_process import migrated_sqlite_url, run_python, served_env
 
 
 def _run(script: str, env: dict[str, str] | None = None) -> dict[str, int]:
@@ -53,8 +52,7 @@ def test_a_web_worker_sets_its_services_aside_before_it_takes_load(tmp_path: Pat
         "app = http_workers.app()\n"
         "print(json.dumps({'frozen': gc.get_freeze_count(), 'tracked': len(gc.get_objects())}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
-    env.update(DMLEDGER_DATABASE_URL=url, DMLEDGER_DATA_DIR=str(tmp_path / "var"))
+    env = served_env(url, tmp_path)
     result = _run(script, env)
 
     # then the stack and the services it built are out of the collector's passes

@@ -4,10 +4,9 @@ development tools that happen to be installed beside it (P6: at most 100 MiB a w
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from tests.support.fresh_process import migrated_sqlite_url, run_python
+from tests.support.fresh_process import migrated_sqlite_url, run_python, served_env
 
 NOT_SERVED_WITH = (
     # httpx's own command line (`httpx.main`) with its terminal output: ~4 MiB of every
@@ -37,8 +36,7 @@ def test_a_web_worker_builds_its_app_without_command_line_or_development_librari
         "http_workers.app()\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLEDGER_")}
-    env.update(DMLEDGER_DATABASE_URL=url, DMLEDGER_DATA_DIR=str(tmp_path / "var"))
+    env = served_env(url, tmp_path)
     printed = run_python(script, env)
     imported = set(json.loads(printed.strip().splitlines()[-1]))
 
