@@ -41,7 +41,16 @@ from benchmarks.crm_dispatch import (
     receiver_rate,
     wait_delivered,
 )
-from benchmarks.load import ACCOUNTS, APP_SECRET, Body, BodyMaker, LoadResult, run_wrk, sign
+from benchmarks.load import (
+    ACCOUNTS,
+    APP_SECRET,
+    Body,
+    BodyMaker,
+    LoadResult,
+    register_accounts,
+    run_wrk,
+    sign,
+)
 from benchmarks.load import write_bodies as write_body_files
 from benchmarks.servers import (
     Server,
@@ -197,16 +206,7 @@ class Bench:
 
     def register_accounts(self) -> None:
         with self.services() as services:
-            for n, ig_id in enumerate(ACCOUNTS):
-                command = services.accounts.register(
-                    ig_account_id=ig_id,
-                    username=f"benchshop{n}",
-                    app_secret=APP_SECRET,
-                    access_token=f"IGAA-bench-token-{n}",
-                    verify_token=f"bench-verify-{n}",
-                    by="benchmark",
-                )
-                services.writer.run_now(command)
+            register_accounts(services)
 
     def write_bodies(self, name: str, bodies: list[Body]) -> Path:
         prefix = self.workdir / f"{name}-"

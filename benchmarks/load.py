@@ -28,6 +28,22 @@ ACCOUNTS = ("17841400000000101", "17841400000000102", "17841400000000103")
 ATTACHMENT_KINDS = ("image", "video", "audio", "share")
 
 
+def register_accounts(services: Any) -> None:
+    """Register the benchmark accounts (`ACCOUNTS`, all of one Meta app) in dmledger's
+    `services`, as an operator's `dmledger accounts add` does."""
+    for n, ig_id in enumerate(ACCOUNTS):
+        services.writer.run_now(
+            services.accounts.register(
+                ig_account_id=ig_id,
+                username=f"benchshop{n}",
+                app_secret=APP_SECRET,
+                access_token=f"IGAA-bench-token-{n}",
+                verify_token=f"bench-verify-{n}",
+                by="benchmark",
+            )
+        )
+
+
 def sign(body: bytes) -> str:
     return "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
 

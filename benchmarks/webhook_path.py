@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
-from benchmarks.load import ACCOUNTS, APP_SECRET, BodyMaker, sign
+from benchmarks.load import BodyMaker, register_accounts, sign
 
 
 def _services(data_dir: str) -> Any:
@@ -91,17 +91,7 @@ async def _run(
 
     with tempfile.TemporaryDirectory() as data_dir:
         services = _services(data_dir)
-        for n, ig_id in enumerate(ACCOUNTS):
-            services.writer.run_now(
-                services.accounts.register(
-                    ig_account_id=ig_id,
-                    username=f"benchshop{n}",
-                    app_secret=APP_SECRET,
-                    access_token=f"IGAA-bench-token-{n}",
-                    verify_token=f"bench-verify-{n}",
-                    by="benchmark",
-                )
-            )
+        register_accounts(services)
         app = create_app(services, run_projections=False, run_dispatcher=False)
         adjust(app)
         maker = BodyMaker(tag="path")
