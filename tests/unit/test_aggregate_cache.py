@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from application.changes import AggregateCache, approximate_size
 from domain.conversation import Conversation
+from domain.recorded_keys import RECENT_KEYS, OlderKeys
 
 
 def conversation(participant: int, messages: int) -> Conversation:
     thread = Conversation(ig_account_id="17841400000000001", participant_id=f"55{participant:014d}")
+    # Past its recent keys a conversation asks about older ones (the writer gives it this).
+    thread.older_keys = OlderKeys()
     for n in range(messages):
         thread.receive_message(mid=f"aWdfZAG1faXRlbToxOklHTWVzc2FnZA:{n:09d}", sent_at=n, text="hi")
     thread.collect_events()
@@ -15,8 +18,8 @@ def conversation(participant: int, messages: int) -> Conversation:
 
 
 def test_long_conversations_are_let_go_before_the_cache_passes_its_bytes() -> None:
-    # given a cache of 1,000 aggregates and 1 MB, and conversations with 200 keys each
-    cache = AggregateCache(1_000, max_bytes=1_000_000)
+    # given a cache of 1,000 aggregates and 300 kB, and conversations past their recent keys
+    cache = AggregateCache(1_000, max_bytes=300_000)
     long = [conversation(n, 200) for n in range(40)]
 
     # when more are put than the bytes allow
@@ -25,7 +28,7 @@ def test_long_conversations_are_let_go_before_the_cache_passes_its_bytes() -> No
 
     # then the most recently used are kept, within the bytes, far under the count
     kept = [t for t in long if cache.get(t.id) is t]
-    assert sum(approximate_size(t) for t in kept) <= 1_000_000
+    assert sum(approximate_size(t) for t in kept) <= 300_000
     assert 0 < len(kept) < 40
     assert kept == long[-len(kept) :]
 
@@ -47,7 +50,10 @@ def test_an_aggregate_larger_than_the_whole_cache_is_not_kept() -> None:
     assert cache.get(thread.id) is None
 
 
-def test_the_size_of_an_aggregate_grows_with_the_keys_it_holds() -> None:
-    # measured with tracemalloc: ~52 KiB for a conversation with its 256 recent keys
-    assert approximate_size(conversation(1, 1)) < approximate_size(conversation(1, 200))
-    assert 40_000 <= approximate_size(conversation(1, 256)) <= 80_000
+def test_the_size_of_an_aggregate_grows_with_the_keys_it_holds_up_to_its_recent_ones() -> None:
+    # measured with tracemalloc: ~15 KiB for a conversation with its 64 recent keys
+    full = approximate_size(conversation(1, RECENT_KEYS))
+    assert approximate_size(conversation(1, 1)) < full
+    assert 10_000 <= full <= 25_000
+    # older keys are the store's: a longer conversation holds no more
+    assert approximate_size(conversation(1, 3 * RECENT_KEYS)) <= full * 1.1
