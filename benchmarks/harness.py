@@ -752,6 +752,25 @@ def figure(function: FigureFunction) -> FigureFunction:
     return function
 
 
+def chosen_figures(only: list[str] | None) -> list[FigureFunction]:
+    """The figures `--only` names (each value one id or several, comma-separated, in any
+    case), every one without it; ValueError naming an id no figure has."""
+    if not only:
+        return list(FIGURES)
+    wanted = {part.strip().upper() for value in only for part in value.split(",") if part.strip()}
+    known = {_figure_id(function) for function in FIGURES}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(
+            f"no figure {', '.join(unknown)}: the figures are {', '.join(sorted(known))}"
+        )
+    return [function for function in FIGURES if _figure_id(function) in wanted]
+
+
+def _figure_id(function: FigureFunction) -> str:
+    return function.__name__.split("_")[0].upper()
+
+
 def not_measured(id_: str, name: str, unit: str, target: str, needs: str) -> Figure:
     return Figure(id_, name, None, unit, target, note=f"not measured: needs {needs}")
 
@@ -1008,7 +1027,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run projections and the dispatcher in processes of their own, not in the web one",
     )
-    parser.add_argument("--only", action="append", help="run only these figures (P1, P4, ...)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only these figures: --only P1,P6 or --only P1 --only P6",
+    )
     parser.add_argument(
         "--dispatchers", type=int, default=1, help="P3: dispatch processes (default 1)"
     )
@@ -1040,6 +1063,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
+    try:
+        chosen = chosen_figures(args.only)
+    except ValueError as error:
+        parser.error(str(error))
 
     config = Config.smoke_test() if args.smoke else Config()
     config = Config(**{**asdict(config), "web_workers": args.workers, "separate": args.separate})
@@ -1056,10 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.now(UTC)
     figures: list[Figure] = []
-    for function in FIGURES:
-        only = [o.upper() for o in args.only or []]
-        if only and function.__name__.split("_")[0].upper() not in only:
-            continue
+    for function in chosen:
         figures.append(function(bench))
         print(f"measured {figures[-1].id}: {figures[-1].name}", file=sys.stderr)
     if args.soak:
