@@ -754,10 +754,12 @@ def figure(function: FigureFunction) -> FigureFunction:
 
 def chosen_figures(only: list[str] | None) -> list[FigureFunction]:
     """The figures `--only` names (each value one id or several, comma-separated, in any
-    case), every one without it; ValueError naming an id no figure has."""
+    case; `none` for none of them), every one without it; ValueError naming an id no
+    figure has."""
     if not only:
         return list(FIGURES)
     wanted = {part.strip().upper() for value in only for part in value.split(",") if part.strip()}
+    wanted.discard("NONE")  # `--only none --soak`: the soak alone
     known = {_figure_id(function) for function in FIGURES}
     unknown = sorted(wanted - known)
     if unknown:

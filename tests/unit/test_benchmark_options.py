@@ -24,6 +24,11 @@ def test_figures_are_chosen_by_repeated_or_comma_separated_ids_in_any_case() -> 
     assert ids(["P3, p7"]) == ["P3", "P7"]
 
 
+def test_none_chooses_no_figure_for_a_soak_alone() -> None:
+    assert ids(["none"]) == []
+    assert ids(["NONE"]) == []
+
+
 def test_every_figure_without_only() -> None:
     assert ids(None) == ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"]
 
