@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 
 from interfaces.composition import Services
-from projections.notifications import listen
+from projections.notifications import listener_for
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +33,9 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
             loop.call_soon_threadsafe(dispatcher.wakeup.set)
 
     outbox = services.read_models.outbox
-    stop_listening = outbox.on_applied(wake)
-    listening = threading.Event()
+    unsubscribes = [outbox.on_applied(wake)]
     if outbox.engine.dialect.name == "postgresql" and outbox.notify:
-        threading.Thread(
-            target=listen,
-            args=(outbox.engine, outbox.notify, wake, listening.is_set),
-            daemon=True,
-        ).start()
+        unsubscribes.append(listener_for(outbox.engine).subscribe(outbox.notify, wake))
     refresher = asyncio.ensure_future(_refresh_tokens(services, stop))
     retention = asyncio.ensure_future(_expire_content(services, stop))
     account_changed = asyncio.Event()
@@ -57,8 +51,8 @@ async def run_dispatcher(services: Services, stop: asyncio.Event) -> None:
     try:
         await dispatcher.run(stop)
     finally:
-        stop_listening()
-        listening.set()
+        for unsubscribe in unsubscribes:
+            unsubscribe()
         for task in (refresher, retention, entry_points):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

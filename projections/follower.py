@@ -47,6 +47,7 @@ from sqlalchemy.exc import DBAPIError
 from application.ledger import Ledger
 from projections.parked import describe
 from projections.runner import BACKLOG_BATCHES, ProjectionRunner, Wakeup, is_poison
+from projections.runner_lock import LockSession
 from projections.schema import tracking, upsert_many, writing
 from projections.shared_reading import Read, SharedReading
 from projections.view import ViewMovedOn
@@ -298,6 +299,9 @@ class Follower:
     def run(self, stop: threading.Event) -> None:
         """Follow the log until `stop` is set; survives database outages."""
         self._stopping = stop
+        # The group's locks on one session (a session per projection was one connection
+        # per projection and process, standbys included).
+        locks = LockSession(self.runners[0].view.engine)
         held: dict[str, ExitStack] = {}
         positions: dict[str, int] = {}
         tried = started = 0.0
@@ -307,7 +311,7 @@ class Follower:
                 try:
                     if len(held) < len(self.runners) and time.monotonic() - tried >= RETRY_SECONDS:
                         tried = time.monotonic()
-                        for runner in self._take_locks(held, stop):
+                        for runner in self._take_locks(held, stop, locks):
                             # While it holds the lock this process alone moves the position.
                             positions[runner.name] = runner.position()
                     self.wakeup.clear()
@@ -332,9 +336,10 @@ class Follower:
                     stop.wait(RETRY_SECONDS)
         finally:
             self._release(held, positions)
+            locks.close()
 
     def _take_locks(
-        self, held: dict[str, ExitStack], stop: threading.Event
+        self, held: dict[str, ExitStack], stop: threading.Event, locks: LockSession
     ) -> list[ProjectionRunner]:
         """Take the locks of the projections no other process follows; those now held."""
         taken: list[ProjectionRunner] = []
@@ -343,7 +348,7 @@ class Follower:
                 continue
             stack = ExitStack()
             try:
-                holding = stack.enter_context(runner.lock(stop, wait=False))
+                holding = stack.enter_context(runner.lock(stop, wait=False, session=locks))
             except BaseException:
                 stack.close()
                 raise

@@ -32,7 +32,7 @@ from application.ledger import Ledger
 from application.ports import Clock
 from projections.parked import describe, park, parked_events, still_failing, unpark
 from projections.projection import LedgerProjection
-from projections.runner_lock import RunnerLock
+from projections.runner_lock import LockSession, RunnerLock
 from projections.shared_reading import Read, SharedReading, decode
 from projections.view import Batch, SqlView, ViewMovedOn
 
@@ -342,9 +342,17 @@ class ProjectionRunner:
         while held; False at once if another process's runner is following the log."""
         return self.lock(threading.Event(), wait=False, listen=False)
 
-    def lock(self, stop: threading.Event, *, wait: bool = True, listen: bool = True) -> RunnerLock:
-        """The projection's lock (`projections.runner_lock`): waits for it unless told not
-        to; while held, it LISTENs for other processes' commits unless told not to."""
+    def lock(
+        self,
+        stop: threading.Event,
+        *,
+        wait: bool = True,
+        listen: bool = True,
+        session: LockSession | None = None,
+    ) -> RunnerLock:
+        """The projection's lock (`projections.runner_lock`), on `session` or on a session
+        of its own: waits for it unless told not to; while held, it is woken by other
+        processes' commits unless told not to."""
         return RunnerLock(
             self.name,
             self.view.engine,
@@ -354,4 +362,5 @@ class ProjectionRunner:
             stop=stop,
             wait=wait,
             listen=listen,
+            session=session,
         )

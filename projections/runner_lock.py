@@ -1,9 +1,12 @@
 """One active runner per projection: the others wait as standbys.
 
-On PostgreSQL an advisory lock per projection (and schema), held by a session of its
-own; the runner that holds it also LISTENs for the ledger's NOTIFY, so commits of other
-processes wake it. On SQLite a lock file beside the database. A rebuild takes the same
-lock without waiting (`ProjectionRunner.exclusively`).
+On PostgreSQL an advisory lock per projection (and schema), held by a session that is not
+a pooled connection's (a lock belongs to its session): a follower holds the locks of its
+projections on one such session (`LockSession`), a rebuild on one of its own. While it
+holds the lock, the runner is woken by the ledger's NOTIFY through the process's one
+listening session (`projections.notifications`), so commits of other processes wake it.
+On SQLite a lock file beside the database. A rebuild takes the same lock without waiting
+(`ProjectionRunner.exclusively`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,56 @@ from contextlib import suppress
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from projections.notifications import listen
+from projections.notifications import listener_for
 
 log = logging.getLogger(__name__)
+
+
+class LockSession:
+    """A session of its own on which advisory locks are taken and held: several locks of
+    one thread (a follower's projections) share it. Lost with its session, so an error
+    on it closes it; the next lock taken opens another."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        self._held: set[int] = set()
+
+    def take(self, key: int) -> bool:
+        """True if the lock is now held on this session, False if another session holds it."""
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        try:
+            held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            taken = bool(held.scalar())
+            self._conn.commit()
+        except DBAPIError:
+            self.close()
+            raise
+        if taken:
+            self._held.add(key)
+        return taken
+
+    def release(self, key: int) -> None:
+        """Released now: the server notices a closed session only a moment later, and a
+        rebuild right after another one found the lock still held."""
+        if key not in self._held or self._conn is None:
+            return
+        self._held.discard(key)
+        try:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            self._conn.commit()
+        except DBAPIError:
+            self.close()  # and with the session, every lock it held
+
+    def close(self) -> None:
+        self._held.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            # The locks belong to the session: returned to a pool, it would keep them.
+            with suppress(DBAPIError):
+                conn.invalidate()
+            conn.close()
 
 
 class RunnerLock:
@@ -40,6 +90,7 @@ class RunnerLock:
         stop: threading.Event,
         wait: bool = True,
         listen: bool = True,
+        session: LockSession | None = None,
     ) -> None:
         self._name = name
         self._engine = engine
@@ -49,10 +100,11 @@ class RunnerLock:
         self._stop = stop
         self._wait = wait
         self._listens = listen
-        self._released = threading.Event()
-        self._conn: Connection | None = None
+        self._session = session
+        self._own_session = session is None
         self._held: int | None = None
         """The key of the lock, while held."""
+        self._unsubscribe: Callable[[], None] | None = None
         self._file: _LockFile | None = None
 
     def __enter__(self) -> bool:
@@ -71,48 +123,36 @@ class RunnerLock:
         lock_name = f"dmledger-projection:{schema}:{self._name}"
         digest = hashlib.sha256(lock_name.encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
-        self._conn = engine.connect()
+        if self._session is None:
+            self._session = LockSession(engine)
         while not self._stop.is_set():
-            held = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            self._conn.commit()
-            if held:
+            if self._session.take(key):
                 self._held = key
                 if self._listens:
                     log.info("projection %s: this runner is the active one", self._name)
-                    threading.Thread(
-                        target=self._listen, name=f"listen-{self._name}", daemon=True
-                    ).start()
+                    self._unsubscribe = listener_for(engine).subscribe(
+                        self._events_channel, self._wake, self._following.set
+                    )
                 return True
             if not self._wait:
                 break
             self._stop.wait(1.0)
         return False
 
-    def _listen(self) -> None:
-        listen(
-            self._engine,
-            self._events_channel,
-            self._wake,
-            lambda: self._stop.is_set() or self._released.is_set(),
-            self._following.set,
-        )
-
     def __exit__(self, *_: object) -> None:
-        self._released.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._listens:
             self._following.clear()
         if self._file is not None:
             self._file.release()
-        if self._conn is not None:
+        if self._session is not None:
             if self._held is not None:
-                # Released now: the server notices a closed session only a moment later,
-                # and a rebuild right after another one found the lock still held.
-                with suppress(DBAPIError):
-                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._held})
-                    self._conn.commit()
-            # The lock belongs to the session: a pooled connection would keep holding it.
-            self._conn.invalidate()
-            self._conn.close()
+                self._session.release(self._held)
+                self._held = None
+            if self._own_session:
+                self._session.close()
 
 
 class _LockFile:
