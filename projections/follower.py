@@ -309,8 +309,17 @@ class Follower:
         try:
             while not stop.is_set():
                 try:
-                    if len(held) < len(self.runners) and time.monotonic() - tried >= RETRY_SECONDS:
+                    if time.monotonic() - tried >= RETRY_SECONDS:
                         tried = time.monotonic()
+                        if held and not locks.intact():
+                            # The locks went with their session (an idle timeout, a
+                            # terminated backend): another process may follow them now.
+                            log.warning(
+                                "projections %s: lost the session holding their locks; "
+                                "taking them again",
+                                ", ".join(held),
+                            )
+                            self._release(held, positions)
                         for runner in self._take_locks(held, stop, locks):
                             # While it holds the lock this process alone moves the position.
                             positions[runner.name] = runner.position()

@@ -11,6 +11,7 @@ until it is back, the subscribers' own polling carries on.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,6 +163,16 @@ class Listener:
 
 _listeners: dict[str, Listener] = {}
 _listeners_mutex = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts listeners of its own."""
+    global _listeners_mutex
+    _listeners.clear()
+    _listeners_mutex = threading.Lock()  # perhaps held by a thread the child does not have
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def listener_for(engine: Engine) -> Listener:

@@ -51,6 +51,27 @@ class LockSession:
             self._held.add(key)
         return taken
 
+    def intact(self) -> bool:
+        """Whether the session still holds every lock taken on it: False once it is lost
+        (closed then), since its locks went with it. Asked every second by a follower, it
+        also keeps the session from looking idle to an `idle_session_timeout`."""
+        if not self._held:
+            return True
+        if self._conn is None:
+            return False
+        try:
+            count = self._conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                    " AND locktype = 'advisory' AND granted"
+                )
+            ).scalar()
+            self._conn.commit()
+        except DBAPIError:
+            self.close()
+            return False
+        return count == len(self._held)
+
     def release(self, key: int) -> None:
         """Released now: the server notices a closed session only a moment later, and a
         rebuild right after another one found the lock still held."""

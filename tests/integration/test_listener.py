@@ -4,6 +4,7 @@ woken, for what they may have missed), and nothing left open once nobody subscri
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -11,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url
 
-from projections.notifications import Listener
+from projections.notifications import Listener, listener_for
 
 pytestmark = pytest.mark.postgres
 
@@ -155,3 +156,19 @@ def test_nothing_stays_open_once_nobody_subscribes(
     again = Counter()
     listener.subscribe(channel(), lambda: None, again)
     assert again.reaches(1)
+
+
+def test_a_forked_child_has_a_listener_of_its_own(admin: str) -> None:
+    """A child forked after its parent listened has none of the parent's threads: it must
+    not be handed the parent's listener, whose thread it would wait on for ever."""
+    engine = create_engine(admin.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        parents = listener_for(engine)
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 if it got a listener of its own
+            os._exit(0 if listener_for(engine) is not parents else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert listener_for(engine) is parents
+    finally:
+        engine.dispose()

@@ -149,3 +149,22 @@ def test_a_dispatch_process_listens_again_after_losing_its_session(
         lambda: [pid for pid, _ in sessions.listening() if pid not in lost],
         "the dispatcher listens again on a new session",
     )
+
+
+def test_a_project_process_takes_its_locks_again_after_losing_their_session(
+    start: Callable[[str], Sessions],
+) -> None:
+    """A lock belongs to its session: once the session is gone (an `idle_session_timeout`,
+    a proxy's idle timeout, a terminated backend), another process's standby may take the
+    projection. The process notices within seconds and takes its locks again, rather than
+    following on as if it still held them."""
+    sessions = start("project")
+    until(lambda: sessions.locks() == PROJECTIONS, "the process holds every projection's lock")
+    lost = [pid for pid, _ in sessions.lock_holders()]
+
+    sessions.terminate(lost)
+
+    until(
+        lambda: sum(int(n) for pid, n in sessions.lock_holders() if pid not in lost) == PROJECTIONS,
+        "the process holds every projection's lock again, on new sessions",
+    )
