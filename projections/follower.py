@@ -26,7 +26,7 @@ and tries for the others every second, as a standby. A projection whose batch fa
 the database rather than on an event (a missing table, the storage refusing) rests a
 second and tries again, while the others go on.
 
-A little over 300 lines: following, the two ways of writing a batch and the loop that
+Under 400 lines: following, the two ways of writing a batch and the loop that
 holds the locks share the group's positions and its resting projections, and read best
 in one place (as `projections/runner.py` does for one projection).
 """
