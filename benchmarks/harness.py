@@ -883,8 +883,8 @@ def p4_long_conversation(bench: Bench) -> Figure:
         f"ack latency, conversation with {config.long_messages:,} earlier messages / a new one",
         round(p4["cold_ratio"], 3),
         "ratio",
-        "<= 1.2",
-        met=p4["cold_ratio"] <= 1.2,
+        "<= 1.1",  # issue 17: within 1.1x of a new conversation, cold after a restart
+        met=p4["cold_ratio"] <= 1.1,
         baseline=round(p4["cold_fresh_ms"], 2),
         baseline_name="new conversation ms (median)",
         note=f"first message after a restart (not cached): {p4['cold_long_ms']:.1f} ms; "
