@@ -96,8 +96,8 @@ class Listener:
                 )
             except Exception:
                 log.exception("listening failed; listening again in %.0f s", RETRY_SECONDS)
-            self._retry.wait(RETRY_SECONDS)
             self._retry.clear()
+            self._retry.wait(RETRY_SECONDS)
 
     def _wanted(self) -> set[str] | None:
         """The channels wanted now; None when nobody subscribes (the thread is done then,
