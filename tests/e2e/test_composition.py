@@ -18,10 +18,11 @@ from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import ACCOUNT, bearer, eventually, issue_key, register_account
-from tests.e2e.test_dispatch import REPLIES, SHIPPING, _assert, _definition, deliver, message
+from tests.e2e.test_dispatch import REPLIES, SHIPPING, _assert, _definition
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.webhooks import deliver, message
 
 DAY_MS = 24 * 3_600_000
 

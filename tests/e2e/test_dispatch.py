@@ -22,9 +22,7 @@ from tests.conftest import (
     bearer,
     eventually,
     issue_key,
-    meta_json,
     register_account,
-    signed_headers,
     stored_events,
 )
 from tests.support.clock import MovableClock
@@ -37,6 +35,7 @@ from tests.support.fake_graph import (
     USER_UNAVAILABLE,
     FakeGraphApi,
 )
+from tests.support.webhooks import deliver, echo, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
@@ -53,26 +52,6 @@ SHIPPING = {
 def services(services_with_crm: Services) -> Services:
     """Sending to the fake Graph API, delivering to the fake CRM (`tests/e2e/conftest.py`)."""
     return services_with_crm
-
-
-def message(text: str, mid: str, *, at: int | None = None) -> bytes:
-    body = meta_json("text")
-    item = body["entry"][0]["messaging"][0]
-    item["timestamp"] = at if at is not None else int(time.time() * 1000)
-    item["message"] = {"mid": mid, "text": text}
-    return json.dumps(body).encode()
-
-
-def echo(mid: str) -> bytes:
-    body = meta_json("echo")
-    body["entry"][0]["messaging"][0]["message"]["mid"] = mid
-    return json.dumps(body).encode()
-
-
-async def deliver(api: Client, *bodies: bytes) -> None:
-    for body in bodies:
-        response = await api.post("/webhooks/instagram", content=body, headers=signed_headers(body))
-        assert response.status_code == 200, response.text
 
 
 async def step(services: Services, rounds: int = 3) -> None:

@@ -31,11 +31,12 @@ from tests.conftest import (
     register_account,
     signed_headers,
 )
-from tests.e2e.test_dispatch import REPLIES, SHIPPING, _definition, deliver, message, step
+from tests.e2e.test_dispatch import REPLIES, SHIPPING, _definition, step
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import OUTSIDE_WINDOW, TEMPORARY, TOKEN_EXPIRED, FakeGraphApi
 from tests.support.served import ADD, Served
+from tests.support.webhooks import deliver, message
 
 REFRESHED_TOKEN = "IGAA-refreshed-token-for-tests"
 

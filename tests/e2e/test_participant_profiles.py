@@ -21,11 +21,11 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_crm_delivery_edges import from_participant
-from tests.e2e.test_dispatch import _definition, deliver, message, step
+from tests.e2e.test_dispatch import _definition, step
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.webhooks import deliver, from_participant, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
