@@ -18,10 +18,11 @@ from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import ACCOUNT, bearer, eventually, issue_key, register_account
-from tests.e2e.test_dispatch import REPLIES, SHIPPING, _assert, _definition
+from tests.e2e.test_dispatch import REPLIES, _assert
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.rules import SHIPPING, definition
 from tests.support.webhooks import deliver, message
 
 DAY_MS = 24 * 3_600_000
@@ -70,7 +71,7 @@ def test_a_port_passed_to_build_is_used_and_left_to_its_owner(
     settings = make_settings("memory://", graph_api_url=graph.url)
     services = build(settings, instagram=own, announce=lambda _: None)
     register_account(services)
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
 
     async def journey() -> bool:
         app = create_app(services, run_projections=False, run_dispatcher=False)
@@ -95,7 +96,7 @@ def test_a_port_passed_to_build_is_used_and_left_to_its_owner(
 
 def subscribed(services: Services, crm: FakeCrm) -> None:
     """A rule that names the participant (a profile lookup) and a CRM endpoint."""
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
     view = services.writer.run_now(
         services.crm_endpoints.set(
             ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"

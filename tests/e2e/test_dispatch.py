@@ -35,17 +35,13 @@ from tests.support.fake_graph import (
     USER_UNAVAILABLE,
     FakeGraphApi,
 )
+from tests.support.rules import SHIPPING, definition
 from tests.support.webhooks import deliver, echo, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
 BASE = f"/api/v1/accounts/{ACCOUNT}"
 REPLIES = f"{BASE}/conversations/{CONVERSATION}/replies"
-SHIPPING = {
-    "name": "shipping",
-    "triggers": [{"type": "keyword", "value": "ship"}],
-    "reply": "Hi {first_name}! We ship worldwide.",
-}
 
 
 @pytest.fixture
@@ -86,7 +82,7 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
     # given an account with a rule and a CRM endpoint, served as `dmledger serve` does
     services = make_services(database_url, graph_api_url=graph.url)
     register_account(services)
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
     view = services.writer.run_now(
         services.crm_endpoints.set(
             ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
@@ -119,14 +115,6 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
 
 def _assert(condition: bool) -> None:
     assert condition
-
-
-def _definition(rule: dict[str, Any]) -> Any:
-    import msgspec
-
-    from application.rules import RuleDefinition
-
-    return msgspec.convert(rule, RuleDefinition)
 
 
 async def test_a_crm_reply_is_sent_once_however_often_it_is_posted(
