@@ -18,8 +18,9 @@ from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import ACCOUNT, bearer, eventually, issue_key, register_account
-from tests.e2e.test_dispatch import REPLIES, _assert
+from tests.e2e.test_dispatch import _assert
 from tests.support.clock import MovableClock
+from tests.support.conversations import REPLIES
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 from tests.support.rules import SHIPPING, definition

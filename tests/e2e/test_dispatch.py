@@ -26,6 +26,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.support.clock import MovableClock
+from tests.support.conversations import REPLIES, sends, step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import (
     OUTSIDE_WINDOW,
@@ -41,26 +42,12 @@ from tests.support.webhooks import deliver, echo, message
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
 BASE = f"/api/v1/accounts/{ACCOUNT}"
-REPLIES = f"{BASE}/conversations/{CONVERSATION}/replies"
 
 
 @pytest.fixture
 def services(services_with_crm: Services) -> Services:
     """Sending to the fake Graph API, delivering to the fake CRM (`tests/e2e/conftest.py`)."""
     return services_with_crm
-
-
-async def step(services: Services, rounds: int = 3) -> None:
-    """Let the projections, the policy and the dispatcher do what is due now."""
-    for _ in range(rounds):
-        services.read_models.catch_up()
-        await services.dispatcher.drain()
-    services.read_models.catch_up()
-
-
-def sends(graph: FakeGraphApi) -> list[dict[str, Any]]:
-    """The Send API requests the fake got (not the profile lookups)."""
-    return [r for r in graph.requests if r["path"].endswith("/messages")]
 
 
 def received_ids(crm: FakeCrm) -> list[str]:

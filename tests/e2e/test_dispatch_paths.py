@@ -25,8 +25,8 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_dispatch import sends
 from tests.support.clock import MovableClock
+from tests.support.conversations import sends
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import TEMPORARY, FakeGraphApi, meta_error
 from tests.support.webhooks import deliver, echo, message

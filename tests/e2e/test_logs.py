@@ -31,8 +31,8 @@ from tests.conftest import (
     register_account,
     signed_headers,
 )
-from tests.e2e.test_dispatch import REPLIES, step
 from tests.support.clock import MovableClock
+from tests.support.conversations import REPLIES, step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import OUTSIDE_WINDOW, TEMPORARY, TOKEN_EXPIRED, FakeGraphApi
 from tests.support.rules import SHIPPING, definition

@@ -21,8 +21,8 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_dispatch import step
 from tests.support.clock import MovableClock
+from tests.support.conversations import step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
 from tests.support.rules import definition
