@@ -18,8 +18,8 @@ from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import ACCOUNT, bearer, eventually, issue_key, register_account
-from tests.e2e.test_dispatch import _assert
 from tests.support.clock import MovableClock
+from tests.support.conditions import assert_true
 from tests.support.conversations import REPLIES
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
@@ -132,11 +132,11 @@ async def test_serving_stops_with_every_http_client_closed(
         # when a message gets its reply (the Send API's client, which also refreshes the
         # tokens), the participant's profile is looked up and the CRM gets its delivery
         await deliver(api, message("Do you ship to Munich?", "m-1"))
-        await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
+        await eventually(lambda: assert_true(len(graph.sent) == 1), timeout=10)
         # (every delivery settled as delivered: each answer was read, its connection back in
         # the pool; the CRM having a delivery is not enough, its answer may be on its way, or
         # the next delivery may hold the connection)
-        await eventually(lambda: _assert(delivered_to_crm(services)), timeout=10)
+        await eventually(lambda: assert_true(delivered_to_crm(services)), timeout=10)
         opened = {name: not client.closed for name, client in clients(services).items()}
     # (the app has stopped: its dispatcher closed the async clients in its own loop)
     services.close()

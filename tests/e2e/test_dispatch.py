@@ -26,6 +26,7 @@ from tests.conftest import (
     stored_events,
 )
 from tests.support.clock import MovableClock
+from tests.support.conditions import assert_true
 from tests.support.conversations import REPLIES, sends, step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import (
@@ -81,9 +82,11 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
         await deliver(api, message("Do you ship to Munich?", "m-1"))
 
         # then the reply reaches the Send API, and the CRM gets a verified message.received
-        await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
+        await eventually(lambda: assert_true(len(graph.sent) == 1), timeout=10)
         await eventually(
-            lambda: _assert("message.received" in [d["payload"]["type"] for d in crm.delivered()]),
+            lambda: assert_true(
+                "message.received" in [d["payload"]["type"] for d in crm.delivered()]
+            ),
             timeout=10,
         )
     sent = graph.sent[0]
@@ -98,10 +101,6 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
     assert received["payload"]["data"]["sequence"] == 1
     assert received["id"].startswith("evt_")
     assert crm.rejected == []
-
-
-def _assert(condition: bool) -> None:
-    assert condition
 
 
 async def test_a_crm_reply_is_sent_once_however_often_it_is_posted(
