@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -20,33 +19,12 @@ from tests.conftest import (
     meta_body,
     meta_json,
     register_account,
-    signed_headers,
 )
+from tests.support.webhooks import OTHER, deliver, text_body
 
 Client = AsyncTestClient[Any]
-OTHER = "17841400000000002"
 CONVERSATION = str(conversation_id(ACCOUNT, PARTICIPANT))
 BASE = f"/api/v1/accounts/{ACCOUNT}/conversations"
-
-
-def text_body(
-    mid: str, *, sent_at: int, participant: str = PARTICIPANT, account: str = ACCOUNT
-) -> bytes:
-    body = meta_json("text")
-    item = body["entry"][0]["messaging"][0]
-    item["sender"]["id"] = participant
-    item["recipient"]["id"] = account
-    item["timestamp"] = sent_at
-    item["message"] = {"mid": mid, "text": f"message {mid}"}
-    return json.dumps(body).encode()
-
-
-async def deliver(client: Client, *bodies: bytes) -> None:
-    for body in bodies:
-        response = await client.post(
-            "/webhooks/instagram", content=body, headers=signed_headers(body)
-        )
-        assert response.status_code == 200, response.text
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tests.conftest import (
     issue_key,
     register_account,
 )
-from tests.e2e.test_api import OTHER, deliver, text_body
+from tests.support.webhooks import OTHER, deliver, text_body
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,7 @@ import pytest
 
 from interfaces.cli import main
 from tests.conftest import ACCOUNT, APP_SECRET, TEST_KEY, meta_body, signed_headers
-
-ADD = ["accounts", "add", "--ig-id", ACCOUNT, "--username", "@shop"]
+from tests.support.served import ADD, Served
 
 
 def test_account_secrets_come_from_stdin_or_env_and_are_never_printed(
@@ -98,43 +96,6 @@ def test_development_generates_a_key_once_and_keeps_it(
     assert "generated a development key" in first
     assert "generated" not in second
     assert (Path(env["DMLEDGER_DATA_DIR"]) / "development-secret.key").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    """`dmledger serve` as a separate process, as the README runs it; `output` after stop."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.output = ""
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        # Importing dmledger alone took 22 s on a 2-core machine at load 15 (1.5 s idle).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"dmledger serve did not start:\n{self.output}")
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-        output, _ = self._process.communicate(timeout=10)
-        self.output = output.decode()
 
 
 @pytest.fixture

@@ -18,10 +18,13 @@ from infrastructure.settings import Settings
 from interfaces.composition import Services, build
 from interfaces.http.app import create_app
 from tests.conftest import ACCOUNT, bearer, eventually, issue_key, register_account
-from tests.e2e.test_dispatch import REPLIES, SHIPPING, _assert, _definition, deliver, message
 from tests.support.clock import MovableClock
+from tests.support.conditions import assert_true
+from tests.support.conversations import REPLIES
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.rules import SHIPPING, definition
+from tests.support.webhooks import deliver, message
 
 DAY_MS = 24 * 3_600_000
 
@@ -69,7 +72,7 @@ def test_a_port_passed_to_build_is_used_and_left_to_its_owner(
     settings = make_settings("memory://", graph_api_url=graph.url)
     services = build(settings, instagram=own, announce=lambda _: None)
     register_account(services)
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
 
     async def journey() -> bool:
         app = create_app(services, run_projections=False, run_dispatcher=False)
@@ -94,7 +97,7 @@ def test_a_port_passed_to_build_is_used_and_left_to_its_owner(
 
 def subscribed(services: Services, crm: FakeCrm) -> None:
     """A rule that names the participant (a profile lookup) and a CRM endpoint."""
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
     view = services.writer.run_now(
         services.crm_endpoints.set(
             ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
@@ -129,11 +132,11 @@ async def test_serving_stops_with_every_http_client_closed(
         # when a message gets its reply (the Send API's client, which also refreshes the
         # tokens), the participant's profile is looked up and the CRM gets its delivery
         await deliver(api, message("Do you ship to Munich?", "m-1"))
-        await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
+        await eventually(lambda: assert_true(len(graph.sent) == 1), timeout=10)
         # (every delivery settled as delivered: each answer was read, its connection back in
         # the pool; the CRM having a delivery is not enough, its answer may be on its way, or
         # the next delivery may hold the connection)
-        await eventually(lambda: _assert(delivered_to_crm(services)), timeout=10)
+        await eventually(lambda: assert_true(delivered_to_crm(services)), timeout=10)
         opened = {name: not client.closed for name, client in clients(services).items()}
     # (the app has stopped: its dispatcher closed the async clients in its own loop)
     services.close()

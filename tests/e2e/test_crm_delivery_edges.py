@@ -4,7 +4,6 @@ real dispatcher, and a fake CRM on loopback that verifies Standard Webhooks sign
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +20,10 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_dispatch import deliver, message
 from tests.support.clock import MovableClock
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.webhooks import deliver, from_participant, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
@@ -56,12 +55,6 @@ async def put_endpoint(api: Client, key: dict[str, str], crm: FakeCrm) -> None:
     assert response.status_code == 200, response.text
     if response.json()["secret"] is not None:
         crm.secret = response.json()["secret"]
-
-
-def from_participant(text: str, mid: str, participant: str) -> bytes:
-    body = json.loads(message(text, mid))
-    body["entry"][0]["messaging"][0]["sender"]["id"] = participant
-    return json.dumps(body).encode()
 
 
 def mids(crm: FakeCrm) -> list[str]:

@@ -22,12 +22,12 @@ from tests.conftest import (
     bearer,
     eventually,
     issue_key,
-    meta_json,
     register_account,
-    signed_headers,
     stored_events,
 )
 from tests.support.clock import MovableClock
+from tests.support.conditions import assert_true
+from tests.support.conversations import REPLIES, sends, step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import (
     OUTSIDE_WINDOW,
@@ -37,55 +37,18 @@ from tests.support.fake_graph import (
     USER_UNAVAILABLE,
     FakeGraphApi,
 )
+from tests.support.rules import SHIPPING, definition
+from tests.support.webhooks import deliver, echo, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
 BASE = f"/api/v1/accounts/{ACCOUNT}"
-REPLIES = f"{BASE}/conversations/{CONVERSATION}/replies"
-SHIPPING = {
-    "name": "shipping",
-    "triggers": [{"type": "keyword", "value": "ship"}],
-    "reply": "Hi {first_name}! We ship worldwide.",
-}
 
 
 @pytest.fixture
 def services(services_with_crm: Services) -> Services:
     """Sending to the fake Graph API, delivering to the fake CRM (`tests/e2e/conftest.py`)."""
     return services_with_crm
-
-
-def message(text: str, mid: str, *, at: int | None = None) -> bytes:
-    body = meta_json("text")
-    item = body["entry"][0]["messaging"][0]
-    item["timestamp"] = at if at is not None else int(time.time() * 1000)
-    item["message"] = {"mid": mid, "text": text}
-    return json.dumps(body).encode()
-
-
-def echo(mid: str) -> bytes:
-    body = meta_json("echo")
-    body["entry"][0]["messaging"][0]["message"]["mid"] = mid
-    return json.dumps(body).encode()
-
-
-async def deliver(api: Client, *bodies: bytes) -> None:
-    for body in bodies:
-        response = await api.post("/webhooks/instagram", content=body, headers=signed_headers(body))
-        assert response.status_code == 200, response.text
-
-
-async def step(services: Services, rounds: int = 3) -> None:
-    """Let the projections, the policy and the dispatcher do what is due now."""
-    for _ in range(rounds):
-        services.read_models.catch_up()
-        await services.dispatcher.drain()
-    services.read_models.catch_up()
-
-
-def sends(graph: FakeGraphApi) -> list[dict[str, Any]]:
-    """The Send API requests the fake got (not the profile lookups)."""
-    return [r for r in graph.requests if r["path"].endswith("/messages")]
 
 
 def received_ids(crm: FakeCrm) -> list[str]:
@@ -107,7 +70,7 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
     # given an account with a rule and a CRM endpoint, served as `dmledger serve` does
     services = make_services(database_url, graph_api_url=graph.url)
     register_account(services)
-    services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+    services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
     view = services.writer.run_now(
         services.crm_endpoints.set(
             ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
@@ -119,9 +82,11 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
         await deliver(api, message("Do you ship to Munich?", "m-1"))
 
         # then the reply reaches the Send API, and the CRM gets a verified message.received
-        await eventually(lambda: _assert(len(graph.sent) == 1), timeout=10)
+        await eventually(lambda: assert_true(len(graph.sent) == 1), timeout=10)
         await eventually(
-            lambda: _assert("message.received" in [d["payload"]["type"] for d in crm.delivered()]),
+            lambda: assert_true(
+                "message.received" in [d["payload"]["type"] for d in crm.delivered()]
+            ),
             timeout=10,
         )
     sent = graph.sent[0]
@@ -136,18 +101,6 @@ async def test_done_when_a_matching_message_gets_its_reply_at_meta_and_the_crm_a
     assert received["payload"]["data"]["sequence"] == 1
     assert received["id"].startswith("evt_")
     assert crm.rejected == []
-
-
-def _assert(condition: bool) -> None:
-    assert condition
-
-
-def _definition(rule: dict[str, Any]) -> Any:
-    import msgspec
-
-    from application.rules import RuleDefinition
-
-    return msgspec.convert(rule, RuleDefinition)
 
 
 async def test_a_crm_reply_is_sent_once_however_often_it_is_posted(

@@ -25,10 +25,11 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_dispatch import deliver, echo, message, sends
 from tests.support.clock import MovableClock
+from tests.support.conversations import sends
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import TEMPORARY, FakeGraphApi, meta_error
+from tests.support.webhooks import deliver, echo, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)

@@ -31,11 +31,13 @@ from tests.conftest import (
     register_account,
     signed_headers,
 )
-from tests.e2e.test_cli import ADD, Served
-from tests.e2e.test_dispatch import REPLIES, SHIPPING, _definition, deliver, message, step
 from tests.support.clock import MovableClock
+from tests.support.conversations import REPLIES, step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import OUTSIDE_WINDOW, TEMPORARY, TOKEN_EXPIRED, FakeGraphApi
+from tests.support.rules import SHIPPING, definition
+from tests.support.served import ADD, Served
+from tests.support.webhooks import deliver, message
 
 REFRESHED_TOKEN = "IGAA-refreshed-token-for-tests"
 
@@ -92,7 +94,7 @@ async def test_no_secret_reaches_any_log_record_at_debug(
         # given an account with a rule, a CRM endpoint (its whsec_ secret) and an API key
         services = make_services("memory://", graph_api_url=graph.url)
         register_account(services)
-        services.writer.run_now(services.rules.add(ACCOUNT, _definition(SHIPPING), by="test"))
+        services.writer.run_now(services.rules.add(ACCOUNT, definition(SHIPPING), by="test"))
         view = services.writer.run_now(
             services.crm_endpoints.set(
                 ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"

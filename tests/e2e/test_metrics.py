@@ -15,11 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from interfaces.cli import main
 from tests.conftest import ACCESS_TOKEN, ACCOUNT, APP_SECRET, TEST_KEY, signed_headers
-from tests.e2e.test_cli import ADD, Served
-from tests.e2e.test_dispatch import SHIPPING, message
 from tests.support.cluster import Cluster, free_port, wait_until
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.rules import SHIPPING
+from tests.support.served import ADD, Served
+from tests.support.webhooks import message
 
 METRICS_TOKEN = "prometheus-scrapes-with-this-token"
 PATIENCE = 30.0

@@ -16,8 +16,8 @@ from infrastructure.delivery_counts import ChannelCounts, channel_counts
 from interfaces.composition import Services
 from interfaces.operational_state import OperationalStateReader
 from tests.conftest import ACCOUNT, register_account
-from tests.e2e.test_dispatch import deliver, message
 from tests.support.fake_crm import FakeCrm
+from tests.support.webhooks import deliver, message
 
 HOUR_MS = 3_600_000
 

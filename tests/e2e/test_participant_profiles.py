@@ -21,11 +21,12 @@ from tests.conftest import (
     register_account,
     stored_events,
 )
-from tests.e2e.test_crm_delivery_edges import from_participant
-from tests.e2e.test_dispatch import _definition, deliver, message, step
 from tests.support.clock import MovableClock
+from tests.support.conversations import step
 from tests.support.fake_crm import FakeCrm
 from tests.support.fake_graph import FakeGraphApi
+from tests.support.rules import definition
+from tests.support.webhooks import deliver, from_participant, message
 
 Client = AsyncTestClient[Any]
 CONVERSATION = conversation_id(ACCOUNT, PARTICIPANT)
@@ -187,7 +188,7 @@ async def test_a_reply_names_the_participant_from_their_sealed_profile_after_a_r
     first = make_services(database_url, graph_api_url=graph.url)
     register_account(first)
     for rule in rules:
-        first.writer.run_now(first.rules.add(ACCOUNT, _definition(rule), by="test"))
+        first.writer.run_now(first.rules.add(ACCOUNT, definition(rule), by="test"))
     async with AsyncTestClient(
         app=create_app(first, run_projections=False, run_dispatcher=False)
     ) as api:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.e2e.test_cli import Served
+from tests.support.served import Served
 
 Seconds = float
 

@@ -22,7 +22,8 @@ import pytest
 from application.ingest import sign
 from interfaces.cli import main
 from tests.conftest import ACCOUNT, PARTICIPANT, TEST_KEY, meta_json
-from tests.e2e.test_cli import Served, free_port
+from tests.support.cluster import free_port
+from tests.support.served import Served
 
 APP_SECRET = "my-meta-app-secret"
 

@@ -6,13 +6,11 @@ whole log they replaced, and a row of the index exists exactly when its event do
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, RecordConflictError, StoredEvent
 
@@ -24,21 +22,10 @@ from domain.conversation import Conversation
 from domain.identity import account_id, conversation_id
 from interfaces.cli import main
 from interfaces.composition import Services
+from tests.support.raw_sql import sql
 
 MakeServices = Callable[..., Services]
 A, B = "17841400000000001", "17841400000000002"
-
-
-def sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run SQL on the test's database; `{t}` is the events table's name."""
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(statement.format(t="stored_events"), params).fetchall()
-    base, _, schema = url.partition("?schema=")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{schema}"')
-        cursor = conn.execute(statement.format(t="dmledger_events").replace("?", "%s"), params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def account(ig_account_id: str) -> Account:

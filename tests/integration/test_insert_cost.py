@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from interfaces.composition import Services
-from tests.integration.test_account_index import sql
+from tests.support.raw_sql import sql
 
 MakeServices = Callable[..., Services]
 pytestmark = pytest.mark.postgres

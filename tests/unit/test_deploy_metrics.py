@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infrastructure.metrics_state import StateCollector
 from infrastructure.prometheus_metrics import PrometheusMetrics
-from tests.unit.test_metrics import STATE
+from tests.support.metrics_state import STATE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bdmledger_[a-z0-9_]+")

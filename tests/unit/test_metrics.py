@@ -9,27 +9,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infrastructure.metrics_state import (
-    OperationalState,
-    OutboxState,
-    PoolState,
-    ProjectionState,
-    StateCollector,
-)
+from infrastructure.metrics_state import OperationalState, StateCollector
 from infrastructure.prometheus_metrics import PrometheusMetrics
 from infrastructure.settings import Settings, SettingsError
 from interfaces.http.webhook_metrics import WebhookMetrics
+from tests.support.metrics_state import STATE
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-STATE = OperationalState(
-    projections=[ProjectionState("message_history", 90, 100, 1, 4.5)],
-    outboxes=[OutboxState("instagram", 3, 12.0, 2, 1), OutboxState("crm", 0, 0.0, 0, 7)],
-    accounts={"active": 2, "suspended": 1, "deactivated": 0},
-    token_rejected=1,
-    sends_paused=0,
-    pools=[PoolState("event_store", 2, 3, 1), PoolState("read_models", 1, 4, None)],
-)
 
 
 def samples(metrics: PrometheusMetrics) -> Samples:

@@ -1,0 +1,49 @@
+"""The service as an operator runs it from the command line: the arguments that register the
+tests' account (`dmledger accounts add`), and `dmledger serve` in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ACCOUNT
+from tests.support.cluster import free_port
+
+ADD = ["accounts", "add", "--ig-id", ACCOUNT, "--username", "@shop"]
+"""`dmledger accounts add` for the tests' account; its secrets are the caller's to add."""
+
+
+class Served:
+    """`dmledger serve` as a separate process, as the README runs it; `output` after stop."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = ""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        # Importing dmledger alone took 22 s on a 2-core machine at load 15 (1.5 s idle).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"dmledger serve did not start:\n{self.output}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        output, _ = self._process.communicate(timeout=10)
+        self.output = output.decode()
