@@ -68,6 +68,8 @@ class OperationalState:
     token_rejected: int = 0
     sends_paused: int = 0
     pools: list[PoolState] = field(default_factory=list)
+    listening: bool | None = None
+    """Whether this process's LISTEN session is in force (None: it listens for nothing)."""
 
 
 class StateCollector(Collector):
@@ -188,6 +190,13 @@ def _families(state: OperationalState) -> Iterator[Metric]:
         if pool.waiting is not None:
             waiting.add_metric([pool.pool], pool.waiting)
     yield from (in_use, idle, waiting)
+    if state.listening is not None:
+        yield GaugeMetricFamily(
+            "dmledger_db_listening",
+            "1 while this process's LISTEN session is in force; 0 while it is lost and the "
+            "process polls (it is taken again after a second)",
+            value=1 if state.listening else 0,
+        )
 
 
 def pool_states(event_store_recorder: Any, read_models_engine: Any) -> list[PoolState]:

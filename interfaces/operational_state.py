@@ -19,6 +19,7 @@ from infrastructure.delivery_counts import channel_counts
 from infrastructure.delivery_queue import DeliveryQueue
 from infrastructure.metrics_state import OperationalState, OutboxState, ProjectionState, pool_states
 from projections.health import oldest_waiting_at
+from projections.notifications import listening
 from projections.registry import ReadModels
 
 ACCOUNTS_MAX_AGE = 15.0
@@ -77,6 +78,7 @@ class OperationalStateReader:
             token_rejected=rejected,
             sends_paused=paused,
             pools=pool_states(self._read_models.ledger.recorder, self._queue.engine),
+            listening=listening(),
         )
 
     def _account_counts(self, now: float) -> tuple[dict[str, int], int, int]:

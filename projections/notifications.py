@@ -81,6 +81,14 @@ class Listener:
 
         return unsubscribe
 
+    def in_force(self) -> bool | None:
+        """None when nobody subscribes; else whether LISTEN is in force now (False while
+        the session is lost and the subscribers poll)."""
+        with self._mutex:
+            if not self._subscribers:
+                return None
+            return bool(self._listened)
+
     # -- the listening thread ------------------------------------------------------------
 
     def _run(self) -> None:
@@ -163,6 +171,17 @@ class Listener:
 
 _listeners: dict[str, Listener] = {}
 _listeners_mutex = threading.Lock()
+
+
+def listening() -> bool | None:
+    """Whether this process listens now: None when it has no subscribed listener (SQLite,
+    or nothing that listens), False while one of its sessions is lost."""
+    with _listeners_mutex:
+        listeners = list(_listeners.values())
+    states = [
+        state for state in (listener.in_force() for listener in listeners) if state is not None
+    ]
+    return all(states) if states else None
 
 
 def _forget_after_fork() -> None:

@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_KEY
+from tests.support.cluster import free_port
 from tests.support.fresh_process import served_env
 
 pytestmark = pytest.mark.postgres
@@ -32,6 +35,8 @@ FOLLOWERS = 3
 read models, the auto-reply policy."""
 
 PROJECTIONS = 5
+
+METRICS_TOKEN = "scrapes-with-this-token"
 
 
 def until(condition: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
@@ -81,14 +86,20 @@ class Sessions:
 
 
 @pytest.fixture
-def start(postgres_url: str, tmp_path: Path) -> Iterator[Callable[[str], Sessions]]:
-    """Starts `dmledger COMMAND` on the test's schema; its sessions."""
+def start(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Sessions]]:
+    """Starts `dmledger COMMAND` on the test's schema, with `DMLEDGER_*` settings; its
+    sessions."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def run(command: str) -> Sessions:
+    def run(command: str, **settings: str) -> Sessions:
         name = f"dmledger-test-{uuid.uuid4().hex[:10]}"
         env = served_env(postgres_url, tmp_path)
-        env.update(DMLEDGER_SECRET_KEY=TEST_KEY, PGAPPNAME=name)
+        env.update(
+            DMLEDGER_SECRET_KEY=TEST_KEY,
+            DMLEDGER_METRICS_TOKEN=METRICS_TOKEN,
+            PGAPPNAME=name,
+            **settings,
+        )
         process = subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", command],
             env=env,
@@ -136,11 +147,13 @@ def test_a_project_process_listens_again_after_losing_its_session(
 
 
 def test_a_dispatch_process_listens_again_after_losing_its_session(
-    start: Callable[[str], Sessions],
+    start: Callable[..., Sessions],
 ) -> None:
-    sessions = start("dispatch")
+    metrics_port = free_port()
+    sessions = start("dispatch", DMLEDGER_METRICS_PORT=str(metrics_port))
     listening = until(sessions.listening, "the dispatcher listens for the outbox")
     assert len(listening) == 1, listening
+    until(lambda: listening_gauge(metrics_port) == 1, "the metrics show it listens")
     lost = [pid for pid, _ in listening]
 
     sessions.terminate(lost)
@@ -149,6 +162,25 @@ def test_a_dispatch_process_listens_again_after_losing_its_session(
         lambda: [pid for pid, _ in sessions.listening() if pid not in lost],
         "the dispatcher listens again on a new session",
     )
+    until(lambda: listening_gauge(metrics_port) == 1, "the metrics show it listens again")
+
+
+def listening_gauge(port: int) -> float | None:
+    """`dmledger_db_listening` on the process's metrics port (None before it answers)."""
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"authorization": f"Bearer {METRICS_TOKEN}"},
+            timeout=10,
+        )
+    except httpx.TransportError:
+        return None
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "dmledger_db_listening":
+                return sample.value
+    return None
 
 
 def test_a_project_process_takes_its_locks_again_after_losing_their_session(

@@ -12,4 +12,5 @@ STATE = OperationalState(
     token_rejected=1,
     sends_paused=0,
     pools=[PoolState("event_store", 2, 3, 1), PoolState("read_models", 1, 4, None)],
+    listening=True,
 )

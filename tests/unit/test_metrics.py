@@ -3,6 +3,7 @@ of the `Metrics` port, the webhook outcomes, the settings."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -54,6 +55,17 @@ def test_the_collector_shows_each_gauge_of_the_state_with_bounded_labels() -> No
     assert found[("dmledger_db_pool_waiting", (("pool", "event_store"),))] == 1
     assert ("dmledger_db_pool_waiting", (("pool", "read_models"),)) not in found
     assert found[("dmledger_state_read_ok", ())] == 1
+    assert found[("dmledger_db_listening", ())] == 1
+
+
+@pytest.mark.parametrize(("listening", "shown"), [(True, 1), (False, 0), (None, None)])
+def test_the_listening_gauge_shows_a_lost_session_and_is_absent_where_nothing_listens(
+    listening: bool | None, shown: int | None
+) -> None:
+    metrics = PrometheusMetrics()
+    metrics.add(StateCollector(lambda: replace(STATE, listening=listening)))
+
+    assert samples(metrics).get(("dmledger_db_listening", ())) == shown
 
 
 def test_the_state_is_read_at_most_once_per_max_age_however_many_scrapes() -> None:
