@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import eventsourcing.persistence
@@ -55,18 +56,27 @@ _STATUS: dict[type[ApplicationError], tuple[int, str]] = {
 
 
 def problem(
-    status: int, title: str, detail: str, kind: str, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    kind: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
 ) -> Response[dict[str, Any]]:
-    """A problem+json response, with the request's id (`X-Request-ID`) when it has one."""
+    """A problem+json response, with the request's id (`X-Request-ID`) when it has one,
+    and `headers` (a 405's `Allow`, say)."""
     body = {"type": f"https://dmledger.dev/problems/{kind}", "title": title, "status": status}
     body["detail"] = detail
     body.update(extra)
     if (request_id := log_context.request_id.get()) is not None:
         body["request_id"] = request_id
-    headers = {"Retry-After": "5"} if status == HTTP_503_SERVICE_UNAVAILABLE else None
+    answered = dict(headers or {})
+    if status == HTTP_503_SERVICE_UNAVAILABLE:
+        answered["Retry-After"] = "5"
     if kind == "unauthenticated":
-        headers = {"WWW-Authenticate": 'Bearer realm="dmledger"'}
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+        answered["WWW-Authenticate"] = 'Bearer realm="dmledger"'
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=answered or None)
 
 
 def _application_error(_: Request[Any, Any, Any], error: ApplicationError) -> Response[Any]:
@@ -75,14 +85,22 @@ def _application_error(_: Request[Any, Any, Any], error: ApplicationError) -> Re
         if cls in _STATUS:
             status, kind = _STATUS[cls]
             break
-    extra = {"field": error.field} if isinstance(error, InvalidInput) else {}
+    extra: dict[str, Any] = {"field": error.field} if isinstance(error, InvalidInput) else {}
     return problem(status, _title(status), error.detail, kind, **extra)
 
 
 def _http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     if isinstance(error, ValidationException):
         return _invalid_parameters(error)
-    return problem(error.status_code, _title(error.status_code), str(error.detail), "http-error")
+    # Litestar's own headers of the answer: a 405's `Allow` (RFC 9110 15.5.6).
+    headers = {str(k): str(v) for k, v in (error.headers or {}).items()}
+    return problem(
+        error.status_code,
+        _title(error.status_code),
+        str(error.detail),
+        "http-error",
+        headers=headers,
+    )
 
 
 def _invalid_parameters(error: ValidationException) -> Response[Any]:

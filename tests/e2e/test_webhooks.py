@@ -337,6 +337,26 @@ async def test_unknown_route_is_a_404_problem(client: Client) -> None:
     assert response.json()["status"] == 404
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("TRACE", "/healthz", {"GET"}),
+        ("DELETE", "/webhooks/instagram", {"GET", "POST"}),
+        ("PUT", "/metrics", {"GET"}),
+    ],
+)
+async def test_a_method_the_route_does_not_take_is_a_405_problem_naming_those_it_does(
+    client: Client, method: str, path: str, allowed: set[str]
+) -> None:
+    """RFC 9110 15.5.6: a 405 carries `Allow`, the methods the resource takes."""
+    response = await client.request(method, path)
+
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 405
+    assert allowed <= {m.strip() for m in response.headers["allow"].split(",")}
+
+
 async def test_secrets_never_appear_in_responses_or_logs(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
