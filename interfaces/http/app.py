@@ -31,6 +31,7 @@ from interfaces.http.entry_points import EntryPointController
 from interfaces.http.health import healthz, readyz
 from interfaces.http.media import MediaController
 from interfaces.http.metrics import metrics_route
+from interfaces.http.openapi import document_problems
 from interfaces.http.participants import ParticipantController
 from interfaces.http.problems import exception_handlers
 from interfaces.http.request_checks import request_checks
@@ -138,6 +139,7 @@ def create_app(
         # Our records go to the process's one handler (interfaces/logging_setup.py).
         logging_config=None,
     )
+    document_problems(app)
     # Outside Litestar's own handler, so that requests no route matches get an id too.
     app.asgi_handler = RequestContext(WebhookMetrics(app.asgi_handler, services.metrics))
     return app

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
+from interfaces.http.openapi import problems
 from interfaces.http.problems import problem
 from interfaces.http.readiness import readiness_within_deadline
 from projections.health import ProjectionWatch
@@ -20,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["health"])
+@get("/readyz", tags=["health"], responses=problems(422, 503, when_503="Not ready (see detail)."))
 async def readyz(
     watch: NamedDependency[ProjectionWatch],
     strict: Annotated[

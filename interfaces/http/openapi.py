@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 
 from interfaces.http.wire import Problem
@@ -20,13 +22,33 @@ _WHEN = {
 }
 
 
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI responses for these error statuses, each an RFC 9457 problem."""
+def problems(*statuses: int, **when: str) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for these error statuses, each an RFC 9457 problem; `when`
+    (`when_401="..."`) says when one comes where the usual words do not fit."""
     return {
         status: ResponseSpec(
             data_container=Problem,
-            description=f"{HTTPStatus(status).phrase}: {_WHEN[status]}",
+            description=f"{HTTPStatus(status).phrase}: {when.get(f'when_{status}', _WHEN[status])}",
             media_type="application/problem+json",
         )
         for status in statuses
     }
+
+
+MALFORMED = ResponseSpec(
+    data_container=Problem,
+    description="Bad Request: The request cannot be read (a malformed body or parameter).",
+    media_type="application/problem+json",
+)
+
+
+def document_problems(app: Litestar) -> None:
+    """Every route documents its 400 as the problem the API answers. Litestar adds its own
+    400 to a route that takes a body or parameters (its `ValidationException`, as
+    application/json), which the API never answers: its validation errors are answered as
+    422 problems, a malformed body as a 400 problem (`interfaces.http.problems`). A route
+    that documents its own 400 keeps it. Before the OpenAPI document is first built."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if isinstance(handler, HTTPRouteHandler) and 400 not in (handler.responses or {}):
+                handler.responses = {400: MALFORMED, **(handler.responses or {})}

@@ -19,6 +19,7 @@ from application.errors import InvalidSignature, MalformedWebhook
 from application.ingest import WebhookIngest
 from application.ledger_writer import LedgerWriter
 from application.webhook_signatures import ServedAppSecrets, refuse
+from interfaces.http.openapi import problems
 from interfaces.http.problems import problem
 from interfaces.refusal_log import RefusalLog
 
@@ -60,7 +61,10 @@ class WebhookController(Controller):
     @get(
         media_type=MediaType.TEXT,
         summary="Confirm the webhook subscription",
-        responses={},
+        responses=problems(
+            403,
+            when_403="hub.mode is not `subscribe`, or hub.verify_token no active account's.",
+        ),
     )
     async def confirm_subscription(
         self,
@@ -92,7 +96,16 @@ class WebhookController(Controller):
                 media_type=MediaType.TEXT,
                 description="Request fulfilled, document follows",
                 generate_examples=False,
-            )
+            ),
+            **problems(
+                400,
+                401,
+                413,
+                503,
+                when_400="The body is not an Instagram webhook.",
+                when_401="X-Hub-Signature-256 is not the body's HMAC under a served app's secret.",
+                when_503="Nothing was stored: Meta delivers it again.",
+            ),
         },
     )
     async def receive(

@@ -322,3 +322,26 @@ async def test_openapi_documents_every_endpoint_and_docs_are_served(client: Clie
     assert set(paths[conversations + "/{conversation_id}"]) == {"get", "patch"}
     assert "401" in paths[conversations]["get"]["responses"]
     assert docs.status_code == 200
+
+
+async def test_every_error_the_openapi_documents_is_a_problem_as_answered(client: Client) -> None:
+    """A client generated from /schema/openapi.json reads every error as the RFC 9457
+    problem the API answers: Litestar's own 400 (`{"status_code", "detail", "extra"}` as
+    application/json) is documented nowhere, since its validation errors are answered as
+    422 problems and a malformed body as a 400 problem."""
+    schema = (await client.get("/schema/openapi.json")).json()
+
+    not_problems = [
+        f"{method.upper()} {path} {status}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict)
+        for status, response in operation.get("responses", {}).items()
+        if int(status) >= 400 and set(response.get("content", {})) != {"application/problem+json"}
+    ]
+    assert not_problems == []
+
+    webhooks = schema["paths"]["/webhooks/instagram"]
+    assert {"200", "403"} <= set(webhooks["get"]["responses"])
+    assert {"200", "400", "401", "413", "503"} <= set(webhooks["post"]["responses"])
+    assert {"200", "422", "503"} <= set(schema["paths"]["/readyz"]["get"]["responses"])
