@@ -11,6 +11,7 @@ import httpx
 
 from application.ports import HistoryPage, HistoryUnavailable
 from infrastructure.instagram_api import json_of, meta_error_of
+from infrastructure.outgoing_tls import outgoing_tls
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class GraphApiHistory:
 
     def __init__(self, base_url: str, version: str, *, timeout: float = 10.0) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, verify=outgoing_tls())
 
     def conversations(self, access_token: str, *, after: str | None) -> HistoryPage:
         params = {"platform": "instagram", "fields": "id,updated_time", "limit": str(PAGE_SIZE)}

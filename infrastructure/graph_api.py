@@ -15,6 +15,7 @@ import httpx
 from application.delivery import RETRY_CODES, THROTTLE_CODES, TOKEN_CODES, MetaError
 from application.ports import PROFILE_FIELDS
 from infrastructure.instagram_api import json_of, meta_error_of
+from infrastructure.outgoing_tls import outgoing_tls
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class GraphApiProfiles:
 
     def __init__(self, base_url: str, version: str, *, timeout: float = 5.0) -> None:
         self._base = f"{base_url.rstrip('/')}/{version}"
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, verify=outgoing_tls())
 
     def lookup(self, access_token: str, participant_id: str) -> dict[str, Any] | MetaError | None:
         try:

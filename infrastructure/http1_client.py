@@ -12,10 +12,11 @@ cookies, no HTTP/2, no streaming; a request is written at once and its answer re
 What it keeps of theirs: connections are made only to addresses the `CrmUrlPolicy`
 allows, checked when each connection is made (the host resolved here, then every address
 checked, as `CheckedNetworkBackend` does for httpx); TLS verifies the certificate against
-the URL's host name (certifi's roots, as httpx); every step has a timeout; errors are named
-as httpx names them (ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError...),
-which the delivery's history shows. Idle connections are reused for at most
-`KEEPALIVE_SECONDS`, and one the server closed is never reused.
+the URL's host name with the process's `outgoing_tls()`, as the Graph API's clients do;
+every step has a timeout; errors are named as httpx names them (ConnectError,
+ConnectTimeout, ReadTimeout, RemoteProtocolError...), which the delivery's history shows.
+Idle connections are reused for at most `KEEPALIVE_SECONDS`, and one the server closed is
+never reused.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import certifi
 import httptools
 
 from infrastructure.crm_urls import REFUSED, CrmUrlPolicy
+from infrastructure.outgoing_tls import outgoing_tls
 
 KEEPALIVE_SECONDS = 5.0
 MAX_BODY = 64 * 1024
@@ -220,7 +221,7 @@ class KeepAliveClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=certifi.where())
+            self._tls = outgoing_tls()
         return self._tls
 
     def idle_connections(self) -> int:

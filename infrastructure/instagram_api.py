@@ -14,6 +14,7 @@ import httpx
 from application.delivery import MetaError, SendResult
 from application.ports import ProfileAnswer
 from infrastructure.loop_clients import close_from_outside
+from infrastructure.outgoing_tls import outgoing_tls
 
 TIMEOUT = httpx.Timeout(15.0)
 
@@ -35,6 +36,7 @@ class InstagramGraphClient:
             self._client = httpx.AsyncClient(
                 timeout=TIMEOUT,
                 follow_redirects=False,
+                verify=outgoing_tls(),
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
             )
         return self._client
