@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -31,6 +32,11 @@ class Served:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        # Read as it comes: a server that logs more than a pipe holds (64 KiB) would
+        # otherwise stop at its next log line, in the middle of a request.
+        self._lines: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         # Importing dmledger alone took 22 s on a 2-core machine at load 15 (1.5 s idle).
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -42,8 +48,14 @@ class Served:
         self.stop()
         pytest.fail(f"dmledger serve did not start:\n{self.output}")
 
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.append(line)
+
     def stop(self) -> None:
         if self._process.poll() is None:
             self._process.terminate()
-        output, _ = self._process.communicate(timeout=10)
-        self.output = output.decode()
+        self._process.wait(timeout=10)
+        self._reader.join(timeout=10)
+        self.output = b"".join(self._lines).decode()
