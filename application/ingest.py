@@ -92,7 +92,8 @@ class WebhookIngest:
                 log.warning(
                     "skipping %d items for Instagram account %s, which is not served",
                     len(items) + len(comments_by_account.pop(ig_account_id, ())),
-                    ig_account_id,
+                    # The sender's words, not an account's: at most an id's length.
+                    ig_account_id if len(ig_account_id) <= 64 else f"{ig_account_id[:64]}...",
                 )
                 continue
             if not hmac.compare_digest(self._digest(account, body), given):

@@ -64,11 +64,17 @@ def read_webhook(body: bytes) -> WebhookBody:
         raise MalformedWebhook(f"the body is not valid JSON: {error}") from None
     if webhook.object != "instagram":
         raise MalformedWebhook(
-            f"expected an Instagram webhook (object 'instagram'), got object {webhook.object!r}"
+            "expected an Instagram webhook (object 'instagram'), "
+            f"got object {webhook.object[:40]!r}"
         )
     _check_items(webhook)
     return webhook
 
+
+MAX_MID_LENGTH = 255
+"""A message id keys a message's row in the read models; Meta's are ~170 characters."""
+MAX_ID_LENGTH = 64
+"""An account's or participant's id keys conversations; Meta's are ~17 digits."""
 
 _OBJECTS = (
     "sender",
@@ -113,6 +119,11 @@ def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
             return f"{path}.{key}", "must be a JSON object"
         if isinstance(value, dict) and "mid" in value and not isinstance(value["mid"], str):
             return f"{path}.{key}.mid", "must be a string"
+        if isinstance(value, dict) and len(value.get("mid") or "") > MAX_MID_LENGTH:
+            return f"{path}.{key}.mid", f"must be at most {MAX_MID_LENGTH} characters"
+        party = key in ("sender", "recipient")
+        if party and isinstance(value, dict) and len(str(value.get("id", ""))) > MAX_ID_LENGTH:
+            return f"{path}.{key}.id", f"must be at most {MAX_ID_LENGTH} characters"
     if "timestamp" in item:
         at = item["timestamp"]
         if isinstance(at, str) and at.isdigit():

@@ -12,8 +12,14 @@ Message = Conversation.MessageReceived | Conversation.MessageEchoed
 PREVIEW_LENGTH = 200
 
 
+KIND_LENGTH = 32
+"""The longest kind a message has: Meta's attachment types are short names (`image`,
+`story_mention`, `ig_reel`); a type longer than this is shown as an `attachment`."""
+
+
 def kind_of(attachments: list[dict[str, Any]], event: Message) -> str:
-    """text, story_reply, unsupported, or the type of the first attachment."""
+    """text, story_reply, unsupported, or the type of the first attachment (`attachment`
+    when it has none, or one longer than `KIND_LENGTH`)."""
     if getattr(event, "unsupported", False):
         return "unsupported"
     reply_to = getattr(event, "reply_to", None)
@@ -21,7 +27,9 @@ def kind_of(attachments: list[dict[str, Any]], event: Message) -> str:
         return "story_reply"
     if attachments:
         kind = attachments[0].get("type")
-        return kind if isinstance(kind, str) and kind else "attachment"
+        if isinstance(kind, str) and 0 < len(kind) <= KIND_LENGTH:
+            return kind
+        return "attachment"
     return "text"
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 
+from projections.previews import KIND_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
 
@@ -29,7 +30,7 @@ messages = Table(
     Column("message_key", String(255), primary_key=True),
     Column("mid", String(255)),
     Column("direction", String(16)),
-    Column("kind", String(32)),
+    Column("kind", String(KIND_LENGTH)),
     Column("text", Text),
     Column("attachments", JSON, nullable=False),
     Column("reply_to", JSON),

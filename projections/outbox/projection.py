@@ -56,11 +56,13 @@ def _iso_ms(ms: int) -> str:
 
 
 def _urls(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Attachments as their type and URL (media leave as URLs, never as bytes)."""
-    return [
-        {"type": a.get("type"), "url": (a.get("payload") or {}).get("url")}
-        for a in attachments or []
-    ]
+    """Attachments as their type and URL (media leave as URLs, never as bytes); no URL
+    when the payload is not an object, as Meta's always is (the event keeps it as sent)."""
+    return [{"type": a.get("type"), "url": _url_of(a.get("payload"))} for a in attachments or []]
+
+
+def _url_of(payload: object) -> Any:
+    return payload.get("url") if isinstance(payload, dict) else None
 
 
 _OUTCOMES = (topics.REPLY_SENT, topics.REPLY_FAILED)

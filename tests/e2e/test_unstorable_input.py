@@ -6,6 +6,7 @@ accepted before stays readable."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from domain.identity import conversation_id
 from interfaces.composition import Services
+from projections.parked import parked_events
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
@@ -76,6 +78,12 @@ async def test_nul_in_a_webhook_text_is_stored_as_a_replacement_character(
         (lambda item: item["sender"].update(id=2**64), "sender.id"),
         (lambda item: item["message"].update(extra=[1, -(2**63) - 1]), "message.extra[1]"),
         (lambda item: item.update(reaction=["react"]), "reaction"),
+        # Ids key the read models' rows (a message's mid, a participant's IGSID): one
+        # longer than any Meta sends would be stored and then parked by every read model.
+        (lambda item: item["message"].update(mid="m" * 256), "message.mid"),
+        (lambda item: item.update(reaction={"mid": "m" * 256, "action": "react"}), "reaction.mid"),
+        (lambda item: item["sender"].update(id="5" * 65), "sender.id"),
+        (lambda item: item["recipient"].update(id="1" * 65), "recipient.id"),
     ],
 )
 async def test_a_signed_item_that_cannot_be_stored_is_400_and_nothing_is_stored(
@@ -94,6 +102,94 @@ async def test_a_signed_item_that_cannot_be_stored_is_400_and_nothing_is_stored(
     assert response.headers["content-type"] == "application/problem+json"
     assert f"entry[0].messaging[1].{field}" in response.json()["detail"]
     assert event_types(services) == ["Account.Registered"]
+
+
+@pytest.mark.parametrize(
+    ("attachment", "kind"),
+    [
+        ({"type": "image", "payload": "https://cdn.example/a.jpg"}, "image"),
+        ({"type": "image", "payload": ["https://cdn.example/a.jpg"]}, "image"),
+        ({"type": "video", "payload": 7}, "video"),
+        # a type no longer than Meta's names is its kind; another is an "attachment"
+        ({"type": "t" * 33, "payload": {"url": "https://cdn.example/a.bin"}}, "attachment"),
+        ({"type": ["image"], "payload": None}, "attachment"),
+    ],
+)
+async def test_an_attachment_of_a_shape_meta_does_not_send_is_kept_and_stops_no_read_model(
+    client: Client, services: Services, attachment: dict[str, Any], kind: str
+) -> None:
+    # given a signed message whose attachment has an odd type or payload
+    body = text_item(mid="mid-odd-attachment")
+    body["entry"][0]["messaging"][0]["message"] = {
+        "mid": "mid-odd-attachment",
+        "attachments": [attachment],
+    }
+
+    # when Meta delivers it and the read models follow
+    response = await post_webhook(client, encode(body))
+    assert response.status_code == 200, response.text
+    for name in services.read_models.rebuildable():
+        services.read_models.wait_for(name)
+
+    # then no read model parked it, and the message is listed with its attachment as sent
+    assert parked_events(services.read_models.message_history.engine) == []
+    key = bearer(issue_key(services, "account", ACCOUNT))
+    listed = await client.get(f"{BASE}/conversations/{CONVERSATION}/messages", headers=key)
+    [message] = listed.json()["messages"]
+    assert message["attachments"] == [attachment]
+    assert message["kind"] == kind
+
+
+def comment_body(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    value = {
+        "from": {"id": "5500000000000001", "username": "bob"},
+        "media": {"id": "18000000000000001", "media_product_type": "FEED"},
+        "id": "17900000000000001",
+        "text": "How much?",
+    }
+    change(value)
+    entry = {"id": ACCOUNT, "time": 1767225600, "changes": [{"field": "comments", "value": value}]}
+    return {"object": "instagram", "entry": [entry]}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda value: value.update(id="1" * 65), "id"),
+        (lambda value: value["media"].update(id="1" * 65), "media.id"),
+        (lambda value: value["from"].update(id="5" * 65), "from.id"),
+        (lambda value: value.update(parent_id="1" * 65), "parent_id"),
+        (
+            lambda value: value["media"].update(media_product_type="F" * 33),
+            "media.media_product_type",
+        ),
+    ],
+)
+async def test_a_comment_whose_ids_no_read_model_can_key_is_400_naming_the_field(
+    client: Client, services: Services, change: Callable[[dict[str, Any]], Any], field: str
+) -> None:
+    response = await post_webhook(client, encode(comment_body(change)))
+
+    assert response.status_code == 400, response.text
+    assert f"entry[0].changes[0].value.{field}" in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
+async def test_an_unserved_account_is_logged_without_the_whole_of_its_id(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a signed comment for an account whose "id" is 100,000 characters long
+    body = comment_body(lambda value: None)
+    body["entry"][0]["id"] = "9" * 100_000
+
+    # when Meta delivers it
+    with caplog.at_level("WARNING", logger="application.ingest"):
+        response = await post_webhook(client, encode(body))
+
+    # then it is skipped as not served, in a log line of bounded length
+    assert response.status_code == 200, response.text
+    [skipped] = [r.getMessage() for r in caplog.records if "not served" in r.getMessage()]
+    assert len(skipped) < 200, len(skipped)
 
 
 async def test_a_reply_with_a_nul_is_422_naming_the_field(
