@@ -25,14 +25,25 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 from schemathesis.core.result import Err
 
+from domain.identity import conversation_id
 from interfaces.composition import Services
-from tests.conftest import ACCOUNT, TEST_KEY, issue_key, register_account
+from tests.conftest import (
+    ACCOUNT,
+    PARTICIPANT,
+    TEST_KEY,
+    deliver,
+    issue_key,
+    register_account,
+)
 from tests.support.served import Served
+from tests.support.webhooks import OTHER
 
-pytestmark = pytest.mark.heavy  # about 700 requests: ~30 s on a quiet 2-core machine
+pytestmark = pytest.mark.heavy  # ~700 requests a backend, ~500 more for isolation: ~45 s
 
 EXAMPLES = int(os.environ.get("DMLEDGER_FUZZ_EXAMPLES", "15"))
 """Generated requests per operation."""
+ISOLATION_EXAMPLES = int(os.environ.get("DMLEDGER_FUZZ_EXAMPLES", "10"))
+"""Generated requests per operation on another account's paths, each sent with two keys."""
 
 CHECKS = [
     checks.not_a_server_error,
@@ -119,3 +130,78 @@ def assert_read_models_hold_everything(url: str) -> None:
     assert [(p["name"], p["lag"], p["parked"]) for p in projections] == [
         (p["name"], 0, 0) for p in projections
     ]
+
+
+@pytest.fixture
+def two_accounts(
+    tmp_path: Path, make_services: Callable[..., Services]
+) -> Iterator[tuple[Served, dict[str, str]]]:
+    """`dmledger serve` on SQLite with two accounts, a message in the other's conversation,
+    and keys scoped to the tests' account: an account key and an auditor's."""
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    services = make_services(url)
+    register_account(services)
+    register_account(services, OTHER)
+    deliver(services, OTHER, "mid-other-1", "the other account's customer")
+    keys = {
+        role: issue_key(services, role, ig_account_id=ACCOUNT) for role in ("account", "auditor")
+    }
+    services.close()
+    server = Served(
+        {
+            "DMLEDGER_DATABASE_URL": url,
+            "DMLEDGER_SECRET_KEY": TEST_KEY,
+            "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
+            "DMLEDGER_LOG_LEVEL": "warning",
+        }
+    )
+    yield server, keys
+    server.stop()
+
+
+def test_a_key_of_one_account_gets_nothing_of_another_whatever_it_sends(
+    two_accounts: tuple[Served, dict[str, str]],
+) -> None:
+    # given generated requests to every operation on the other account's paths (its
+    # conversation's id in those that name one), with keys scoped to the tests' account
+    server, keys = two_accounts
+    schema = schemathesis.openapi.from_url(server.url + "/schema/openapi.json")
+    others = {"account_id": OTHER, "conversation_id": str(conversation_id(OTHER, PARTICIPANT))}
+    answered: list[str] = []
+    tried = 0
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if "{account_id}" not in operation.path:
+            continue
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=ISOLATION_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def refused(case: schemathesis.Case[Any]) -> None:
+            nonlocal tried
+            for name, value in others.items():
+                if case.path_parameters and name in case.path_parameters:
+                    case.path_parameters[name] = value
+            for role, token in keys.items():
+                tried += 1
+                response = case.call(
+                    base_url=server.url, headers={"authorization": f"Bearer {token}"}
+                )
+                # then none is answered with anything but a refusal (or a malformed input's)
+                if response.status_code < 400 or response.status_code >= 500:
+                    answered.append(
+                        f"{role} key: {case.method} {case.formatted_path} -> "
+                        f"{response.status_code} {response.text[:200]}"
+                    )
+
+        refused()
+
+    assert tried > 20 * ISOLATION_EXAMPLES, tried
+    assert answered == [], "\n".join(answered)
