@@ -171,6 +171,8 @@ def test_a_key_of_one_account_gets_nothing_of_another_whatever_it_sends(
     tried = 0
 
     for result in schema.get_all_operations():
+        if isinstance(result, Err):  # the first test reports it
+            continue
         operation = result.ok()
         if "{account_id}" not in operation.path:
             continue
