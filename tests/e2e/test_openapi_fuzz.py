@@ -13,15 +13,13 @@ both backends when this was written).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from schemathesis import checks
 from schemathesis.core.result import Err
 
@@ -30,12 +28,12 @@ from interfaces.composition import Services
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
-    TEST_KEY,
     deliver,
     issue_key,
     register_account,
 )
-from tests.support.served import Served
+from tests.support.generated import assert_holding_everything, derandomized, followed_read_models
+from tests.support.served import Served, serve
 from tests.support.webhooks import OTHER
 
 pytestmark = pytest.mark.heavy  # ~700 requests a backend, ~500 more for isolation: ~45 s
@@ -63,14 +61,7 @@ def served(
     register_account(services)
     token = issue_key(services)
     services.close()
-    server = Served(
-        {
-            "DMLEDGER_DATABASE_URL": url,
-            "DMLEDGER_SECRET_KEY": TEST_KEY,
-            "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
-            "DMLEDGER_LOG_LEVEL": "warning",
-        }
-    )
+    server = serve(url, tmp_path / "var")
     yield server, token
     server.stop()
 
@@ -91,14 +82,7 @@ def test_no_generated_request_gets_a_5xx_or_an_answer_the_document_does_not_give
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @derandomized(EXAMPLES)
         def answers_as_documented(case: schemathesis.Case[Any]) -> None:
             nonlocal tried
             tried += 1
@@ -116,20 +100,7 @@ def test_no_generated_request_gets_a_5xx_or_an_answer_the_document_does_not_give
     assert failures == [], "\n\n".join(failures)
     # and what the API stored, every read model holds: each follows to the head, parking
     # nothing (the changes generated requests made: rules, replies, settings, keys...)
-    assert_read_models_hold_everything(server.url)
-
-
-def assert_read_models_hold_everything(url: str) -> None:
-    projections: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        projections = httpx.get(url + "/readyz").json()["projections"]
-        if all(p["lag"] == 0 for p in projections):
-            break
-        time.sleep(0.2)
-    assert [(p["name"], p["lag"], p["parked"]) for p in projections] == [
-        (p["name"], 0, 0) for p in projections
-    ]
+    assert_holding_everything(followed_read_models(server.url))
 
 
 @pytest.fixture
@@ -147,14 +118,7 @@ def two_accounts(
         role: issue_key(services, role, ig_account_id=ACCOUNT) for role in ("account", "auditor")
     }
     services.close()
-    server = Served(
-        {
-            "DMLEDGER_DATABASE_URL": url,
-            "DMLEDGER_SECRET_KEY": TEST_KEY,
-            "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
-            "DMLEDGER_LOG_LEVEL": "warning",
-        }
-    )
+    server = serve(url, tmp_path / "var")
     yield server, keys
     server.stop()
 
@@ -178,14 +142,7 @@ def test_a_key_of_one_account_gets_nothing_of_another_whatever_it_sends(
             continue
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=ISOLATION_EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @derandomized(ISOLATION_EXAMPLES)
         def refused(case: schemathesis.Case[Any]) -> None:
             nonlocal tried
             for name, value in others.items():

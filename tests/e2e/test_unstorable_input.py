@@ -192,6 +192,20 @@ async def test_an_unserved_account_is_logged_without_the_whole_of_its_id(
     assert len(skipped) < 200, len(skipped)
 
 
+async def test_a_body_of_another_object_is_refused_without_echoing_all_of_it(
+    client: Client, services: Services
+) -> None:
+    body = text_item()
+    body["object"] = "page" * 25_000
+
+    response = await post_webhook(client, encode(body))
+
+    assert response.status_code == 400, response.text
+    assert "got object 'pagepage" in response.json()["detail"]
+    assert len(response.json()["detail"]) < 200
+    assert event_types(services) == ["Account.Registered"]
+
+
 async def test_a_reply_with_a_nul_is_422_naming_the_field(
     client: Client, services: Services
 ) -> None:

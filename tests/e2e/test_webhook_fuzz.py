@@ -23,20 +23,20 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.identity import conversation_id
 from interfaces.composition import Services
 from tests.conftest import (
     ACCOUNT,
-    TEST_KEY,
     issue_key,
     meta_json,
     register_account,
     signed_headers,
 )
-from tests.support.served import Served
+from tests.support.generated import assert_holding_everything, derandomized, followed_read_models
+from tests.support.served import Served, serve
 from tests.support.webhooks import OTHER, text_body
 
 pytestmark = pytest.mark.heavy  # 300 webhooks a backend: ~8 s on a quiet 2-core machine
@@ -172,15 +172,7 @@ def served(
     register_account(services, OTHER)
     token = issue_key(services)
     services.close()
-    server = Served(
-        {
-            "DMLEDGER_DATABASE_URL": sql_url,
-            "DMLEDGER_SECRET_KEY": TEST_KEY,
-            "DMLEDGER_DATA_DIR": str(tmp_path / "var"),
-            "DMLEDGER_LOG_LEVEL": "warning",
-            "DMLEDGER_GRAPH_API_URL": "http://127.0.0.1:9",
-        }
-    )
+    server = serve(sql_url, tmp_path / "var", DMLEDGER_GRAPH_API_URL="http://127.0.0.1:9")
     yield server, token
     server.stop()
 
@@ -193,14 +185,7 @@ def test_no_signed_body_gets_a_5xx_or_stops_a_read_model(served: tuple[Served, s
     with httpx.Client(base_url=server.url, timeout=30) as http:
 
         @given(body=changed_bodies())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @derandomized(EXAMPLES)
         def stored_or_refused(body: bytes) -> None:
             answer = http.post("/webhooks/instagram", content=body, headers=signed_headers(body))
             answers[answer.status_code] = answers.get(answer.status_code, 0) + 1
@@ -220,22 +205,11 @@ def test_no_signed_body_gets_a_5xx_or_stops_a_read_model(served: tuple[Served, s
         headers = {"authorization": f"Bearer {token}"}
         conversation = conversation_id(OTHER, CUSTOMER)
         messages = f"/api/v1/accounts/{OTHER}/conversations/{conversation}/messages"
-        readiness: dict[str, Any] = {}
-        shown: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            readiness = http.get("/readyz").json()
-            listed = http.get(messages, headers=headers)
-            shown = listed.json()["messages"] if listed.is_success else []
-            followed = all(p["lag"] == 0 for p in readiness["projections"])
-            if followed and shown:
-                break
-            time.sleep(0.2)
+        projections = followed_read_models(server.url)
+        listed = http.get(messages, headers=headers)
 
     assert failures == [], "\n".join(failures)
     assert answers.get(200, 0) > EXAMPLES // 5, answers  # the bodies reached the ledger too
     # then every read model followed the log, parking nothing, and the canary is there
-    assert [(p["name"], p["lag"], p["parked"]) for p in readiness["projections"]] == [
-        (p["name"], 0, 0) for p in readiness["projections"]
-    ]
-    assert [m["mid"] for m in shown] == ["mid-fuzz-canary"]
+    assert_holding_everything(projections)
+    assert [m["mid"] for m in listed.json()["messages"]] == ["mid-fuzz-canary"]

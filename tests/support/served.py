@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ACCOUNT
+from tests.conftest import ACCOUNT, TEST_KEY
 from tests.support.cluster import free_port
 
 ADD = ["accounts", "add", "--ig-id", ACCOUNT, "--username", "@shop"]
@@ -59,3 +60,17 @@ class Served:
         self._process.wait(timeout=10)
         self._reader.join(timeout=10)
         self.output = b"".join(self._lines).decode()
+
+
+def serve(database_url: str, data_dir: Path, **variables: str) -> Served:
+    """`dmledger serve` on a database with the tests' secret key, quiet but for warnings;
+    `variables` adds `DMLEDGER_*` settings (e.g. DMLEDGER_GRAPH_API_URL=...)."""
+    return Served(
+        {
+            "DMLEDGER_DATABASE_URL": database_url,
+            "DMLEDGER_SECRET_KEY": TEST_KEY,
+            "DMLEDGER_DATA_DIR": str(data_dir),
+            "DMLEDGER_LOG_LEVEL": "warning",
+            **variables,
+        }
+    )
