@@ -75,6 +75,8 @@ MAX_MID_LENGTH = 255
 """A message id keys a message's row in the read models; Meta's are ~170 characters."""
 MAX_ID_LENGTH = 64
 """An account's or participant's id keys conversations; Meta's are ~17 digits."""
+MAX_EDIT_COUNT = 2**31 - 1
+"""A message's edits are counted in an integer column (Meta allows a handful)."""
 
 _OBJECTS = (
     "sender",
@@ -124,6 +126,11 @@ def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
         party = key in ("sender", "recipient")
         if party and isinstance(value, dict) and len(str(value.get("id", ""))) > MAX_ID_LENGTH:
             return f"{path}.{key}.id", f"must be at most {MAX_ID_LENGTH} characters"
+    edit = item.get("message_edit")
+    if isinstance(edit, dict) and "num_edit" in edit:
+        count = _int(edit["num_edit"])
+        if not 0 <= count <= MAX_EDIT_COUNT:
+            return f"{path}.message_edit.num_edit", "must be a count of edits (0 to 2^31 - 1)"
     if "timestamp" in item:
         at = item["timestamp"]
         if isinstance(at, str) and at.isdigit():

@@ -38,6 +38,10 @@ def text_item(mid: str = "mid-edge-1", text: Any = "hello") -> dict[str, Any]:
     return body
 
 
+def edit(count: object) -> dict[str, Any]:
+    return {"mid": "mid-edited", "text": "hello again", "num_edit": count}
+
+
 def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
@@ -84,6 +88,10 @@ async def test_nul_in_a_webhook_text_is_stored_as_a_replacement_character(
         (lambda item: item.update(reaction={"mid": "m" * 256, "action": "react"}), "reaction.mid"),
         (lambda item: item["sender"].update(id="5" * 65), "sender.id"),
         (lambda item: item["recipient"].update(id="1" * 65), "recipient.id"),
+        # An edit's count is a count (the history keeps it in an integer column).
+        (lambda item: item.update(message_edit=edit(2**31)), "message_edit.num_edit"),
+        (lambda item: item.update(message_edit=edit(-1)), "message_edit.num_edit"),
+        (lambda item: item.update(message_edit=edit("9" * 30)), "message_edit.num_edit"),
     ],
 )
 async def test_a_signed_item_that_cannot_be_stored_is_400_and_nothing_is_stored(

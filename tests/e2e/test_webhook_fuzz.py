@@ -5,7 +5,9 @@ a broken sender could change it, against `dmledger serve` on loopback (hypothesi
 - nothing stored stops a read model: every projection reaches the log's head with no
   event parked (`/readyz?strict=true` answers 200), so what the edge accepts the read
   models can hold;
-- another account's message, sent after all of them, is in its history.
+- another account's message, sent after all of them, is in its history;
+- the tests' account's rules answered what they match (to a fake Graph API), and its CRM
+  (a fake one verifying each signature) was given every notification, once.
 
 The examples are derandomized: a run finds what the previous one found.
 `DMLEDGER_FUZZ_EXAMPLES` asks for more of them (an exploration, not CI).
@@ -35,7 +37,10 @@ from tests.conftest import (
     register_account,
     signed_headers,
 )
+from tests.support.fake_crm import FakeCrm
+from tests.support.fake_graph import FakeGraphApi
 from tests.support.generated import assert_holding_everything, derandomized, followed_read_models
+from tests.support.rules import SHIPPING, definition
 from tests.support.served import Served, serve
 from tests.support.webhooks import OTHER, text_body
 
@@ -162,22 +167,72 @@ def changed_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(body).encode()
 
 
+RULES = [
+    SHIPPING,
+    {"name": "prices", "triggers": [{"type": "regex", "value": "pri(ce|s)"}], "reply": "Soon!"},
+]
+"""The tests' account answers some messages by itself, so the bodies go through its rules."""
+
+
 @pytest.fixture
 def served(
-    sql_url: str, tmp_path: Path, make_services: Callable[..., Services]
+    sql_url: str,
+    tmp_path: Path,
+    make_services: Callable[..., Services],
+    graph: FakeGraphApi,
+    crm: FakeCrm,
 ) -> Iterator[tuple[Served, str]]:
-    """`dmledger serve` on the backend's database, holding two accounts; an admin key."""
+    """`dmledger serve` on the backend's database, holding two accounts; an admin key. The
+    tests' account has auto-reply rules (sending to the fake Graph API) and a CRM (the fake
+    one, which verifies every delivery)."""
     services = make_services(sql_url)
     register_account(services)
     register_account(services, OTHER)
+    for rule in RULES:
+        services.writer.run_now(services.rules.add(ACCOUNT, definition(rule), by="test"))
+    endpoint = services.writer.run_now(
+        services.crm_endpoints.set(
+            ACCOUNT, url=crm.url, event_types=None, rotate_secret=False, by="test"
+        )
+    )
+    crm.secret = endpoint.secret
     token = issue_key(services)
     services.close()
-    server = serve(sql_url, tmp_path / "var", DMLEDGER_GRAPH_API_URL="http://127.0.0.1:9")
+    server = serve(
+        sql_url,
+        tmp_path / "var",
+        DMLEDGER_GRAPH_API_URL=graph.url,
+        DMLEDGER_CRM_ALLOW_PRIVATE_URLS="true",
+    )
     yield server, token
     server.stop()
 
 
-def test_no_signed_body_gets_a_5xx_or_stops_a_read_model(served: tuple[Served, str]) -> None:
+def settled_deliveries(http: httpx.Client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The tests' account's CRM deliveries, once none is pending or being sent (or as they
+    are after two minutes)."""
+    deliveries: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        deliveries, cursor = [], None
+        while True:
+            params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+            page = http.get(
+                f"/api/v1/accounts/{ACCOUNT}/deliveries", params=params, headers=headers
+            ).json()
+            deliveries += page["deliveries"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        if all(d["status"] not in ("pending", "sending") for d in deliveries):
+            break
+        time.sleep(0.2)
+    return deliveries
+
+
+def test_no_signed_body_gets_a_5xx_or_stops_a_read_model_or_a_delivery(
+    served: tuple[Served, str], crm: FakeCrm
+) -> None:
     server, token = served
     answers: dict[int, int] = {}
     failures: list[str] = []
@@ -207,9 +262,19 @@ def test_no_signed_body_gets_a_5xx_or_stops_a_read_model(served: tuple[Served, s
         messages = f"/api/v1/accounts/{OTHER}/conversations/{conversation}/messages"
         projections = followed_read_models(server.url)
         listed = http.get(messages, headers=headers)
+        deliveries = settled_deliveries(http, headers)
 
     assert failures == [], "\n".join(failures)
     assert answers.get(200, 0) > EXAMPLES // 5, answers  # the bodies reached the ledger too
     # then every read model followed the log, parking nothing, and the canary is there
     assert_holding_everything(projections)
     assert [m["mid"] for m in listed.json()["messages"]] == ["mid-fuzz-canary"]
+    # and the CRM was given every notification, each verified once it arrived
+    assert deliveries, "the tests' account's CRM got nothing"
+    assert {d["status"] for d in deliveries} == {"delivered"}, [
+        (d["type"], d["status"], d["attempts"][-1:])
+        for d in deliveries
+        if d["status"] != "delivered"
+    ]
+    assert crm.rejected == []
+    assert {d["id"] for d in crm.delivered()} == {d["id"] for d in deliveries}
