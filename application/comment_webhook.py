@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.errors import MalformedWebhook
-from application.storable import unstorable, without_nul
+from application.storable import LATEST_MS, unstorable, without_nul
 from domain.media import Media
 
 JSONObject = dict[str, Any]
@@ -49,6 +49,13 @@ def _ms(time: object) -> int:
     return time * 1000 if time < 100_000_000_000 else time
 
 
+def _storable_time(time: object) -> bool:
+    """A comment's time is its notification's; the read models keep it in 64 bits."""
+    if isinstance(time, bool) or not isinstance(time, int):
+        return True  # no time: the comment's is unknown (0)
+    return time >= 0 and _ms(time) < LATEST_MS
+
+
 def route_comments(entries: list[Any]) -> list[RoutedComment]:
     """Every comment change of the body, or `MalformedWebhook` naming the field of one
     that cannot be stored (before anything is stored)."""
@@ -61,6 +68,11 @@ def route_comments(entries: list[Any]) -> list[RoutedComment]:
             value = change.get("value")
             if not isinstance(value, dict):
                 raise MalformedWebhook(f"{path} must be a JSON object")
+            if not _storable_time(entry.time):
+                raise MalformedWebhook(
+                    f"entry[{e}].time must be the time Meta sent it (seconds or milliseconds "
+                    "since 1970, before the year 10000)"
+                )
             without_nul(value)
             stored = unstorable(value, path)
             problem = f"{stored[0]} {stored[1]}" if stored else _problem(value, path)

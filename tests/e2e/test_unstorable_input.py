@@ -183,6 +183,21 @@ async def test_a_comment_whose_ids_no_read_model_can_key_is_400_naming_the_field
     assert event_types(services) == ["Account.Registered"]
 
 
+@pytest.mark.parametrize("sent", [2**63, 2**64 - 1, -1, 253402300800000])
+async def test_a_comment_sent_at_a_time_no_read_model_can_hold_is_400(
+    client: Client, services: Services, sent: int
+) -> None:
+    # Meta's comment webhooks carry no time of their own: entry[].time stands for it.
+    body = comment_body(lambda value: None)
+    body["entry"][0]["time"] = sent
+
+    response = await post_webhook(client, encode(body))
+
+    assert response.status_code == 400, response.text
+    assert "entry[0].time" in response.json()["detail"]
+    assert event_types(services) == ["Account.Registered"]
+
+
 async def test_an_unserved_account_is_logged_without_the_whole_of_its_id(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:

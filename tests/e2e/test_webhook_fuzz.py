@@ -170,6 +170,12 @@ def changed_bodies(draw: st.DrawFn) -> bytes:
 RULES = [
     SHIPPING,
     {"name": "prices", "triggers": [{"type": "regex", "value": "pri(ce|s)"}], "reply": "Soon!"},
+    {
+        "name": "comments on the post",
+        "triggers": [{"type": "comment", "value": "much", "media_id": "18000000000000001"}],
+        "reply": "Hi {username}! Prices: https://shop.example/prices",
+        "public_reply": "Sent you a DM!",
+    },
 ]
 """The tests' account answers some messages by itself, so the bodies go through its rules."""
 
@@ -206,6 +212,8 @@ def served(
     )
     yield server, token
     server.stop()
+    # What a failure needs: why each read model parked what it parked.
+    print("\n".join(line for line in server.output.splitlines() if "parks the event" in line))
 
 
 def settled_deliveries(http: httpx.Client, headers: dict[str, str]) -> list[dict[str, Any]]:
