@@ -44,7 +44,7 @@ from tests.support.rules import SHIPPING, definition
 from tests.support.served import Served, serve
 from tests.support.webhooks import OTHER, text_body
 
-pytestmark = pytest.mark.heavy  # 300 webhooks a backend: ~8 s on a quiet 2-core machine
+pytestmark = pytest.mark.heavy  # 300 webhooks a backend: ~14 s each on a quiet 2-core machine
 
 EXAMPLES = int(os.environ.get("DMLEDGER_FUZZ_EXAMPLES", "300"))
 KINDS = sorted(p.stem for p in (Path(__file__).parents[1] / "fixtures" / "meta").glob("*.json"))
