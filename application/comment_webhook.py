@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.errors import MalformedWebhook
-from application.storable import LATEST_MS, unstorable, without_nul
+from application.storable import ID_LENGTH, LATEST_MS, NAME_LENGTH, unstorable, without_nul
 from domain.media import Media
 
 JSONObject = dict[str, Any]
 
 COMMENT_FIELDS = ("comments", "live_comments")
 _VALUE_KEYS = {"id", "text", "from", "media", "parent_id", "verb"}
-MAX_ID_LENGTH = 64
-MAX_TYPE_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -103,11 +101,11 @@ def _problem(value: JSONObject, path: str) -> str | None:
         return f"{path}.from.id must be the commenter's id"
     # Ids key the comments' rows; Meta's are ~17 digits, its product types short names.
     for field, found, longest in (
-        ("id", value.get("id"), MAX_ID_LENGTH),
-        ("media.id", media.get("id"), MAX_ID_LENGTH),
-        ("from.id", author.get("id") if isinstance(author, dict) else None, MAX_ID_LENGTH),
-        ("parent_id", value.get("parent_id"), MAX_ID_LENGTH),
-        ("media.media_product_type", media.get("media_product_type"), MAX_TYPE_LENGTH),
+        ("id", value.get("id"), ID_LENGTH),
+        ("media.id", media.get("id"), ID_LENGTH),
+        ("from.id", author.get("id") if isinstance(author, dict) else None, ID_LENGTH),
+        ("parent_id", value.get("parent_id"), ID_LENGTH),
+        ("media.media_product_type", media.get("media_product_type"), NAME_LENGTH),
     ):
         if isinstance(found, str | int) and len(str(found)) > longest:
             return f"{path}.{field} must be at most {longest} characters"

@@ -19,6 +19,7 @@ from application.instagram_webhook import RoutedItem, read_webhook, record_item,
 from application.json_nesting import MAX_DEPTH, nests_deeper_than
 from application.ledger_writer import Changes, Command
 from application.ports import SecretBox
+from application.storable import ID_LENGTH
 from application.webhook_signatures import (
     APP_SECRETS_KEPT,
     SIGNATURE_PREFIX,
@@ -93,7 +94,7 @@ class WebhookIngest:
                     "skipping %d items for Instagram account %s, which is not served",
                     len(items) + len(comments_by_account.pop(ig_account_id, ())),
                     # The sender's words, not an account's: at most an id's length.
-                    ig_account_id if len(ig_account_id) <= 64 else f"{ig_account_id[:64]}...",
+                    ig_account_id[:ID_LENGTH] + ("..." if len(ig_account_id) > ID_LENGTH else ""),
                 )
                 continue
             if not hmac.compare_digest(self._digest(account, body), given):

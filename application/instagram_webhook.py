@@ -14,7 +14,13 @@ import msgspec
 
 from application.errors import MalformedWebhook
 from application.handover_webhook import handover_changes, record_handover
-from application.storable import LATEST_MS, unstorable, without_nul
+from application.storable import (
+    ID_LENGTH,
+    LATEST_MS,
+    MID_LENGTH,
+    unstorable,
+    without_nul,
+)
 from domain.conversation import Conversation
 
 JSONObject = dict[str, Any]
@@ -71,10 +77,6 @@ def read_webhook(body: bytes) -> WebhookBody:
     return webhook
 
 
-MAX_MID_LENGTH = 255
-"""A message id keys a message's row in the read models; Meta's are ~170 characters."""
-MAX_ID_LENGTH = 64
-"""An account's or participant's id keys conversations; Meta's are ~17 digits."""
 MAX_EDIT_COUNT = 2**31 - 1
 """A message's edits are counted in an integer column (Meta allows a handful)."""
 
@@ -121,11 +123,11 @@ def _shape_problem(item: JSONObject, path: str) -> tuple[str, str] | None:
             return f"{path}.{key}", "must be a JSON object"
         if isinstance(value, dict) and "mid" in value and not isinstance(value["mid"], str):
             return f"{path}.{key}.mid", "must be a string"
-        if isinstance(value, dict) and len(value.get("mid") or "") > MAX_MID_LENGTH:
-            return f"{path}.{key}.mid", f"must be at most {MAX_MID_LENGTH} characters"
+        if isinstance(value, dict) and len(value.get("mid") or "") > MID_LENGTH:
+            return f"{path}.{key}.mid", f"must be at most {MID_LENGTH} characters"
         party = key in ("sender", "recipient")
-        if party and isinstance(value, dict) and len(str(value.get("id", ""))) > MAX_ID_LENGTH:
-            return f"{path}.{key}.id", f"must be at most {MAX_ID_LENGTH} characters"
+        if party and isinstance(value, dict) and len(str(value.get("id", ""))) > ID_LENGTH:
+            return f"{path}.{key}.id", f"must be at most {ID_LENGTH} characters"
     edit = item.get("message_edit")
     if isinstance(edit, dict) and "num_edit" in edit:
         count = _int(edit["num_edit"])

@@ -21,6 +21,15 @@ REPLACEMENT = "\ufffd"
 LATEST_MS = 253_402_300_800_000
 """Milliseconds since 1970 of 10000-01-01: later times cannot be shown as dates."""
 
+ID_LENGTH = 64
+"""The longest id of a participant, comment or media the read models key rows by (their
+columns are this wide); Meta's are about 17 digits."""
+MID_LENGTH = 255
+"""The longest message id (a message's key in the history); Meta's are ~170 characters."""
+NAME_LENGTH = 32
+"""The longest short name the read models keep in a column of its own (a media's product
+type, a message's kind)."""
+
 
 def unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
     """The path and problem of the first value in `value` that cannot be stored (a NUL in

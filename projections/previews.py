@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from application.storable import NAME_LENGTH
 from domain.content import is_erased
 from domain.conversation import Conversation
 
@@ -12,7 +13,7 @@ Message = Conversation.MessageReceived | Conversation.MessageEchoed
 PREVIEW_LENGTH = 200
 
 
-KIND_LENGTH = 32
+KIND_LENGTH = NAME_LENGTH
 """The longest kind a message has: Meta's attachment types are short names (`image`,
 `story_mention`, `ig_reel`); a type longer than this is shown as an `attachment`."""
 

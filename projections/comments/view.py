@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, String, Table, Text, select
 
+from application.storable import ID_LENGTH, NAME_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
 
@@ -13,13 +14,13 @@ comments = Table(
     "media_comments",
     metadata,
     Column("media_key", String(36), primary_key=True),
-    Column("comment_id", String(64), primary_key=True),
+    Column("comment_id", String(ID_LENGTH), primary_key=True),
     Column("ig_account_id", String(32), nullable=False),
-    Column("media_id", String(64), nullable=False),
-    Column("media_product_type", String(32)),
-    Column("parent_id", String(64)),
+    Column("media_id", String(ID_LENGTH), nullable=False),
+    Column("media_product_type", String(NAME_LENGTH)),
+    Column("parent_id", String(ID_LENGTH)),
     Column("text", Text),
-    Column("author_id", String(64), nullable=False),
+    Column("author_id", String(ID_LENGTH), nullable=False),
     Column("author_username", Text),
     Column("author_conversation_id", String(36), nullable=False),
     Column("live", Boolean, nullable=False),

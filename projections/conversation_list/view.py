@@ -17,6 +17,7 @@ from sqlalchemy import (
     select,
 )
 
+from application.storable import ID_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
 
@@ -25,7 +26,7 @@ conversations = Table(
     metadata,
     Column("conversation_id", String(36), primary_key=True),
     Column("ig_account_id", String(32), nullable=False),
-    Column("participant_id", String(64), nullable=False),
+    Column("participant_id", String(ID_LENGTH), nullable=False),
     Column("participant_username", String(64)),
     Column("status", String(16), nullable=False),
     Column("last_message_preview", String(200)),

@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 
+from application.storable import MID_LENGTH
 from projections.previews import KIND_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
@@ -27,8 +28,8 @@ messages = Table(
     "message_history",
     metadata,
     Column("conversation_id", String(36), primary_key=True),
-    Column("message_key", String(255), primary_key=True),
-    Column("mid", String(255)),
+    Column("message_key", String(MID_LENGTH), primary_key=True),
+    Column("mid", String(MID_LENGTH)),
     Column("direction", String(16)),
     Column("kind", String(KIND_LENGTH)),
     Column("text", Text),

@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
 )
 
+from application.storable import ID_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
 
@@ -64,7 +65,7 @@ conversation_parties = Table(
     metadata,
     Column("conversation_id", String(36), primary_key=True),
     Column("ig_account_id", String(32), nullable=False),
-    Column("participant_id", String(64), nullable=False),
+    Column("participant_id", String(ID_LENGTH), nullable=False),
     Column("crm_sequence", Integer, nullable=False),
     Column("last_inbound_at", BigInteger),
 )
