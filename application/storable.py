@@ -26,6 +26,8 @@ ID_LENGTH = 64
 columns are this wide); Meta's are about 17 digits."""
 MID_LENGTH = 255
 """The longest message id (a message's key in the history); Meta's are ~170 characters."""
+USERNAME_LENGTH = 64
+"""The longest Instagram username the read models keep (Instagram's are at most 30)."""
 NAME_LENGTH = 32
 """The longest short name the read models keep in a column of its own (a media's product
 type, a message's kind)."""

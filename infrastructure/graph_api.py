@@ -14,6 +14,7 @@ import httpx
 
 from application.delivery import RETRY_CODES, THROTTLE_CODES, TOKEN_CODES, MetaError
 from application.ports import PROFILE_FIELDS
+from application.storable import USERNAME_LENGTH
 from infrastructure.instagram_api import json_of, meta_error_of
 from infrastructure.outgoing_tls import outgoing_tls
 
@@ -62,7 +63,8 @@ class GraphApiProfiles:
 
 def profile_of(body: dict[str, Any]) -> dict[str, Any]:
     """The known fields of Meta's answer that have the type Meta documents (text without
-    NUL, a count that fits a bigint, a boolean); anything else is left out."""
+    NUL, a username no longer than `USERNAME_LENGTH`, a count that fits a bigint, a
+    boolean); anything else is left out."""
     profile: dict[str, Any] = {}
     for field in PROFILE_FIELDS:
         value = body.get(field)
@@ -70,6 +72,8 @@ def profile_of(body: dict[str, Any]) -> dict[str, Any]:
             kept = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
         elif field.startswith("is_"):
             kept = isinstance(value, bool)
+        elif field == "username":
+            kept = isinstance(value, str) and "\x00" not in value and len(value) <= USERNAME_LENGTH
         else:
             kept = isinstance(value, str) and "\x00" not in value
         if kept:

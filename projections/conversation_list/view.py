@@ -17,7 +17,7 @@ from sqlalchemy import (
     select,
 )
 
-from application.storable import ID_LENGTH
+from application.storable import ID_LENGTH, USERNAME_LENGTH
 from projections.schema import metadata
 from projections.view import SqlView
 
@@ -27,7 +27,7 @@ conversations = Table(
     Column("conversation_id", String(36), primary_key=True),
     Column("ig_account_id", String(32), nullable=False),
     Column("participant_id", String(ID_LENGTH), nullable=False),
-    Column("participant_username", String(64)),
+    Column("participant_username", String(USERNAME_LENGTH)),
     Column("status", String(16), nullable=False),
     Column("last_message_preview", String(200)),
     Column("last_message_direction", String(16)),

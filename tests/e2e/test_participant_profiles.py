@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from domain.identity import conversation_id
 from interfaces.composition import Services
 from interfaces.http.app import create_app
+from projections.parked import parked_events
 from tests.conftest import (
     ACCOUNT,
     PARTICIPANT,
@@ -210,3 +211,22 @@ async def test_a_reply_names_the_participant_from_their_sealed_profile_after_a_r
         r["body"]["message"]["text"] for r in graph.requests if r["path"].endswith("/messages")
     ]
     assert texts == ["Hi!", "Anna, we open at nine."]
+
+
+async def test_a_profile_with_a_username_longer_than_instagrams_stops_no_read_model(
+    api: Client, services: Services, graph: FakeGraphApi, key: dict[str, str]
+) -> None:
+    # given a Graph API whose answer names the participant with a 100-character username
+    graph.profiles[PARTICIPANT] = {**graph.profiles[PARTICIPANT], "username": "a" * 100}
+
+    # when the participant writes and the read models follow
+    await deliver(api, message("hello", "m-1"))
+    await step(services)
+    for name in services.read_models.rebuildable():
+        services.read_models.wait_for(name)
+
+    # then nothing is parked, and the conversation is listed with the rest of the profile
+    assert parked_events(services.read_models.message_history.engine) == []
+    [conversation] = (await api.get(f"{BASE}/conversations", headers=key)).json()["conversations"]
+    assert conversation["participant"]["name"] == "Anna Schmidt"
+    assert conversation["participant"]["username"] is None
